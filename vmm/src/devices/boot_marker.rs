@@ -1,0 +1,1 @@
+//! Boot-time marker device.

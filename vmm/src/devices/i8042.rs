@@ -1,0 +1,1 @@
+//! i8042 controller: only the CPU reset line.

@@ -1,0 +1,123 @@
+//! Virtio devices over the virtio-mmio transport (virtio 1.2, section 4.2, version 2 layout).
+//!
+//! A device implements [`VirtioDevice`] (its device-specific half: features, config space, queue
+//! processing) and `event_manager::MutEventSubscriber` (its reaction to queue kicks and to any host
+//! file descriptors it owns). The [`mmio::MmioTransport`] owns the register state machine and hands the
+//! device its queues once the driver sets DRIVER_OK.
+//!
+//! Queue notifications: each device creates one `EventFd` per queue at construction. The VMM registers
+//! them with KVM as ioeventfds on the transport's QueueNotify register (datamatch = queue index), so a
+//! guest kick never leaves the kernel except to wake the event loop; a transport that sees a QueueNotify
+//! write itself (no ioeventfd) writes the same eventfd.
+
+pub mod mmio;
+pub mod vsock;
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
+use virtio_queue::Queue;
+use vmm_sys_util::eventfd::EventFd;
+
+use crate::memory::GuestMemory;
+
+/// Virtio device IDs (virtio 1.2, section 5).
+pub mod device_type {
+    pub const NET: u32 = 1;
+    pub const BLOCK: u32 = 2;
+    pub const VSOCK: u32 = 19;
+    pub const FS: u32 = 26;
+}
+
+/// Device status bits (virtio 1.2, 2.1).
+pub mod status {
+    pub const ACKNOWLEDGE: u32 = 1;
+    pub const DRIVER: u32 = 2;
+    pub const DRIVER_OK: u32 = 4;
+    pub const FEATURES_OK: u32 = 8;
+    pub const DEVICE_NEEDS_RESET: u32 = 64;
+    pub const FAILED: u32 = 128;
+}
+
+/// Interrupt status bits of the MMIO transport (InterruptStatus register).
+pub const INT_VRING: u32 = 1;
+pub const INT_CONFIG: u32 = 2;
+
+/// Feature bit every virtio 1.x device offers.
+pub const VIRTIO_F_VERSION_1: u64 = 1 << 32;
+
+/// The interrupt line of one virtio-mmio device: an irqfd registered with KVM plus the transport's
+/// InterruptStatus register, which the guest reads and acknowledges.
+#[derive(Clone)]
+pub struct IrqTrigger {
+    status: Arc<AtomicU32>,
+    irqfd: Arc<EventFd>,
+}
+
+impl IrqTrigger {
+    pub fn new(irqfd: EventFd) -> Self {
+        Self {
+            status: Arc::new(AtomicU32::new(0)),
+            irqfd: Arc::new(irqfd),
+        }
+    }
+
+    /// Sets `kind` (INT_VRING or INT_CONFIG) in InterruptStatus and raises the interrupt.
+    pub fn trigger(&self, kind: u32) -> std::io::Result<()> {
+        self.status.fetch_or(kind, Ordering::SeqCst);
+        self.irqfd.write(1)
+    }
+
+    /// Current InterruptStatus value.
+    pub fn status(&self) -> u32 {
+        self.status.load(Ordering::SeqCst)
+    }
+
+    /// InterruptACK: clears the given bits.
+    pub fn ack(&self, bits: u32) {
+        self.status.fetch_and(!bits, Ordering::SeqCst);
+    }
+
+    /// The eventfd to register with KVM (KVM_IRQFD).
+    pub fn irqfd(&self) -> &EventFd {
+        &self.irqfd
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ActivateError {
+    #[error("queue {index} is not valid: {reason}")]
+    BadQueue { index: usize, reason: String },
+    #[error("the driver did not accept a feature this device requires: {0}")]
+    MissingFeature(&'static str),
+    #[error("device back-end failed to start: {0}")]
+    Backend(String),
+}
+
+/// The device-specific half of a virtio device.
+pub trait VirtioDevice: Send {
+    /// Virtio device ID (see [`device_type`]).
+    fn device_type(&self) -> u32;
+    /// Maximum size of each queue; the number of entries is the number of queues.
+    fn queue_max_sizes(&self) -> &[u16];
+    /// Features the device offers (including VIRTIO_F_VERSION_1).
+    fn avail_features(&self) -> u64;
+    /// Features the driver accepted (a subset of `avail_features`, checked by the transport).
+    fn set_acked_features(&mut self, features: u64);
+    /// Reads the device config space at `offset`; bytes past the end read as zero.
+    fn read_config(&self, offset: u64, data: &mut [u8]);
+    /// Writes the device config space; devices with read-only config ignore it.
+    fn write_config(&mut self, offset: u64, data: &[u8]);
+    /// One eventfd per queue, written when the driver notifies that queue.
+    fn queue_events(&self) -> &[EventFd];
+    /// Starts the device with the queues the driver set up. Called once DRIVER_OK is set.
+    fn activate(
+        &mut self,
+        mem: GuestMemory,
+        irq: IrqTrigger,
+        queues: Vec<Queue>,
+    ) -> Result<(), ActivateError>;
+    /// Device reset (driver wrote 0 to Status): drop queues and connections, go back to the
+    /// not-activated state. Returns false if the device cannot be reset (it then needs DEVICE_NEEDS_RESET).
+    fn reset(&mut self) -> bool;
+}

@@ -1,0 +1,1 @@
+//! virtio-vsock device with a hybrid (Unix socket) back-end.
