@@ -1,7 +1,16 @@
 //! hull-vmm: a KVM microVM monitor for Hull sandboxes.
+//!
+//! [`microvm::run`] takes a [`microvm::VmConfig`] and runs the VM until the guest powers off, the VMM
+//! is signalled, or a vCPU fails.
 
 pub mod boot;
+pub mod cmdline;
+pub mod control;
 pub mod devices;
+pub mod kvm_host;
 pub mod layout;
 pub mod memory;
+// pub mod microvm; (enabled once boot/devices/vsock APIs land)
+pub mod vcpu;
 pub mod virtio;
+pub mod vm;

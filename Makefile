@@ -1,0 +1,52 @@
+# Hull: the commands a developer (and CI) runs. See README.md.
+#   make test        Tier 1 tests (unit, tiny guests on KVM/PVM, agent on the host), lint, then the lab smoke test
+#   make demo        boot our guest kernel + agent with hull-vmm (directly on real KVM, in the nested lab on PVM)
+#   make guest       guest kernel + initramfs into build/guest/
+#   make bench       benchmarks (print figures, assert nothing)
+
+SHELL := /bin/bash
+BUILD_DIR ?= build
+HULL_CACHE ?= /var/cache/hull
+CARGO ?= cargo
+export BUILD_DIR HULL_CACHE
+
+.PHONY: all build test test-tier1 lint fmt bench demo clean
+
+all: build
+
+build:
+	$(CARGO) build --workspace
+
+include guest-rootfs/guest.mk
+include tests/lab/lab.mk
+
+# Tier 1: everything that runs on this machine, then the nested-lab smoke test (Tier 2).
+test: lint test-tier1 lab-smoke
+
+test-tier1:
+	$(CARGO) test --workspace --no-fail-fast
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+bench:
+	$(CARGO) test --release -p hull-vmm --test bench -- --ignored --nocapture --test-threads=1
+
+# On a host with real KVM boot directly; on a PVM host (or without KVM) go through the nested lab.
+demo: static-bins guest
+	@if [ -e /dev/kvm ] && [ ! -e /sys/module/kvm_pvm ]; then \
+		echo "== real KVM: booting $(BUILD_DIR)/guest/vmlinux with hull-vmm"; \
+		$(BUILD_DIR)/bin/hull-vmm --kernel $(BUILD_DIR)/guest/vmlinux --initrd $(BUILD_DIR)/guest/initramfs.cpio \
+			--mem-mib 256 --cmdline "console=ttyS0 reboot=k panic=-1 quiet hull.poweroff=1"; \
+	else \
+		echo "== this host's /dev/kvm is PVM (or absent): running the demo inside the nested lab"; \
+		$(MAKE) --no-print-directory lab-demo; \
+	fi
+
+clean:
+	$(CARGO) clean
+	rm -rf $(BUILD_DIR)

@@ -1,0 +1,53 @@
+#!/bin/sh
+# /init of the lab's L1 VM (busybox sh, runs under QEMU TCG).
+#
+# Loads the modules the L1 kernel needs to see its disks, finds the two
+# virtio disks by their serial numbers (labdata: read-only ext4 with our
+# binaries, the guest image and run.sh; labplan: the plan written by the host
+# driver, raw text), starts the heartbeat the host's stall watchdog listens
+# to, runs the plan and powers off. Everything the host parses is a line
+# starting with "LAB-".
+export PATH=/bin
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev 2>/dev/null
+mkdir -p /tmp /lab
+mount -t tmpfs tmp /tmp
+
+uptime_s() { read -r up _ < /proc/uptime; echo "$up"; }
+
+echo "LAB-L1 event=init uptime=$(uptime_s) kernel=$(uname -r) cpus=$(grep -c ^processor /proc/cpuinfo)"
+
+for m in $(cat /lib/modules/boot.order); do
+    insmod "/lib/modules/$m" || echo "LAB-L1 event=insmod-failed module=$m"
+done
+
+# The heartbeat: the host kills L1 as frozen when it stops.
+( while :; do sleep 3; echo "LAB-HB uptime=$(uptime_s)"; done ) &
+heartbeat=$!
+
+data_dev=""
+plan_dev=""
+for b in /sys/block/vd*; do
+    [ -e "$b/serial" ] || continue
+    case "$(cat "$b/serial")" in
+        labdata) data_dev=/dev/${b##*/} ;;
+        labplan) plan_dev=/dev/${b##*/} ;;
+    esac
+done
+
+if [ -z "$data_dev" ] || [ -z "$plan_dev" ]; then
+    echo "LAB-L1 event=error reason=\"disks not found (data=$data_dev plan=$plan_dev)\""
+elif ! mount -t ext4 -o ro "$data_dev" /lab; then
+    echo "LAB-L1 event=error reason=\"cannot mount $data_dev\""
+else
+    # The plan disk is zero-padded raw text.
+    tr -d '\000' < "$plan_dev" > /tmp/plan.sh
+    echo "LAB-L1 event=ready uptime=$(uptime_s)"
+    sh /lab/run.sh /tmp/plan.sh
+fi
+
+kill "$heartbeat" 2>/dev/null
+echo "LAB-DONE uptime=$(uptime_s)"
+sync
+poweroff -f

@@ -1,0 +1,459 @@
+"""Builds and caches what the lab's L1 VM boots from.
+
+Cached under HULL_CACHE/lab/ (survives clean clones, keyed by content):
+  kernel-<pkg>_<ver>/   Debian cloud kernel (vmlinuz) + the modules L1 needs
+  busybox-<ver>/        static busybox
+  l1-initramfs-<key>.cpio.gz
+  qroot-<key>/          QEMU for the in-L1 peer: binary, its shared libraries, firmware
+  labwatch-<key>        static build of labwatch.c
+Rebuilt per checkout (cheap) under BUILD_DIR/lab/:
+  l1-data.ext4          read-only data disk: run.sh, labwatch, hull-vmm, guest image, qroot
+"""
+
+import gzip
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+LAB_DIR = Path(__file__).resolve().parent
+
+# Modules L1 loads at boot to see its virtio disks, and the KVM set run.sh loads.
+BOOT_MODULES = ["virtio_pci", "virtio_blk"]
+KVM_MODULES = ["kvm_amd"]
+
+
+class AssetError(Exception):
+    """A lab asset could not be found or built."""
+
+
+@dataclass
+class L1Assets:
+    """Paths of everything one L1 boot needs."""
+
+    kernel: Path
+    kernel_release: str
+    initramfs: Path
+    data_disk: Path
+    has_hull_vmm: bool
+    has_guest: bool
+
+
+def run(cmd, **kw):
+    """Run a command, raising AssetError with its output on failure."""
+    res = subprocess.run(cmd, capture_output=True, text=True, **kw)
+    if res.returncode != 0:
+        raise AssetError(f"{' '.join(map(str, cmd))} failed ({res.returncode}): {res.stderr.strip()[-800:]}")
+    return res.stdout
+
+
+def sha256_file(path, h=None):
+    h = h or hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h
+
+
+def short_key(*parts):
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(p if isinstance(p, bytes) else str(p).encode())
+        h.update(b"\0")
+    return h.hexdigest()[:16]
+
+
+def find_tool(name):
+    path = shutil.which(name) or next(
+        (p for p in (f"/usr/sbin/{name}", f"/sbin/{name}") if os.access(p, os.X_OK)), None
+    )
+    if not path:
+        raise AssetError(f"{name} not found (install its Debian package)")
+    return path
+
+
+class Cache:
+    """The lab's part of HULL_CACHE, with atomic publication of built entries."""
+
+    def __init__(self, root):
+        self.root = Path(root) / "lab"
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def path(self, name):
+        return self.root / name
+
+    def tempdir(self):
+        return Path(tempfile.mkdtemp(prefix="tmp-", dir=self.root))
+
+    def publish(self, tmp, name):
+        """Move a finished temp file/dir to its final name (first writer wins)."""
+        final = self.root / name
+        try:
+            os.rename(tmp, final)
+        except OSError:
+            if not final.exists():
+                raise
+            shutil.rmtree(tmp, ignore_errors=True) if Path(tmp).is_dir() else os.unlink(tmp)
+        return final
+
+
+# ---------------------------------------------------------------- Debian packages
+
+
+def apt_versions(package):
+    """All (version, depends) stanzas apt knows for a package (newest first)."""
+    try:
+        out = subprocess.run(["apt-cache", "show", package], capture_output=True, text=True).stdout
+    except FileNotFoundError:
+        return []
+    stanzas = []
+    for block in out.split("\n\n"):
+        ver = re.search(r"^Version: (\S+)", block, re.M)
+        dep = re.search(r"^Depends: (.*)$", block, re.M)
+        if ver:
+            stanzas.append((ver.group(1), dep.group(1) if dep else ""))
+    return stanzas
+
+
+def resolve_cloud_kernel(cache):
+    """(package, version) of the Debian cloud kernel for L1.
+
+    The version that matches the installed linux-source-6.1 (what the guest
+    kernel is built from) when apt knows it, else the newest one apt knows;
+    with no apt lists at all, the newest kernel already in the cache.
+    """
+    forced = os.environ.get("LAB_L1_KERNEL_PKG")  # "name=version"
+    if forced and "=" in forced:
+        return tuple(forced.split("=", 1))
+    src = subprocess.run(
+        ["dpkg-query", "-W", "-f=${Version}", "linux-source-6.1"], capture_output=True, text=True
+    ).stdout.strip()
+    stanzas = apt_versions("linux-image-cloud-amd64")
+    chosen = next((s for s in stanzas if s[0] == src), None) or (stanzas[0] if stanzas else None)
+    if chosen:
+        m = re.search(r"(linux-image-[^\s,(]+-cloud-amd64)\s*\(= ([^)]+)\)", chosen[1])
+        if m:
+            return m.group(1), m.group(2)
+    cached = sorted(cache.root.glob("kernel-*/.complete"), key=os.path.getmtime)
+    if cached:
+        name, ver = cached[-1].parent.name[len("kernel-"):].split("_", 1)
+        return name, ver
+    raise AssetError("cannot resolve linux-image-cloud-amd64 (run apt-get update)")
+
+
+def apt_download(package, version, into):
+    """apt-get download one package into a directory; returns the .deb path."""
+    spec = f"{package}={version}" if version else package
+    run(["apt-get", "download", "-q", spec], cwd=into)
+    debs = list(Path(into).glob("*.deb"))
+    if len(debs) != 1:
+        raise AssetError(f"apt-get download {spec}: expected one .deb, found {debs}")
+    return debs[0]
+
+
+# ---------------------------------------------------------------- kernel and modules
+
+
+def module_depends(ko_path):
+    """Module names a .ko depends on (its modinfo 'depends=' field)."""
+    data = Path(ko_path).read_bytes()
+    m = re.search(rb"(?:^|\x00)depends=([^\x00]*)\x00", data)
+    if not m or not m.group(1):
+        return []
+    return [d.decode() for d in m.group(1).split(b",") if d]
+
+
+def modules_in_load_order(modules_root, wanted):
+    """Relative paths of the wanted modules and their dependencies, dependencies first.
+
+    Modules built into the kernel (modules.builtin) are left out.
+    """
+    root = Path(modules_root)
+    index = {}
+    for ko in (root / "kernel").rglob("*.ko"):
+        index[ko.stem.replace("-", "_")] = ko
+    builtin = set()
+    builtin_list = root / "modules.builtin"
+    if builtin_list.exists():
+        for line in builtin_list.read_text().split():
+            builtin.add(Path(line).stem.replace("-", "_"))
+    order, visiting = [], set()
+
+    def visit(name):
+        name = name.replace("-", "_")
+        if name in builtin or any(p.stem.replace("-", "_") == name for p in order):
+            return
+        if name in visiting:
+            raise AssetError(f"module dependency cycle at {name}")
+        if name not in index:
+            raise AssetError(f"module {name} not found under {root}")
+        visiting.add(name)
+        for dep in module_depends(index[name]):
+            visit(dep)
+        visiting.discard(name)
+        order.append(index[name])
+
+    for w in wanted:
+        visit(w)
+    return [p.relative_to(root) for p in order]
+
+
+def cloud_kernel(cache):
+    """Directory with vmlinuz, release, modules/*.ko, boot.order, kvm.order (cached)."""
+    package, version = resolve_cloud_kernel(cache)
+    name = f"kernel-{package}_{version}"
+    final = cache.path(name)
+    if (final / ".complete").exists():
+        return final
+    tmp = cache.tempdir()
+    try:
+        deb = apt_download(package, version, tmp)
+        tree = tmp / "tree"
+        run(["dpkg-deb", "-x", str(deb), str(tree)])
+        releases = list((tree / "lib/modules").iterdir())
+        if len(releases) != 1:
+            raise AssetError(f"{deb.name}: expected one module tree, found {releases}")
+        release = releases[0].name
+        out = tmp / "out"
+        (out / "modules").mkdir(parents=True)
+        shutil.copy(tree / f"boot/vmlinuz-{release}", out / "vmlinuz")
+        shutil.copy(tree / f"boot/config-{release}", out / "config")
+        (out / "release").write_text(release + "\n")
+        for list_name, wanted in (("boot.order", BOOT_MODULES), ("kvm.order", KVM_MODULES)):
+            rels = modules_in_load_order(releases[0], wanted)
+            for rel in rels:
+                shutil.copy(releases[0] / rel, out / "modules" / rel.name)
+            (out / "modules" / list_name).write_text("".join(r.name + "\n" for r in rels))
+        (out / ".complete").write_text(f"{package} {version}\n")
+        return cache.publish(out, name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def static_busybox(cache):
+    """Path of a static busybox from the busybox-static package (cached)."""
+    stanzas = apt_versions("busybox-static")
+    cached = sorted(cache.root.glob("busybox-*/busybox"), key=os.path.getmtime)
+    if not stanzas:
+        if cached:
+            return cached[-1]
+        raise AssetError("cannot resolve busybox-static (run apt-get update)")
+    version = stanzas[0][0]
+    name = "busybox-" + version.replace(":", "_")
+    final = cache.path(name) / "busybox"
+    if final.exists():
+        return final
+    tmp = cache.tempdir()
+    try:
+        deb = apt_download("busybox-static", version, tmp)
+        run(["dpkg-deb", "-x", str(deb), str(tmp / "tree")])
+        out = tmp / "out"
+        out.mkdir()
+        shutil.copy(tmp / "tree/bin/busybox", out / "busybox")
+        return cache.publish(out, name) / "busybox"
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- initramfs
+
+
+class CpioWriter:
+    """Minimal writer of the 'newc' cpio format the kernel unpacks as initramfs.
+
+    Written by hand so that device nodes (/dev/console) need no mknod and no root.
+    """
+
+    def __init__(self):
+        self.chunks = []
+        self.ino = 1
+
+    def _entry(self, name, mode, data=b"", rdev=(0, 0)):
+        name_b = name.encode() + b"\0"
+        fields = [self.ino, mode, 0, 0, 1, 0, len(data), 0, 0, rdev[0], rdev[1], len(name_b), 0]
+        self.ino += 1
+        header = b"070701" + b"".join(b"%08X" % f for f in fields)
+        self.chunks.append(header + name_b)
+        self._pad()
+        self.chunks.append(data)
+        self._pad()
+
+    def _pad(self):
+        size = sum(len(c) for c in self.chunks)
+        self.chunks.append(b"\0" * (-size % 4))
+
+    def directory(self, name):
+        self._entry(name, 0o040755)
+
+    def file(self, name, data, executable=False):
+        self._entry(name, 0o100755 if executable else 0o100644, data)
+
+    def symlink(self, name, target):
+        self._entry(name, 0o120777, target.encode())
+
+    def char_device(self, name, major, minor, perm=0o600):
+        self._entry(name, 0o020000 | perm, rdev=(major, minor))
+
+    def finish(self):
+        self._entry("TRAILER!!!", 0)
+        return b"".join(self.chunks)
+
+
+def l1_initramfs(cache, kernel_dir, busybox):
+    """gzip'ed initramfs: busybox, the L1 modules, l1-init.sh as /init (cached)."""
+    init = (LAB_DIR / "l1-init.sh").read_bytes()
+    key = short_key(kernel_dir.name, sha256_file(busybox).hexdigest(), init)
+    name = f"l1-initramfs-{key}.cpio.gz"
+    final = cache.path(name)
+    if final.exists():
+        return final
+    applets = run([str(busybox), "--list"]).split()
+    cpio = CpioWriter()
+    for d in ("bin", "dev", "proc", "sys", "tmp", "lab", "lib", "lib/modules"):
+        cpio.directory(d)
+    cpio.char_device("dev/console", 5, 1)
+    cpio.char_device("dev/null", 1, 3, 0o666)
+    cpio.file("bin/busybox", busybox.read_bytes(), executable=True)
+    for applet in applets:
+        if applet != "busybox":
+            cpio.symlink(f"bin/{applet}", "busybox")
+    for f in sorted((kernel_dir / "modules").iterdir()):
+        cpio.file(f"lib/modules/{f.name}", f.read_bytes())
+    cpio.file("init", init, executable=True)
+    tmp = cache.tempdir()
+    try:
+        out = tmp / name
+        out.write_bytes(gzip.compress(cpio.finish(), 6))
+        return cache.publish(out, name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- in-L1 helpers
+
+
+def labwatch(cache):
+    """Static labwatch binary built from labwatch.c (cached by source hash)."""
+    src = LAB_DIR / "labwatch.c"
+    name = "labwatch-" + short_key(src.read_bytes())
+    final = cache.path(name)
+    if final.exists():
+        return final
+    tmp = cache.tempdir()
+    try:
+        out = tmp / "labwatch"
+        run([shutil.which("cc") or "gcc", "-static", "-O2", "-Wall", "-o", str(out), str(src)])
+        return cache.publish(out, name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def qemu_root(cache, qemu):
+    """QEMU for the in-L1 peer: the binary, its loader and libraries, small firmware files."""
+    qemu = Path(shutil.which(qemu) or qemu).resolve()
+    ldd = run(["ldd", str(qemu)])
+    key = short_key(sha256_file(qemu).hexdigest(), ldd)
+    name = f"qroot-{key}"
+    final = cache.path(name)
+    if (final / ".complete").exists():
+        return final
+    tmp = cache.tempdir()
+    try:
+        out = tmp / "qroot"
+        (out / "lib").mkdir(parents=True)
+        (out / "firmware").mkdir()
+        shutil.copy(qemu, out / "qemu-system-x86_64")
+        for line in ldd.splitlines():
+            m = re.search(r"=>\s*(/\S+)", line)
+            if m:
+                shutil.copy(m.group(1), out / "lib" / Path(m.group(1)).name)
+            elif re.match(r"\s*(/\S*ld-linux\S*)", line):
+                shutil.copy(line.split()[0], out / "ld.so")
+        if not (out / "ld.so").exists():
+            raise AssetError(f"no dynamic loader in ldd output of {qemu}")
+        share = qemu.parent.parent / "share/qemu"
+        for f in share.iterdir():
+            if f.is_file() and f.stat().st_size <= 256 * 1024:
+                shutil.copy(f, out / "firmware" / f.name)
+        (out / ".complete").write_text(str(qemu) + "\n")
+        return cache.publish(out, name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- the data disk
+
+
+def data_disk(build_lab, inputs):
+    """Read-only ext4 image with `inputs` ({path on disk: host path}), rebuilt on change."""
+    h = hashlib.sha256()
+    for dest in sorted(inputs):
+        src = Path(inputs[dest])
+        h.update(dest.encode())
+        if src.is_dir():
+            for f in sorted(src.rglob("*")):
+                if f.is_file():
+                    h.update(str(f.relative_to(src)).encode())
+                    sha256_file(f, h)
+        else:
+            sha256_file(src, h)
+    key = h.hexdigest()
+    image = build_lab / "l1-data.ext4"
+    stamp = build_lab / "l1-data.key"
+    if image.exists() and stamp.exists() and stamp.read_text() == key:
+        return image
+    staging = build_lab / "disk"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    for dest, src in inputs.items():
+        target = staging / dest
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if Path(src).is_dir():
+            shutil.copytree(src, target)
+        else:
+            shutil.copy(src, target)
+    size = sum(f.stat().st_size for f in staging.rglob("*") if f.is_file())
+    size_mib = size * 13 // 10 // (1 << 20) + 32
+    tmp_image = build_lab / "l1-data.ext4.tmp"
+    run([find_tool("mkfs.ext4"), "-q", "-F", "-L", "labdata", "-d", str(staging), str(tmp_image), f"{size_mib}M"])
+    os.replace(tmp_image, image)
+    stamp.write_text(key)
+    shutil.rmtree(staging, ignore_errors=True)
+    return image
+
+
+def build(cache_root, build_dir, qemu):
+    """Build (or find cached) all L1 assets; returns L1Assets."""
+    cache = Cache(cache_root)
+    build_lab = Path(build_dir) / "lab"
+    build_lab.mkdir(parents=True, exist_ok=True)
+    kernel_dir = cloud_kernel(cache)
+    busybox = static_busybox(cache)
+    initramfs = l1_initramfs(cache, kernel_dir, busybox)
+    inputs = {
+        "run.sh": LAB_DIR / "run.sh",
+        "bin/labwatch": labwatch(cache),
+        "qroot": qemu_root(cache, qemu),
+    }
+    hull_vmm = Path(build_dir) / "bin/hull-vmm"
+    vmlinux = Path(build_dir) / "guest/vmlinux"
+    guest_initramfs = Path(build_dir) / "guest/initramfs.cpio"
+    if hull_vmm.exists():
+        inputs["bin/hull-vmm"] = hull_vmm
+    has_guest = vmlinux.exists() and guest_initramfs.exists()
+    if has_guest:
+        inputs["guest/vmlinux"] = vmlinux
+        inputs["guest/initramfs.cpio"] = guest_initramfs
+    disk = data_disk(build_lab, inputs)
+    return L1Assets(
+        kernel=kernel_dir / "vmlinuz",
+        kernel_release=(kernel_dir / "release").read_text().strip(),
+        initramfs=initramfs,
+        data_disk=disk,
+        has_hull_vmm=hull_vmm.exists(),
+        has_guest=has_guest,
+    )

@@ -1,0 +1,297 @@
+//! Building and running one microVM: the flow from a [`VmConfig`] to a [`VmExit`].
+//!
+//! open KVM → guest RAM (memfd) → VM (irqchip, PIT, memslots) → kernel + initrd → devices on the I/O
+//! and MMIO buses → command line and boot structures → vCPUs → event loop until the VM ends → stop the
+//! vCPU threads.
+
+use std::fs::File;
+use std::io::Write;
+use std::os::unix::thread::JoinHandleExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use event_manager::{EventManager, MutEventSubscriber, SubscriberOps};
+use vmm_sys_util::eventfd::EventFd;
+
+use crate::boot::{self, BootConfig};
+use crate::cmdline::{build_cmdline, CmdlineError, MmioDeviceSlot};
+use crate::control::{Control, VmExit};
+use crate::devices::boot_marker::BootMarker;
+use crate::devices::bus::{Bus, BusDevice, BusError};
+use crate::devices::i8042::I8042Device;
+use crate::devices::serial::SerialDevice;
+use crate::kvm_host::{self, KvmHostError};
+use crate::layout::*;
+use crate::memory::{self, MemoryError};
+use crate::vcpu::{self, VcpuContext};
+use crate::virtio::mmio::{MmioTransport, QUEUE_NOTIFY_OFFSET};
+use crate::virtio::vsock::Vsock;
+use crate::virtio::{IrqTrigger, VirtioDevice};
+use crate::vm::{self, VmError};
+
+/// Largest vCPU count we configure (MP table and APIC IDs stay simple below this).
+pub const MAX_VCPUS: u8 = 32;
+
+/// Where the guest's serial console goes.
+#[derive(Debug, Clone)]
+pub enum SerialOutput {
+    Stdout,
+    File(PathBuf),
+}
+
+/// The hybrid vsock device.
+#[derive(Debug, Clone)]
+pub struct VsockConfig {
+    pub guest_cid: u64,
+    pub uds_path: PathBuf,
+}
+
+/// Everything needed to start a microVM.
+#[derive(Debug, Clone)]
+pub struct VmConfig {
+    pub kernel: PathBuf,
+    pub initrd: Option<PathBuf>,
+    pub cmdline: String,
+    pub mem_mib: u64,
+    pub vcpus: u8,
+    pub serial: SerialOutput,
+    pub vsock: Option<VsockConfig>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum VmmError {
+    #[error("--vcpus must be between 1 and {MAX_VCPUS}, got {0}")]
+    VcpuCount(u8),
+    #[error("cannot open the {what} {path}: {source}")]
+    OpenImage {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot open the serial log {path}: {source}")]
+    SerialLog {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Kvm(#[from] KvmHostError),
+    #[error(transparent)]
+    Memory(#[from] MemoryError),
+    #[error(transparent)]
+    Vm(#[from] VmError),
+    #[error(transparent)]
+    Boot(#[from] boot::BootError),
+    #[error(transparent)]
+    Cmdline(#[from] CmdlineError),
+    #[error("cannot place a device on the bus: {0}")]
+    Bus(#[from] BusError),
+    #[error("too many virtio devices: only {0} IRQ lines are available")]
+    TooManyDevices(u32),
+    #[error("cannot create the vsock device: {0}")]
+    Vsock(String),
+    #[error("{what}: {source}")]
+    Io {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("event loop failed: {0:?}")]
+    EventLoop(event_manager::Error),
+}
+
+fn io_err(what: &'static str) -> impl FnOnce(std::io::Error) -> VmmError {
+    move |source| VmmError::Io { what, source }
+}
+
+fn open_image(what: &'static str, path: &Path) -> Result<File, VmmError> {
+    File::open(path).map_err(|source| VmmError::OpenImage { what, path: path.to_path_buf(), source })
+}
+
+type Subscriber = Arc<Mutex<dyn MutEventSubscriber + Send>>;
+
+/// A virtio device attached to the VM: its slot and the subscriber the event loop drives.
+struct AttachedVirtio {
+    slot: MmioDeviceSlot,
+    subscriber: Subscriber,
+}
+
+/// Puts `device` in the next virtio-mmio window: transport on the MMIO bus, irqfd, ioeventfds.
+fn attach_virtio<D>(
+    vm_fd: &kvm_ioctls::VmFd,
+    mmio_bus: &mut Bus,
+    memory: &memory::GuestMemory,
+    index: u32,
+    device: Arc<Mutex<D>>,
+) -> Result<AttachedVirtio, VmmError>
+where
+    D: VirtioDevice + MutEventSubscriber + Send + 'static,
+{
+    let irq = VIRTIO_IRQ_BASE + index;
+    if irq > VIRTIO_IRQ_MAX {
+        return Err(VmmError::TooManyDevices(VIRTIO_IRQ_MAX - VIRTIO_IRQ_BASE + 1));
+    }
+    let base = VIRTIO_MMIO_BASE + u64::from(index) * VIRTIO_MMIO_SIZE;
+    let irq_trigger = IrqTrigger::new(EventFd::new(libc::EFD_NONBLOCK).map_err(io_err("irqfd"))?);
+    vm::register_irqfd(vm_fd, irq_trigger.irqfd(), irq)?;
+    {
+        let dev = device.lock().expect("device lock");
+        for (queue, evt) in dev.queue_events().iter().enumerate() {
+            vm::register_mmio_ioeventfd(vm_fd, evt, base + QUEUE_NOTIFY_OFFSET, queue as u32)?;
+        }
+    }
+    let as_virtio: Arc<Mutex<dyn VirtioDevice>> = device.clone();
+    let transport = MmioTransport::new(memory.clone(), as_virtio, irq_trigger);
+    mmio_bus.insert(Arc::new(Mutex::new(transport)), base, VIRTIO_MMIO_SIZE)?;
+    Ok(AttachedVirtio {
+        slot: MmioDeviceSlot { base, size: VIRTIO_MMIO_SIZE, irq },
+        subscriber: device,
+    })
+}
+
+/// Builds the VM from `config`, runs it until it ends, and returns why it ended.
+pub fn run(config: &VmConfig, vmm_start: Instant) -> Result<VmExit, VmmError> {
+    if config.vcpus == 0 || config.vcpus > MAX_VCPUS {
+        return Err(VmmError::VcpuCount(config.vcpus));
+    }
+    let mut kernel_file = open_image("kernel", &config.kernel)?;
+    let mut initrd_file = config.initrd.as_deref().map(|p| open_image("initrd", p)).transpose()?;
+    let serial_out: Box<dyn Write + Send> = match &config.serial {
+        SerialOutput::Stdout => Box::new(std::io::stdout()),
+        SerialOutput::File(path) => Box::new(File::create(path).map_err(|source| {
+            VmmError::SerialLog { path: path.clone(), source }
+        })?),
+    };
+
+    let kvm = kvm_host::open_kvm()?;
+    if kvm_host::is_pvm_host() {
+        tracing::warn!("{}", kvm_host::PVM_WARNING);
+    }
+    let ram = memory::create_guest_ram(config.mem_mib)?;
+    let vm_fd = vm::create_vm(&kvm, &ram.memory)?;
+
+    let kernel = boot::load_kernel(&ram.memory, &mut kernel_file)?;
+    tracing::info!(
+        "kernel {} loaded: entry {:#x} ({:?} boot)",
+        config.kernel.display(),
+        kernel.entry.0,
+        kernel.protocol
+    );
+    let initrd = match initrd_file.as_mut() {
+        Some(f) => Some(boot::load_initrd(&ram.memory, ram.size_bytes, f, kernel.kernel_end)?),
+        None => None,
+    };
+
+    // Legacy devices.
+    let mut pio_bus = Bus::new();
+    let mut mmio_bus = Bus::new();
+    let serial_irq = EventFd::new(libc::EFD_NONBLOCK).map_err(io_err("serial irqfd"))?;
+    vm::register_irqfd(&vm_fd, &serial_irq, SERIAL_COM1_IRQ)?;
+    let serial: Arc<Mutex<dyn BusDevice>> = Arc::new(Mutex::new(SerialDevice::new(serial_irq, serial_out)));
+    pio_bus.insert(serial, u64::from(SERIAL_COM1_PORT), 8)?;
+    let reset_evt = EventFd::new(libc::EFD_NONBLOCK).map_err(io_err("reset eventfd"))?;
+    let i8042 = I8042Device::new(reset_evt.try_clone().map_err(io_err("reset eventfd"))?);
+    pio_bus.insert(Arc::new(Mutex::new(i8042)), u64::from(I8042_DATA_PORT), 5)?;
+    mmio_bus.insert(Arc::new(Mutex::new(BootMarker::new(vmm_start))), BOOT_MARKER_ADDR, BOOT_MARKER_SIZE)?;
+
+    // Virtio devices.
+    let mut virtio = Vec::new();
+    if let Some(vsock) = &config.vsock {
+        let dev = Vsock::new(vsock.guest_cid, vsock.uds_path.clone()).map_err(|e| VmmError::Vsock(e.to_string()))?;
+        let index = virtio.len() as u32;
+        virtio.push(attach_virtio(&vm_fd, &mut mmio_bus, &ram.memory, index, Arc::new(Mutex::new(dev)))?);
+    }
+
+    let slots: Vec<_> = virtio.iter().map(|v| v.slot).collect();
+    let cmdline = build_cmdline(&config.cmdline, &slots)?;
+    tracing::debug!("kernel command line: {:?}", cmdline.as_cstring().ok());
+    boot::configure_system(
+        &ram.memory,
+        &BootConfig {
+            mem_bytes: ram.size_bytes,
+            cmdline: &cmdline,
+            initrd,
+            num_cpus: config.vcpus,
+            kernel: &kernel,
+        },
+    )?;
+
+    // vCPUs.
+    let mut vcpu_fds = Vec::new();
+    for index in 0..config.vcpus {
+        let fd = vm_fd
+            .create_vcpu(u64::from(index))
+            .map_err(|source| VmError::CreateVcpu { index, source })?;
+        boot::setup_vcpu(&kvm, &fd, index, config.vcpus, &kernel)?;
+        vcpu_fds.push(fd);
+    }
+
+    // Event loop subscribers.
+    let (event_tx, event_rx) = mpsc::channel();
+    let vcpu_wake = Arc::new(EventFd::new(libc::EFD_NONBLOCK).map_err(io_err("vcpu eventfd"))?);
+    let control = Arc::new(Mutex::new(
+        Control::new(reset_evt, vcpu_wake.clone(), event_rx).map_err(io_err("signal handlers"))?,
+    ));
+    let mut event_manager: EventManager<Subscriber> = EventManager::new().map_err(VmmError::EventLoop)?;
+    event_manager.add_subscriber(control.clone());
+    for dev in &virtio {
+        event_manager.add_subscriber(dev.subscriber.clone());
+    }
+
+    vcpu::install_kick_handler().map_err(io_err("vCPU kick signal handler"))?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut threads = Vec::new();
+    for (index, fd) in vcpu_fds.into_iter().enumerate() {
+        let ctx = VcpuContext {
+            index: index as u8,
+            fd,
+            pio_bus: pio_bus.clone(),
+            mmio_bus: mmio_bus.clone(),
+            stop: stop.clone(),
+            events: event_tx.clone(),
+            wake: vcpu_wake.clone(),
+            vmm_start,
+        };
+        threads.push(vcpu::spawn(ctx).map_err(io_err("cannot start a vCPU thread"))?);
+    }
+    tracing::info!(
+        "microVM started: {} vCPU(s), {} MiB, {} virtio device(s), set-up took {} us",
+        config.vcpus,
+        config.mem_mib,
+        virtio.len(),
+        vmm_start.elapsed().as_micros()
+    );
+
+    let exit = loop {
+        if let Some(exit) = control.lock().expect("control lock").take_exit() {
+            break exit;
+        }
+        event_manager.run().map_err(VmmError::EventLoop)?;
+    };
+    stop_vcpus(&stop, threads);
+    Ok(exit)
+}
+
+/// Asks every vCPU thread to stop and waits for them (kicking them out of KVM_RUN with a signal,
+/// repeatedly, since a kick that lands before KVM_RUN is entered is lost).
+fn stop_vcpus(stop: &AtomicBool, threads: Vec<JoinHandle<()>>) {
+    stop.store(true, Ordering::Release);
+    let deadline = Instant::now() + Duration::from_secs(2);
+    for handle in threads {
+        while !handle.is_finished() && Instant::now() < deadline {
+            // SAFETY: the pthread handle is valid while the JoinHandle is alive (not yet joined).
+            unsafe { libc::pthread_kill(handle.as_pthread_t(), vcpu::kick_signal()) };
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        if handle.is_finished() {
+            let _ = handle.join();
+        } else {
+            tracing::warn!("a vCPU thread did not stop within 2 s; exiting anyway");
+        }
+    }
+}
+

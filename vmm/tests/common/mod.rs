@@ -1,0 +1,140 @@
+//! Shared helpers for hull-vmm integration tests: building the tiny guests and running hull-vmm.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// Which boot path a tiny guest uses.
+#[derive(Clone, Copy, Debug)]
+pub enum Entry {
+    /// ELF with a XEN_ELFNOTE_PHYS32_ENTRY note: 32-bit protected mode entry.
+    Pvh,
+    /// ELF without the note: 64-bit Linux boot protocol entry.
+    Linux64,
+}
+
+fn guests_src() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/guests")
+}
+
+fn build_guest(entry: Entry, out: &Path) {
+    let src = guests_src();
+    let start = match entry {
+        Entry::Pvh => "start_pvh.S",
+        Entry::Linux64 => "start_linux64.S",
+    };
+    let mut cmd = Command::new("gcc");
+    cmd.args([
+        "-ffreestanding",
+        "-fno-pic",
+        "-fno-pie",
+        "-no-pie",
+        "-nostdlib",
+        "-static",
+        "-mgeneral-regs-only",
+        "-mno-red-zone",
+        "-fno-stack-protector",
+        "-fcf-protection=none",
+        "-O2",
+        "-Wall",
+        "-Werror",
+        "-Wl,--build-id=none",
+        "-Wl,-z,noexecstack",
+    ])
+    .arg(format!("-Wl,-T,{}", src.join("guest.ld").display()))
+    .arg("-o")
+    .arg(out)
+    .arg(src.join(start))
+    .arg(src.join("common.S"))
+    .arg(src.join("guest.c"));
+    if let Entry::Pvh = entry {
+        cmd.arg("-Wl,-e,pvh_entry");
+    }
+    let status = cmd.status().expect("gcc must be installed to build the tiny guests");
+    assert!(status.success(), "building tiny guest {entry:?} failed");
+}
+
+/// Path of the tiny guest for `entry`, built once per test process.
+pub fn tiny_guest(entry: Entry) -> PathBuf {
+    static PVH: OnceLock<PathBuf> = OnceLock::new();
+    static LINUX64: OnceLock<PathBuf> = OnceLock::new();
+    let (cell, name) = match entry {
+        Entry::Pvh => (&PVH, "tiny-pvh.elf"),
+        Entry::Linux64 => (&LINUX64, "tiny-linux64.elf"),
+    };
+    cell.get_or_init(|| {
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("tiny-guests");
+        std::fs::create_dir_all(&dir).unwrap();
+        let out = dir.join(format!("{}-{name}", std::process::id()));
+        build_guest(entry, &out);
+        out
+    })
+    .clone()
+}
+
+pub fn vmm_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_hull-vmm")
+}
+
+/// Result of one hull-vmm run.
+pub struct Run {
+    pub status: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+    pub elapsed: Duration,
+}
+
+impl Run {
+    pub fn assert_exit(&self, code: i32) {
+        assert_eq!(
+            self.status,
+            Some(code),
+            "hull-vmm exit status\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.stdout,
+            self.stderr
+        );
+    }
+}
+
+/// Runs hull-vmm with `args` and a hard timeout (killed after `timeout`).
+pub fn run_vmm(args: &[&str], timeout: Duration) -> Run {
+    let start = Instant::now();
+    let mut child = Command::new(vmm_bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn hull-vmm");
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        if start.elapsed() > timeout {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let Output { status, stdout, stderr } = child.wait_with_output().unwrap();
+    Run {
+        status: status.code(),
+        stdout: String::from_utf8_lossy(&stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&stderr).into_owned(),
+        elapsed: start.elapsed(),
+    }
+}
+
+/// Values of `key=<number>` found in `text`, in order.
+pub fn figures(text: &str, key: &str) -> Vec<f64> {
+    let needle = format!("{key}=");
+    text.match_indices(&needle)
+        .filter_map(|(i, _)| {
+            let rest = &text[i + needle.len()..];
+            let end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+            rest[..end].parse().ok()
+        })
+        .collect()
+}
