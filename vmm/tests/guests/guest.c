@@ -7,6 +7,9 @@
  *   virtio=N      read the registers of the first N virtio-mmio windows and print them
  *   spin          print "spinning" and loop forever (the VMM must stop it on SIGTERM)
  *   crash         execute ud2 with no IDT: a triple fault
+ *   vsock-connect=P   drive the virtio-vsock device in window 0: connect to host (CID 2) port P, send a
+ *                 line, print the reply, shut the connection down
+ *   vsock-listen=P    accept one host-initiated connection on port P and echo what arrives, upper-cased
  * and finally pulses the i8042 reset line, which makes hull-vmm exit with status 0.
  */
 typedef unsigned char u8;
@@ -60,6 +63,213 @@ static u64 parse_dec(const char *p) {
 static void reset_via_i8042(void) {
     outb(0x64, 0xfe);
     for (;;) __asm__ volatile("cli; hlt");
+}
+
+/* ---- a minimal polling virtio-vsock driver (virtio-mmio v2, split queues) ---- */
+#define QSZ 8
+#define VSOCK_HDR_LEN 44
+#define OP_REQUEST 1
+#define OP_RESPONSE 2
+#define OP_RST 3
+#define OP_SHUTDOWN 4
+#define OP_RW 5
+#define OP_CREDIT_UPDATE 6
+#define OP_CREDIT_REQUEST 7
+#define VQ_DESC_F_NEXT 1
+#define VQ_DESC_F_WRITE 2
+
+struct vq_desc { u64 addr; u32 len; u16 flags, next; };
+struct vq_avail { u16 flags, idx, ring[QSZ], used_event; };
+struct vq_used_elem { u32 id, len; };
+struct vq_used { u16 flags, idx; struct vq_used_elem ring[QSZ]; u16 avail_event; };
+struct vq {
+    struct vq_desc desc[QSZ] __attribute__((aligned(16)));
+    struct vq_avail avail __attribute__((aligned(16)));
+    struct vq_used used __attribute__((aligned(16)));
+    u16 last_used;
+};
+struct vsock_hdr {
+    u64 src_cid, dst_cid;
+    u32 src_port, dst_port, len;
+    u16 type, op;
+    u32 flags, buf_alloc, fwd_cnt;
+} __attribute__((packed));
+
+static struct vq vqs[3] __attribute__((aligned(4096)));
+static u8 rx_bufs[QSZ][VSOCK_HDR_LEN + 1024] __attribute__((aligned(64)));
+static u8 tx_hdr[VSOCK_HDR_LEN] __attribute__((aligned(64)));
+static u8 tx_data[1024] __attribute__((aligned(64)));
+static u8 ev_bufs[QSZ][8];
+static u64 vsock_base, guest_cid;
+static u32 rx_fwd_cnt;
+
+static inline void barrier(void) { __asm__ volatile("mfence" ::: "memory"); }
+static inline void mmio_write32(u64 addr, u32 v) { *(volatile u32 *)addr = v; }
+
+static void vq_publish(int q, u16 head) {
+    struct vq *v = &vqs[q];
+    v->avail.ring[v->avail.idx % QSZ] = head;
+    barrier();
+    v->avail.idx++;
+    barrier();
+    mmio_write32(vsock_base + 0x50, (u32)q);
+}
+
+static void post_rx(u16 i) {
+    struct vq *v = &vqs[0];
+    v->desc[i].addr = (u64)rx_bufs[i];
+    v->desc[i].len = sizeof(rx_bufs[i]);
+    v->desc[i].flags = VQ_DESC_F_WRITE;
+    v->desc[i].next = 0;
+    vq_publish(0, i);
+}
+
+static int vsock_init(void) {
+    u64 b = vsock_base;
+    if (mmio_read32(b) != 0x74726976 || mmio_read32(b + 4) != 2 || mmio_read32(b + 8) != 19) {
+        puts_serial("tiny-guest: vsock: no virtio-vsock device in window 0\n");
+        return -1;
+    }
+    mmio_write32(b + 0x70, 0);
+    mmio_write32(b + 0x70, 1);
+    mmio_write32(b + 0x70, 1 | 2);
+    mmio_write32(b + 0x14, 1);                 /* DeviceFeaturesSel = 1 */
+    if (!(mmio_read32(b + 0x10) & 1)) { puts_serial("tiny-guest: vsock: no VERSION_1\n"); return -1; }
+    mmio_write32(b + 0x24, 1); mmio_write32(b + 0x20, 1);   /* VERSION_1 */
+    mmio_write32(b + 0x24, 0); mmio_write32(b + 0x20, 0);
+    mmio_write32(b + 0x70, 1 | 2 | 8);
+    if (!(mmio_read32(b + 0x70) & 8)) { puts_serial("tiny-guest: vsock: FEATURES_OK refused\n"); return -1; }
+    for (u32 q = 0; q < 3; q++) {
+        mmio_write32(b + 0x30, q);
+        if (mmio_read32(b + 0x34) < QSZ) { puts_serial("tiny-guest: vsock: queue too small\n"); return -1; }
+        mmio_write32(b + 0x38, QSZ);
+        u64 d = (u64)&vqs[q].desc, a = (u64)&vqs[q].avail, u = (u64)&vqs[q].used;
+        mmio_write32(b + 0x80, (u32)d); mmio_write32(b + 0x84, (u32)(d >> 32));
+        mmio_write32(b + 0x90, (u32)a); mmio_write32(b + 0x94, (u32)(a >> 32));
+        mmio_write32(b + 0xa0, (u32)u); mmio_write32(b + 0xa4, (u32)(u >> 32));
+        mmio_write32(b + 0x44, 1);
+    }
+    mmio_write32(b + 0x70, 1 | 2 | 8 | 4);
+    guest_cid = (u64)mmio_read32(b + 0x100) | ((u64)mmio_read32(b + 0x104) << 32);
+    puts_serial("tiny-guest: vsock guest_cid=");
+    put_dec(guest_cid);
+    puts_serial("\n");
+    for (u16 i = 0; i < QSZ; i++) post_rx(i);
+    for (u16 i = 0; i < QSZ; i++) {
+        vqs[2].desc[i].addr = (u64)ev_bufs[i];
+        vqs[2].desc[i].len = 8;
+        vqs[2].desc[i].flags = VQ_DESC_F_WRITE;
+        vq_publish(2, i);
+    }
+    return 0;
+}
+
+static void vsock_send(u32 src_port, u32 dst_port, u16 op, u32 flags, const u8 *data, u32 len) {
+    struct vsock_hdr *h = (struct vsock_hdr *)tx_hdr;
+    struct vq *v = &vqs[1];
+    h->src_cid = guest_cid; h->dst_cid = 2; h->src_port = src_port; h->dst_port = dst_port;
+    h->len = len; h->type = 1; h->op = op; h->flags = flags;
+    h->buf_alloc = 64 * 1024; h->fwd_cnt = rx_fwd_cnt;
+    for (u32 i = 0; i < len; i++) tx_data[i] = data[i];
+    v->desc[0].addr = (u64)tx_hdr; v->desc[0].len = VSOCK_HDR_LEN; v->desc[0].flags = len ? VQ_DESC_F_NEXT : 0; v->desc[0].next = 1;
+    v->desc[1].addr = (u64)tx_data; v->desc[1].len = len; v->desc[1].flags = 0; v->desc[1].next = 0;
+    u16 want = (u16)(v->last_used + 1);
+    vq_publish(1, 0);
+    while ((u16)(*(volatile u16 *)&v->used.idx) != want) __asm__ volatile("pause");
+    v->last_used = want;
+}
+
+/* Waits for the next rx packet; copies header and payload out and re-posts the buffer. */
+static void vsock_recv(struct vsock_hdr *out, u8 *payload, u32 max) {
+    struct vq *v = &vqs[0];
+    while ((u16)(*(volatile u16 *)&v->used.idx) == v->last_used) __asm__ volatile("pause");
+    barrier();
+    struct vq_used_elem e = v->used.ring[v->last_used % QSZ];
+    v->last_used++;
+    u8 *buf = rx_bufs[e.id % QSZ];
+    struct vsock_hdr *h = (struct vsock_hdr *)buf;
+    *out = *h;
+    u32 n = h->len < max ? h->len : max;
+    for (u32 i = 0; i < n; i++) payload[i] = buf[VSOCK_HDR_LEN + i];
+    if (h->op == OP_RW) rx_fwd_cnt += h->len;
+    post_rx((u16)(e.id % QSZ));
+}
+
+static void print_packet(const char *what, struct vsock_hdr *h) {
+    puts_serial("tiny-guest: vsock ");
+    puts_serial(what);
+    puts_serial(" op=");
+    put_dec(h->op);
+    puts_serial(" src_port=");
+    put_dec(h->src_port);
+    puts_serial(" dst_port=");
+    put_dec(h->dst_port);
+    puts_serial(" len=");
+    put_dec(h->len);
+    puts_serial("\n");
+}
+
+static void print_payload(const char *what, const u8 *p, u32 len) {
+    puts_serial("tiny-guest: vsock ");
+    puts_serial(what);
+    puts_serial(": ");
+    for (u32 i = 0; i < len; i++) putc_serial(p[i] == '\n' ? '|' : (char)p[i]);
+    puts_serial("\n");
+}
+
+static void vsock_connect(u32 port) {
+    struct vsock_hdr h;
+    static u8 payload[1024];
+    const u32 local = 5000;
+    vsock_send(local, port, OP_REQUEST, 0, 0, 0);
+    vsock_recv(&h, payload, sizeof(payload));
+    if (h.op != OP_RESPONSE) {
+        print_packet("connect refused", &h);
+        return;
+    }
+    puts_serial("tiny-guest: vsock connected\n");
+    static const u8 hello[] = "hello from the guest\n";
+    vsock_send(local, port, OP_RW, 0, hello, sizeof(hello) - 1);
+    for (;;) {
+        vsock_recv(&h, payload, sizeof(payload));
+        if (h.op == OP_RW) { print_payload("received", payload, h.len); break; }
+        if (h.op == OP_RST || h.op == OP_SHUTDOWN) { print_packet("closed early", &h); return; }
+    }
+    vsock_send(local, port, OP_SHUTDOWN, 3, 0, 0);
+    for (;;) {
+        vsock_recv(&h, payload, sizeof(payload));
+        if (h.op == OP_RST) break;
+    }
+    puts_serial("tiny-guest: vsock closed\n");
+}
+
+static void vsock_listen(u32 port) {
+    struct vsock_hdr h;
+    static u8 payload[1024];
+    for (;;) {
+        vsock_recv(&h, payload, sizeof(payload));
+        if (h.op == OP_REQUEST && h.dst_port == port) break;
+        print_packet("ignored", &h);
+    }
+    u32 peer = h.src_port;
+    vsock_send(port, peer, OP_RESPONSE, 0, 0, 0);
+    puts_serial("tiny-guest: vsock accepted\n");
+    for (;;) {
+        vsock_recv(&h, payload, sizeof(payload));
+        if (h.op == OP_RW) {
+            print_payload("received", payload, h.len);
+            for (u32 i = 0; i < h.len; i++)
+                if (payload[i] >= 'a' && payload[i] <= 'z') payload[i] = (u8)(payload[i] - 32);
+            vsock_send(port, peer, OP_RW, 0, payload, h.len);
+        } else if (h.op == OP_SHUTDOWN || h.op == OP_RST) {
+            print_packet("peer closed", &h);
+            if (h.op == OP_SHUTDOWN) vsock_send(port, peer, OP_RST, 0, 0, 0);
+            break;
+        } else if (h.op == OP_CREDIT_REQUEST) {
+            vsock_send(port, peer, OP_CREDIT_UPDATE, 0, 0, 0);
+        }
+    }
+    puts_serial("tiny-guest: vsock closed\n");
 }
 
 struct e820 { u64 addr, size; u32 type; } __attribute__((packed));
@@ -126,6 +336,16 @@ void cmain(u64 pvh_info, u64 boot_params) {
             puts_serial(" device_id=");
             put_dec(mmio_read32(base + 0x8));
             puts_serial("\n");
+        }
+    }
+
+    const char *vc = find_arg(cmdline, "vsock-connect");
+    const char *vl = find_arg(cmdline, "vsock-listen");
+    if ((vc && *vc == '=') || (vl && *vl == '=')) {
+        vsock_base = VIRTIO_MMIO_BASE;
+        if (vsock_init() == 0) {
+            if (vc && *vc == '=') vsock_connect((u32)parse_dec(vc + 1));
+            else vsock_listen((u32)parse_dec(vl + 1));
         }
     }
 
