@@ -13,7 +13,7 @@ pub const DEFAULT_CMDLINE: &str = "console=ttyS0 reboot=k panic=-1";
 pub enum CmdlineError {
     #[error("kernel command line is invalid: {reason} (in {cmdline:?})")]
     Invalid { cmdline: String, reason: String },
-    #[error("kernel command line is too long once virtio devices are added (max {max} bytes)")]
+    #[error("kernel command line is too long (with the virtio devices added; max {max} bytes)")]
     TooLong { max: usize },
 }
 
@@ -38,6 +38,15 @@ pub fn build_cmdline(user: &str, devices: &[MmioDeviceSlot]) -> Result<Cmdline, 
         return Err(CmdlineError::Invalid {
             cmdline: user.to_string(),
             reason: "it is empty (use at least \"console=ttyS0\")".into(),
+        });
+    }
+    if user.len() >= CMDLINE_MAX_SIZE {
+        return Err(CmdlineError::TooLong { max: CMDLINE_MAX_SIZE - 1 });
+    }
+    if let Some((pos, c)) = user.char_indices().find(|(_, c)| !(' '..='~').contains(c)) {
+        return Err(CmdlineError::Invalid {
+            cmdline: user.to_string(),
+            reason: format!("character {c:?} at byte {pos} is not printable ASCII"),
         });
     }
     let mut cmdline = Cmdline::try_from(user, CMDLINE_MAX_SIZE).map_err(invalid)?;
@@ -83,6 +92,7 @@ mod tests {
         assert!(matches!(build_cmdline("  ", &[]), Err(CmdlineError::Invalid { .. })));
         assert!(matches!(build_cmdline("console=ttyS0 é", &[]), Err(CmdlineError::Invalid { .. })));
         let long = "a".repeat(CMDLINE_MAX_SIZE);
-        assert!(matches!(build_cmdline(&long, &[]), Err(CmdlineError::TooLong { .. })));
+        let err = build_cmdline(&long, &[]).unwrap_err();
+        assert!(matches!(err, CmdlineError::TooLong { .. }), "{err}");
     }
 }

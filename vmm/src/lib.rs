@@ -10,7 +10,7 @@ pub mod devices;
 pub mod kvm_host;
 pub mod layout;
 pub mod memory;
-// pub mod microvm; (enabled once boot/devices/vsock APIs land)
+pub mod microvm;
 pub mod vcpu;
 pub mod virtio;
 pub mod vm;

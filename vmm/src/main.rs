@@ -1,1 +1,97 @@
-fn main() {}
+//! hull-vmm command line: parses flags into a `VmConfig` and runs the microVM.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::Parser;
+use hull_vmm::cmdline::DEFAULT_CMDLINE;
+use hull_vmm::microvm::{self, SerialOutput, VmConfig, VsockConfig};
+
+/// Hull's microVM monitor: boots a Linux vmlinux (PVH or 64-bit boot protocol) on KVM with a serial
+/// console, an i8042 reset line, a boot-time marker and virtio-mmio devices.
+///
+/// Exit status: 0 when the guest reboots or powers off (i8042 reset, `reboot=k`) or on SIGTERM/SIGINT;
+/// 1 when the VM cannot be set up (bad kernel, no /dev/kvm, ...); 2 when a vCPU fails (triple fault,
+/// KVM emulation failure; the error shows the exit reason and registers).
+#[derive(Parser, Debug)]
+#[command(name = "hull-vmm", version, about, long_about)]
+struct Args {
+    /// Uncompressed kernel image (ELF vmlinux). A PVH entry note is used when present, else the
+    /// 64-bit Linux boot protocol. bzImage is not supported.
+    #[arg(long, value_name = "PATH")]
+    kernel: PathBuf,
+
+    /// Initial ramdisk (cpio, optionally compressed as the kernel supports), loaded at the top of
+    /// low memory.
+    #[arg(long, value_name = "PATH")]
+    initrd: Option<PathBuf>,
+
+    /// Kernel command line. `virtio_mmio.device=` entries for the VMM's devices are appended to it.
+    /// Keep `reboot=k` so a guest reboot/power-off ends the VMM with status 0.
+    #[arg(long, value_name = "ARGS", default_value = DEFAULT_CMDLINE)]
+    cmdline: String,
+
+    /// Guest memory in MiB (backed by a shared memfd).
+    #[arg(long, value_name = "MIB", default_value_t = 128)]
+    mem_mib: u64,
+
+    /// Number of vCPUs (1-32).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    vcpus: u8,
+
+    /// Write the guest serial console to FILE instead of stdout.
+    #[arg(long, value_name = "FILE")]
+    serial_log: Option<PathBuf>,
+
+    /// Guest CID of the virtio-vsock device (>= 3). Requires --vsock-uds.
+    #[arg(long, value_name = "CID", requires = "vsock_uds")]
+    vsock_cid: Option<u64>,
+
+    /// Unix socket of the hybrid vsock back-end: host clients connect here and send
+    /// `CONNECT <port>\n`; guest connections to CID 2 port P go to `PATH_P`. Requires --vsock-cid.
+    #[arg(long, value_name = "PATH", requires = "vsock_cid")]
+    vsock_uds: Option<PathBuf>,
+
+    /// Log filter for the VMM's own logs on stderr (error, warn, info, debug, trace, or a
+    /// tracing-subscriber directive).
+    #[arg(long, value_name = "FILTER", default_value = "info")]
+    log_level: String,
+}
+
+fn main() -> ExitCode {
+    let vmm_start = Instant::now();
+    let args = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+
+    let config = VmConfig {
+        kernel: args.kernel,
+        initrd: args.initrd,
+        cmdline: args.cmdline,
+        mem_mib: args.mem_mib,
+        vcpus: args.vcpus,
+        serial: args.serial_log.map_or(SerialOutput::Stdout, SerialOutput::File),
+        vsock: args
+            .vsock_cid
+            .zip(args.vsock_uds)
+            .map(|(guest_cid, uds_path)| VsockConfig { guest_cid, uds_path }),
+    };
+    match microvm::run(&config, vmm_start) {
+        Ok(exit) => {
+            tracing::info!("VM ended: {exit:?}");
+            ExitCode::from(exit.exit_code() as u8)
+        }
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("hull-vmm: error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}

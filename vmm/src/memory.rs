@@ -98,7 +98,7 @@ fn create_memfd(name: &str) -> Result<File, MemoryError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vm_memory::{Bytes, GuestMemory as _, GuestMemoryRegion};
+    use vm_memory::{Bytes, GuestMemoryBackend as _, GuestMemoryRegion};
 
     #[test]
     fn small_guest_is_one_region() {
