@@ -7,6 +7,7 @@ use std::time::Instant;
 use clap::Parser;
 use hull_vmm::cmdline::DEFAULT_CMDLINE;
 use hull_vmm::microvm::{self, SerialOutput, VmConfig, VsockConfig};
+use hull_vmm::virtio::fs::FsConfig;
 
 /// Hull's microVM monitor: boots a Linux vmlinux (PVH or 64-bit boot protocol) on KVM with a serial
 /// console, an i8042 reset line, a boot-time marker and virtio-mmio devices.
@@ -53,6 +54,12 @@ struct Args {
     #[arg(long, value_name = "PATH", requires = "vsock_cid")]
     vsock_uds: Option<PathBuf>,
 
+    /// A virtio-fs device served by a vhost-user daemon (virtiofsd), repeatable:
+    /// `tag=NAME,socket=PATH[,queues=N][,queue_size=N]`. The guest mounts it with
+    /// `mount -t virtiofs NAME /mnt`. Start virtiofsd on PATH first.
+    #[arg(long, value_name = "SPEC")]
+    fs: Vec<FsConfig>,
+
     /// Log filter for the VMM's own logs on stderr (error, warn, info, debug, trace, or a
     /// tracing-subscriber directive).
     #[arg(long, value_name = "FILTER", default_value = "info")]
@@ -82,6 +89,7 @@ fn main() -> ExitCode {
             .vsock_cid
             .zip(args.vsock_uds)
             .map(|(guest_cid, uds_path)| VsockConfig { guest_cid, uds_path }),
+        fs: args.fs,
     };
     match microvm::run(&config, vmm_start) {
         Ok(exit) => {

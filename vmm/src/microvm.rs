@@ -28,6 +28,7 @@ use crate::layout::*;
 use crate::memory::{self, MemoryError};
 use crate::vcpu::{self, VcpuContext};
 use crate::virtio::mmio::{MmioTransport, QUEUE_NOTIFY_OFFSET};
+use crate::virtio::fs::{FsConfig, VhostUserFs};
 use crate::virtio::{IrqTrigger, VirtioDevice};
 use crate::vm::{self, VmError};
 
@@ -58,6 +59,8 @@ pub struct VmConfig {
     pub vcpus: u8,
     pub serial: SerialOutput,
     pub vsock: Option<VsockConfig>,
+    /// virtio-fs devices backed by vhost-user file-system daemons (virtiofsd).
+    pub fs: Vec<FsConfig>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -91,6 +94,12 @@ pub enum VmmError {
     Bus(#[from] BusError),
     #[error("too many virtio devices: only {0} IRQ lines are available")]
     TooManyDevices(u32),
+    #[error("cannot create the virtio-fs device for tag {tag:?}: {source}")]
+    Fs {
+        tag: String,
+        #[source]
+        source: crate::virtio::fs::FsError,
+    },
     #[error("cannot create the vsock device: {0}")]
     Vsock(String),
     #[error("{what}: {source}")]
@@ -202,6 +211,12 @@ pub fn run(config: &VmConfig, vmm_start: Instant) -> Result<VmExit, VmmError> {
     if let Some(vsock) = &config.vsock {
         // VSOCK-WIRING: the device is still being written.
         return Err(VmmError::Vsock(format!("{vsock:?}: not wired yet")));
+    }
+
+    for fs in &config.fs {
+        let dev = VhostUserFs::new(fs.clone()).map_err(|source| VmmError::Fs { tag: fs.tag.clone(), source })?;
+        let index = virtio.len() as u32;
+        virtio.push(attach_virtio(&vm_fd, &mut mmio_bus, &ram.memory, index, Arc::new(Mutex::new(dev)))?);
     }
 
     let slots: Vec<_> = virtio.iter().map(|v| v.slot).collect();

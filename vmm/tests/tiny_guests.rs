@@ -144,7 +144,7 @@ fn help_documents_every_flag() {
     let help = String::from_utf8_lossy(&out.stdout);
     for flag in [
         "--kernel", "--initrd", "--cmdline", "--mem-mib", "--vcpus", "--serial-log", "--vsock-cid",
-        "--vsock-uds", "--log-level",
+        "--vsock-uds", "--fs", "--log-level",
     ] {
         assert!(help.contains(flag), "--help does not mention {flag}:\n{help}");
     }

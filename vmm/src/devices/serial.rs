@@ -265,7 +265,7 @@ mod tests {
     #[test]
     fn wrong_sized_accesses_are_ignored() {
         let (mut dev, out, _irq) = new_serial();
-        dev.write(0, &[b'a', b'b']);
+        dev.write(0, b"ab");
         assert!(out.0.lock().unwrap().is_empty());
         let mut two = [0xffu8; 2];
         dev.read(LSR, &mut two);

@@ -566,7 +566,9 @@ impl BusDevice for MmioTransport {
             return;
         }
         match <&mut [u8; 4]>::try_from(&mut *data) {
-            Ok(bytes) if offset % 4 == 0 => *bytes = self.read_register(offset).to_le_bytes(),
+            Ok(bytes) if offset.is_multiple_of(4) => {
+                *bytes = self.read_register(offset).to_le_bytes()
+            }
             _ => {
                 debug!(
                     device_type = self.device_type,
@@ -586,7 +588,9 @@ impl BusDevice for MmioTransport {
             return;
         }
         match <[u8; 4]>::try_from(data) {
-            Ok(bytes) if offset % 4 == 0 => self.write_register(offset, u32::from_le_bytes(bytes)),
+            Ok(bytes) if offset.is_multiple_of(4) => {
+                self.write_register(offset, u32::from_le_bytes(bytes))
+            }
             _ => debug!(
                 device_type = self.device_type,
                 offset,
@@ -594,5 +598,590 @@ impl BusDevice for MmioTransport {
                 "virtio-mmio: register write that is not an aligned 32-bit access, ignored"
             ),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+
+    use vm_memory::GuestMemoryMmap;
+    use vmm_sys_util::eventfd::EventFd;
+
+    use super::*;
+
+    const FEATURE_A: u64 = 1 << 0;
+    const FEATURE_HIGH: u64 = 1 << 35;
+    const NOT_OFFERED: u64 = 1 << 3;
+    const OFFERED: u64 = VIRTIO_F_VERSION_1 | FEATURE_A | FEATURE_HIGH;
+    const MEM_SIZE: u64 = 0x10_0000;
+
+    /// What the test device saw of the transport.
+    #[derive(Default)]
+    struct Seen {
+        acked_features: Option<u64>,
+        activated_queues: Option<Vec<Queue>>,
+        activations: u32,
+        resets: u32,
+    }
+
+    /// A small device behind the seam the real transport crosses (`VirtioDevice`).
+    struct TestDevice {
+        max_sizes: Vec<u16>,
+        offered: u64,
+        events: Vec<EventFd>,
+        config: [u8; 8],
+        fail_activation: bool,
+        reset_ok: bool,
+        seen: Seen,
+    }
+
+    impl TestDevice {
+        fn new(max_sizes: &[u16]) -> Self {
+            Self {
+                max_sizes: max_sizes.to_vec(),
+                offered: OFFERED,
+                events: max_sizes
+                    .iter()
+                    .map(|_| EventFd::new(libc::EFD_NONBLOCK).unwrap())
+                    .collect(),
+                config: [1, 2, 3, 4, 5, 6, 7, 8],
+                fail_activation: false,
+                reset_ok: true,
+                seen: Seen::default(),
+            }
+        }
+    }
+
+    impl VirtioDevice for TestDevice {
+        fn device_type(&self) -> u32 {
+            super::super::device_type::VSOCK
+        }
+        fn queue_max_sizes(&self) -> &[u16] {
+            &self.max_sizes
+        }
+        fn avail_features(&self) -> u64 {
+            self.offered
+        }
+        fn set_acked_features(&mut self, features: u64) {
+            self.seen.acked_features = Some(features);
+        }
+        fn read_config(&self, offset: u64, data: &mut [u8]) {
+            for (i, b) in data.iter_mut().enumerate() {
+                *b = usize::try_from(offset)
+                    .ok()
+                    .and_then(|o| self.config.get(o + i))
+                    .copied()
+                    .unwrap_or(0);
+            }
+        }
+        fn write_config(&mut self, offset: u64, data: &[u8]) {
+            for (i, b) in data.iter().enumerate() {
+                if let Some(slot) = usize::try_from(offset)
+                    .ok()
+                    .and_then(|o| self.config.get_mut(o + i))
+                {
+                    *slot = *b;
+                }
+            }
+        }
+        fn queue_events(&self) -> &[EventFd] {
+            &self.events
+        }
+        fn activate(
+            &mut self,
+            _mem: GuestMemory,
+            _irq: IrqTrigger,
+            queues: Vec<Queue>,
+        ) -> Result<(), ActivateError> {
+            self.seen.activations += 1;
+            if self.fail_activation {
+                return Err(ActivateError::Backend("test back-end refuses".to_string()));
+            }
+            self.seen.activated_queues = Some(queues);
+            Ok(())
+        }
+        fn reset(&mut self) -> bool {
+            self.seen.resets += 1;
+            self.seen.activated_queues = None;
+            self.reset_ok
+        }
+    }
+
+    struct Harness {
+        transport: MmioTransport,
+        device: Arc<Mutex<TestDevice>>,
+        irqfd: EventFd,
+    }
+
+    impl Harness {
+        fn new(device: TestDevice) -> Self {
+            let mem =
+                GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEM_SIZE as usize)]).unwrap();
+            let irqfd = EventFd::new(libc::EFD_NONBLOCK).unwrap();
+            let irq = IrqTrigger::new(irqfd.try_clone().unwrap());
+            let device = Arc::new(Mutex::new(device));
+            let as_virtio: Arc<Mutex<dyn VirtioDevice>> = device.clone();
+            Self {
+                transport: MmioTransport::new(mem, as_virtio, irq),
+                device,
+                irqfd,
+            }
+        }
+
+        fn read(&mut self, offset: u64) -> u32 {
+            let mut b = [0u8; 4];
+            self.transport.read(offset, &mut b);
+            u32::from_le_bytes(b)
+        }
+
+        fn write(&mut self, offset: u64, value: u32) {
+            self.transport.write(offset, &value.to_le_bytes());
+        }
+
+        fn seen<T>(&self, f: impl FnOnce(&Seen) -> T) -> T {
+            f(&self.device.lock().unwrap().seen)
+        }
+
+        fn negotiate(&mut self, features: u64) {
+            self.write(reg::STATUS, ACKNOWLEDGE);
+            self.write(reg::STATUS, ACKNOWLEDGE | DRIVER);
+            self.write(reg::DRIVER_FEATURES_SEL, 0);
+            self.write(reg::DRIVER_FEATURES, features as u32);
+            self.write(reg::DRIVER_FEATURES_SEL, 1);
+            self.write(reg::DRIVER_FEATURES, (features >> 32) as u32);
+            self.write(reg::STATUS, ACKNOWLEDGE | DRIVER | FEATURES_OK);
+        }
+
+        fn setup_queue(&mut self, index: u32, size: u32, desc: u64, driver: u64, device: u64) {
+            self.write(reg::QUEUE_SEL, index);
+            self.write(reg::QUEUE_NUM, size);
+            self.write(reg::QUEUE_DESC_LOW, desc as u32);
+            self.write(reg::QUEUE_DESC_HIGH, (desc >> 32) as u32);
+            self.write(reg::QUEUE_DRIVER_LOW, driver as u32);
+            self.write(reg::QUEUE_DRIVER_HIGH, (driver >> 32) as u32);
+            self.write(reg::QUEUE_DEVICE_LOW, device as u32);
+            self.write(reg::QUEUE_DEVICE_HIGH, (device >> 32) as u32);
+            self.write(reg::QUEUE_READY, 1);
+        }
+
+        fn driver_ok(&mut self) {
+            self.write(reg::STATUS, ACKNOWLEDGE | DRIVER | FEATURES_OK | DRIVER_OK);
+        }
+    }
+
+    const FULL_STATUS: u32 = ACKNOWLEDGE | DRIVER | FEATURES_OK | DRIVER_OK;
+
+    #[test]
+    fn identity_registers() {
+        let mut h = Harness::new(TestDevice::new(&[256]));
+        assert_eq!(h.read(reg::MAGIC_VALUE), 0x7472_6976);
+        assert_eq!(h.read(reg::VERSION), 2);
+        assert_eq!(h.read(reg::DEVICE_ID), 19);
+        assert_eq!(h.read(reg::VENDOR_ID).to_le_bytes(), *b"HULL");
+        assert_eq!(h.read(reg::STATUS), 0);
+        assert_eq!(h.read(reg::SHM_LEN_LOW), u32::MAX);
+        assert_eq!(h.read(reg::SHM_LEN_HIGH), u32::MAX);
+    }
+
+    #[test]
+    fn full_init_sequence_activates_with_driver_queues() {
+        let mut h = Harness::new(TestDevice::new(&[256, 128, 64]));
+        h.write(reg::STATUS, ACKNOWLEDGE);
+        h.write(reg::STATUS, ACKNOWLEDGE | DRIVER);
+        h.write(reg::DEVICE_FEATURES_SEL, 1);
+        let high = h.read(reg::DEVICE_FEATURES);
+        h.write(reg::DRIVER_FEATURES_SEL, 1);
+        h.write(reg::DRIVER_FEATURES, high);
+        h.write(reg::STATUS, ACKNOWLEDGE | DRIVER | FEATURES_OK);
+        assert_eq!(h.read(reg::STATUS), ACKNOWLEDGE | DRIVER | FEATURES_OK);
+
+        h.write(reg::QUEUE_SEL, 0);
+        assert_eq!(h.read(reg::QUEUE_NUM_MAX), 256);
+        h.write(reg::QUEUE_SEL, 1);
+        assert_eq!(h.read(reg::QUEUE_NUM_MAX), 128);
+        h.setup_queue(0, 128, 0x1000, 0x3000, 0x4000);
+        h.setup_queue(1, 64, 0x8000, 0x9000, 0xa000);
+        assert_eq!(h.read(reg::QUEUE_READY), 1);
+        // Queue 2 is left disabled.
+        h.driver_ok();
+
+        assert_eq!(h.read(reg::STATUS), FULL_STATUS);
+        assert!(h.transport.is_activated());
+        assert_eq!(
+            h.seen(|s| s.acked_features),
+            Some(VIRTIO_F_VERSION_1 | FEATURE_HIGH)
+        );
+        h.seen(|s| {
+            let queues = s.activated_queues.as_ref().expect("device activated");
+            assert_eq!(queues.len(), 3);
+            let q0 = &queues[0];
+            assert!(q0.ready());
+            assert_eq!((q0.size(), q0.max_size()), (128, 256));
+            assert_eq!(
+                (q0.desc_table(), q0.avail_ring(), q0.used_ring()),
+                (0x1000, 0x3000, 0x4000)
+            );
+            let q1 = &queues[1];
+            assert!(q1.ready());
+            assert_eq!(q1.size(), 64);
+            assert_eq!(
+                (q1.desc_table(), q1.avail_ring(), q1.used_ring()),
+                (0x8000, 0x9000, 0xa000)
+            );
+            assert!(!queues[2].ready());
+            assert_eq!(queues[2].max_size(), 64);
+        });
+    }
+
+    #[test]
+    fn event_idx_follows_negotiation() {
+        let event_idx = 1u64 << VIRTIO_RING_F_EVENT_IDX;
+        for accept in [false, true] {
+            let mut dev = TestDevice::new(&[16]);
+            dev.offered |= event_idx;
+            let mut h = Harness::new(dev);
+            h.negotiate(VIRTIO_F_VERSION_1 | if accept { event_idx } else { 0 });
+            h.setup_queue(0, 16, 0x1000, 0x2000, 0x3000);
+            h.driver_ok();
+            let enabled = h.seen(|s| s.activated_queues.as_ref().unwrap()[0].event_idx_enabled());
+            assert_eq!(enabled, accept);
+        }
+    }
+
+    #[test]
+    fn feature_negotiation_uses_both_pages() {
+        let mut h = Harness::new(TestDevice::new(&[16]));
+        h.write(reg::DEVICE_FEATURES_SEL, 0);
+        assert_eq!(h.read(reg::DEVICE_FEATURES), OFFERED as u32);
+        h.write(reg::DEVICE_FEATURES_SEL, 1);
+        assert_eq!(h.read(reg::DEVICE_FEATURES), (OFFERED >> 32) as u32);
+        h.write(reg::DEVICE_FEATURES_SEL, 2);
+        assert_eq!(h.read(reg::DEVICE_FEATURES), 0);
+
+        h.negotiate(OFFERED);
+        assert_eq!(h.read(reg::STATUS), ACKNOWLEDGE | DRIVER | FEATURES_OK);
+        assert_eq!(h.seen(|s| s.acked_features), Some(OFFERED));
+        // Features cannot change after FEATURES_OK.
+        h.write(reg::DRIVER_FEATURES_SEL, 0);
+        h.write(reg::DRIVER_FEATURES, 0);
+        assert_eq!(h.transport.driver_features, OFFERED);
+    }
+
+    #[test]
+    fn driver_features_before_driver_status_are_ignored() {
+        let mut h = Harness::new(TestDevice::new(&[16]));
+        h.write(reg::STATUS, ACKNOWLEDGE);
+        h.write(reg::DRIVER_FEATURES_SEL, 1);
+        h.write(reg::DRIVER_FEATURES, 1);
+        assert_eq!(h.transport.driver_features, 0);
+    }
+
+    #[test]
+    fn bad_feature_sets_are_refused() {
+        // A feature the device did not offer.
+        let mut h = Harness::new(TestDevice::new(&[16]));
+        h.negotiate(VIRTIO_F_VERSION_1 | NOT_OFFERED);
+        assert_eq!(h.read(reg::STATUS), ACKNOWLEDGE | DRIVER);
+        assert_eq!(h.seen(|s| s.acked_features), None);
+
+        // VIRTIO_F_VERSION_1 left out.
+        let mut h = Harness::new(TestDevice::new(&[16]));
+        h.negotiate(FEATURE_A);
+        assert_eq!(h.read(reg::STATUS), ACKNOWLEDGE | DRIVER);
+
+        // A bit in a page above 64.
+        let mut h = Harness::new(TestDevice::new(&[16]));
+        h.write(reg::STATUS, ACKNOWLEDGE);
+        h.write(reg::STATUS, ACKNOWLEDGE | DRIVER);
+        h.write(reg::DRIVER_FEATURES_SEL, 1);
+        h.write(reg::DRIVER_FEATURES, (VIRTIO_F_VERSION_1 >> 32) as u32);
+        h.write(reg::DRIVER_FEATURES_SEL, 2);
+        h.write(reg::DRIVER_FEATURES, 1);
+        h.write(reg::STATUS, ACKNOWLEDGE | DRIVER | FEATURES_OK);
+        assert_eq!(h.read(reg::STATUS), ACKNOWLEDGE | DRIVER);
+
+        // After a refusal the driver can retry with a good set.
+        h.write(reg::STATUS, 0);
+        h.negotiate(VIRTIO_F_VERSION_1);
+        assert_eq!(h.read(reg::STATUS), ACKNOWLEDGE | DRIVER | FEATURES_OK);
+    }
+
+    #[test]
+    fn invalid_queue_sizes_are_rejected() {
+        let mut h = Harness::new(TestDevice::new(&[64]));
+        h.negotiate(VIRTIO_F_VERSION_1);
+        h.write(reg::QUEUE_SEL, 0);
+        h.write(reg::QUEUE_NUM, 32);
+        assert_eq!(h.transport.queues[0].size, 32);
+        for bad in [128, 0, 48, 0x1_0000 + 16] {
+            h.write(reg::QUEUE_NUM, bad);
+            assert_eq!(h.transport.queues[0].size, 32, "size {bad} accepted");
+        }
+    }
+
+    #[test]
+    fn queue_registers_lock_when_ready_and_after_driver_ok() {
+        let mut h = Harness::new(TestDevice::new(&[64, 64]));
+        h.negotiate(VIRTIO_F_VERSION_1);
+        h.setup_queue(0, 32, 0x1000, 0x2000, 0x3000);
+        // Ready queue: address and size writes are ignored.
+        h.write(reg::QUEUE_DESC_LOW, 0x5000);
+        h.write(reg::QUEUE_NUM, 16);
+        assert_eq!(h.transport.queues[0].desc_table, 0x1000);
+        assert_eq!(h.transport.queues[0].size, 32);
+        // Un-readying it makes them writable again.
+        h.write(reg::QUEUE_READY, 0);
+        h.write(reg::QUEUE_DESC_LOW, 0x5000);
+        assert_eq!(h.transport.queues[0].desc_table, 0x5000);
+        h.write(reg::QUEUE_READY, 1);
+
+        h.driver_ok();
+        assert!(h.transport.is_activated());
+        // After DRIVER_OK nothing about queues changes, not even the ready bit or unready queues.
+        h.write(reg::QUEUE_READY, 0);
+        assert_eq!(h.read(reg::QUEUE_READY), 1);
+        h.write(reg::QUEUE_SEL, 1);
+        h.write(reg::QUEUE_DESC_LOW, 0x7000);
+        h.write(reg::QUEUE_READY, 1);
+        assert_eq!(h.transport.queues[1], QueueRegisters::new(64));
+    }
+
+    #[test]
+    fn queue_outside_guest_memory_fails_activation() {
+        let mut h = Harness::new(TestDevice::new(&[64]));
+        h.negotiate(VIRTIO_F_VERSION_1);
+        h.setup_queue(0, 64, MEM_SIZE - 0x10, 0x2000, 0x3000);
+        h.driver_ok();
+        assert_eq!(h.read(reg::STATUS), FULL_STATUS | DEVICE_NEEDS_RESET);
+        assert_eq!(h.seen(|s| s.activations), 0);
+        assert!(!h.transport.is_activated());
+        assert_eq!(h.read(reg::INTERRUPT_STATUS), INT_CONFIG);
+        assert_eq!(h.irqfd.read().unwrap(), 1);
+    }
+
+    #[test]
+    fn misaligned_ring_fails_activation() {
+        let mut h = Harness::new(TestDevice::new(&[64]));
+        h.negotiate(VIRTIO_F_VERSION_1);
+        h.setup_queue(0, 64, 0x1008, 0x2000, 0x3000);
+        h.driver_ok();
+        assert_ne!(h.read(reg::STATUS) & DEVICE_NEEDS_RESET, 0);
+        assert_eq!(h.seen(|s| s.activations), 0);
+    }
+
+    #[test]
+    fn device_activation_error_sets_needs_reset() {
+        let mut dev = TestDevice::new(&[64]);
+        dev.fail_activation = true;
+        let mut h = Harness::new(dev);
+        h.negotiate(VIRTIO_F_VERSION_1);
+        h.setup_queue(0, 64, 0x1000, 0x2000, 0x3000);
+        h.driver_ok();
+        assert_eq!(h.seen(|s| s.activations), 1);
+        assert_eq!(h.read(reg::STATUS), FULL_STATUS | DEVICE_NEEDS_RESET);
+        assert_eq!(h.read(reg::INTERRUPT_STATUS), INT_CONFIG);
+        // Only a reset (or FAILED) is accepted now.
+        h.write(reg::STATUS, FULL_STATUS | DEVICE_NEEDS_RESET | FAILED);
+        assert_ne!(h.read(reg::STATUS) & FAILED, 0);
+        h.write(reg::STATUS, 0);
+        assert_eq!(h.read(reg::STATUS), 0);
+        assert_eq!(h.read(reg::INTERRUPT_STATUS), 0);
+    }
+
+    #[test]
+    fn out_of_order_status_writes_are_ignored() {
+        let mut h = Harness::new(TestDevice::new(&[64]));
+        h.write(reg::STATUS, ACKNOWLEDGE | DRIVER);
+        assert_eq!(h.read(reg::STATUS), 0);
+        h.write(reg::STATUS, ACKNOWLEDGE);
+        h.write(reg::STATUS, ACKNOWLEDGE | DRIVER | FEATURES_OK);
+        assert_eq!(h.read(reg::STATUS), ACKNOWLEDGE);
+        h.write(reg::STATUS, ACKNOWLEDGE | DRIVER);
+        // Skipping FEATURES_OK.
+        h.write(reg::STATUS, ACKNOWLEDGE | DRIVER | DRIVER_OK);
+        assert_eq!(h.read(reg::STATUS), ACKNOWLEDGE | DRIVER);
+        // Clearing a bit.
+        h.write(reg::STATUS, ACKNOWLEDGE);
+        assert_eq!(h.read(reg::STATUS), ACKNOWLEDGE | DRIVER);
+        // The device-owned bit cannot be set by the driver.
+        h.write(reg::STATUS, ACKNOWLEDGE | DRIVER | DEVICE_NEEDS_RESET);
+        assert_eq!(h.read(reg::STATUS), ACKNOWLEDGE | DRIVER);
+        assert_eq!(h.seen(|s| s.activations), 0);
+    }
+
+    #[test]
+    fn unknown_offsets_and_bad_widths_are_harmless() {
+        let mut h = Harness::new(TestDevice::new(&[64]));
+        for offset in [
+            0x018,
+            0x040,
+            0x0c0,
+            0x0f8,
+            QUEUE_NOTIFY_OFFSET,
+            reg::QUEUE_NUM,
+        ] {
+            assert_eq!(h.read(offset), 0, "offset {offset:#x}");
+        }
+        h.write(0x018, 0xffff_ffff);
+        h.write(reg::MAGIC_VALUE, 0);
+        assert_eq!(h.read(reg::MAGIC_VALUE), MMIO_MAGIC_VALUE);
+        // Narrow, wide and unaligned register accesses are ignored.
+        let mut narrow = [0xffu8; 1];
+        h.transport.read(reg::MAGIC_VALUE, &mut narrow);
+        assert_eq!(narrow, [0]);
+        let mut wide = [0xffu8; 8];
+        h.transport.read(reg::MAGIC_VALUE, &mut wide);
+        assert_eq!(wide, [0; 8]);
+        h.transport.write(reg::STATUS, &[ACKNOWLEDGE as u8]);
+        h.transport
+            .write(reg::STATUS + 1, &ACKNOWLEDGE.to_le_bytes());
+        assert_eq!(h.read(reg::STATUS), 0);
+        // A queue index past the end reads as "not available" and takes no writes.
+        h.write(reg::QUEUE_SEL, 7);
+        assert_eq!(h.read(reg::QUEUE_NUM_MAX), 0);
+        assert_eq!(h.read(reg::QUEUE_READY), 0);
+        h.write(reg::QUEUE_READY, 1);
+        assert_eq!(h.read(reg::QUEUE_READY), 0);
+    }
+
+    #[test]
+    fn invalid_queue_max_size_disables_that_queue() {
+        let mut h = Harness::new(TestDevice::new(&[64, 100, 0]));
+        h.write(reg::QUEUE_SEL, 0);
+        assert_eq!(h.read(reg::QUEUE_NUM_MAX), 64);
+        for index in [1, 2] {
+            h.write(reg::QUEUE_SEL, index);
+            assert_eq!(h.read(reg::QUEUE_NUM_MAX), 0);
+            h.write(reg::QUEUE_READY, 1);
+            assert_eq!(h.read(reg::QUEUE_READY), 0);
+        }
+        h.negotiate(VIRTIO_F_VERSION_1);
+        h.setup_queue(0, 64, 0x1000, 0x2000, 0x3000);
+        h.driver_ok();
+        assert!(h.transport.is_activated());
+        h.seen(|s| {
+            let queues = s.activated_queues.as_ref().unwrap();
+            assert_eq!(queues.len(), 3);
+            assert!(queues[0].ready() && !queues[1].ready() && !queues[2].ready());
+        });
+    }
+
+    #[test]
+    fn queue_notify_signals_the_queue_event() {
+        let mut h = Harness::new(TestDevice::new(&[64, 64]));
+        let events: Vec<EventFd> = h
+            .device
+            .lock()
+            .unwrap()
+            .events
+            .iter()
+            .map(|e| e.try_clone().unwrap())
+            .collect();
+        // Before activation kicks are dropped.
+        h.write(QUEUE_NOTIFY_OFFSET, 1);
+        assert_eq!(
+            events[1].read().unwrap_err().kind(),
+            io::ErrorKind::WouldBlock
+        );
+
+        h.negotiate(VIRTIO_F_VERSION_1);
+        h.setup_queue(0, 64, 0x1000, 0x2000, 0x3000);
+        h.setup_queue(1, 64, 0x4000, 0x5000, 0x6000);
+        h.driver_ok();
+        h.write(QUEUE_NOTIFY_OFFSET, 1);
+        assert_eq!(events[1].read().unwrap(), 1);
+        assert_eq!(
+            events[0].read().unwrap_err().kind(),
+            io::ErrorKind::WouldBlock
+        );
+        // Out-of-range index: nothing signalled, nothing breaks.
+        h.write(QUEUE_NOTIFY_OFFSET, 2);
+        h.write(QUEUE_NOTIFY_OFFSET, u32::MAX);
+        for e in &events {
+            assert_eq!(e.read().unwrap_err().kind(), io::ErrorKind::WouldBlock);
+        }
+    }
+
+    #[test]
+    fn interrupt_status_and_ack() {
+        let mut h = Harness::new(TestDevice::new(&[64]));
+        assert_eq!(h.read(reg::INTERRUPT_STATUS), 0);
+        h.transport.irq.trigger(INT_VRING).unwrap();
+        h.transport.irq.trigger(INT_CONFIG).unwrap();
+        assert_eq!(h.irqfd.read().unwrap(), 2);
+        assert_eq!(h.read(reg::INTERRUPT_STATUS), INT_VRING | INT_CONFIG);
+        h.write(reg::INTERRUPT_ACK, INT_VRING);
+        assert_eq!(h.read(reg::INTERRUPT_STATUS), INT_CONFIG);
+        h.write(reg::INTERRUPT_ACK, INT_CONFIG);
+        assert_eq!(h.read(reg::INTERRUPT_STATUS), 0);
+    }
+
+    #[test]
+    fn reset_returns_to_initial_state_and_allows_reinit() {
+        let mut h = Harness::new(TestDevice::new(&[64]));
+        h.negotiate(VIRTIO_F_VERSION_1);
+        h.setup_queue(0, 32, 0x1000, 0x2000, 0x3000);
+        h.driver_ok();
+        h.transport.irq.trigger(INT_VRING).unwrap();
+        assert!(h.transport.is_activated());
+
+        h.write(reg::STATUS, 0);
+        assert_eq!(h.read(reg::STATUS), 0);
+        assert!(!h.transport.is_activated());
+        assert_eq!(h.seen(|s| s.resets), 1);
+        assert_eq!(h.read(reg::INTERRUPT_STATUS), 0);
+        assert_eq!(h.read(reg::QUEUE_READY), 0);
+        assert_eq!(h.transport.queues[0], QueueRegisters::new(64));
+        assert_eq!(h.transport.driver_features, 0);
+
+        h.negotiate(VIRTIO_F_VERSION_1);
+        h.setup_queue(0, 64, 0x4000, 0x5000, 0x6000);
+        h.driver_ok();
+        assert_eq!(h.seen(|s| s.activations), 2);
+        h.seen(|s| assert_eq!(s.activated_queues.as_ref().unwrap()[0].desc_table(), 0x4000));
+    }
+
+    #[test]
+    fn failed_device_reset_needs_reset_and_blocks_reactivation() {
+        let mut dev = TestDevice::new(&[64]);
+        dev.reset_ok = false;
+        let mut h = Harness::new(dev);
+        h.negotiate(VIRTIO_F_VERSION_1);
+        h.setup_queue(0, 64, 0x1000, 0x2000, 0x3000);
+        h.driver_ok();
+        h.write(reg::STATUS, 0);
+        assert_eq!(h.read(reg::STATUS), DEVICE_NEEDS_RESET);
+        h.write(reg::STATUS, ACKNOWLEDGE);
+        assert_eq!(h.read(reg::STATUS), DEVICE_NEEDS_RESET);
+        assert_eq!(h.seen(|s| s.activations), 1);
+    }
+
+    #[test]
+    fn config_space_is_forwarded_and_writes_bump_generation() {
+        let mut h = Harness::new(TestDevice::new(&[64]));
+        assert_eq!(
+            h.read(CONFIG_SPACE_OFFSET),
+            u32::from_le_bytes([1, 2, 3, 4])
+        );
+        let mut byte = [0u8];
+        h.transport.read(CONFIG_SPACE_OFFSET + 5, &mut byte);
+        assert_eq!(byte, [6]);
+        let mut wide = [0u8; 8];
+        h.transport.read(CONFIG_SPACE_OFFSET, &mut wide);
+        assert_eq!(wide, [1, 2, 3, 4, 5, 6, 7, 8]);
+        // Past the device's config: zeros.
+        assert_eq!(h.read(CONFIG_SPACE_OFFSET + 0x100), 0);
+
+        let generation = h.read(reg::CONFIG_GENERATION);
+        h.transport.write(CONFIG_SPACE_OFFSET + 2, &[0xaa, 0xbb]);
+        assert_eq!(
+            h.device.lock().unwrap().config,
+            [1, 2, 0xaa, 0xbb, 5, 6, 7, 8]
+        );
+        assert_eq!(h.read(reg::CONFIG_GENERATION), generation.wrapping_add(1));
+        // Reads leave the generation alone.
+        h.read(CONFIG_SPACE_OFFSET);
+        assert_eq!(h.read(reg::CONFIG_GENERATION), generation.wrapping_add(1));
     }
 }

@@ -10,6 +10,7 @@
 //! guest kick never leaves the kernel except to wake the event loop; a transport that sees a QueueNotify
 //! write itself (no ioeventfd) writes the same eventfd.
 
+pub mod fs;
 pub mod mmio;
 pub mod vsock;
 
