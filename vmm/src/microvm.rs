@@ -33,7 +33,7 @@ use crate::virtio::{IrqTrigger, VirtioDevice};
 use crate::vm::{self, VmError};
 
 /// Largest vCPU count we configure (MP table and APIC IDs stay simple below this).
-pub const MAX_VCPUS: u8 = 32;
+pub use crate::boot::MAX_VCPUS;
 
 /// Where the guest's serial console goes.
 #[derive(Debug, Clone)]

@@ -16,7 +16,7 @@ pub(super) fn write_cmdline(mem: &GuestMemory, cmdline: &Cmdline) -> Result<usiz
         return Err(BootError::CmdlineTooLong { len });
     }
     linux_loader::loader::load_cmdline(mem, GuestAddress(CMDLINE_ADDR), cmdline)
-        .map_err(|source| BootError::KernelLoad(source))?;
+        .map_err(BootError::CmdlineWrite)?;
     Ok(len)
 }
 
@@ -32,9 +32,10 @@ mod tests {
         let mut cmdline = Cmdline::new(CMDLINE_MAX_SIZE).unwrap();
         cmdline.insert_str("console=ttyS0 reboot=k").unwrap();
         let len = write_cmdline(&mem, &cmdline).unwrap();
-        assert_eq!(len, 23);
-        let mut buf = [0xffu8; 24];
-        mem.read_slice(&mut buf, GuestAddress(CMDLINE_ADDR)).unwrap();
+        assert_eq!(len, 22);
+        let mut buf = [0xffu8; 23];
+        mem.read_slice(&mut buf, GuestAddress(CMDLINE_ADDR))
+            .unwrap();
         assert_eq!(&buf, b"console=ttyS0 reboot=k\0");
     }
 
@@ -49,7 +50,9 @@ mod tests {
 
         // The longest accepted one is 2047 bytes.
         let mut cmdline = Cmdline::new(4096).unwrap();
-        cmdline.insert_str("y".repeat(CMDLINE_MAX_SIZE - 1)).unwrap();
+        cmdline
+            .insert_str("y".repeat(CMDLINE_MAX_SIZE - 1))
+            .unwrap();
         assert_eq!(write_cmdline(&mem, &cmdline).unwrap(), CMDLINE_MAX_SIZE - 1);
     }
 }

@@ -31,7 +31,11 @@ pub fn e820_entries(mem_bytes: u64) -> Vec<E820Entry> {
     let mut entries = Vec::with_capacity(4);
     let mut push = |addr: u64, end: u64, kind: E820Type| {
         if end > addr {
-            entries.push(E820Entry { addr, size: end - addr, kind });
+            entries.push(E820Entry {
+                addr,
+                size: end - addr,
+                kind,
+            });
         }
     };
     for (start, size) in ram_ranges(mem_bytes) {
@@ -53,7 +57,11 @@ mod tests {
     use crate::layout::{MMIO_GAP_END, MMIO_GAP_START};
 
     fn ram(addr: u64, size: u64) -> E820Entry {
-        E820Entry { addr, size, kind: E820Type::Ram }
+        E820Entry {
+            addr,
+            size,
+            kind: E820Type::Ram,
+        }
     }
 
     const LEGACY: E820Entry = E820Entry {
@@ -91,8 +99,11 @@ mod tests {
         let entries = e820_entries(mem);
         assert_eq!(entries.len(), 4);
         assert_eq!(entries[3], ram(1 << 32, mem - MMIO_GAP_START));
-        let total_ram: u64 =
-            entries.iter().filter(|e| e.kind == E820Type::Ram).map(|e| e.size).sum();
+        let total_ram: u64 = entries
+            .iter()
+            .filter(|e| e.kind == E820Type::Ram)
+            .map(|e| e.size)
+            .sum();
         assert_eq!(total_ram, mem - LEGACY.size);
     }
 

@@ -68,7 +68,11 @@ pub(super) fn segment(gdt: &[u64; GDT_ENTRIES], index: u16) -> kvm_segment {
     let raw_limit = (entry & 0xffff) as u32 | (((entry >> 48) & 0xf) as u32) << 16;
     kvm_segment {
         base: ((entry >> 16) & 0x00ff_ffff) | ((entry >> 56) & 0xff) << 24,
-        limit: if granular { raw_limit << 12 | 0xfff } else { raw_limit },
+        limit: if granular {
+            raw_limit << 12 | 0xfff
+        } else {
+            raw_limit
+        },
         selector: index * 8,
         type_: ((entry >> 40) & 0xf) as u8,
         present: bit(47),
@@ -84,8 +88,14 @@ pub(super) fn segment(gdt: &[u64; GDT_ENTRIES], index: u16) -> kvm_segment {
 }
 
 /// Writes the protocol's GDT at `BOOT_GDT_ADDR` and an empty IDT at `BOOT_IDT_ADDR`.
-pub(super) fn write_gdt_and_idt(mem: &GuestMemory, protocol: BootProtocol) -> Result<(), BootError> {
-    let gdt: Vec<u8> = boot_gdt(protocol).iter().flat_map(|e| e.to_le_bytes()).collect();
+pub(super) fn write_gdt_and_idt(
+    mem: &GuestMemory,
+    protocol: BootProtocol,
+) -> Result<(), BootError> {
+    let gdt: Vec<u8> = boot_gdt(protocol)
+        .iter()
+        .flat_map(|e| e.to_le_bytes())
+        .collect();
     write_bytes(mem, "GDT", BOOT_GDT_ADDR, &gdt)?;
     write_bytes(mem, "IDT", BOOT_IDT_ADDR, &[0; IDT_LEN as usize])
 }
@@ -102,7 +112,10 @@ mod tests {
         assert_eq!(gdt_entry(CODE64, 0, FLAT_LIMIT), 0x00af_9b00_0000_ffff);
         assert_eq!(gdt_entry(DATA, 0, FLAT_LIMIT), 0x00cf_9300_0000_ffff);
         assert_eq!(gdt_entry(CODE32, 0, FLAT_LIMIT), 0x00cf_9b00_0000_ffff);
-        assert_eq!(gdt_entry(0x0093, 0x1234_5678, 0xa_bcde), 0x120a_9334_5678_bcde);
+        assert_eq!(
+            gdt_entry(0x0093, 0x1234_5678, 0xa_bcde),
+            0x120a_9334_5678_bcde
+        );
     }
 
     #[test]
@@ -112,23 +125,37 @@ mod tests {
             write_gdt_and_idt(&mem, protocol).unwrap();
             let mut gdt = [0u64; GDT_ENTRIES];
             for (i, e) in gdt.iter_mut().enumerate() {
-                *e = mem.read_obj(GuestAddress(BOOT_GDT_ADDR + 8 * i as u64)).unwrap();
+                *e = mem
+                    .read_obj(GuestAddress(BOOT_GDT_ADDR + 8 * i as u64))
+                    .unwrap();
             }
             assert_eq!(gdt, boot_gdt(protocol));
             assert_eq!(gdt[0], 0);
 
             let code = segment(&gdt, CODE_INDEX);
-            assert_eq!((code.base, code.limit, code.selector), (0, 0xffff_ffff, 0x08));
-            assert_eq!((code.type_, code.s, code.present, code.dpl, code.g), (0xb, 1, 1, 0, 1));
+            assert_eq!(
+                (code.base, code.limit, code.selector),
+                (0, 0xffff_ffff, 0x08)
+            );
+            assert_eq!(
+                (code.type_, code.s, code.present, code.dpl, code.g),
+                (0xb, 1, 1, 0, 1)
+            );
             match protocol {
                 BootProtocol::Linux64 => assert_eq!((code.l, code.db), (1, 0)),
                 BootProtocol::Pvh => assert_eq!((code.l, code.db), (0, 1)),
             }
             let data = segment(&gdt, DATA_INDEX);
-            assert_eq!((data.base, data.limit, data.selector), (0, 0xffff_ffff, 0x10));
+            assert_eq!(
+                (data.base, data.limit, data.selector),
+                (0, 0xffff_ffff, 0x10)
+            );
             assert_eq!((data.type_, data.s, data.db, data.l), (0x3, 1, 1, 0));
             let tss = segment(&gdt, TSS_INDEX);
-            assert_eq!((tss.limit, tss.selector, tss.type_, tss.s, tss.g), (0x67, 0x18, 0xb, 0, 0));
+            assert_eq!(
+                (tss.limit, tss.selector, tss.type_, tss.s, tss.g),
+                (0x67, 0x18, 0xb, 0, 0)
+            );
             assert_eq!(tss.unusable, 0);
 
             let idt: u64 = mem.read_obj(GuestAddress(BOOT_IDT_ADDR)).unwrap();

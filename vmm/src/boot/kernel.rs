@@ -8,8 +8,7 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 
 use linux_loader::elf::{
-    Elf64_Ehdr, Elf64_Phdr, EI_CLASS, EI_DATA, ELFCLASS64, ELFDATA2LSB, EM_X86_64, PT_LOAD,
-    PT_NOTE,
+    Elf64_Ehdr, Elf64_Phdr, EI_CLASS, EI_DATA, ELFCLASS64, ELFDATA2LSB, EM_X86_64, PT_LOAD, PT_NOTE,
 };
 use linux_loader::loader::{Elf, KernelLoader, PvhBootCapability};
 use vm_memory::{ByteValued, GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
@@ -82,19 +81,28 @@ pub fn load_kernel(mem: &GuestMemory, kernel: &mut File) -> Result<LoadedKernel,
         end = format_args!("{kernel_end:#x}"),
         "kernel loaded"
     );
-    Ok(LoadedKernel { entry: GuestAddress(entry), protocol, kernel_end: GuestAddress(kernel_end) })
+    Ok(LoadedKernel {
+        entry: GuestAddress(entry),
+        protocol,
+        kernel_end: GuestAddress(kernel_end),
+    })
 }
 
 /// End of the RAM region that starts at guest address 0 (never beyond the MMIO gap).
 fn low_ram_end(mem: &GuestMemory) -> u64 {
-    mem.find_region(GuestAddress(0)).map_or(0, |r| r.len()).min(MMIO_GAP_START)
+    mem.find_region(GuestAddress(0))
+        .map_or(0, |r| r.len())
+        .min(MMIO_GAP_START)
 }
 
 /// Reads up to `len` bytes from the start of the file (fewer if the file is shorter).
 fn read_prefix(file: &mut File, len: usize) -> Result<Vec<u8>, BootError> {
-    file.seek(SeekFrom::Start(0)).map_err(BootError::KernelRead)?;
+    file.seek(SeekFrom::Start(0))
+        .map_err(BootError::KernelRead)?;
     let mut prefix = Vec::with_capacity(len);
-    file.take(len as u64).read_to_end(&mut prefix).map_err(BootError::KernelRead)?;
+    file.take(len as u64)
+        .read_to_end(&mut prefix)
+        .map_err(BootError::KernelRead)?;
     Ok(prefix)
 }
 
@@ -111,7 +119,9 @@ fn parse_ehdr(prefix: &[u8], file_size: u64) -> Result<Elf64_Ehdr, BootError> {
     let mut ehdr = Elf64_Ehdr::default();
     ehdr.as_mut_slice().copy_from_slice(bytes);
     if ehdr.e_ident[EI_CLASS] != ELFCLASS64 {
-        return Err(BootError::UnsupportedElf("not a 64-bit ELF (a 64-bit x86_64 vmlinux is needed)"));
+        return Err(BootError::UnsupportedElf(
+            "not a 64-bit ELF (a 64-bit x86_64 vmlinux is needed)",
+        ));
     }
     if ehdr.e_ident[EI_DATA] != ELFDATA2LSB {
         return Err(BootError::UnsupportedElf("not a little-endian ELF"));
@@ -120,13 +130,17 @@ fn parse_ehdr(prefix: &[u8], file_size: u64) -> Result<Elf64_Ehdr, BootError> {
         return Err(BootError::UnsupportedElf("not an x86_64 ELF"));
     }
     if usize::from(ehdr.e_phentsize) != std::mem::size_of::<Elf64_Phdr>() {
-        return Err(BootError::UnsupportedElf("unexpected program header entry size"));
+        return Err(BootError::UnsupportedElf(
+            "unexpected program header entry size",
+        ));
     }
     if ehdr.e_phnum == 0 {
         return Err(BootError::UnsupportedElf("no program headers"));
     }
     if ehdr.e_phoff < ehdr_len as u64 {
-        return Err(BootError::UnsupportedElf("program headers overlap the ELF header"));
+        return Err(BootError::UnsupportedElf(
+            "program headers overlap the ELF header",
+        ));
     }
     Ok(ehdr)
 }
@@ -139,10 +153,12 @@ fn read_phdrs(
 ) -> Result<Vec<Elf64_Phdr>, BootError> {
     let table_len = u64::from(ehdr.e_phnum) * std::mem::size_of::<Elf64_Phdr>() as u64;
     check_in_file("program header table", ehdr.e_phoff, table_len, file_size)?;
-    file.seek(SeekFrom::Start(ehdr.e_phoff)).map_err(BootError::KernelRead)?;
+    file.seek(SeekFrom::Start(ehdr.e_phoff))
+        .map_err(BootError::KernelRead)?;
     let mut phdrs = vec![Elf64_Phdr::default(); usize::from(ehdr.e_phnum)];
     for phdr in &mut phdrs {
-        file.read_exact(phdr.as_mut_slice()).map_err(BootError::KernelRead)?;
+        file.read_exact(phdr.as_mut_slice())
+            .map_err(BootError::KernelRead)?;
     }
     Ok(phdrs)
 }
@@ -166,7 +182,7 @@ fn check_segments(
                 }
                 check_in_file("loadable segment", phdr.p_offset, phdr.p_filesz, file_size)?;
                 let start = phdr.p_paddr;
-                let end = start.checked_add(phdr.p_memsz).unwrap_or(u64::MAX);
+                let end = start.saturating_add(phdr.p_memsz);
                 if start < HIMEM_START || end > ram_end {
                     return Err(BootError::KernelDoesNotFit {
                         start,
@@ -186,10 +202,20 @@ fn check_segments(
     span.ok_or(BootError::UnsupportedElf("no loadable segment"))
 }
 
-fn check_in_file(what: &'static str, offset: u64, len: u64, file_size: u64) -> Result<(), BootError> {
+fn check_in_file(
+    what: &'static str,
+    offset: u64,
+    len: u64,
+    file_size: u64,
+) -> Result<(), BootError> {
     match offset.checked_add(len) {
         Some(end) if end <= file_size => Ok(()),
-        _ => Err(BootError::TruncatedElf { what, offset, len, file_size }),
+        _ => Err(BootError::TruncatedElf {
+            what,
+            offset,
+            len,
+            file_size,
+        }),
     }
 }
 
@@ -204,11 +230,20 @@ mod tests {
     #[test]
     fn loads_a_64bit_elf_at_its_physical_address() {
         let mem = guest_memory(64 << 20);
-        let elf = TestElf { load_addr: 0x20_0000, entry: 0x20_0000, code: CODE.to_vec(), bss: 0x3000, pvh_entry: None };
+        let elf = TestElf {
+            load_addr: 0x20_0000,
+            entry: 0x20_0000,
+            code: CODE.to_vec(),
+            bss: 0x3000,
+            pvh_entry: None,
+        };
         let loaded = load_kernel(&mem, &mut memfd_with(&elf.bytes())).unwrap();
         assert_eq!(loaded.protocol, BootProtocol::Linux64);
         assert_eq!(loaded.entry, GuestAddress(0x20_0000));
-        assert_eq!(loaded.kernel_end, GuestAddress(0x20_0000 + CODE.len() as u64 + 0x3000));
+        assert_eq!(
+            loaded.kernel_end,
+            GuestAddress(0x20_0000 + CODE.len() as u64 + 0x3000)
+        );
         let mut back = [0u8; 4];
         mem.read_slice(&mut back, GuestAddress(0x20_0000)).unwrap();
         assert_eq!(&back, CODE);
@@ -251,56 +286,142 @@ mod tests {
     #[test]
     fn random_bytes_and_empty_files_are_not_elf() {
         let mem = guest_memory(16 << 20);
-        assert!(matches!(load_kernel(&mem, &mut memfd_with(b"#!/bin/sh\n")), Err(BootError::NotElf)));
-        assert!(matches!(load_kernel(&mem, &mut memfd_with(b"")), Err(BootError::NotElf)));
+        assert!(matches!(
+            load_kernel(&mem, &mut memfd_with(b"#!/bin/sh\n")),
+            Err(BootError::NotElf)
+        ));
+        assert!(matches!(
+            load_kernel(&mem, &mut memfd_with(b"")),
+            Err(BootError::NotElf)
+        ));
     }
 
     #[test]
     fn truncated_elf_is_reported() {
         let mem = guest_memory(64 << 20);
-        let elf = TestElf { load_addr: 0x20_0000, entry: 0x20_0000, code: vec![0x90; 256], bss: 0, pvh_entry: None };
+        let elf = TestElf {
+            load_addr: 0x20_0000,
+            entry: 0x20_0000,
+            code: vec![0x90; 256],
+            bss: 0,
+            pvh_entry: None,
+        };
         let bytes = elf.bytes();
         // Cut inside the segment's bytes.
         let err = load_kernel(&mem, &mut memfd_with(&bytes[..bytes.len() - 10])).unwrap_err();
-        assert!(matches!(err, BootError::TruncatedElf { what: "loadable segment", .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                BootError::TruncatedElf {
+                    what: "loadable segment",
+                    ..
+                }
+            ),
+            "{err}"
+        );
         // Cut inside the program header table.
         let err = load_kernel(&mem, &mut memfd_with(&bytes[..70])).unwrap_err();
-        assert!(matches!(err, BootError::TruncatedElf { what: "program header table", .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                BootError::TruncatedElf {
+                    what: "program header table",
+                    ..
+                }
+            ),
+            "{err}"
+        );
         // Cut inside the ELF header.
         let err = load_kernel(&mem, &mut memfd_with(&bytes[..20])).unwrap_err();
-        assert!(matches!(err, BootError::TruncatedElf { what: "ELF header", .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                BootError::TruncatedElf {
+                    what: "ELF header",
+                    ..
+                }
+            ),
+            "{err}"
+        );
     }
 
     #[test]
     fn wrong_class_or_machine_is_refused() {
         let mem = guest_memory(16 << 20);
-        let elf = TestElf { load_addr: 0x20_0000, entry: 0x20_0000, code: CODE.to_vec(), bss: 0, pvh_entry: None };
+        let elf = TestElf {
+            load_addr: 0x20_0000,
+            entry: 0x20_0000,
+            code: CODE.to_vec(),
+            bss: 0,
+            pvh_entry: None,
+        };
         let mut bytes = elf.bytes();
         bytes[EI_CLASS] = 1; // ELFCLASS32
-        assert!(matches!(load_kernel(&mem, &mut memfd_with(&bytes)), Err(BootError::UnsupportedElf(_))));
+        assert!(matches!(
+            load_kernel(&mem, &mut memfd_with(&bytes)),
+            Err(BootError::UnsupportedElf(_))
+        ));
         let mut bytes = elf.bytes();
         bytes[18] = 40; // e_machine = ARM
-        assert!(matches!(load_kernel(&mem, &mut memfd_with(&bytes)), Err(BootError::UnsupportedElf(_))));
+        assert!(matches!(
+            load_kernel(&mem, &mut memfd_with(&bytes)),
+            Err(BootError::UnsupportedElf(_))
+        ));
     }
 
     #[test]
     fn kernel_beyond_ram_or_below_himem_does_not_fit() {
         let mem = guest_memory(16 << 20);
-        let elf = TestElf { load_addr: 0xf0_0000, entry: 0xf0_0000, code: CODE.to_vec(), bss: 2 << 20, pvh_entry: None };
+        let elf = TestElf {
+            load_addr: 0xf0_0000,
+            entry: 0xf0_0000,
+            code: CODE.to_vec(),
+            bss: 2 << 20,
+            pvh_entry: None,
+        };
         let err = load_kernel(&mem, &mut memfd_with(&elf.bytes())).unwrap_err();
-        assert!(matches!(err, BootError::KernelDoesNotFit { max: 0x100_0000, .. }), "{err}");
-        assert!(err.to_string().starts_with("kernel does not fit in guest memory"));
+        assert!(
+            matches!(
+                err,
+                BootError::KernelDoesNotFit {
+                    max: 0x100_0000,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(err
+            .to_string()
+            .starts_with("kernel does not fit in guest memory"));
 
-        let low = TestElf { load_addr: 0x8000, entry: 0x8000, code: CODE.to_vec(), bss: 0, pvh_entry: None };
+        let low = TestElf {
+            load_addr: 0x8000,
+            entry: 0x8000,
+            code: CODE.to_vec(),
+            bss: 0,
+            pvh_entry: None,
+        };
         let err = load_kernel(&mem, &mut memfd_with(&low.bytes())).unwrap_err();
-        assert!(matches!(err, BootError::KernelDoesNotFit { start: 0x8000, .. }), "{err}");
+        assert!(
+            matches!(err, BootError::KernelDoesNotFit { start: 0x8000, .. }),
+            "{err}"
+        );
     }
 
     #[test]
     fn entry_outside_the_segments_is_refused() {
         let mem = guest_memory(64 << 20);
-        let elf = TestElf { load_addr: 0x20_0000, entry: 0x30_0000, code: CODE.to_vec(), bss: 0, pvh_entry: None };
+        let elf = TestElf {
+            load_addr: 0x20_0000,
+            entry: 0x30_0000,
+            code: CODE.to_vec(),
+            bss: 0,
+            pvh_entry: None,
+        };
         let err = load_kernel(&mem, &mut memfd_with(&elf.bytes())).unwrap_err();
-        assert!(matches!(err, BootError::KernelEntryOutside { entry: 0x30_0000 }), "{err}");
+        assert!(
+            matches!(err, BootError::KernelEntryOutside { entry: 0x30_0000 }),
+            "{err}"
+        );
     }
 }

@@ -38,7 +38,11 @@ fn build_boot_params(
     }
     let mut table = [boot_e820_entry::default(); E820_MAX_ENTRIES_ZEROPAGE];
     for (slot, entry) in table.iter_mut().zip(e820) {
-        *slot = boot_e820_entry { addr: entry.addr, size: entry.size, r#type: entry.kind as u32 };
+        *slot = boot_e820_entry {
+            addr: entry.addr,
+            size: entry.size,
+            r#type: entry.kind as u32,
+        };
     }
     params.e820_table = table;
     params.e820_entries = e820.len().min(E820_MAX_ENTRIES_ZEROPAGE) as u8;
@@ -57,7 +61,10 @@ pub(super) fn write_boot_params(
         &BootParams::new(&params, GuestAddress(ZERO_PAGE_ADDR)),
         mem,
     )
-    .map_err(|source| BootError::BootParams { what: "boot_params", source })
+    .map_err(|source| BootError::BootParams {
+        what: "boot_params",
+        source,
+    })
 }
 
 #[cfg(test)]
@@ -72,7 +79,10 @@ mod tests {
         let mem_bytes = 256 << 20;
         let mem = guest_memory(mem_bytes);
         let e820 = e820_entries(mem_bytes);
-        let initrd = InitrdInfo { addr: GuestAddress(0xf00_0000), size: 0x12_3456 };
+        let initrd = InitrdInfo {
+            addr: GuestAddress(0xf00_0000),
+            size: 0x12_3456,
+        };
         write_boot_params(&mem, &e820, 42, Some(initrd)).unwrap();
 
         let params: boot_params = mem.read_obj(GuestAddress(ZERO_PAGE_ADDR)).unwrap();
@@ -88,14 +98,18 @@ mod tests {
         assert_eq!(params.e820_entries as usize, e820.len());
         let table = params.e820_table;
         for (got, want) in table.iter().zip(&e820) {
-            assert_eq!(({ got.addr }, { got.size }, { got.r#type }), (want.addr, want.size, want.kind as u32));
+            assert_eq!(
+                ({ got.addr }, { got.size }, { got.r#type }),
+                (want.addr, want.size, want.kind as u32)
+            );
         }
         assert_eq!({ table[e820.len()].size }, 0);
 
         // Raw offsets from the x86 boot protocol document, independent of the struct layout.
         let raw = |off: u64, len: usize| {
             let mut b = vec![0u8; len];
-            mem.read_slice(&mut b, GuestAddress(ZERO_PAGE_ADDR + off)).unwrap();
+            mem.read_slice(&mut b, GuestAddress(ZERO_PAGE_ADDR + off))
+                .unwrap();
             b
         };
         assert_eq!(raw(0x1fe, 2), [0x55, 0xaa]);
@@ -104,7 +118,11 @@ mod tests {
         assert_eq!(raw(0x218, 4), 0xf00_0000u32.to_le_bytes());
         assert_eq!(raw(0x228, 4), (CMDLINE_ADDR as u32).to_le_bytes());
         assert_eq!(raw(0x1e8, 1), [e820.len() as u8]);
-        assert_eq!(raw(0x2d0 + 20, 8), 0x9_fc00u64.to_le_bytes(), "second e820 entry starts at the EBDA");
+        assert_eq!(
+            raw(0x2d0 + 20, 8),
+            0x9_fc00u64.to_le_bytes(),
+            "second e820 entry starts at the EBDA"
+        );
     }
 
     #[test]
@@ -112,6 +130,9 @@ mod tests {
         let mem = guest_memory(16 << 20);
         write_boot_params(&mem, &e820_entries(16 << 20), 0, None).unwrap();
         let params: boot_params = mem.read_obj(GuestAddress(ZERO_PAGE_ADDR)).unwrap();
-        assert_eq!(({ params.hdr.ramdisk_image }, { params.hdr.ramdisk_size }), (0, 0));
+        assert_eq!(
+            ({ params.hdr.ramdisk_image }, { params.hdr.ramdisk_size }),
+            (0, 0)
+        );
     }
 }

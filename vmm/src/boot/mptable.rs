@@ -49,10 +49,14 @@ const ISA_BUS_ID: u8 = 0;
 
 /// Total size of the floating pointer plus the configuration table for `num_cpus` CPUs.
 const fn mptable_len(num_cpus: usize) -> usize {
-    FLOATING_POINTER_LEN + HEADER_LEN + num_cpus * PROCESSOR_ENTRY_LEN + SMALL_ENTRIES * SMALL_ENTRY_LEN
+    FLOATING_POINTER_LEN
+        + HEADER_LEN
+        + num_cpus * PROCESSOR_ENTRY_LEN
+        + SMALL_ENTRIES * SMALL_ENTRY_LEN
 }
 
-const _: () = assert!(MPTABLE_ADDR as usize + mptable_len(MAX_VCPUS as usize) <= LOW_RAM_END as usize);
+const _: () =
+    assert!(MPTABLE_ADDR as usize + mptable_len(MAX_VCPUS as usize) <= LOW_RAM_END as usize);
 
 /// Builds the floating pointer plus configuration table, as placed at `MPTABLE_ADDR`.
 fn build_mptable(num_cpus: u8) -> Vec<u8> {
@@ -60,7 +64,11 @@ fn build_mptable(num_cpus: u8) -> Vec<u8> {
     let mut entries = Vec::new();
     for cpu in 0..num_cpus {
         entries.extend_from_slice(&[ENTRY_PROCESSOR, cpu, LAPIC_VERSION]);
-        entries.push(if cpu == 0 { CPU_ENABLED | CPU_BOOT_PROCESSOR } else { CPU_ENABLED });
+        entries.push(if cpu == 0 {
+            CPU_ENABLED | CPU_BOOT_PROCESSOR
+        } else {
+            CPU_ENABLED
+        });
         entries.extend_from_slice(&CPU_SIGNATURE.to_le_bytes());
         entries.extend_from_slice(&CPU_FEATURES.to_le_bytes());
         entries.extend_from_slice(&[0; 8]);
@@ -71,10 +79,28 @@ fn build_mptable(num_cpus: u8) -> Vec<u8> {
     entries.extend_from_slice(&(IOAPIC_ADDR as u32).to_le_bytes());
     for pin in 0..IOAPIC_PINS {
         // Polarity and trigger "conform to the bus" (ISA: active high, edge).
-        entries.extend_from_slice(&[ENTRY_IO_INTERRUPT, INT_TYPE_INT, 0, 0, ISA_BUS_ID, pin, ioapic_id, pin]);
+        entries.extend_from_slice(&[
+            ENTRY_IO_INTERRUPT,
+            INT_TYPE_INT,
+            0,
+            0,
+            ISA_BUS_ID,
+            pin,
+            ioapic_id,
+            pin,
+        ]);
     }
     for (int_type, lint) in [(INT_TYPE_EXTINT, 0), (INT_TYPE_NMI, 1)] {
-        entries.extend_from_slice(&[ENTRY_LOCAL_INTERRUPT, int_type, 0, 0, ISA_BUS_ID, 0, ALL_LAPICS, lint]);
+        entries.extend_from_slice(&[
+            ENTRY_LOCAL_INTERRUPT,
+            int_type,
+            0,
+            0,
+            ISA_BUS_ID,
+            0,
+            ALL_LAPICS,
+            lint,
+        ]);
     }
     let entry_count = u16::from(num_cpus) + SMALL_ENTRIES as u16;
 
@@ -105,14 +131,15 @@ fn build_mptable(num_cpus: u8) -> Vec<u8> {
 
 /// The byte that makes `bytes` (which has 0 in the checksum slot) sum to zero.
 fn checksum(bytes: &[u8]) -> u8 {
-    bytes.iter().fold(0u8, |sum, b| sum.wrapping_add(*b)).wrapping_neg()
+    bytes
+        .iter()
+        .fold(0u8, |sum, b| sum.wrapping_add(*b))
+        .wrapping_neg()
 }
 
-/// Writes the MP table for `num_cpus` CPUs (1..=[`MAX_VCPUS`]) at `MPTABLE_ADDR`.
+/// Writes the MP table for `num_cpus` CPUs at `MPTABLE_ADDR`; the caller has checked that
+/// `num_cpus` is 1..=[`MAX_VCPUS`].
 pub(super) fn write_mptable(mem: &GuestMemory, num_cpus: u8) -> Result<(), BootError> {
-    if num_cpus == 0 || num_cpus > MAX_VCPUS {
-        return Err(BootError::BadCpuCount { num_cpus, max: MAX_VCPUS });
-    }
     write_bytes(mem, "MP table", MPTABLE_ADDR, &build_mptable(num_cpus))
 }
 
@@ -137,11 +164,13 @@ mod tests {
         assert_eq!(fp[9], 4);
         let config_addr = u32::from_le_bytes(fp[4..8].try_into().unwrap()) as u64;
         let mut header = [0u8; HEADER_LEN];
-        mem.read_slice(&mut header, GuestAddress(config_addr)).unwrap();
+        mem.read_slice(&mut header, GuestAddress(config_addr))
+            .unwrap();
         assert_eq!(&header[..4], b"PCMP");
         let len = u16::from_le_bytes([header[4], header[5]]) as usize;
         let mut config = vec![0u8; len];
-        mem.read_slice(&mut config, GuestAddress(config_addr)).unwrap();
+        mem.read_slice(&mut config, GuestAddress(config_addr))
+            .unwrap();
         assert_eq!(sum(&config), 0, "configuration table checksum");
         config
     }
@@ -152,7 +181,11 @@ mod tests {
         let mut out = Vec::new();
         let mut at = HEADER_LEN;
         for _ in 0..count {
-            let len = if config[at] == ENTRY_PROCESSOR { PROCESSOR_ENTRY_LEN } else { SMALL_ENTRY_LEN };
+            let len = if config[at] == ENTRY_PROCESSOR {
+                PROCESSOR_ENTRY_LEN
+            } else {
+                SMALL_ENTRY_LEN
+            };
             out.push((config[at], config[at..at + len].to_vec()));
             at += len;
         }
@@ -166,9 +199,15 @@ mod tests {
         for num_cpus in [1u8, 2, 7, MAX_VCPUS] {
             write_mptable(&mem, num_cpus).unwrap();
             let config = read_back(&mem);
-            assert_eq!(u32::from_le_bytes(config[36..40].try_into().unwrap()) as u64, APIC_ADDR);
+            assert_eq!(
+                u32::from_le_bytes(config[36..40].try_into().unwrap()) as u64,
+                APIC_ADDR
+            );
             let entries = entries(&config);
-            let cpus: Vec<_> = entries.iter().filter(|(t, _)| *t == ENTRY_PROCESSOR).collect();
+            let cpus: Vec<_> = entries
+                .iter()
+                .filter(|(t, _)| *t == ENTRY_PROCESSOR)
+                .collect();
             assert_eq!(cpus.len(), num_cpus as usize);
             for (i, (_, cpu)) in cpus.iter().enumerate() {
                 assert_eq!(cpu[1] as usize, i, "APIC id");
@@ -188,31 +227,37 @@ mod tests {
         assert_eq!(ioapic.len(), 1);
         let ioapic = &ioapic[0].1;
         assert_eq!(ioapic[1], 2, "IOAPIC id follows the CPU ids");
-        assert_eq!(u32::from_le_bytes(ioapic[4..8].try_into().unwrap()) as u64, IOAPIC_ADDR);
+        assert_eq!(
+            u32::from_le_bytes(ioapic[4..8].try_into().unwrap()) as u64,
+            IOAPIC_ADDR
+        );
         let bus: Vec<_> = entries.iter().filter(|(t, _)| *t == ENTRY_BUS).collect();
         assert_eq!(&bus[0].1[2..8], b"ISA   ");
-        let irqs: Vec<_> = entries.iter().filter(|(t, _)| *t == ENTRY_IO_INTERRUPT).collect();
+        let irqs: Vec<_> = entries
+            .iter()
+            .filter(|(t, _)| *t == ENTRY_IO_INTERRUPT)
+            .collect();
         assert_eq!(irqs.len(), 24);
         for (pin, (_, e)) in irqs.iter().enumerate() {
-            assert_eq!((e[5] as usize, e[6], e[7] as usize), (pin, 2, pin), "ISA IRQ n -> pin n");
+            assert_eq!(
+                (e[5] as usize, e[6], e[7] as usize),
+                (pin, 2, pin),
+                "ISA IRQ n -> pin n"
+            );
         }
         let lints: Vec<_> = entries
             .iter()
             .filter(|(t, _)| *t == ENTRY_LOCAL_INTERRUPT)
             .map(|(_, e)| (e[1], e[6], e[7]))
             .collect();
-        assert_eq!(lints, vec![(INT_TYPE_EXTINT, 0xff, 0), (INT_TYPE_NMI, 0xff, 1)]);
+        assert_eq!(
+            lints,
+            vec![(INT_TYPE_EXTINT, 0xff, 0), (INT_TYPE_NMI, 0xff, 1)]
+        );
     }
 
     #[test]
     fn table_stays_inside_the_ebda() {
         assert!(MPTABLE_ADDR + build_mptable(MAX_VCPUS).len() as u64 <= LOW_RAM_END);
-    }
-
-    #[test]
-    fn bad_cpu_counts_are_refused() {
-        let mem = guest_memory(16 << 20);
-        assert!(matches!(write_mptable(&mem, 0), Err(BootError::BadCpuCount { .. })));
-        assert!(matches!(write_mptable(&mem, MAX_VCPUS + 1), Err(BootError::BadCpuCount { .. })));
     }
 }

@@ -19,7 +19,7 @@ fn identity_page_tables() -> [(u64, Vec<u8>); 3] {
         table
     };
     let pd: Vec<u8> = (0..ENTRIES_PER_TABLE)
-        .flat_map(|i| (i * HUGE_PAGE | PRESENT | WRITABLE | PAGE_SIZE_2M).to_le_bytes())
+        .flat_map(|i| ((i * HUGE_PAGE) | PRESENT | WRITABLE | PAGE_SIZE_2M).to_le_bytes())
         .collect();
     [
         (PML4_START, one_entry(PDPTE_START | PRESENT | WRITABLE)),
@@ -66,9 +66,18 @@ mod tests {
     fn first_gib_is_identity_mapped_and_nothing_else() {
         let mem = guest_memory(16 << 20);
         // Dirty the area first: the tables must not depend on zeroed memory.
-        mem.write_slice(&[0xff; 0x3000], GuestAddress(PML4_START)).unwrap();
+        mem.write_slice(&[0xff; 0x3000], GuestAddress(PML4_START))
+            .unwrap();
         write_identity_page_tables(&mem).unwrap();
-        for virt in [0, 0x1234, 0x10_0000, 0x100_0abc, 0x3fff_ffff, 0x2000_0000, 0x3fe0_0000] {
+        for virt in [
+            0,
+            0x1234,
+            0x10_0000,
+            0x100_0abc,
+            0x3fff_ffff,
+            0x2000_0000,
+            0x3fe0_0000,
+        ] {
             assert_eq!(translate(&mem, virt), Some(virt), "{virt:#x}");
         }
         assert_eq!(translate(&mem, 0x4000_0000), None);

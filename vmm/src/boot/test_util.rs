@@ -72,7 +72,14 @@ impl TestElf {
         assert_eq!(out.len(), EHDR_LEN);
         // Program headers.
         let code_len = self.code.len() as u64;
-        push_phdr(&mut out, PT_LOAD, CODE_OFFSET as u64, self.load_addr, code_len, code_len + self.bss);
+        push_phdr(
+            &mut out,
+            PT_LOAD,
+            CODE_OFFSET as u64,
+            self.load_addr,
+            code_len,
+            code_len + self.bss,
+        );
         let note = self.pvh_entry.map(|entry| {
             let mut note = Vec::new();
             note.extend_from_slice(&4u32.to_le_bytes()); // namesz
@@ -83,7 +90,14 @@ impl TestElf {
             note
         });
         if let Some(note) = &note {
-            push_phdr(&mut out, PT_NOTE, note_offset as u64, 0, note.len() as u64, 0);
+            push_phdr(
+                &mut out,
+                PT_NOTE,
+                note_offset as u64,
+                0,
+                note.len() as u64,
+                0,
+            );
             out.extend_from_slice(note);
         }
         assert!(out.len() <= CODE_OFFSET);
@@ -102,4 +116,26 @@ fn push_phdr(out: &mut Vec<u8>, p_type: u32, offset: u64, paddr: u64, filesz: u6
     out.extend_from_slice(&filesz.to_le_bytes());
     out.extend_from_slice(&memsz.to_le_bytes());
     out.extend_from_slice(&0x1000u64.to_le_bytes()); // p_align
+}
+
+/// A KVM VM with `mem` registered as its memory slots and an in-kernel irqchip (needed for the
+/// LAPIC). Panics with a clear message when /dev/kvm is not usable: these tests need it.
+pub fn kvm_vm_with(mem: &GuestMemory) -> (kvm_ioctls::Kvm, kvm_ioctls::VmFd) {
+    use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
+    let kvm = kvm_ioctls::Kvm::new().expect("this test needs /dev/kvm");
+    let vm = kvm.create_vm().expect("KVM_CREATE_VM");
+    for (slot, region) in mem.iter().enumerate() {
+        let memory_region = kvm_bindings::kvm_userspace_memory_region {
+            slot: slot as u32,
+            flags: 0,
+            guest_phys_addr: region.start_addr().0,
+            memory_size: region.len(),
+            userspace_addr: region.as_ptr() as u64,
+        };
+        // SAFETY: the region is a live mapping of `mem`, which the caller keeps alive as long as
+        // the VM (both are dropped at the end of the test).
+        unsafe { vm.set_user_memory_region(memory_region) }.expect("KVM_SET_USER_MEMORY_REGION");
+    }
+    vm.create_irq_chip().expect("KVM_CREATE_IRQCHIP");
+    (kvm, vm)
 }
