@@ -29,6 +29,7 @@ use crate::memory::{self, MemoryError};
 use crate::vcpu::{self, VcpuContext};
 use crate::virtio::mmio::{MmioTransport, QUEUE_NOTIFY_OFFSET};
 use crate::virtio::fs::{FsConfig, VhostUserFs};
+use crate::virtio::vsock::Vsock;
 use crate::virtio::{IrqTrigger, VirtioDevice};
 use crate::vm::{self, VmError};
 
@@ -209,8 +210,9 @@ pub fn run(config: &VmConfig, vmm_start: Instant) -> Result<VmExit, VmmError> {
     // Virtio devices.
     let mut virtio: Vec<AttachedVirtio> = Vec::new();
     if let Some(vsock) = &config.vsock {
-        // VSOCK-WIRING: the device is still being written.
-        return Err(VmmError::Vsock(format!("{vsock:?}: not wired yet")));
+        let dev = Vsock::new(vsock.guest_cid, vsock.uds_path.clone()).map_err(|e| VmmError::Vsock(e.to_string()))?;
+        let index = virtio.len() as u32;
+        virtio.push(attach_virtio(&vm_fd, &mut mmio_bus, &ram.memory, index, Arc::new(Mutex::new(dev)))?);
     }
 
     for fs in &config.fs {

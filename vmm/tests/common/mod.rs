@@ -2,7 +2,7 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -98,8 +98,10 @@ impl Run {
     }
 }
 
-/// Runs hull-vmm with `args` and a hard timeout (killed after `timeout`).
+/// Runs hull-vmm with `args` and a hard timeout (killed after `timeout`). Output is drained while
+/// the VMM runs, so a chatty guest cannot block on a full pipe.
 pub fn run_vmm(args: &[&str], timeout: Duration) -> Run {
+    use std::io::Read;
     let start = Instant::now();
     let mut child = Command::new(vmm_bin())
         .args(args)
@@ -108,21 +110,29 @@ pub fn run_vmm(args: &[&str], timeout: Duration) -> Run {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn hull-vmm");
-    loop {
-        if child.try_wait().unwrap().is_some() {
-            break;
+    let drain = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = r.read_to_end(&mut buf);
+            String::from_utf8_lossy(&buf).into_owned()
+        })
+    };
+    let out = drain(Box::new(child.stdout.take().unwrap()));
+    let err = drain(Box::new(child.stderr.take().unwrap()));
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
         }
         if start.elapsed() > timeout {
             let _ = child.kill();
-            break;
+            break child.wait().unwrap();
         }
         std::thread::sleep(Duration::from_millis(5));
-    }
-    let Output { status, stdout, stderr } = child.wait_with_output().unwrap();
+    };
     Run {
         status: status.code(),
-        stdout: String::from_utf8_lossy(&stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&stderr).into_owned(),
+        stdout: out.join().unwrap(),
+        stderr: err.join().unwrap(),
         elapsed: start.elapsed(),
     }
 }

@@ -66,14 +66,18 @@ pub fn parse_connect_line(line: &[u8]) -> Result<u32, ConnectLineError> {
     if line.len() > MAX_LINE_LEN {
         return Err(ConnectLineError::TooLong);
     }
-    let rest = line.strip_prefix(b"CONNECT ").ok_or(ConnectLineError::NotConnect)?;
+    let rest = line
+        .strip_prefix(b"CONNECT ")
+        .ok_or(ConnectLineError::NotConnect)?;
     let digits = rest.strip_suffix(b"\n").ok_or(ConnectLineError::BadPort)?;
     if digits.is_empty() || digits.len() > 10 || !digits.iter().all(u8::is_ascii_digit) {
         return Err(ConnectLineError::BadPort);
     }
     digits
         .iter()
-        .try_fold(0u32, |acc, d| acc.checked_mul(10)?.checked_add(u32::from(d - b'0')))
+        .try_fold(0u32, |acc, d| {
+            acc.checked_mul(10)?.checked_add(u32::from(d - b'0'))
+        })
         .ok_or(ConnectLineError::BadPort)
 }
 
@@ -116,7 +120,10 @@ mod tests {
 
     #[test]
     fn line_buffer_stops_at_newline_and_bounds_length() {
-        assert_eq!(feed(b"CONNECT 5\nextra").unwrap(), Some(b"CONNECT 5\n".to_vec()));
+        assert_eq!(
+            feed(b"CONNECT 5\nextra").unwrap(),
+            Some(b"CONNECT 5\n".to_vec())
+        );
         assert_eq!(feed(b"CONNECT 5").unwrap(), None);
         assert_eq!(feed(&[b'A'; 31]).unwrap(), None);
         assert_eq!(feed(&[b'A'; 32]), Err(ConnectLineError::TooLong));

@@ -152,7 +152,13 @@ impl Connection {
 
     /// A connection the host asked for: a REQUEST to `peer_port` is owed to the guest.
     pub fn host_initiated(guest_cid: u64, local_port: u32, peer_port: u32, now: Instant) -> Self {
-        let mut c = Self::new(guest_cid, local_port, peer_port, State::AwaitingResponse, now);
+        let mut c = Self::new(
+            guest_cid,
+            local_port,
+            peer_port,
+            State::AwaitingResponse,
+            now,
+        );
         c.owe_request = true;
         c
     }
@@ -160,8 +166,13 @@ impl Connection {
     /// A connection the guest asked for with `request`, whose host side is already connected:
     /// a RESPONSE is owed to the guest.
     pub fn guest_initiated(guest_cid: u64, request: &Header, now: Instant) -> Self {
-        let mut c =
-            Self::new(guest_cid, request.dst_port, request.src_port, State::Established, now);
+        let mut c = Self::new(
+            guest_cid,
+            request.dst_port,
+            request.src_port,
+            State::Established,
+            now,
+        );
         c.update_peer_credit(request.buf_alloc, request.fwd_cnt);
         c.owe_response = true;
         c
@@ -199,7 +210,10 @@ impl Connection {
     /// Applies a packet the guest sent on this connection (addresses already matched).
     pub fn on_guest_packet(&mut self, hdr: &Header) -> Result<GuestAction, ProtocolError> {
         self.update_peer_credit(hdr.buf_alloc, hdr.fwd_cnt);
-        let unexpected = ProtocolError::UnexpectedOp { op: op_name(hdr.op), state: self.state };
+        let unexpected = ProtocolError::UnexpectedOp {
+            op: op_name(hdr.op),
+            state: self.state,
+        };
         if self.state == State::AwaitingResponse && !matches!(hdr.op, op::RESPONSE | op::RST) {
             return Err(unexpected);
         }
@@ -217,7 +231,11 @@ impl Connection {
                 let newly_rcv = hdr.flags & shutdown::RCV != 0 && !self.guest_shut_rcv;
                 self.guest_shut_rcv |= hdr.flags & shutdown::RCV != 0;
                 self.guest_shut_send |= hdr.flags & shutdown::SEND != 0;
-                Ok(if newly_rcv { GuestAction::ShutdownHostRead } else { GuestAction::Nothing })
+                Ok(if newly_rcv {
+                    GuestAction::ShutdownHostRead
+                } else {
+                    GuestAction::Nothing
+                })
             }
             op::RW => {
                 if self.guest_shut_send {
@@ -336,7 +354,9 @@ impl Connection {
         if !self.can_send_data() {
             return 0;
         }
-        buf_len.min(self.peer_credit() as usize).min(MAX_PACKET_DATA as usize)
+        buf_len
+            .min(self.peer_credit() as usize)
+            .min(MAX_PACKET_DATA as usize)
     }
 
     fn can_send_data(&self) -> bool {
@@ -440,9 +460,16 @@ impl Connection {
         (flushed && (guest_closed || both_done)).then_some(Finish::SendRst)
     }
 
+    /// Whether the guest has heard of this connection (a host-initiated one is unknown to it until
+    /// its REQUEST went out).
+    pub fn known_to_guest(&self) -> bool {
+        !self.owe_request
+    }
+
     /// A host-initiated connection the guest has not answered within `timeout`.
     pub fn response_overdue(&self, now: Instant, timeout: Duration) -> bool {
-        self.state == State::AwaitingResponse && now.saturating_duration_since(self.created) >= timeout
+        self.state == State::AwaitingResponse
+            && now.saturating_duration_since(self.created) >= timeout
     }
 }
 
@@ -514,9 +541,17 @@ mod tests {
     #[test]
     fn host_initiated_handshake() {
         let mut c = Connection::host_initiated(CID, 1 << 30, 1024, Instant::now());
+        assert!(!c.known_to_guest());
         let req = c.next_control_packet().unwrap();
-        assert_eq!((req.op, req.src_cid, req.dst_cid), (op::REQUEST, HOST_CID, CID));
-        assert_eq!((req.src_port, req.dst_port, req.buf_alloc), (1 << 30, 1024, BUF_ALLOC));
+        assert!(c.known_to_guest());
+        assert_eq!(
+            (req.op, req.src_cid, req.dst_cid),
+            (op::REQUEST, HOST_CID, CID)
+        );
+        assert_eq!(
+            (req.src_port, req.dst_port, req.buf_alloc),
+            (1 << 30, 1024, BUF_ALLOC)
+        );
         assert_eq!(c.next_control_packet(), None);
         let mut resp = guest(op::RESPONSE, 0, 0, 4096, 0);
         resp.src_port = 1024;
@@ -552,11 +587,15 @@ mod tests {
         assert_eq!(c.data_budget(4096), 0);
         // Out of credit while readable: one CREDIT_REQUEST, not more.
         assert!(c.has_rx_work());
-        assert_eq!(c.next_control_packet().map(|h| h.op), Some(op::CREDIT_REQUEST));
+        assert_eq!(
+            c.next_control_packet().map(|h| h.op),
+            Some(op::CREDIT_REQUEST)
+        );
         assert!(!c.has_rx_work());
         assert_eq!(c.next_control_packet(), None);
         // The guest consumed 700 bytes.
-        c.on_guest_packet(&guest(op::CREDIT_UPDATE, 0, 0, 1000, 700)).unwrap();
+        c.on_guest_packet(&guest(op::CREDIT_UPDATE, 0, 0, 1000, 700))
+            .unwrap();
         assert_eq!(c.data_budget(4096), 700);
         assert_eq!(c.data_budget(100), 100);
     }
@@ -565,23 +604,32 @@ mod tests {
     fn credit_arithmetic_wraps_and_resists_lies() {
         let mut c = established(1000);
         c.tx_cnt = u32::MAX - 10;
-        c.on_guest_packet(&guest(op::CREDIT_UPDATE, 0, 0, 1000, u32::MAX - 10)).unwrap();
+        c.on_guest_packet(&guest(op::CREDIT_UPDATE, 0, 0, 1000, u32::MAX - 10))
+            .unwrap();
         c.set_host_readable();
         assert_eq!(c.data_budget(4096), 1000);
         c.data_packet(500); // tx_cnt wraps past zero
         assert_eq!(c.data_budget(4096), 500);
         // A guest claiming to have consumed more than we sent gets no extra credit.
-        c.on_guest_packet(&guest(op::CREDIT_UPDATE, 0, 0, 1000, 12345)).unwrap();
+        c.on_guest_packet(&guest(op::CREDIT_UPDATE, 0, 0, 1000, 12345))
+            .unwrap();
         assert_eq!(c.data_budget(4096), 0);
     }
 
     #[test]
     fn guest_data_beyond_advertised_buffer_is_rejected() {
         let mut c = established(0);
-        let mut w = SlowWriter { room: 0, got: vec![] };
-        assert_eq!(c.on_guest_packet(&guest(op::RW, 64 * 1024, 0, 0, 0)), Ok(GuestAction::Data));
+        let mut w = SlowWriter {
+            room: 0,
+            got: vec![],
+        };
+        assert_eq!(
+            c.on_guest_packet(&guest(op::RW, 64 * 1024, 0, 0, 0)),
+            Ok(GuestAction::Data)
+        );
         c.forward_guest_data(&mut w, &[1u8; 64 * 1024]).unwrap();
-        c.on_guest_packet(&guest(op::RW, 64 * 1024, 0, 0, 0)).unwrap();
+        c.on_guest_packet(&guest(op::RW, 64 * 1024, 0, 0, 0))
+            .unwrap();
         c.forward_guest_data(&mut w, &[2u8; 64 * 1024]).unwrap();
         assert_eq!(c.pending_len(), BUF_ALLOC as usize);
         assert_eq!(
@@ -593,9 +641,15 @@ mod tests {
     #[test]
     fn slow_writer_buffers_then_flushes_and_reports_credit() {
         let mut c = established(0);
-        let mut w = SlowWriter { room: 10, got: vec![] };
-        let data: Vec<u8> = (0..CREDIT_UPDATE_THRESHOLD + 100).map(|i| i as u8).collect();
-        c.on_guest_packet(&guest(op::RW, data.len() as u32, 0, 0, 0)).unwrap();
+        let mut w = SlowWriter {
+            room: 10,
+            got: vec![],
+        };
+        let data: Vec<u8> = (0..CREDIT_UPDATE_THRESHOLD + 100)
+            .map(|i| i as u8)
+            .collect();
+        c.on_guest_packet(&guest(op::RW, data.len() as u32, 0, 0, 0))
+            .unwrap();
         c.forward_guest_data(&mut w, &data).unwrap();
         assert_eq!(w.got.len(), 10);
         assert_eq!(c.pending_len(), data.len() - 10);
@@ -609,14 +663,18 @@ mod tests {
         assert_eq!(c.pending_len(), 0);
         // More than the threshold was forwarded: a CREDIT_UPDATE is owed and reports it all.
         let upd = c.next_control_packet().unwrap();
-        assert_eq!((upd.op, upd.fwd_cnt), (op::CREDIT_UPDATE, data.len() as u32));
+        assert_eq!(
+            (upd.op, upd.fwd_cnt),
+            (op::CREDIT_UPDATE, data.len() as u32)
+        );
         assert_eq!(c.next_control_packet(), None);
     }
 
     #[test]
     fn credit_request_is_answered() {
         let mut c = established(0);
-        c.on_guest_packet(&guest(op::CREDIT_REQUEST, 0, 0, 0, 0)).unwrap();
+        c.on_guest_packet(&guest(op::CREDIT_REQUEST, 0, 0, 0, 0))
+            .unwrap();
         let upd = c.next_control_packet().unwrap();
         assert_eq!((upd.op, upd.buf_alloc), (op::CREDIT_UPDATE, BUF_ALLOC));
     }
@@ -654,7 +712,10 @@ mod tests {
     #[test]
     fn guest_full_shutdown_waits_for_pending_data() {
         let mut c = established(1000);
-        let mut w = SlowWriter { room: 2, got: vec![] };
+        let mut w = SlowWriter {
+            room: 2,
+            got: vec![],
+        };
         c.on_guest_packet(&guest(op::RW, 5, 0, 1000, 0)).unwrap();
         c.forward_guest_data(&mut w, b"hello").unwrap();
         let shut = guest(op::SHUTDOWN, 0, shutdown::BOTH, 1000, 0);
@@ -671,7 +732,10 @@ mod tests {
     #[test]
     fn guest_rst_finishes_silently_and_unknown_ops_are_errors() {
         let mut c = established(1000);
-        assert_eq!(c.on_guest_packet(&guest(99, 0, 0, 0, 0)), Err(ProtocolError::UnknownOp(99)));
+        assert_eq!(
+            c.on_guest_packet(&guest(99, 0, 0, 0, 0)),
+            Err(ProtocolError::UnknownOp(99))
+        );
         assert!(c.on_guest_packet(&guest(op::REQUEST, 0, 0, 0, 0)).is_err());
         c.on_guest_packet(&guest(op::RST, 0, 0, 0, 0)).unwrap();
         assert_eq!(c.finish(), Some(Finish::Silent));

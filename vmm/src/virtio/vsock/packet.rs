@@ -198,6 +198,9 @@ mod tests {
         let r = sample().rst_reply();
         assert_eq!((r.src_cid, r.dst_cid), (2, 0x1122_3344_5566_7788));
         assert_eq!((r.src_port, r.dst_port), (1024, 0xdead_beef));
-        assert_eq!((r.op, r.type_, r.len, r.flags), (op::RST, TYPE_STREAM, 0, 0));
+        assert_eq!(
+            (r.op, r.type_, r.len, r.flags),
+            (op::RST, TYPE_STREAM, 0, 0)
+        );
     }
 }
