@@ -1,1 +1,42 @@
-fn main() {}
+//! hull-agent binary: PID 1 mode in a guest, `--listen ADDR` host mode elsewhere.
+
+use std::process::ExitCode;
+
+use hull_agent::cli::{self, Command};
+
+fn main() -> ExitCode {
+    if hull_agent::is_pid1() {
+        hull_agent::pid1::run();
+    }
+    match cli::parse_args(std::env::args().skip(1)) {
+        Ok(Command::Help) => {
+            println!("{}", cli::USAGE);
+            ExitCode::SUCCESS
+        }
+        Ok(Command::Version) => {
+            println!(
+                "hull-agent {} (agent API {})",
+                hull_agent::AGENT_VERSION,
+                hull_proto::API_VERSION
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(Command::Serve(listen)) => {
+            hull_agent::logging::init(false);
+            match hull_agent::run_host(&listen) {
+                Ok(reason) => {
+                    tracing::info!(?reason, "hull-agent stopped");
+                    ExitCode::SUCCESS
+                }
+                Err(err) => {
+                    tracing::error!(%err, "hull-agent failed");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Err(err) => {
+            eprintln!("hull-agent: {err}\n{}", cli::USAGE);
+            ExitCode::from(2)
+        }
+    }
+}

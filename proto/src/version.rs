@@ -1,7 +1,5 @@
 //! The API version, well-known ports and the check a host makes on the agent's Version reply.
 
-use protobuf::Message as _;
-
 use crate::agent::VersionResponse;
 
 /// The agent API version this crate describes (see "Versioning" in `protos/agent.proto`).
@@ -74,6 +72,7 @@ pub fn agent_service_rpc_names() -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use protobuf::Message as _;
 
     fn reply(api_version: u32) -> VersionResponse {
         VersionResponse {

@@ -1,0 +1,170 @@
+//! What GetGuestDetails reports: uname, /proc/meminfo, online CPUs, /proc/filesystems.
+
+use std::path::Path;
+
+use hull_proto::agent::{AgentCapabilities, GuestDetailsResponse};
+
+/// File systems whose support is worth telling the host about.
+const INTERESTING_FILESYSTEMS: [&str; 9] = [
+    "cgroup2", "overlay", "virtiofs", "fuse", "tmpfs", "devtmpfs", "ext4", "devpts", "mqueue",
+];
+
+/// Reading the guest's details failed.
+#[derive(Debug, thiserror::Error)]
+pub enum GuestInfoError {
+    /// A /proc file could not be read.
+    #[error("reading {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// uname(2) failed.
+    #[error("uname: {0}")]
+    Uname(nix::Error),
+    /// /proc/meminfo lacks a field.
+    #[error("/proc/meminfo has no usable {0} line")]
+    MeminfoField(&'static str),
+}
+
+/// Memory figures from /proc/meminfo, in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemInfo {
+    /// MemTotal.
+    pub total_bytes: u64,
+    /// MemAvailable.
+    pub available_bytes: u64,
+}
+
+/// Parses the `MemTotal` and `MemAvailable` lines of /proc/meminfo (values in kB).
+pub fn parse_meminfo(text: &str) -> Result<MemInfo, GuestInfoError> {
+    let field = |name: &'static str| -> Result<u64, GuestInfoError> {
+        text.lines()
+            .find_map(|line| {
+                let rest = line.strip_prefix(name)?.strip_prefix(':')?;
+                let mut parts = rest.split_whitespace();
+                let value: u64 = parts.next()?.parse().ok()?;
+                match parts.next() {
+                    Some("kB") => value.checked_mul(1024),
+                    None => Some(value),
+                    Some(_) => None,
+                }
+            })
+            .ok_or(GuestInfoError::MeminfoField(name))
+    };
+    Ok(MemInfo {
+        total_bytes: field("MemTotal")?,
+        available_bytes: field("MemAvailable")?,
+    })
+}
+
+/// The [`INTERESTING_FILESYSTEMS`] listed in /proc/filesystems text, in that order.
+pub fn parse_filesystems(text: &str) -> Vec<String> {
+    let supported: Vec<&str> = text
+        .lines()
+        .filter_map(|line| line.split_whitespace().last())
+        .collect();
+    INTERESTING_FILESYSTEMS
+        .iter()
+        .filter(|fs| supported.contains(fs))
+        .map(|fs| fs.to_string())
+        .collect()
+}
+
+/// Number of online CPUs (sysconf `_SC_NPROCESSORS_ONLN`), at least 1.
+pub fn online_cpus() -> u32 {
+    // SAFETY: sysconf only reads a configuration value.
+    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    u32::try_from(n).ok().filter(|&n| n > 0).unwrap_or(1)
+}
+
+fn read_proc(path: &str) -> Result<String, GuestInfoError> {
+    std::fs::read_to_string(Path::new(path)).map_err(|source| GuestInfoError::Read {
+        path: path.to_string(),
+        source,
+    })
+}
+
+/// The kernel release (`uname -r`).
+pub fn kernel_release() -> Result<String, GuestInfoError> {
+    let uts = nix::sys::utsname::uname().map_err(GuestInfoError::Uname)?;
+    Ok(uts.release().to_string_lossy().into_owned())
+}
+
+/// Collects the GetGuestDetails reply; `implemented_rpcs` become `capabilities.rpcs`.
+pub fn read_guest_details(
+    implemented_rpcs: &[&str],
+) -> Result<GuestDetailsResponse, GuestInfoError> {
+    let uts = nix::sys::utsname::uname().map_err(GuestInfoError::Uname)?;
+    let memory = parse_meminfo(&read_proc("/proc/meminfo")?)?;
+    let filesystems = parse_filesystems(&read_proc("/proc/filesystems")?);
+    Ok(GuestDetailsResponse {
+        kernel_release: uts.release().to_string_lossy().into_owned(),
+        kernel_version: uts.version().to_string_lossy().into_owned(),
+        machine: uts.machine().to_string_lossy().into_owned(),
+        memory_total_bytes: memory.total_bytes,
+        memory_available_bytes: memory.available_bytes,
+        online_cpus: online_cpus(),
+        capabilities: protobuf::MessageField::some(AgentCapabilities {
+            rpcs: implemented_rpcs.iter().map(|s| s.to_string()).collect(),
+            filesystems,
+            ..Default::default()
+        }),
+        agent_version: crate::AGENT_VERSION.to_string(),
+        ..Default::default()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MEMINFO: &str = "MemTotal:        4028152 kB\nMemFree:          123 kB\n\
+                           MemAvailable:    3000000 kB\nBuffers:  1 kB\n";
+
+    #[test]
+    fn meminfo_values_are_converted_to_bytes() {
+        assert_eq!(
+            parse_meminfo(MEMINFO).unwrap(),
+            MemInfo {
+                total_bytes: 4028152 * 1024,
+                available_bytes: 3000000 * 1024
+            }
+        );
+    }
+
+    #[test]
+    fn meminfo_without_fields_or_with_garbage_is_an_error() {
+        assert!(matches!(
+            parse_meminfo("MemFree: 1 kB\n"),
+            Err(GuestInfoError::MeminfoField("MemTotal"))
+        ));
+        assert!(parse_meminfo("MemTotal: x kB\nMemAvailable: 1 kB\n").is_err());
+        assert!(parse_meminfo("MemTotal: 1 MB\nMemAvailable: 1 kB\n").is_err());
+        let overflow = format!("MemTotal: {} kB\nMemAvailable: 1 kB\n", u64::MAX);
+        assert!(parse_meminfo(&overflow).is_err());
+        // "MemTotalX" is not "MemTotal".
+        assert!(parse_meminfo("MemTotalX: 1 kB\nMemAvailable: 1 kB\n").is_err());
+    }
+
+    #[test]
+    fn filesystems_are_filtered_in_a_fixed_order() {
+        let text = "nodev\tsysfs\nnodev\ttmpfs\nnodev\tcgroup2\n\text4\nnodev\toverlay\n";
+        assert_eq!(
+            parse_filesystems(text),
+            vec!["cgroup2", "overlay", "tmpfs", "ext4"]
+        );
+    }
+
+    #[test]
+    fn details_of_this_machine_match_proc() {
+        let details = read_guest_details(&["Health"]).unwrap();
+        let meminfo = parse_meminfo(&std::fs::read_to_string("/proc/meminfo").unwrap()).unwrap();
+        assert_eq!(details.memory_total_bytes, meminfo.total_bytes);
+        assert!(details.online_cpus >= 1);
+        assert_eq!(details.kernel_release, kernel_release().unwrap());
+        assert_eq!(details.capabilities.rpcs, vec!["Health"]);
+        assert_eq!(details.agent_version, crate::AGENT_VERSION);
+    }
+}

@@ -1,0 +1,47 @@
+//! hull-agent: PID 1 of a Hull guest. It sets the guest up and serves the agent API
+//! (`hull_proto`) over vsock; on a host (tests) it serves the same API on a Unix socket.
+//!
+//! Modules: [`cli`] (host-mode command line), [`pid1`] (init mode), [`guest_init`] (mounts,
+//! banner, boot marker), [`server`] (ttrpc server lifecycle), [`service`] (the RPC handlers),
+//! [`validate`] (request validation), [`guest_info`] (GetGuestDetails), [`reaper`] (zombies),
+//! [`power`] (guest power-off), [`logging`].
+
+pub mod cli;
+pub mod guest_info;
+pub mod guest_init;
+pub mod logging;
+pub mod pid1;
+pub mod power;
+pub mod reaper;
+pub mod server;
+pub mod service;
+pub mod validate;
+
+/// This agent's build version.
+pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Whether this process is the guest's init.
+pub fn is_pid1() -> bool {
+    std::process::id() == 1
+}
+
+/// Host mode: serves the API on `listen` on a current-thread runtime until PowerOff or
+/// SIGTERM/SIGINT. Returns why it stopped.
+pub fn run_host(listen: &cli::ListenAddress) -> Result<server::StopReason, HostError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(HostError::Runtime)?;
+    Ok(runtime.block_on(server::serve(listen))?)
+}
+
+/// Host mode failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    /// The tokio runtime could not be built.
+    #[error("building the tokio runtime: {0}")]
+    Runtime(std::io::Error),
+    /// The server failed.
+    #[error(transparent)]
+    Server(#[from] server::ServerError),
+}

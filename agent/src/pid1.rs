@@ -1,0 +1,106 @@
+//! PID 1 mode: bring the guest up, then serve the API on vsock port 1024 forever.
+//!
+//! PID 1 must never exit (the kernel panics): every fatal error is logged and followed by
+//! [`power_off_guest`].
+
+use tracing::{error, info, warn};
+
+use crate::cli::{ListenAddress, VSOCK_CID_ANY};
+use crate::guest_init::{self, MountOutcome};
+use crate::power::power_off_guest;
+use crate::server::{self, StopReason};
+use crate::{guest_info, logging, reaper};
+
+/// Runs the guest agent as init. Never returns.
+pub fn run() -> ! {
+    let mounts = guest_init::mount_basics();
+    let console = guest_init::ensure_console_stdio();
+    logging::init(false);
+    if let Err(err) = console {
+        warn!(%err, "opening /dev/console for stdio");
+    }
+    if !log_mounts(&mounts) {
+        error!("an essential mount failed; powering off");
+        power_off_guest();
+    }
+
+    let release = guest_info::kernel_release().unwrap_or_else(|err| {
+        warn!(%err, "uname");
+        "unknown".to_string()
+    });
+    print_banner(&guest_init::banner_line(&release));
+
+    if let Err(err) = guest_init::write_boot_marker() {
+        warn!(%err, "writing the boot marker");
+    }
+
+    match std::fs::read_to_string("/proc/cmdline") {
+        Ok(cmdline) if guest_init::cmdline_requests_poweroff(&cmdline) => {
+            info!(
+                "{} on the kernel command line",
+                guest_init::POWEROFF_CMDLINE_WORD
+            );
+            power_off_guest();
+        }
+        Ok(_) => {}
+        Err(err) => warn!(%err, "reading /proc/cmdline"),
+    }
+
+    serve_forever()
+}
+
+/// Logs each mount outcome; false if an essential mount failed.
+fn log_mounts(mounts: &[MountOutcome]) -> bool {
+    let mut essential_ok = true;
+    for outcome in mounts {
+        match &outcome.result {
+            Ok(true) => {}
+            Ok(false) => info!(target = outcome.spec.target, "already mounted"),
+            Err(err) if outcome.spec.essential => {
+                error!(%err, "essential mount failed");
+                essential_ok = false;
+            }
+            Err(err) => warn!(%err, "mount failed; continuing without it"),
+        }
+    }
+    essential_ok
+}
+
+fn print_banner(line: &str) {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(err) = writeln!(stdout, "{line}").and_then(|()| stdout.flush()) {
+        warn!(%err, "printing the banner");
+    }
+}
+
+fn serve_forever() -> ! {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            error!(%err, "building the tokio runtime; powering off");
+            power_off_guest();
+        }
+    };
+    let listen = ListenAddress::Vsock {
+        cid: VSOCK_CID_ANY,
+        port: hull_proto::AGENT_API_PORT,
+    };
+    let outcome = runtime.block_on(async {
+        tokio::spawn(async {
+            if let Err(err) = reaper::reap_children_forever().await {
+                error!(%err, "the zombie reaper stopped");
+            }
+        });
+        server::serve(&listen).await
+    });
+    match outcome {
+        Ok(StopReason::PowerOff) => info!("PowerOff: powering off"),
+        Ok(StopReason::Signal(signal)) => info!(signal, "powering off"),
+        Err(err) => error!(%err, "the API server failed; powering off"),
+    }
+    power_off_guest()
+}

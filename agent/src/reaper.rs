@@ -1,0 +1,102 @@
+//! PID 1 duty: reap every exited child (orphans are re-parented to us) on SIGCHLD.
+//!
+//! Later, processes the agent starts itself will have their statuses routed to WaitProcess;
+//! [`reap_exited_children`] returns what it reaped so such a registry can claim entries.
+
+use nix::errno::Errno;
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use tokio::signal::unix::{signal, SignalKind};
+use tracing::{debug, warn};
+
+/// A child that was reaped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReapedChild {
+    /// Its pid.
+    pub pid: i32,
+    /// Its exit status as runc reports it: the exit code, or 128 + signal number.
+    pub exit_status: i32,
+}
+
+/// Reaps every child that has exited, without blocking.
+pub fn reap_exited_children() -> Vec<ReapedChild> {
+    let mut reaped = Vec::new();
+    loop {
+        match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(pid, code)) => reaped.push(ReapedChild {
+                pid: pid.as_raw(),
+                exit_status: code,
+            }),
+            Ok(WaitStatus::Signaled(pid, signal, _core)) => reaped.push(ReapedChild {
+                pid: pid.as_raw(),
+                exit_status: 128 + signal as i32,
+            }),
+            // Nothing more has exited right now.
+            Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => return reaped,
+            // Stopped/continued children are not exits; keep looking.
+            Ok(_) => continue,
+            Err(Errno::EINTR) => continue,
+            Err(err) => {
+                warn!(%err, "waitpid");
+                return reaped;
+            }
+        }
+    }
+}
+
+/// Reaps children whenever SIGCHLD arrives; runs until the runtime stops.
+pub async fn reap_children_forever() -> std::io::Result<()> {
+    let mut sigchld = signal(SignalKind::child())?;
+    loop {
+        for child in reap_exited_children() {
+            debug!(
+                pid = child.pid,
+                exit_status = child.exit_status,
+                "reaped child"
+            );
+        }
+        if sigchld.recv().await.is_none() {
+            return Ok(());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    fn reap_until(pid: i32) -> ReapedChild {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(child) = reap_exited_children().into_iter().find(|c| c.pid == pid) {
+                return child;
+            }
+            assert!(Instant::now() < deadline, "child {pid} was never reaped");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    // One test only: waitpid(-1) in parallel tests would steal each other's children.
+    // The children are deliberately not waited on through `Child`: the reaper does it.
+    #[test]
+    #[allow(clippy::zombie_processes)]
+    fn exit_codes_and_signals_are_reported_like_runc() {
+        let exits = std::process::Command::new("sh")
+            .args(["-c", "exit 7"])
+            .spawn()
+            .unwrap();
+        assert_eq!(reap_until(exits.id() as i32).exit_status, 7);
+
+        let killed = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        nix::sys::signal::kill(
+            Pid::from_raw(killed.id() as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        assert_eq!(reap_until(killed.id() as i32).exit_status, 128 + 9);
+    }
+}

@@ -1,0 +1,106 @@
+//! Runs the ttrpc server for the agent API until PowerOff (or SIGTERM/SIGINT), then shuts it
+//! down so that every reply already queued, PowerOff's included, is written before returning.
+
+use std::sync::Arc;
+
+use hull_proto::agent_ttrpc::create_agent_service;
+use tokio::signal::unix::{signal, SignalKind};
+use tracing::{info, warn};
+
+use crate::cli::ListenAddress;
+use crate::service::AgentApi;
+
+/// Why the server stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    /// A PowerOff RPC was answered.
+    PowerOff,
+    /// SIGTERM or SIGINT arrived.
+    Signal(&'static str),
+}
+
+/// The server could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// Binding the listen address failed.
+    #[error("listening on {address}: {source}")]
+    Bind {
+        /// The address.
+        address: String,
+        /// ttrpc's error.
+        source: ttrpc::Error,
+    },
+    /// Starting the accept loop failed.
+    #[error("starting the ttrpc server on {address}: {source}")]
+    Start {
+        /// The address.
+        address: String,
+        /// ttrpc's error.
+        source: ttrpc::Error,
+    },
+    /// Installing a signal handler failed.
+    #[error("installing the {signal} handler: {source}")]
+    Signal {
+        /// The signal.
+        signal: &'static str,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+/// Serves the agent API on `listen` until PowerOff, SIGTERM or SIGINT. Must run inside a tokio
+/// runtime. A Unix socket file created here is removed again before returning.
+pub async fn serve(listen: &ListenAddress) -> Result<StopReason, ServerError> {
+    let signal_stream = |kind, name| {
+        signal(kind).map_err(|source| ServerError::Signal {
+            signal: name,
+            source,
+        })
+    };
+    let mut sigterm = signal_stream(SignalKind::terminate(), "SIGTERM")?;
+    let mut sigint = signal_stream(SignalKind::interrupt(), "SIGINT")?;
+
+    let (api, mut power_off_requested) = AgentApi::new();
+    let address = listen.ttrpc_address();
+    let mut server = ttrpc::asynchronous::Server::new()
+        .bind(&address)
+        .map_err(|source| ServerError::Bind {
+            address: listen.to_string(),
+            source,
+        })?
+        .register_service(create_agent_service(Arc::new(api)));
+    if let ListenAddress::Unix(path) = listen {
+        restrict_to_owner(path);
+    }
+    server.start().await.map_err(|source| ServerError::Start {
+        address: listen.to_string(),
+        source,
+    })?;
+    info!(address = %listen, "serving the agent API");
+
+    let reason = tokio::select! {
+        _ = power_off_requested.wait_for(|requested| *requested) => StopReason::PowerOff,
+        _ = sigterm.recv() => StopReason::Signal("SIGTERM"),
+        _ = sigint.recv() => StopReason::Signal("SIGINT"),
+    };
+    info!(?reason, "stopping the agent API server");
+    // Stops accepting, then waits (bounded inside ttrpc) until every connection's writer has
+    // sent what was queued: the PowerOff reply reaches the host before we go down.
+    if let Err(err) = server.shutdown().await {
+        warn!(%err, "ttrpc server shutdown");
+    }
+    if let ListenAddress::Unix(path) = listen {
+        if let Err(err) = std::fs::remove_file(path) {
+            warn!(path = %path.display(), %err, "removing the API socket");
+        }
+    }
+    Ok(reason)
+}
+
+/// Makes the API socket usable by its owner only (host mode: the socket is the whole API).
+fn restrict_to_owner(path: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt as _;
+    if let Err(err) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)) {
+        warn!(path = %path.display(), %err, "restricting the API socket's permissions");
+    }
+}
