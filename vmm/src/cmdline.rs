@@ -29,9 +29,14 @@ pub struct MmioDeviceSlot {
 pub fn build_cmdline(user: &str, devices: &[MmioDeviceSlot]) -> Result<Cmdline, CmdlineError> {
     let invalid = |e: linux_loader::cmdline::Error| {
         if matches!(e, linux_loader::cmdline::Error::TooLarge) {
-            CmdlineError::TooLong { max: CMDLINE_MAX_SIZE - 1 }
+            CmdlineError::TooLong {
+                max: CMDLINE_MAX_SIZE - 1,
+            }
         } else {
-            CmdlineError::Invalid { cmdline: user.to_string(), reason: e.to_string() }
+            CmdlineError::Invalid {
+                cmdline: user.to_string(),
+                reason: e.to_string(),
+            }
         }
     };
     if user.trim().is_empty() {
@@ -41,7 +46,9 @@ pub fn build_cmdline(user: &str, devices: &[MmioDeviceSlot]) -> Result<Cmdline, 
         });
     }
     if user.len() >= CMDLINE_MAX_SIZE {
-        return Err(CmdlineError::TooLong { max: CMDLINE_MAX_SIZE - 1 });
+        return Err(CmdlineError::TooLong {
+            max: CMDLINE_MAX_SIZE - 1,
+        });
     }
     if let Some((pos, c)) = user.char_indices().find(|(_, c)| !(' '..='~').contains(c)) {
         return Err(CmdlineError::Invalid {
@@ -69,8 +76,16 @@ mod tests {
     #[test]
     fn appends_virtio_devices() {
         let slots = [
-            MmioDeviceSlot { base: 0xd000_1000, size: 0x1000, irq: 5 },
-            MmioDeviceSlot { base: 0xd000_2000, size: 0x1000, irq: 6 },
+            MmioDeviceSlot {
+                base: 0xd000_1000,
+                size: 0x1000,
+                irq: 5,
+            },
+            MmioDeviceSlot {
+                base: 0xd000_2000,
+                size: 0x1000,
+                irq: 6,
+            },
         ];
         let c = build_cmdline(DEFAULT_CMDLINE, &slots).unwrap();
         assert_eq!(
@@ -82,15 +97,28 @@ mod tests {
 
     #[test]
     fn devices_go_before_init_arguments() {
-        let slots = [MmioDeviceSlot { base: 0xd000_1000, size: 0x1000, irq: 5 }];
+        let slots = [MmioDeviceSlot {
+            base: 0xd000_1000,
+            size: 0x1000,
+            irq: 5,
+        }];
         let c = build_cmdline("console=ttyS0 -- --init-flag", &slots).unwrap();
-        assert_eq!(text(&c), "console=ttyS0 virtio_mmio.device=4K@0xd0001000:5 -- --init-flag");
+        assert_eq!(
+            text(&c),
+            "console=ttyS0 virtio_mmio.device=4K@0xd0001000:5 -- --init-flag"
+        );
     }
 
     #[test]
     fn rejects_empty_non_ascii_and_too_long() {
-        assert!(matches!(build_cmdline("  ", &[]), Err(CmdlineError::Invalid { .. })));
-        assert!(matches!(build_cmdline("console=ttyS0 é", &[]), Err(CmdlineError::Invalid { .. })));
+        assert!(matches!(
+            build_cmdline("  ", &[]),
+            Err(CmdlineError::Invalid { .. })
+        ));
+        assert!(matches!(
+            build_cmdline("console=ttyS0 é", &[]),
+            Err(CmdlineError::Invalid { .. })
+        ));
         let long = "a".repeat(CMDLINE_MAX_SIZE);
         let err = build_cmdline(&long, &[]).unwrap_err();
         assert!(matches!(err, CmdlineError::TooLong { .. }), "{err}");

@@ -72,7 +72,13 @@ impl Control {
             vmm_sys_util::signal::register_signal_handler(sig, term_handler)
                 .map_err(|e| std::io::Error::from_raw_os_error(e.errno()))?;
         }
-        Ok(Self { reset_evt, vcpu_wake, term_evt, vcpu_events, exit: None })
+        Ok(Self {
+            reset_evt,
+            vcpu_wake,
+            term_evt,
+            vcpu_events,
+            exit: None,
+        })
     }
 
     /// The outcome, once the VM has ended.
@@ -99,7 +105,9 @@ impl Control {
                     self.set_exit(VmExit::VcpuFailed { index, report });
                 }
                 VcpuEvent::SystemEvent { index, kind } => {
-                    tracing::info!("vcpu{index}: guest requested system event {kind} (shutdown/reset)");
+                    tracing::info!(
+                        "vcpu{index}: guest requested system event {kind} (shutdown/reset)"
+                    );
                     self.set_exit(VmExit::GuestReset);
                 }
             }

@@ -12,7 +12,9 @@ pub const PVM_MODULE_PATH: &str = "/sys/module/kvm_pvm";
 pub enum KvmHostError {
     #[error("/dev/kvm does not exist: this host has no KVM (load kvm_intel or kvm_amd, or run on a host with hardware virtualization)")]
     NoDevice,
-    #[error("cannot open /dev/kvm: permission denied (run as root or add the user to the kvm group)")]
+    #[error(
+        "cannot open /dev/kvm: permission denied (run as root or add the user to the kvm group)"
+    )]
     PermissionDenied,
     #[error("cannot open /dev/kvm: {0}")]
     Open(#[source] kvm_ioctls::Error),

@@ -84,11 +84,16 @@ fn main() -> ExitCode {
         cmdline: args.cmdline,
         mem_mib: args.mem_mib,
         vcpus: args.vcpus,
-        serial: args.serial_log.map_or(SerialOutput::Stdout, SerialOutput::File),
+        serial: args
+            .serial_log
+            .map_or(SerialOutput::Stdout, SerialOutput::File),
         vsock: args
             .vsock_cid
             .zip(args.vsock_uds)
-            .map(|(guest_cid, uds_path)| VsockConfig { guest_cid, uds_path }),
+            .map(|(guest_cid, uds_path)| VsockConfig {
+                guest_cid,
+                uds_path,
+            }),
         fs: args.fs,
     };
     match microvm::run(&config, vmm_start) {

@@ -43,7 +43,10 @@ pub fn ram_ranges(mem_bytes: u64) -> Vec<(u64, u64)> {
     if mem_bytes <= MMIO_GAP_START {
         vec![(0, mem_bytes)]
     } else {
-        vec![(0, MMIO_GAP_START), (MMIO_GAP_END, mem_bytes - MMIO_GAP_START)]
+        vec![
+            (0, MMIO_GAP_START),
+            (MMIO_GAP_END, mem_bytes - MMIO_GAP_START),
+        ]
     }
 }
 
@@ -57,16 +60,25 @@ pub struct GuestRam {
 /// Creates guest RAM of `mem_mib` MiB backed by a sealed-size memfd mapped MAP_SHARED.
 pub fn create_guest_ram(mem_mib: u64) -> Result<GuestRam, MemoryError> {
     if mem_mib < MIN_MEM_MIB {
-        return Err(MemoryError::TooSmall { mib: mem_mib, min: MIN_MEM_MIB });
+        return Err(MemoryError::TooSmall {
+            mib: mem_mib,
+            min: MIN_MEM_MIB,
+        });
     }
     if mem_mib > MAX_MEM_MIB {
-        return Err(MemoryError::TooLarge { mib: mem_mib, max: MAX_MEM_MIB });
+        return Err(MemoryError::TooLarge {
+            mib: mem_mib,
+            max: MAX_MEM_MIB,
+        });
     }
     let size_bytes = mem_mib << 20;
     let memfd = Arc::new(create_memfd("hull-guest-ram")?);
     memfd
         .set_len(size_bytes)
-        .map_err(|source| MemoryError::Truncate { bytes: size_bytes, source })?;
+        .map_err(|source| MemoryError::Truncate {
+            bytes: size_bytes,
+            source,
+        })?;
     let mut file_offset = 0u64;
     let regions: Vec<_> = ram_ranges(size_bytes)
         .into_iter()
@@ -81,7 +93,11 @@ pub fn create_guest_ram(mem_mib: u64) -> Result<GuestRam, MemoryError> {
         })
         .collect();
     let memory = GuestMemoryMmap::from_ranges_with_files(&regions)?;
-    Ok(GuestRam { memory, memfd, size_bytes })
+    Ok(GuestRam {
+        memory,
+        memfd,
+        size_bytes,
+    })
 }
 
 fn create_memfd(name: &str) -> Result<File, MemoryError> {
@@ -108,13 +124,25 @@ mod tests {
     #[test]
     fn large_guest_skips_the_mmio_gap() {
         let r = ram_ranges(4 << 30);
-        assert_eq!(r, vec![(0, MMIO_GAP_START), (MMIO_GAP_END, (4 << 30) - MMIO_GAP_START)]);
+        assert_eq!(
+            r,
+            vec![
+                (0, MMIO_GAP_START),
+                (MMIO_GAP_END, (4 << 30) - MMIO_GAP_START)
+            ]
+        );
     }
 
     #[test]
     fn rejects_too_small_and_too_large() {
-        assert!(matches!(create_guest_ram(1), Err(MemoryError::TooSmall { .. })));
-        assert!(matches!(create_guest_ram(MAX_MEM_MIB + 1), Err(MemoryError::TooLarge { .. })));
+        assert!(matches!(
+            create_guest_ram(1),
+            Err(MemoryError::TooSmall { .. })
+        ));
+        assert!(matches!(
+            create_guest_ram(MAX_MEM_MIB + 1),
+            Err(MemoryError::TooLarge { .. })
+        ));
     }
 
     #[test]
@@ -123,7 +151,9 @@ mod tests {
         assert_eq!(ram.memory.num_regions(), 1);
         let region = ram.memory.iter().next().unwrap();
         assert!(region.file_offset().is_some());
-        ram.memory.write_obj(0xdead_beefu32, GuestAddress(0x1000)).unwrap();
+        ram.memory
+            .write_obj(0xdead_beefu32, GuestAddress(0x1000))
+            .unwrap();
         // The write is visible through the memfd.
         use std::os::unix::fs::FileExt;
         let mut buf = [0u8; 4];

@@ -27,8 +27,8 @@ use crate::kvm_host::{self, KvmHostError};
 use crate::layout::*;
 use crate::memory::{self, MemoryError};
 use crate::vcpu::{self, VcpuContext};
-use crate::virtio::mmio::{MmioTransport, QUEUE_NOTIFY_OFFSET};
 use crate::virtio::fs::{FsConfig, VhostUserFs};
+use crate::virtio::mmio::{MmioTransport, QUEUE_NOTIFY_OFFSET};
 use crate::virtio::vsock::Vsock;
 use crate::virtio::{IrqTrigger, VirtioDevice};
 use crate::vm::{self, VmError};
@@ -118,7 +118,11 @@ fn io_err(what: &'static str) -> impl FnOnce(std::io::Error) -> VmmError {
 }
 
 fn open_image(what: &'static str, path: &Path) -> Result<File, VmmError> {
-    File::open(path).map_err(|source| VmmError::OpenImage { what, path: path.to_path_buf(), source })
+    File::open(path).map_err(|source| VmmError::OpenImage {
+        what,
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 type Subscriber = Arc<Mutex<dyn MutEventSubscriber + Send>>;
@@ -142,7 +146,9 @@ where
 {
     let irq = VIRTIO_IRQ_BASE + index;
     if irq > VIRTIO_IRQ_MAX {
-        return Err(VmmError::TooManyDevices(VIRTIO_IRQ_MAX - VIRTIO_IRQ_BASE + 1));
+        return Err(VmmError::TooManyDevices(
+            VIRTIO_IRQ_MAX - VIRTIO_IRQ_BASE + 1,
+        ));
     }
     let base = VIRTIO_MMIO_BASE + u64::from(index) * VIRTIO_MMIO_SIZE;
     let irq_trigger = IrqTrigger::new(EventFd::new(libc::EFD_NONBLOCK).map_err(io_err("irqfd"))?);
@@ -157,7 +163,11 @@ where
     let transport = MmioTransport::new(memory.clone(), as_virtio, irq_trigger);
     mmio_bus.insert(Arc::new(Mutex::new(transport)), base, VIRTIO_MMIO_SIZE)?;
     Ok(AttachedVirtio {
-        slot: MmioDeviceSlot { base, size: VIRTIO_MMIO_SIZE, irq },
+        slot: MmioDeviceSlot {
+            base,
+            size: VIRTIO_MMIO_SIZE,
+            irq,
+        },
         subscriber: device,
     })
 }
@@ -168,12 +178,19 @@ pub fn run(config: &VmConfig, vmm_start: Instant) -> Result<VmExit, VmmError> {
         return Err(VmmError::VcpuCount(config.vcpus));
     }
     let mut kernel_file = open_image("kernel", &config.kernel)?;
-    let mut initrd_file = config.initrd.as_deref().map(|p| open_image("initrd", p)).transpose()?;
+    let mut initrd_file = config
+        .initrd
+        .as_deref()
+        .map(|p| open_image("initrd", p))
+        .transpose()?;
     let serial_out: Box<dyn Write + Send> = match &config.serial {
         SerialOutput::Stdout => Box::new(std::io::stdout()),
-        SerialOutput::File(path) => Box::new(File::create(path).map_err(|source| {
-            VmmError::SerialLog { path: path.clone(), source }
-        })?),
+        SerialOutput::File(path) => {
+            Box::new(File::create(path).map_err(|source| VmmError::SerialLog {
+                path: path.clone(),
+                source,
+            })?)
+        }
     };
 
     let kvm = kvm_host::open_kvm()?;
@@ -191,7 +208,12 @@ pub fn run(config: &VmConfig, vmm_start: Instant) -> Result<VmExit, VmmError> {
         kernel.protocol
     );
     let initrd = match initrd_file.as_mut() {
-        Some(f) => Some(boot::load_initrd(&ram.memory, ram.size_bytes, f, kernel.kernel_end)?),
+        Some(f) => Some(boot::load_initrd(
+            &ram.memory,
+            ram.size_bytes,
+            f,
+            kernel.kernel_end,
+        )?),
         None => None,
     };
 
@@ -200,25 +222,46 @@ pub fn run(config: &VmConfig, vmm_start: Instant) -> Result<VmExit, VmmError> {
     let mut mmio_bus = Bus::new();
     let serial_irq = EventFd::new(libc::EFD_NONBLOCK).map_err(io_err("serial irqfd"))?;
     vm::register_irqfd(&vm_fd, &serial_irq, SERIAL_COM1_IRQ)?;
-    let serial: Arc<Mutex<dyn BusDevice>> = Arc::new(Mutex::new(SerialDevice::new(serial_irq, serial_out)));
+    let serial: Arc<Mutex<dyn BusDevice>> =
+        Arc::new(Mutex::new(SerialDevice::new(serial_irq, serial_out)));
     pio_bus.insert(serial, u64::from(SERIAL_COM1_PORT), 8)?;
     let reset_evt = EventFd::new(libc::EFD_NONBLOCK).map_err(io_err("reset eventfd"))?;
     let i8042 = I8042Device::new(reset_evt.try_clone().map_err(io_err("reset eventfd"))?);
     pio_bus.insert(Arc::new(Mutex::new(i8042)), u64::from(I8042_DATA_PORT), 5)?;
-    mmio_bus.insert(Arc::new(Mutex::new(BootMarker::new(vmm_start))), BOOT_MARKER_ADDR, BOOT_MARKER_SIZE)?;
+    mmio_bus.insert(
+        Arc::new(Mutex::new(BootMarker::new(vmm_start))),
+        BOOT_MARKER_ADDR,
+        BOOT_MARKER_SIZE,
+    )?;
 
     // Virtio devices.
     let mut virtio: Vec<AttachedVirtio> = Vec::new();
     if let Some(vsock) = &config.vsock {
-        let dev = Vsock::new(vsock.guest_cid, vsock.uds_path.clone()).map_err(|e| VmmError::Vsock(e.to_string()))?;
+        let dev = Vsock::new(vsock.guest_cid, vsock.uds_path.clone())
+            .map_err(|e| VmmError::Vsock(e.to_string()))?;
         let index = virtio.len() as u32;
-        virtio.push(attach_virtio(&vm_fd, &mut mmio_bus, &ram.memory, index, Arc::new(Mutex::new(dev)))?);
+        virtio.push(attach_virtio(
+            &vm_fd,
+            &mut mmio_bus,
+            &ram.memory,
+            index,
+            Arc::new(Mutex::new(dev)),
+        )?);
     }
 
     for fs in &config.fs {
-        let dev = VhostUserFs::new(fs.clone()).map_err(|source| VmmError::Fs { tag: fs.tag.clone(), source })?;
+        let dev = VhostUserFs::new(fs.clone()).map_err(|source| VmmError::Fs {
+            tag: fs.tag.clone(),
+            source,
+        })?;
         let index = virtio.len() as u32;
-        virtio.push(attach_virtio(&vm_fd, &mut mmio_bus, &ram.memory, index, Arc::new(Mutex::new(dev)))?);
+        virtio.push(attach_virtio(
+            &vm_fd,
+            &mut mmio_bus,
+            &ram.memory,
+            index,
+            Arc::new(Mutex::new(dev)),
+        )?);
     }
 
     let slots: Vec<_> = virtio.iter().map(|v| v.slot).collect();
@@ -251,7 +294,8 @@ pub fn run(config: &VmConfig, vmm_start: Instant) -> Result<VmExit, VmmError> {
     let control = Arc::new(Mutex::new(
         Control::new(reset_evt, vcpu_wake.clone(), event_rx).map_err(io_err("signal handlers"))?,
     ));
-    let mut event_manager: EventManager<Subscriber> = EventManager::new().map_err(VmmError::EventLoop)?;
+    let mut event_manager: EventManager<Subscriber> =
+        EventManager::new().map_err(VmmError::EventLoop)?;
     event_manager.add_subscriber(control.clone());
     for dev in &virtio {
         event_manager.add_subscriber(dev.subscriber.clone());
@@ -309,4 +353,3 @@ fn stop_vcpus(stop: &AtomicBool, threads: Vec<JoinHandle<()>>) {
         }
     }
 }
-

@@ -100,7 +100,10 @@ fn run(mut ctx: VcpuContext) {
             }
             Err(e) => Step::Stop(Some(VcpuEvent::Failed {
                 index: ctx.index,
-                report: VcpuFailure { reason: format!("KVM_RUN failed: {e}"), registers: String::new() },
+                report: VcpuFailure {
+                    reason: format!("KVM_RUN failed: {e}"),
+                    registers: String::new(),
+                },
             })),
         };
         if let Step::Stop(event) = step {
@@ -119,7 +122,10 @@ fn handle_exit(index: u8, exit: VcpuExit<'_>, pio: &Bus, mmio: &Bus) -> Step {
     let fail = |reason: String| {
         Step::Stop(Some(VcpuEvent::Failed {
             index,
-            report: VcpuFailure { reason, registers: String::new() },
+            report: VcpuFailure {
+                reason,
+                registers: String::new(),
+            },
         }))
     };
     match exit {

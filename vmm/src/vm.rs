@@ -51,11 +51,15 @@ pub enum VmError {
 /// Creates the VM with an in-kernel irqchip (PIC + IOAPIC + LAPICs) and PIT, and maps guest memory.
 pub fn create_vm(kvm: &Kvm, memory: &GuestMemory) -> Result<VmFd, VmError> {
     let vm = kvm.create_vm().map_err(VmError::Create)?;
-    vm.set_tss_address(KVM_TSS_ADDR as usize).map_err(VmError::Tss)?;
+    vm.set_tss_address(KVM_TSS_ADDR as usize)
+        .map_err(VmError::Tss)?;
     vm.set_identity_map_address(KVM_IDENTITY_MAP_ADDR)
         .map_err(VmError::IdentityMap)?;
     vm.create_irq_chip().map_err(VmError::Irqchip)?;
-    let pit = kvm_pit_config { flags: KVM_PIT_SPEAKER_DUMMY, ..Default::default() };
+    let pit = kvm_pit_config {
+        flags: KVM_PIT_SPEAKER_DUMMY,
+        ..Default::default()
+    };
     vm.create_pit2(pit).map_err(VmError::Pit)?;
     for (slot, region) in memory.iter().enumerate() {
         let slot = slot as u32;
@@ -71,19 +75,29 @@ pub fn create_vm(kvm: &Kvm, memory: &GuestMemory) -> Result<VmFd, VmError> {
         };
         // SAFETY: the mapping behind `host` is owned by `memory`, which outlives the VM (the VMM keeps
         // both until exit), and the regions do not overlap.
-        unsafe { vm.set_user_memory_region(mem_region) }
-            .map_err(|source| VmError::MemorySlot { slot, addr, size, source })?;
+        unsafe { vm.set_user_memory_region(mem_region) }.map_err(|source| VmError::MemorySlot {
+            slot,
+            addr,
+            size,
+            source,
+        })?;
     }
     Ok(vm)
 }
 
 /// Routes `irqfd` to the in-kernel IOAPIC pin `gsi`.
 pub fn register_irqfd(vm: &VmFd, irqfd: &EventFd, gsi: u32) -> Result<(), VmError> {
-    vm.register_irqfd(irqfd, gsi).map_err(|source| VmError::Irqfd { gsi, source })
+    vm.register_irqfd(irqfd, gsi)
+        .map_err(|source| VmError::Irqfd { gsi, source })
 }
 
 /// Makes a 32-bit guest write of `datamatch` at MMIO `addr` signal `evt` inside KVM.
-pub fn register_mmio_ioeventfd(vm: &VmFd, evt: &EventFd, addr: u64, datamatch: u32) -> Result<(), VmError> {
+pub fn register_mmio_ioeventfd(
+    vm: &VmFd,
+    evt: &EventFd,
+    addr: u64,
+    datamatch: u32,
+) -> Result<(), VmError> {
     vm.register_ioevent(evt, &IoEventAddress::Mmio(addr), datamatch)
         .map_err(|source| VmError::Ioeventfd { addr, source })
 }

@@ -30,7 +30,12 @@ fn where_measured() -> &'static str {
 /// Spawns `cmd`, waits until its stdout contains `needle`; returns (child, ms to the needle).
 fn spawn_until(mut cmd: Command, needle: &str) -> Option<(Child, f64)> {
     let start = Instant::now();
-    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).stdin(Stdio::null()).spawn().ok()?;
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .stdin(Stdio::null())
+        .spawn()
+        .ok()?;
     let mut stdout = child.stdout.take()?;
     let mut seen = Vec::new();
     let mut buf = [0u8; 256];
@@ -73,16 +78,41 @@ fn stop(mut child: Child) {
 
 fn hull_cmd(kernel: &str) -> Command {
     let mut c = Command::new(common::vmm_bin());
-    c.args(["--kernel", kernel, "--mem-mib", "128", "--cmdline", "console=ttyS0 spin", "--log-level", "warn"]);
+    c.args([
+        "--kernel",
+        kernel,
+        "--mem-mib",
+        "128",
+        "--cmdline",
+        "console=ttyS0 spin",
+        "--log-level",
+        "warn",
+    ]);
     c
 }
 
 fn qemu_cmd(kernel: &str) -> Command {
     let mut c = Command::new("qemu-system-x86_64");
     c.args([
-        "-M", "microvm,x-option-roms=off,rtc=off,acpi=off", "-accel", "kvm", "-cpu", "host", "-m", "128",
-        "-smp", "1", "-nodefaults", "-no-user-config", "-nographic", "-serial", "stdio", "-kernel", kernel,
-        "-append", "console=ttyS0 spin",
+        "-M",
+        "microvm,x-option-roms=off,rtc=off,acpi=off",
+        "-accel",
+        "kvm",
+        "-cpu",
+        "host",
+        "-m",
+        "128",
+        "-smp",
+        "1",
+        "-nodefaults",
+        "-no-user-config",
+        "-nographic",
+        "-serial",
+        "stdio",
+        "-kernel",
+        kernel,
+        "-append",
+        "console=ttyS0 spin",
     ]);
     c
 }
@@ -111,14 +141,26 @@ fn bench_startup_and_memory() {
     let mut first_exit = Vec::new();
     let mut marker = Vec::new();
     for _ in 0..RUNS {
-        let run = run_vmm(&["--kernel", kernel, "--cmdline", "console=ttyS0 mark"], Duration::from_secs(30));
+        let run = run_vmm(
+            &["--kernel", kernel, "--cmdline", "console=ttyS0 mark"],
+            Duration::from_secs(30),
+        );
         run.assert_exit(0);
         first_exit.extend(figures(&run.stderr, "vmm_to_first_exit_us"));
         marker.extend(figures(&run.stderr, "guest_boot_ms"));
     }
-    println!("== hull-vmm start-up ({}, tiny PVH guest, n={RUNS})", where_measured());
-    println!("VMM start -> first guest instruction (first exit): median {:.0} us", median(&mut first_exit));
-    println!("VMM start -> guest boot marker: median {:.2} ms", median(&mut marker));
+    println!(
+        "== hull-vmm start-up ({}, tiny PVH guest, n={RUNS})",
+        where_measured()
+    );
+    println!(
+        "VMM start -> first guest instruction (first exit): median {:.0} us",
+        median(&mut first_exit)
+    );
+    println!(
+        "VMM start -> guest boot marker: median {:.2} ms",
+        median(&mut marker)
+    );
 
     let hull = start_and_rss(|| hull_cmd(kernel)).expect("hull-vmm runs");
     println!("hull-vmm: spawn -> first guest line on serial: median {:.2} ms; RSS with a 128 MiB guest: median {:.0} KiB", hull.0, hull.1);
@@ -139,7 +181,10 @@ fn bench_port_io_exits() {
     let cmdline = format!("console=ttyS0 mark ioloop={n}");
     let mut rates = Vec::new();
     for _ in 0..5 {
-        let run = run_vmm(&["--kernel", kernel.to_str().unwrap(), "--cmdline", &cmdline], Duration::from_secs(120));
+        let run = run_vmm(
+            &["--kernel", kernel.to_str().unwrap(), "--cmdline", &cmdline],
+            Duration::from_secs(120),
+        );
         run.assert_exit(0);
         let marks = figures(&run.stderr, "guest_boot_ms");
         if marks.len() >= 2 {
@@ -147,6 +192,15 @@ fn bench_port_io_exits() {
             rates.push(n as f64 / secs);
         }
     }
-    println!("== port I/O exits ({}, {} outs to an unclaimed port per run, n={})", where_measured(), n, rates.len());
-    println!("exits/s: median {:.0} (= {:.2} us per exit)", median(&mut rates.clone()), 1e6 / median(&mut rates));
+    println!(
+        "== port I/O exits ({}, {} outs to an unclaimed port per run, n={})",
+        where_measured(),
+        n,
+        rates.len()
+    );
+    println!(
+        "exits/s: median {:.0} (= {:.2} us per exit)",
+        median(&mut rates.clone()),
+        1e6 / median(&mut rates)
+    );
 }

@@ -18,49 +18,101 @@ fn boot(entry: Entry, cmdline: &str, extra: &[&str]) -> common::Run {
 
 #[test]
 fn pvh_guest_prints_marks_and_powers_off() {
-    let run = boot(Entry::Pvh, "console=ttyS0 reboot=k mark", &["--mem-mib", "64"]);
+    let run = boot(
+        Entry::Pvh,
+        "console=ttyS0 reboot=k mark",
+        &["--mem-mib", "64"],
+    );
     run.assert_exit(0);
-    assert!(run.stdout.contains("tiny-guest: entry=pvh\n"), "{}", run.stdout);
-    assert!(run.stdout.contains("tiny-guest: cmdline=console=ttyS0 reboot=k mark\n"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("tiny-guest: entry=pvh\n"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout
+            .contains("tiny-guest: cmdline=console=ttyS0 reboot=k mark\n"),
+        "{}",
+        run.stdout
+    );
     // 64 MiB minus the EBDA/legacy hole: the PVH memory map shows 63 MiB of RAM.
     assert!(run.stdout.contains("ram_mib=63"), "{}", run.stdout);
-    assert!(run.stdout.contains("tiny-guest: done, resetting"), "{}", run.stdout);
-    assert_eq!(figures(&run.stderr, "guest_boot_ms").len(), 1, "{}", run.stderr);
+    assert!(
+        run.stdout.contains("tiny-guest: done, resetting"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(
+        figures(&run.stderr, "guest_boot_ms").len(),
+        1,
+        "{}",
+        run.stderr
+    );
 }
 
 #[test]
 fn linux64_guest_gets_boot_params_and_e820() {
     let run = boot(Entry::Linux64, "console=ttyS0 mark", &["--mem-mib", "256"]);
     run.assert_exit(0);
-    assert!(run.stdout.contains("tiny-guest: entry=linux64\n"), "{}", run.stdout);
-    assert!(run.stdout.contains("tiny-guest: cmdline=console=ttyS0 mark\n"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("tiny-guest: entry=linux64\n"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout
+            .contains("tiny-guest: cmdline=console=ttyS0 mark\n"),
+        "{}",
+        run.stdout
+    );
     assert!(run.stdout.contains("ram_mib=255"), "{}", run.stdout);
-    assert_eq!(figures(&run.stderr, "guest_boot_ms").len(), 1, "{}", run.stderr);
+    assert_eq!(
+        figures(&run.stderr, "guest_boot_ms").len(),
+        1,
+        "{}",
+        run.stderr
+    );
 }
 
 #[test]
 fn serial_log_goes_to_file() {
     let dir = tempdir();
     let log = dir.join("serial.log");
-    let run = boot(Entry::Pvh, "console=ttyS0", &["--serial-log", log.to_str().unwrap()]);
+    let run = boot(
+        Entry::Pvh,
+        "console=ttyS0",
+        &["--serial-log", log.to_str().unwrap()],
+    );
     run.assert_exit(0);
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.contains("tiny-guest: done, resetting"), "{text}");
-    assert!(!run.stdout.contains("tiny-guest"), "serial leaked to stdout: {}", run.stdout);
+    assert!(
+        !run.stdout.contains("tiny-guest"),
+        "serial leaked to stdout: {}",
+        run.stdout
+    );
 }
 
 #[test]
 fn multiple_vcpus_boot() {
     let run = boot(Entry::Pvh, "console=ttyS0", &["--vcpus", "4"]);
     run.assert_exit(0);
-    assert!(run.stdout.contains("tiny-guest: done, resetting"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("tiny-guest: done, resetting"),
+        "{}",
+        run.stdout
+    );
 }
 
 #[test]
 fn triple_fault_is_a_vcpu_failure_with_registers() {
     let run = boot(Entry::Linux64, "console=ttyS0 crash", &[]);
     run.assert_exit(2);
-    assert!(run.stdout.contains("tiny-guest: crashing"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("tiny-guest: crashing"),
+        "{}",
+        run.stdout
+    );
     assert!(run.stderr.contains("vcpu0 failed"), "{}", run.stderr);
     assert!(run.stderr.contains("rip=0x"), "{}", run.stderr);
 }
@@ -70,7 +122,12 @@ fn sigterm_stops_a_spinning_guest_cleanly() {
     use std::process::{Command, Stdio};
     let kernel = tiny_guest(Entry::Pvh);
     let child = Command::new(common::vmm_bin())
-        .args(["--kernel", kernel.to_str().unwrap(), "--cmdline", "console=ttyS0 spin"])
+        .args([
+            "--kernel",
+            kernel.to_str().unwrap(),
+            "--cmdline",
+            "console=ttyS0 spin",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -92,7 +149,12 @@ fn wait_for_output_line(pid: i32, timeout: Duration) {
     let start = std::time::Instant::now();
     while start.elapsed() < timeout {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+        let fields: Vec<&str> = stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .collect();
         let utime_plus_stime: u64 = fields.get(11).and_then(|u| u.parse().ok()).unwrap_or(0)
             + fields.get(12).and_then(|s| s.parse().ok()).unwrap_or(0);
         if utime_plus_stime > 5 {
@@ -106,7 +168,12 @@ fn wait_for_output_line(pid: i32, timeout: Duration) {
 fn missing_kernel_is_a_clear_error() {
     let run = run_vmm(&["--kernel", "/nonexistent/vmlinux"], TIMEOUT);
     run.assert_exit(1);
-    assert!(run.stderr.contains("cannot open the kernel /nonexistent/vmlinux"), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("cannot open the kernel /nonexistent/vmlinux"),
+        "{}",
+        run.stderr
+    );
 }
 
 #[test]
@@ -119,13 +186,20 @@ fn non_elf_kernel_is_a_clear_error() {
     std::fs::write(&bogus, bytes).unwrap();
     let run = run_vmm(&["--kernel", bogus.to_str().unwrap()], TIMEOUT);
     run.assert_exit(1);
-    assert!(run.stderr.to_lowercase().contains("bzimage"), "{}", run.stderr);
+    assert!(
+        run.stderr.to_lowercase().contains("bzimage"),
+        "{}",
+        run.stderr
+    );
 }
 
 #[test]
 fn too_little_memory_is_a_clear_error() {
     let kernel = tiny_guest(Entry::Pvh);
-    let run = run_vmm(&["--kernel", kernel.to_str().unwrap(), "--mem-mib", "4"], TIMEOUT);
+    let run = run_vmm(
+        &["--kernel", kernel.to_str().unwrap(), "--mem-mib", "4"],
+        TIMEOUT,
+    );
     run.assert_exit(1);
     assert!(run.stderr.contains("too small"), "{}", run.stderr);
 }
@@ -133,28 +207,57 @@ fn too_little_memory_is_a_clear_error() {
 #[test]
 fn bad_cmdline_is_a_clear_error() {
     let kernel = tiny_guest(Entry::Pvh);
-    let run = run_vmm(&["--kernel", kernel.to_str().unwrap(), "--cmdline", "console=ttyS0 \u{e9}"], TIMEOUT);
+    let run = run_vmm(
+        &[
+            "--kernel",
+            kernel.to_str().unwrap(),
+            "--cmdline",
+            "console=ttyS0 \u{e9}",
+        ],
+        TIMEOUT,
+    );
     run.assert_exit(1);
-    assert!(run.stderr.contains("kernel command line is invalid"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("kernel command line is invalid"),
+        "{}",
+        run.stderr
+    );
 }
 
 #[test]
 fn help_documents_every_flag() {
-    let out = std::process::Command::new(common::vmm_bin()).arg("--help").output().unwrap();
+    let out = std::process::Command::new(common::vmm_bin())
+        .arg("--help")
+        .output()
+        .unwrap();
     let help = String::from_utf8_lossy(&out.stdout);
     for flag in [
-        "--kernel", "--initrd", "--cmdline", "--mem-mib", "--vcpus", "--serial-log", "--vsock-cid",
-        "--vsock-uds", "--fs", "--log-level",
+        "--kernel",
+        "--initrd",
+        "--cmdline",
+        "--mem-mib",
+        "--vcpus",
+        "--serial-log",
+        "--vsock-cid",
+        "--vsock-uds",
+        "--fs",
+        "--log-level",
     ] {
-        assert!(help.contains(flag), "--help does not mention {flag}:\n{help}");
+        assert!(
+            help.contains(flag),
+            "--help does not mention {flag}:\n{help}"
+        );
     }
 }
 
 fn tempdir() -> std::path::PathBuf {
     use std::sync::atomic::{AtomicU32, Ordering};
     static N: AtomicU32 = AtomicU32::new(0);
-    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("t-{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst)));
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "t-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    ));
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }

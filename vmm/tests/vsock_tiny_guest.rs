@@ -13,7 +13,8 @@ use common::{run_vmm, tiny_guest, Entry};
 const TIMEOUT: Duration = Duration::from_secs(120);
 
 fn tempdir(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("vsock-{name}-{}", std::process::id()));
+    let dir =
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("vsock-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
@@ -38,16 +39,39 @@ fn guest_connects_to_a_host_listener() {
     let kernel = tiny_guest(Entry::Pvh);
     let run = run_vmm(
         &[
-            "--kernel", kernel.to_str().unwrap(), "--vsock-cid", "3", "--vsock-uds", uds.to_str().unwrap(),
-            "--cmdline", "console=ttyS0 vsock-connect=5555",
+            "--kernel",
+            kernel.to_str().unwrap(),
+            "--vsock-cid",
+            "3",
+            "--vsock-uds",
+            uds.to_str().unwrap(),
+            "--cmdline",
+            "console=ttyS0 vsock-connect=5555",
         ],
         TIMEOUT,
     );
     run.assert_exit(0);
-    assert!(run.stdout.contains("tiny-guest: vsock guest_cid=3"), "{}", run.stdout);
-    assert!(run.stdout.contains("tiny-guest: vsock connected"), "{}", run.stdout);
-    assert!(run.stdout.contains("tiny-guest: vsock received: hello from the host|"), "{}", run.stdout);
-    assert!(run.stdout.contains("tiny-guest: vsock closed"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("tiny-guest: vsock guest_cid=3"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("tiny-guest: vsock connected"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout
+            .contains("tiny-guest: vsock received: hello from the host|"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("tiny-guest: vsock closed"),
+        "{}",
+        run.stdout
+    );
     assert_eq!(host.join().unwrap(), "hello from the guest\n");
 }
 
@@ -58,13 +82,24 @@ fn guest_connect_to_missing_host_port_is_refused() {
     let kernel = tiny_guest(Entry::Pvh);
     let run = run_vmm(
         &[
-            "--kernel", kernel.to_str().unwrap(), "--vsock-cid", "3", "--vsock-uds", uds.to_str().unwrap(),
-            "--cmdline", "console=ttyS0 vsock-connect=7777",
+            "--kernel",
+            kernel.to_str().unwrap(),
+            "--vsock-cid",
+            "3",
+            "--vsock-uds",
+            uds.to_str().unwrap(),
+            "--cmdline",
+            "console=ttyS0 vsock-connect=7777",
         ],
         TIMEOUT,
     );
     run.assert_exit(0);
-    assert!(run.stdout.contains("tiny-guest: vsock connect refused op=3"), "{}", run.stdout);
+    assert!(
+        run.stdout
+            .contains("tiny-guest: vsock connect refused op=3"),
+        "{}",
+        run.stdout
+    );
 }
 
 #[test]
@@ -78,7 +113,9 @@ fn host_connects_to_a_guest_listener_through_the_hybrid_socket() {
         let stream = loop {
             match UnixStream::connect(&uds_for_client) {
                 Ok(s) => break s,
-                Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+                Err(_) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
                 Err(e) => panic!("cannot connect to {}: {e}", uds_for_client.display()),
             }
         };
@@ -95,16 +132,38 @@ fn host_connects_to_a_guest_listener_through_the_hybrid_socket() {
     });
     let run = run_vmm(
         &[
-            "--kernel", kernel.to_str().unwrap(), "--vsock-cid", "42", "--vsock-uds", uds.to_str().unwrap(),
-            "--cmdline", "console=ttyS0 vsock-listen=6000",
+            "--kernel",
+            kernel.to_str().unwrap(),
+            "--vsock-cid",
+            "42",
+            "--vsock-uds",
+            uds.to_str().unwrap(),
+            "--cmdline",
+            "console=ttyS0 vsock-listen=6000",
         ],
         TIMEOUT,
     );
     let (ok, echo) = client.join().unwrap();
     run.assert_exit(0);
-    assert!(ok.starts_with("OK ") && ok.ends_with('\n'), "handshake reply {ok:?}");
+    assert!(
+        ok.starts_with("OK ") && ok.ends_with('\n'),
+        "handshake reply {ok:?}"
+    );
     assert_eq!(echo, "PING OVER VSOCK\n");
-    assert!(run.stdout.contains("tiny-guest: vsock guest_cid=42"), "{}", run.stdout);
-    assert!(run.stdout.contains("tiny-guest: vsock accepted"), "{}", run.stdout);
-    assert!(run.stdout.contains("tiny-guest: vsock received: ping over vsock|"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("tiny-guest: vsock guest_cid=42"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("tiny-guest: vsock accepted"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout
+            .contains("tiny-guest: vsock received: ping over vsock|"),
+        "{}",
+        run.stdout
+    );
 }

@@ -68,7 +68,11 @@ impl Bus {
     pub fn read(&self, addr: u64, data: &mut [u8]) -> bool {
         match self.find(addr, data.len()) {
             Some((offset, range)) => {
-                range.device.lock().expect("bus device poisoned").read(offset, data);
+                range
+                    .device
+                    .lock()
+                    .expect("bus device poisoned")
+                    .read(offset, data);
                 true
             }
             None => {
@@ -82,7 +86,11 @@ impl Bus {
     pub fn write(&self, addr: u64, data: &[u8]) -> bool {
         match self.find(addr, data.len()) {
             Some((offset, range)) => {
-                range.device.lock().expect("bus device poisoned").write(offset, data);
+                range
+                    .device
+                    .lock()
+                    .expect("bus device poisoned")
+                    .write(offset, data);
                 true
             }
             None => false,
@@ -130,9 +138,18 @@ mod tests {
         let mut bus = Bus::new();
         let dev = Arc::new(Mutex::new(Recorder::default()));
         bus.insert(dev.clone(), 0x1000, 0x1000).unwrap();
-        assert!(matches!(bus.insert(dev.clone(), 0x1800, 0x10), Err(BusError::Overlap { .. })));
-        assert!(matches!(bus.insert(dev.clone(), 0x0800, 0x1000), Err(BusError::Overlap { .. })));
-        assert!(matches!(bus.insert(dev.clone(), 0x5000, 0), Err(BusError::BadRange { .. })));
+        assert!(matches!(
+            bus.insert(dev.clone(), 0x1800, 0x10),
+            Err(BusError::Overlap { .. })
+        ));
+        assert!(matches!(
+            bus.insert(dev.clone(), 0x0800, 0x1000),
+            Err(BusError::Overlap { .. })
+        ));
+        assert!(matches!(
+            bus.insert(dev.clone(), 0x5000, 0),
+            Err(BusError::BadRange { .. })
+        ));
         bus.insert(dev, 0x2000, 0x1000).unwrap();
     }
 }

@@ -52,7 +52,9 @@ fn build_guest(entry: Entry, out: &Path) {
     if let Entry::Pvh = entry {
         cmd.arg("-Wl,-e,pvh_entry");
     }
-    let status = cmd.status().expect("gcc must be installed to build the tiny guests");
+    let status = cmd
+        .status()
+        .expect("gcc must be installed to build the tiny guests");
     assert!(status.success(), "building tiny guest {entry:?} failed");
 }
 
@@ -143,7 +145,9 @@ pub fn figures(text: &str, key: &str) -> Vec<f64> {
     text.match_indices(&needle)
         .filter_map(|(i, _)| {
             let rest = &text[i + needle.len()..];
-            let end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+            let end = rest
+                .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+                .unwrap_or(rest.len());
             rest[..end].parse().ok()
         })
         .collect()
