@@ -11,6 +11,9 @@ pub const VSOCK_CID_ANY: u32 = u32::MAX;
 pub enum ListenAddress {
     /// `unix:///path/agent.sock`: a Unix socket (host mode, tests).
     Unix(PathBuf),
+    /// `hybrid:///path/agent.sock`: a Unix socket speaking hull-vmm's hybrid-vsock handshake
+    /// (`CONNECT <port>\n` / `OK <port>\n`): port 1024 is the API, stdio ports the streams.
+    Hybrid(PathBuf),
     /// `vsock://CID:PORT`, CID a number or `ANY`.
     Vsock {
         /// Local CID to bind, [`VSOCK_CID_ANY`] for any.
@@ -37,7 +40,7 @@ pub enum CliError {
     #[error("unknown argument {0:?} (try --help)")]
     UnknownArgument(String),
     /// `--listen` without a value.
-    #[error("--listen needs an address")]
+    #[error("--listen and --shared-dir need a value")]
     MissingValue,
     /// Host mode was started without `--listen`.
     #[error("not running as PID 1, so --listen ADDR is required (try --help)")]
@@ -61,6 +64,12 @@ impl FromStr for ListenAddress {
             }
             return Ok(ListenAddress::Unix(PathBuf::from(path)));
         }
+        if let Some(path) = address.strip_prefix("hybrid://") {
+            if path.is_empty() || path.contains('\0') {
+                return Err(bad("empty socket path or NUL byte"));
+            }
+            return Ok(ListenAddress::Hybrid(PathBuf::from(path)));
+        }
         if let Some(rest) = address.strip_prefix("vsock://") {
             let (cid, port) = rest.split_once(':').ok_or_else(|| bad("missing ':PORT'"))?;
             let cid = if cid.eq_ignore_ascii_case("any") {
@@ -79,7 +88,9 @@ impl ListenAddress {
     /// The address in the form `ttrpc`'s `Server::bind` takes.
     pub fn ttrpc_address(&self) -> String {
         match self {
-            ListenAddress::Unix(path) => format!("unix://{}", path.display()),
+            ListenAddress::Unix(path) | ListenAddress::Hybrid(path) => {
+                format!("unix://{}", path.display())
+            }
             ListenAddress::Vsock { cid, port } => format!("vsock://{cid}:{port}"),
         }
     }
@@ -89,6 +100,7 @@ impl std::fmt::Display for ListenAddress {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             ListenAddress::Unix(path) => write!(f, "unix://{}", path.display()),
+            ListenAddress::Hybrid(path) => write!(f, "hybrid://{}", path.display()),
             ListenAddress::Vsock { cid, port } if *cid == VSOCK_CID_ANY => {
                 write!(f, "vsock://ANY:{port}")
             }
@@ -100,8 +112,9 @@ impl std::fmt::Display for ListenAddress {
 /// What the command line asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
-    /// Serve the API on this address until PowerOff or SIGTERM/SIGINT.
-    Serve(ListenAddress),
+    /// Serve the API on this address (containers under the shared dir) until PowerOff or
+    /// SIGTERM/SIGINT.
+    Serve(ListenAddress, Option<PathBuf>),
     /// Print usage.
     Help,
     /// Print the version.
@@ -113,12 +126,14 @@ pub const USAGE: &str = "\
 usage: hull-agent --listen ADDR
   As PID 1 of a Hull guest it takes no arguments: it sets the guest up and serves the agent
   API on vsock port 1024. Elsewhere (tests) it serves the API on ADDR until PowerOff:
-    --listen unix:///path/agent.sock | vsock://ANY:1024
+    --listen unix:///path/agent.sock | hybrid:///path/agent.sock | vsock://ANY:1024
+    --shared-dir DIR   container rootfs paths are relative to DIR
     --version, --help";
 
 /// Parses the arguments after the program name.
 pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, CliError> {
     let mut listen = None;
+    let mut shared_dir = None;
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -128,13 +143,18 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, Cli
                 let value = args.next().ok_or(CliError::MissingValue)?;
                 listen = Some(value.parse()?);
             }
+            "--shared-dir" => {
+                shared_dir = Some(PathBuf::from(args.next().ok_or(CliError::MissingValue)?));
+            }
             other => match other.strip_prefix("--listen=") {
                 Some(value) => listen = Some(value.parse()?),
                 None => return Err(CliError::UnknownArgument(other.to_string())),
             },
         }
     }
-    listen.map(Command::Serve).ok_or(CliError::MissingListen)
+    listen
+        .map(|l| Command::Serve(l, shared_dir))
+        .ok_or(CliError::MissingListen)
 }
 
 #[cfg(test)]
@@ -149,11 +169,17 @@ mod tests {
     fn unix_listen_address() {
         assert_eq!(
             parse(&["--listen", "unix:///tmp/a.sock"]),
-            Ok(Command::Serve(ListenAddress::Unix("/tmp/a.sock".into())))
+            Ok(Command::Serve(
+                ListenAddress::Unix("/tmp/a.sock".into()),
+                None
+            ))
         );
         assert_eq!(
             parse(&["--listen=unix:///tmp/a.sock"]),
-            Ok(Command::Serve(ListenAddress::Unix("/tmp/a.sock".into())))
+            Ok(Command::Serve(
+                ListenAddress::Unix("/tmp/a.sock".into()),
+                None
+            ))
         );
     }
 

@@ -7,14 +7,21 @@
 //! [`power`] (guest power-off), [`logging`].
 
 pub mod cli;
+pub mod container;
+pub mod exits;
 pub mod guest_info;
 pub mod guest_init;
+pub mod hybrid;
 pub mod logging;
 pub mod pid1;
 pub mod power;
 pub mod reaper;
+pub mod runtime;
+pub mod sandbox;
 pub mod server;
 pub mod service;
+pub mod stats;
+pub mod stdio;
 pub mod validate;
 
 /// This agent's build version.
@@ -27,12 +34,15 @@ pub fn is_pid1() -> bool {
 
 /// Host mode: serves the API on `listen` on a current-thread runtime until PowerOff or
 /// SIGTERM/SIGINT. Returns why it stopped.
-pub fn run_host(listen: &cli::ListenAddress) -> Result<server::StopReason, HostError> {
+pub fn run_host(
+    listen: &cli::ListenAddress,
+    shared_dir: Option<std::path::PathBuf>,
+) -> Result<server::StopReason, HostError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(HostError::Runtime)?;
-    Ok(runtime.block_on(server::serve(listen))?)
+    Ok(runtime.block_on(server::serve(listen, shared_dir))?)
 }
 
 /// Host mode failed.

@@ -5,6 +5,9 @@ use std::process::ExitCode;
 use hull_agent::cli::{self, Command};
 
 fn main() -> ExitCode {
+    if std::env::args().nth(1).as_deref() == Some(hull_agent::container::config::SETUP_HELPER_ARG) {
+        hull_agent::container::helper::run();
+    }
     if hull_agent::is_pid1() {
         hull_agent::pid1::run();
     }
@@ -21,9 +24,9 @@ fn main() -> ExitCode {
             );
             ExitCode::SUCCESS
         }
-        Ok(Command::Serve(listen)) => {
+        Ok(Command::Serve(listen, shared_dir)) => {
             hull_agent::logging::init(false);
-            match hull_agent::run_host(&listen) {
+            match hull_agent::run_host(&listen, shared_dir) {
                 Ok(reason) => {
                     tracing::info!(?reason, "hull-agent stopped");
                     ExitCode::SUCCESS

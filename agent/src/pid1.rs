@@ -9,7 +9,7 @@ use crate::cli::{ListenAddress, VSOCK_CID_ANY};
 use crate::guest_init::{self, MountOutcome};
 use crate::power::power_off_guest;
 use crate::server::{self, StopReason};
-use crate::{guest_info, logging, reaper};
+use crate::{guest_info, logging};
 
 /// Runs the guest agent as init. Never returns.
 pub fn run() -> ! {
@@ -89,14 +89,8 @@ fn serve_forever() -> ! {
         cid: VSOCK_CID_ANY,
         port: hull_proto::AGENT_API_PORT,
     };
-    let outcome = runtime.block_on(async {
-        tokio::spawn(async {
-            if let Err(err) = reaper::reap_children_forever().await {
-                error!(%err, "the zombie reaper stopped");
-            }
-        });
-        server::serve(&listen).await
-    });
+    // The server runs the zombie reaper (it routes container exits to WaitProcess).
+    let outcome = runtime.block_on(server::serve(&listen, None));
     match outcome {
         Ok(StopReason::PowerOff) => info!("PowerOff: powering off"),
         Ok(StopReason::Signal(signal)) => info!(signal, "powering off"),

@@ -44,8 +44,9 @@ pub fn reap_exited_children() -> Vec<ReapedChild> {
     }
 }
 
-/// Reaps children whenever SIGCHLD arrives; runs until the runtime stops.
-pub async fn reap_children_forever() -> std::io::Result<()> {
+/// Reaps children whenever SIGCHLD arrives and reports each exit to `exits`; runs until the
+/// runtime stops.
+pub async fn reap_children_forever(exits: crate::exits::ExitRegistry) -> std::io::Result<()> {
     let mut sigchld = signal(SignalKind::child())?;
     loop {
         for child in reap_exited_children() {
@@ -54,6 +55,7 @@ pub async fn reap_children_forever() -> std::io::Result<()> {
                 exit_status = child.exit_status,
                 "reaped child"
             );
+            exits.exited(child.pid, child.exit_status);
         }
         if sigchld.recv().await.is_none() {
             return Ok(());

@@ -49,8 +49,12 @@ pub enum ServerError {
 }
 
 /// Serves the agent API on `listen` until PowerOff, SIGTERM or SIGINT. Must run inside a tokio
-/// runtime. A Unix socket file created here is removed again before returning.
-pub async fn serve(listen: &ListenAddress) -> Result<StopReason, ServerError> {
+/// runtime. A Unix socket file created here is removed again before returning. Containers'
+/// rootfs paths are relative to `shared_dir` (None: set by CreateSandbox).
+pub async fn serve(
+    listen: &ListenAddress,
+    shared_dir: Option<std::path::PathBuf>,
+) -> Result<StopReason, ServerError> {
     let signal_stream = |kind, name| {
         signal(kind).map_err(|source| ServerError::Signal {
             signal: name,
@@ -60,16 +64,42 @@ pub async fn serve(listen: &ListenAddress) -> Result<StopReason, ServerError> {
     let mut sigterm = signal_stream(SignalKind::terminate(), "SIGTERM")?;
     let mut sigint = signal_stream(SignalKind::interrupt(), "SIGINT")?;
 
-    let (api, mut power_off_requested) = AgentApi::new();
-    let address = listen.ttrpc_address();
-    let mut server = ttrpc::asynchronous::Server::new()
-        .bind(&address)
-        .map_err(|source| ServerError::Bind {
-            address: listen.to_string(),
-            source,
-        })?
-        .register_service(create_agent_service(Arc::new(api)));
-    if let ListenAddress::Unix(path) = listen {
+    let exits = crate::exits::ExitRegistry::new();
+    let reaper_exits = exits.clone();
+    tokio::spawn(async move {
+        if let Err(err) = crate::reaper::reap_children_forever(reaper_exits).await {
+            warn!(%err, "the zombie reaper stopped");
+        }
+    });
+    if !crate::is_pid1() {
+        // Orphans of containers without a pid namespace are reaped by us, not the host init.
+        // SAFETY: prctl with integer arguments.
+        unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1u64, 0u64, 0u64, 0u64) };
+    }
+    let hub = crate::stdio::StreamHub::new(matches!(listen, ListenAddress::Vsock { .. }));
+    let runtime = Arc::new(crate::runtime::Runtime::new(
+        shared_dir,
+        Arc::clone(&hub),
+        exits,
+    ));
+    let (api, mut power_off_requested) = AgentApi::with_runtime(runtime);
+    let bind_error = |source| ServerError::Bind {
+        address: listen.to_string(),
+        source,
+    };
+    let server = ttrpc::asynchronous::Server::new();
+    let server = match listen {
+        ListenAddress::Hybrid(path) => {
+            let listener = tokio::net::UnixListener::bind(path)
+                .map_err(|e| bind_error(ttrpc::Error::Others(e.to_string())))?;
+            let (api_tx, api_rx) = tokio::sync::mpsc::channel(16);
+            tokio::spawn(crate::hybrid::accept_loop(listener, api_tx, hub));
+            server.add_listener(crate::hybrid::api_listener(api_rx))
+        }
+        _ => server.bind(&listen.ttrpc_address()).map_err(bind_error)?,
+    };
+    let mut server = server.register_service(create_agent_service(Arc::new(api)));
+    if let ListenAddress::Unix(path) | ListenAddress::Hybrid(path) = listen {
         restrict_to_owner(path);
     }
     server.start().await.map_err(|source| ServerError::Start {
@@ -89,7 +119,7 @@ pub async fn serve(listen: &ListenAddress) -> Result<StopReason, ServerError> {
     if let Err(err) = server.shutdown().await {
         warn!(%err, "ttrpc server shutdown");
     }
-    if let ListenAddress::Unix(path) = listen {
+    if let ListenAddress::Unix(path) | ListenAddress::Hybrid(path) = listen {
         if let Err(err) = std::fs::remove_file(path) {
             warn!(path = %path.display(), %err, "removing the API socket");
         }

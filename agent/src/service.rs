@@ -9,27 +9,80 @@ use tracing::{debug, info, warn};
 use ttrpc::asynchronous::TtrpcContext;
 use ttrpc::{Code, Error as TtrpcError};
 
+use std::sync::Arc;
+
 use crate::guest_info;
+use crate::runtime::{Failure, Runtime};
 use crate::validate::Validate;
 
 /// The RPCs this agent implements; reported in GetGuestDetails capabilities.
-pub const IMPLEMENTED_RPCS: [&str; 4] = ["Health", "Version", "GetGuestDetails", "PowerOff"];
+pub const IMPLEMENTED_RPCS: [&str; 20] = [
+    "Health",
+    "Version",
+    "GetGuestDetails",
+    "PowerOff",
+    "CreateContainer",
+    "StartContainer",
+    "RemoveContainer",
+    "ExecProcess",
+    "StartExec",
+    "SignalProcess",
+    "WaitProcess",
+    "ListProcesses",
+    "StatsContainer",
+    "PauseContainer",
+    "ResumeContainer",
+    "UpdateContainer",
+    "TtyWinResize",
+    "CloseStdin",
+    "CreateSandbox",
+    "DestroySandbox",
+];
 
 /// The API handlers. PowerOff does not stop anything itself: it flips the `power_off` watch,
 /// and whoever runs the server (see [`crate::server`]) shuts down after the reply went out.
 pub struct AgentApi {
     power_off: watch::Sender<bool>,
+    runtime: Arc<Runtime>,
 }
 
 impl AgentApi {
-    /// Creates the handlers and the receiver that observes PowerOff requests.
+    /// Creates the handlers (without a shared directory) and the receiver that observes
+    /// PowerOff requests.
     pub fn new() -> (Self, watch::Receiver<bool>) {
+        let runtime = Runtime::new(
+            None,
+            crate::stdio::StreamHub::new(false),
+            crate::exits::ExitRegistry::new(),
+        );
+        Self::with_runtime(Arc::new(runtime))
+    }
+
+    /// Creates the handlers over `runtime`.
+    pub fn with_runtime(runtime: Arc<Runtime>) -> (Self, watch::Receiver<bool>) {
         let (power_off, requested) = watch::channel(false);
-        (AgentApi { power_off }, requested)
+        (AgentApi { power_off, runtime }, requested)
     }
 
     fn shutting_down(&self) -> bool {
         *self.power_off.borrow()
+    }
+}
+
+/// Maps a runtime failure to an RPC status naming the RPC.
+fn failed<T>(rpc: &str, result: Result<T, Failure>) -> ttrpc::Result<T> {
+    result.map_err(|(code, message)| {
+        warn!(rpc, %message, "RPC failed");
+        status(code, format!("{rpc}: {message}"))
+    })
+}
+
+fn timestamp(at: std::time::SystemTime) -> protobuf::well_known_types::timestamp::Timestamp {
+    let since = at.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    protobuf::well_known_types::timestamp::Timestamp {
+        seconds: since.as_secs() as i64,
+        nanos: since.subsec_nanos() as i32,
+        ..Default::default()
     }
 }
 
@@ -118,7 +171,10 @@ impl AgentService for AgentApi {
         _ctx: &TtrpcContext,
         req: CreateSandboxRequest,
     ) -> ttrpc::Result<CreateSandboxResponse> {
-        not_yet("CreateSandbox", &req)
+        check("CreateSandbox", &req)?;
+        let result = crate::sandbox::create(&req, &self.runtime);
+        failed("CreateSandbox", result)?;
+        Ok(CreateSandboxResponse::default())
     }
 
     async fn destroy_sandbox(
@@ -126,7 +182,8 @@ impl AgentService for AgentApi {
         _ctx: &TtrpcContext,
         req: DestroySandboxRequest,
     ) -> ttrpc::Result<DestroySandboxResponse> {
-        not_yet("DestroySandbox", &req)
+        check("DestroySandbox", &req)?;
+        Ok(DestroySandboxResponse::default())
     }
 
     async fn create_container(
@@ -134,7 +191,22 @@ impl AgentService for AgentApi {
         _ctx: &TtrpcContext,
         req: CreateContainerRequest,
     ) -> ttrpc::Result<CreateContainerResponse> {
-        not_yet("CreateContainer", &req)
+        check("CreateContainer", &req)?;
+        let stdio = req.stdio.clone().unwrap_or_default();
+        let result = self
+            .runtime
+            .create(
+                &req.container_id,
+                &req.oci_spec_json,
+                &req.rootfs_path,
+                &stdio,
+            )
+            .await;
+        let ports = failed("CreateContainer", result)?;
+        Ok(CreateContainerResponse {
+            stdio_ports: Some(ports).into(),
+            ..Default::default()
+        })
     }
 
     async fn start_container(
@@ -142,7 +214,15 @@ impl AgentService for AgentApi {
         _ctx: &TtrpcContext,
         req: StartContainerRequest,
     ) -> ttrpc::Result<StartContainerResponse> {
-        not_yet("StartContainer", &req)
+        check("StartContainer", &req)?;
+        let pid = failed(
+            "StartContainer",
+            self.runtime.start(&req.container_id).await,
+        )?;
+        Ok(StartContainerResponse {
+            pid,
+            ..Default::default()
+        })
     }
 
     async fn remove_container(
@@ -150,7 +230,13 @@ impl AgentService for AgentApi {
         _ctx: &TtrpcContext,
         req: RemoveContainerRequest,
     ) -> ttrpc::Result<RemoveContainerResponse> {
-        not_yet("RemoveContainer", &req)
+        check("RemoveContainer", &req)?;
+        let result = self
+            .runtime
+            .remove(&req.container_id, req.stop_timeout_ms)
+            .await;
+        failed("RemoveContainer", result)?;
+        Ok(RemoveContainerResponse::default())
     }
 
     async fn exec_process(
@@ -158,7 +244,19 @@ impl AgentService for AgentApi {
         _ctx: &TtrpcContext,
         req: ExecProcessRequest,
     ) -> ttrpc::Result<ExecProcessResponse> {
-        not_yet("ExecProcess", &req)
+        check("ExecProcess", &req)?;
+        let stdio = req.stdio.clone().unwrap_or_default();
+        let result = self.runtime.exec(
+            &req.container_id,
+            &req.exec_id,
+            &req.oci_process_json,
+            &stdio,
+        );
+        let ports = failed("ExecProcess", result)?;
+        Ok(ExecProcessResponse {
+            stdio_ports: Some(ports).into(),
+            ..Default::default()
+        })
     }
 
     async fn start_exec(
@@ -166,7 +264,16 @@ impl AgentService for AgentApi {
         _ctx: &TtrpcContext,
         req: StartExecRequest,
     ) -> ttrpc::Result<StartExecResponse> {
-        not_yet("StartExec", &req)
+        check("StartExec", &req)?;
+        let result = self
+            .runtime
+            .start_exec(&req.container_id, &req.exec_id)
+            .await;
+        let pid = failed("StartExec", result)?;
+        Ok(StartExecResponse {
+            pid,
+            ..Default::default()
+        })
     }
 
     async fn signal_process(
@@ -174,7 +281,12 @@ impl AgentService for AgentApi {
         _ctx: &TtrpcContext,
         req: SignalProcessRequest,
     ) -> ttrpc::Result<SignalProcessResponse> {
-        not_yet("SignalProcess", &req)
+        check("SignalProcess", &req)?;
+        let result = self
+            .runtime
+            .signal(&req.container_id, &req.exec_id, req.signal, req.all);
+        failed("SignalProcess", result)?;
+        Ok(SignalProcessResponse::default())
     }
 
     async fn wait_process(
@@ -182,7 +294,14 @@ impl AgentService for AgentApi {
         _ctx: &TtrpcContext,
         req: WaitProcessRequest,
     ) -> ttrpc::Result<WaitProcessResponse> {
-        not_yet("WaitProcess", &req)
+        check("WaitProcess", &req)?;
+        let result = self.runtime.wait(&req.container_id, &req.exec_id).await;
+        let exit = failed("WaitProcess", result)?;
+        Ok(WaitProcessResponse {
+            exit_status: exit.status,
+            exited_at: Some(timestamp(exit.at)).into(),
+            ..Default::default()
+        })
     }
 
     async fn list_processes(
@@ -190,7 +309,19 @@ impl AgentService for AgentApi {
         _ctx: &TtrpcContext,
         req: ListProcessesRequest,
     ) -> ttrpc::Result<ListProcessesResponse> {
-        not_yet("ListProcesses", &req)
+        check("ListProcesses", &req)?;
+        let list = failed("ListProcesses", self.runtime.list(&req.container_id))?;
+        Ok(ListProcessesResponse {
+            processes: list
+                .into_iter()
+                .map(|(pid, exec_id)| ProcessInfo {
+                    pid,
+                    exec_id,
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        })
     }
 
     async fn stats_container(
@@ -198,7 +329,12 @@ impl AgentService for AgentApi {
         _ctx: &TtrpcContext,
         req: StatsContainerRequest,
     ) -> ttrpc::Result<StatsContainerResponse> {
-        not_yet("StatsContainer", &req)
+        check("StatsContainer", &req)?;
+        let cgroup = failed("StatsContainer", self.runtime.cgroup(&req.container_id))?;
+        Ok(StatsContainerResponse {
+            stats: Some(crate::stats::read_stats(&cgroup)).into(),
+            ..Default::default()
+        })
     }
 
     async fn pause_container(
@@ -206,7 +342,12 @@ impl AgentService for AgentApi {
         _ctx: &TtrpcContext,
         req: PauseContainerRequest,
     ) -> ttrpc::Result<PauseContainerResponse> {
-        not_yet("PauseContainer", &req)
+        check("PauseContainer", &req)?;
+        let cgroup = failed("PauseContainer", self.runtime.cgroup(&req.container_id))?;
+        cgroup
+            .set_frozen(true)
+            .map_err(|e| status(Code::INTERNAL, format!("PauseContainer: {e}")))?;
+        Ok(PauseContainerResponse::default())
     }
 
     async fn resume_container(
@@ -214,7 +355,12 @@ impl AgentService for AgentApi {
         _ctx: &TtrpcContext,
         req: ResumeContainerRequest,
     ) -> ttrpc::Result<ResumeContainerResponse> {
-        not_yet("ResumeContainer", &req)
+        check("ResumeContainer", &req)?;
+        let cgroup = failed("ResumeContainer", self.runtime.cgroup(&req.container_id))?;
+        cgroup
+            .set_frozen(false)
+            .map_err(|e| status(Code::INTERNAL, format!("ResumeContainer: {e}")))?;
+        Ok(ResumeContainerResponse::default())
     }
 
     async fn update_container(
@@ -222,7 +368,19 @@ impl AgentService for AgentApi {
         _ctx: &TtrpcContext,
         req: UpdateContainerRequest,
     ) -> ttrpc::Result<UpdateContainerResponse> {
-        not_yet("UpdateContainer", &req)
+        check("UpdateContainer", &req)?;
+        let resources: oci_spec::runtime::LinuxResources =
+            serde_json::from_slice(&req.oci_resources_json).map_err(|e| {
+                status(
+                    Code::INVALID_ARGUMENT,
+                    format!("UpdateContainer: oci_resources_json: {e}"),
+                )
+            })?;
+        let cgroup = failed("UpdateContainer", self.runtime.cgroup(&req.container_id))?;
+        cgroup
+            .apply(&resources)
+            .map_err(|e| status(Code::FAILED_PRECONDITION, format!("UpdateContainer: {e}")))?;
+        Ok(UpdateContainerResponse::default())
     }
 
     async fn tty_win_resize(
@@ -230,7 +388,15 @@ impl AgentService for AgentApi {
         _ctx: &TtrpcContext,
         req: TtyWinResizeRequest,
     ) -> ttrpc::Result<TtyWinResizeResponse> {
-        not_yet("TtyWinResize", &req)
+        check("TtyWinResize", &req)?;
+        let result = self.runtime.resize(
+            &req.container_id,
+            &req.exec_id,
+            req.rows as u16,
+            req.columns as u16,
+        );
+        failed("TtyWinResize", result)?;
+        Ok(TtyWinResizeResponse::default())
     }
 
     async fn close_stdin(
@@ -238,7 +404,12 @@ impl AgentService for AgentApi {
         _ctx: &TtrpcContext,
         req: CloseStdinRequest,
     ) -> ttrpc::Result<CloseStdinResponse> {
-        not_yet("CloseStdin", &req)
+        check("CloseStdin", &req)?;
+        failed(
+            "CloseStdin",
+            self.runtime.close_stdin(&req.container_id, &req.exec_id),
+        )?;
+        Ok(CloseStdinResponse::default())
     }
 
     async fn get_oom_event(

@@ -1,0 +1,178 @@
+//! Agent side of the set-up helper: spawn `hull-agent __container-setup` with the process's
+//! stdio and the control socket, put it in the cgroup, send the request and follow its
+//! messages (see [`super::helper`]).
+
+use std::os::fd::{AsRawFd as _, OwnedFd};
+use std::os::unix::process::CommandExt as _;
+use std::process::{Command, Stdio};
+
+use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
+use tokio::net::UnixStream;
+
+use super::cgroup::Cgroup;
+use super::config::{AgentMessage, SetupMessage, SetupRequest, CONTROL_FD, SETUP_HELPER_ARG};
+use crate::exits::ExitRegistry;
+
+/// Control channel to a container process waiting for Start.
+pub struct Control {
+    reader: BufReader<UnixStream>,
+}
+
+/// Longest message accepted from the helper.
+const MAX_MESSAGE: u64 = 64 * 1024;
+
+impl Control {
+    async fn send_line(&mut self, bytes: &[u8]) -> Result<(), String> {
+        let stream = self.reader.get_mut();
+        stream
+            .write_all(bytes)
+            .await
+            .map_err(|e| format!("writing to the set-up helper: {e}"))
+    }
+
+    async fn send(&mut self, message: AgentMessage) -> Result<(), String> {
+        let mut line = serde_json::to_vec(&message).map_err(|e| e.to_string())?;
+        line.push(b'\n');
+        self.send_line(&line).await
+    }
+
+    /// The next message, or None at EOF (the process exec'd or died).
+    async fn next(&mut self) -> Result<Option<SetupMessage>, String> {
+        let mut line = Vec::new();
+        (&mut self.reader)
+            .take(MAX_MESSAGE)
+            .read_until(b'\n', &mut line)
+            .await
+            .map_err(|e| format!("reading from the set-up helper: {e}"))?;
+        if line.is_empty() {
+            return Ok(None);
+        }
+        serde_json::from_slice(&line)
+            .map(Some)
+            .map_err(|e| format!("bad message from the set-up helper: {e}"))
+    }
+
+    /// Tells the waiting container process to exec and waits for the outcome.
+    pub async fn start(mut self) -> Result<(), String> {
+        self.send(AgentMessage::Start).await?;
+        match self.next().await? {
+            None => Ok(()),
+            Some(SetupMessage::Error(err)) => Err(err),
+            Some(other) => Err(format!("unexpected message {other:?} at start")),
+        }
+    }
+}
+
+/// Id maps to write for a new user namespace.
+#[derive(Debug, Clone, Default)]
+pub struct IdMaps {
+    /// uid_map text.
+    pub uid_map: String,
+    /// gid_map text.
+    pub gid_map: String,
+}
+
+/// Spawns the helper and runs the request until the container process is ready (Init) or has
+/// exec'd (Exec). Returns its pid and, for Init, the control channel for Start.
+pub async fn launch(
+    request: &SetupRequest,
+    stdio: [OwnedFd; 3],
+    cgroup: Option<&Cgroup>,
+    id_maps: &IdMaps,
+    exits: &ExitRegistry,
+) -> Result<(i32, Option<Control>), String> {
+    let (ours, theirs) = std::os::unix::net::UnixStream::pair()
+        .map_err(|e| format!("creating the control socket: {e}"))?;
+    let theirs_fd = theirs.as_raw_fd();
+    let [stdin, stdout, stderr] = stdio;
+    let mut command = Command::new("/proc/self/exe");
+    command
+        .arg(SETUP_HELPER_ARG)
+        .env_clear()
+        .stdin(Stdio::from(stdin))
+        .stdout(Stdio::from(stdout))
+        .stderr(Stdio::from(stderr));
+    // SAFETY: dup2 is async-signal-safe; it only touches fd numbers owned by this child.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::dup2(theirs_fd, CONTROL_FD) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = command
+        .spawn()
+        .map_err(|e| format!("starting the set-up helper: {e}"))?;
+    drop(command);
+    drop(theirs);
+    let helper_pid = child.id() as i32;
+    // The reaper collects the helper; we never wait on `child`.
+    drop(child);
+    let helper_exit = exits.watch(helper_pid);
+    if let Some(cgroup) = cgroup {
+        if let Err(err) = cgroup.add_process(helper_pid) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(helper_pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            return Err(format!("joining the cgroup: {err}"));
+        }
+    }
+    ours.set_nonblocking(true)
+        .map_err(|e| format!("control socket: {e}"))?;
+    let stream = UnixStream::from_std(ours).map_err(|e| format!("control socket: {e}"))?;
+    let mut control = Control {
+        reader: BufReader::new(stream),
+    };
+    let mut line = serde_json::to_vec(request).map_err(|e| e.to_string())?;
+    line.push(b'\n');
+    control.send_line(&line).await?;
+
+    let is_init = matches!(request, SetupRequest::Init(_));
+    let mut pid = None;
+    loop {
+        match control.next().await? {
+            Some(SetupMessage::NeedIdMaps) => {
+                write_id_maps(helper_pid, id_maps)?;
+                control.send(AgentMessage::IdMapsDone).await?;
+            }
+            Some(SetupMessage::Pid(p)) if p > 0 => pid = Some(p),
+            Some(SetupMessage::Pid(p)) => return Err(format!("helper reported pid {p}")),
+            Some(SetupMessage::Ready) if is_init => {
+                let pid = match pid {
+                    Some(pid) => pid,
+                    None => wait_for_pid(&mut control).await?,
+                };
+                drop(helper_exit);
+                return Ok((pid, Some(control)));
+            }
+            Some(SetupMessage::Ready) => return Err("unexpected Ready for an exec".into()),
+            Some(SetupMessage::Error(err)) => return Err(err),
+            None => {
+                drop(helper_exit);
+                return match (pid, is_init) {
+                    (Some(pid), false) => Ok((pid, None)),
+                    _ => Err("the set-up helper exited without finishing".into()),
+                };
+            }
+        }
+    }
+}
+
+async fn wait_for_pid(control: &mut Control) -> Result<i32, String> {
+    match control.next().await? {
+        Some(SetupMessage::Pid(p)) if p > 0 => Ok(p),
+        other => Err(format!("expected the container pid, got {other:?}")),
+    }
+}
+
+fn write_id_maps(pid: i32, maps: &IdMaps) -> Result<(), String> {
+    let proc_dir = std::path::PathBuf::from(format!("/proc/{pid}"));
+    let write = |file: &str, text: &str| {
+        std::fs::write(proc_dir.join(file), text)
+            .map_err(|e| format!("writing {file} of the user namespace: {e}"))
+    };
+    write("uid_map", &maps.uid_map)?;
+    write("gid_map", &maps.gid_map)
+}

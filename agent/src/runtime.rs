@@ -1,0 +1,603 @@
+//! The agent's containers and processes: create/start/exec/signal/wait/remove, pause/resume
+//! and stats, on top of [`crate::container`] and [`crate::stdio`].
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use hull_proto::agent::{StdioPorts, StdioRequest};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use oci_spec::runtime::{LinuxNamespaceType, Process, Spec};
+use tokio::sync::watch;
+use ttrpc::Code;
+
+use crate::container::cgroup::{self, Cgroup};
+use crate::container::config::{ExecConfig, InitConfig, SetupRequest};
+use crate::container::init::wants_namespace;
+use crate::container::launch::{self, Control, IdMaps};
+use crate::container::paths::canonical_inside;
+use crate::exits::{ExitInfo, ExitRegistry};
+use crate::stdio::{Forwarding, ProcessStdio, StreamHub};
+
+/// An RPC failure: status code and message.
+pub type Failure = (Code, String);
+type Result<T> = std::result::Result<T, Failure>;
+
+fn invalid(msg: impl Into<String>) -> Failure {
+    (Code::INVALID_ARGUMENT, msg.into())
+}
+fn precondition(msg: impl Into<String>) -> Failure {
+    (Code::FAILED_PRECONDITION, msg.into())
+}
+fn internal(msg: impl Into<String>) -> Failure {
+    (Code::INTERNAL, msg.into())
+}
+
+/// One process (a container's init or an exec).
+pub struct ProcessEntry {
+    exec_id: String,
+    spec: Process,
+    terminal: bool,
+    stdio: tokio::sync::Mutex<Option<ProcessStdio>>,
+    pid: Mutex<Option<i32>>,
+    exit: watch::Sender<Option<ExitInfo>>,
+    forwarding: Mutex<Option<Arc<Forwarding>>>,
+    pty: Option<Arc<std::os::fd::OwnedFd>>,
+}
+
+impl ProcessEntry {
+    fn pid(&self) -> Option<i32> {
+        *self.pid.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// One container.
+pub struct ContainerEntry {
+    id: String,
+    spec: Spec,
+    cgroup: Option<Cgroup>,
+    init: Arc<ProcessEntry>,
+    control: tokio::sync::Mutex<Option<Control>>,
+    execs: Mutex<HashMap<String, Arc<ProcessEntry>>>,
+}
+
+/// All containers of this agent.
+pub struct Runtime {
+    shared_dir: Mutex<Option<PathBuf>>,
+    hub: Arc<StreamHub>,
+    exits: ExitRegistry,
+    containers: Mutex<HashMap<String, Arc<ContainerEntry>>>,
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(field: &str, bytes: &[u8]) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|e| invalid(format!("{field}: not valid OCI JSON: {e}")))
+}
+
+impl Runtime {
+    /// A runtime whose containers live under `shared_dir` (None until CreateSandbox mounts it).
+    pub fn new(shared_dir: Option<PathBuf>, hub: Arc<StreamHub>, exits: ExitRegistry) -> Self {
+        Runtime {
+            shared_dir: Mutex::new(shared_dir),
+            hub,
+            exits,
+            containers: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Sets the shared directory (CreateSandbox).
+    pub fn set_shared_dir(&self, dir: PathBuf) {
+        *self.shared_dir.lock().unwrap_or_else(|p| p.into_inner()) = Some(dir);
+    }
+
+    fn shared_dir(&self) -> Result<PathBuf> {
+        let dir = self
+            .shared_dir
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let dir =
+            dir.ok_or_else(|| precondition("no shared directory (call CreateSandbox first)"))?;
+        std::fs::canonicalize(&dir)
+            .map_err(|e| internal(format!("shared dir {}: {e}", dir.display())))
+    }
+
+    fn container(&self, id: &str) -> Result<Arc<ContainerEntry>> {
+        self.containers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned()
+            .ok_or_else(|| (Code::NOT_FOUND, format!("container {id:?} does not exist")))
+    }
+
+    fn process(&self, id: &str, exec_id: &str) -> Result<(Arc<ContainerEntry>, Arc<ProcessEntry>)> {
+        let container = self.container(id)?;
+        if exec_id.is_empty() {
+            let init = Arc::clone(&container.init);
+            return Ok((container, init));
+        }
+        let process = container
+            .execs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(exec_id)
+            .cloned()
+            .ok_or_else(|| {
+                (
+                    Code::NOT_FOUND,
+                    format!("exec {exec_id:?} of container {id:?} does not exist"),
+                )
+            })?;
+        Ok((container, process))
+    }
+
+    fn new_process(
+        &self,
+        exec_id: &str,
+        spec: Process,
+        stdio_req: &StdioRequest,
+    ) -> Result<Arc<ProcessEntry>> {
+        let stdio = ProcessStdio::new(&self.hub, stdio_req)
+            .map_err(|e| internal(format!("creating stdio: {e}")))?;
+        Ok(Arc::new(ProcessEntry {
+            exec_id: exec_id.to_string(),
+            terminal: stdio_req.terminal,
+            pty: stdio.pty(),
+            spec,
+            stdio: tokio::sync::Mutex::new(Some(stdio)),
+            pid: Mutex::new(None),
+            exit: watch::channel(None).0,
+            forwarding: Mutex::new(None),
+        }))
+    }
+
+    /// CreateContainer.
+    pub async fn create(
+        &self,
+        id: &str,
+        spec_json: &[u8],
+        rootfs_path: &str,
+        stdio_req: &StdioRequest,
+    ) -> Result<StdioPorts> {
+        if self
+            .containers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(id)
+        {
+            return Err((
+                Code::ALREADY_EXISTS,
+                format!("container {id:?} already exists"),
+            ));
+        }
+        let mut spec: Spec = parse_json("oci_spec_json", spec_json)?;
+        let shared = self.shared_dir()?;
+        let rootfs = canonical_inside(&shared.join(rootfs_path), &[&shared])
+            .map_err(|e| invalid(format!("rootfs_path: {e}")))?;
+        if !rootfs.is_dir() {
+            return Err(invalid(format!(
+                "rootfs_path: {} is not a directory",
+                rootfs.display()
+            )));
+        }
+        validate_spec(&mut spec, &shared, &rootfs)?;
+        let process_spec = spec
+            .process()
+            .clone()
+            .ok_or_else(|| invalid("oci_spec_json: no process"))?;
+        let init = self.new_process("", process_spec, stdio_req)?;
+
+        let cgroup = match cgroup::find_root() {
+            Ok(root) => {
+                let cg = Cgroup::create(&root, id).map_err(|e| internal(e.to_string()))?;
+                if let Some(resources) = spec.linux().as_ref().and_then(|l| l.resources().as_ref())
+                {
+                    if let Err(err) = cg.apply(resources) {
+                        let _ = cg.remove();
+                        return Err(precondition(err.to_string()));
+                    }
+                }
+                Some(cg)
+            }
+            Err(err) => {
+                tracing::warn!(%err, "containers run without a cgroup");
+                None
+            }
+        };
+        let id_maps = id_maps_of(&spec);
+        let request = SetupRequest::Init(Box::new(InitConfig {
+            container_id: id.to_string(),
+            rootfs,
+            spec: spec.clone(),
+            terminal: stdio_req.terminal,
+        }));
+        let child_fds = init
+            .stdio
+            .lock()
+            .await
+            .as_mut()
+            .and_then(|s| s.take_child_fds());
+        let child_fds = child_fds.ok_or_else(|| internal("stdio already used"))?;
+        let launched =
+            launch::launch(&request, child_fds, cgroup.as_ref(), &id_maps, &self.exits).await;
+        let (pid, control) = match launched {
+            Ok(ok) => ok,
+            Err(err) => {
+                if let Some(cg) = &cgroup {
+                    let _ = cg.remove();
+                }
+                return Err(precondition(format!("creating container {id:?}: {err}")));
+            }
+        };
+        *init.pid.lock().unwrap_or_else(|p| p.into_inner()) = Some(pid);
+        self.watch_exit(&init, pid);
+        let ports = init
+            .stdio
+            .lock()
+            .await
+            .as_ref()
+            .map(|s| s.ports.clone())
+            .unwrap_or_default();
+        let entry = Arc::new(ContainerEntry {
+            id: id.to_string(),
+            spec,
+            cgroup,
+            init,
+            control: tokio::sync::Mutex::new(control),
+            execs: Mutex::new(HashMap::new()),
+        });
+        self.containers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.to_string(), entry);
+        Ok(ports)
+    }
+
+    fn watch_exit(&self, process: &Arc<ProcessEntry>, pid: i32) {
+        let rx = self.exits.watch(pid);
+        let process = Arc::clone(process);
+        tokio::spawn(async move {
+            if let Ok(info) = rx.await {
+                process.exit.send_replace(Some(info));
+            }
+        });
+    }
+
+    async fn connect_and_forward(process: &Arc<ProcessEntry>) -> Result<()> {
+        let mut guard = process.stdio.lock().await;
+        let stdio = guard
+            .as_mut()
+            .ok_or_else(|| precondition("the process was already started"))?;
+        let streams = stdio.wait_connected().await.map_err(precondition)?;
+        let (exited_tx, exited_rx) = watch::channel(false);
+        let mut exit_rx = process.exit.subscribe();
+        tokio::spawn(async move {
+            let _ = exit_rx.wait_for(|e| e.is_some()).await;
+            let _ = exited_tx.send(true);
+        });
+        let forwarding = stdio
+            .start_forwarding(streams, exited_rx)
+            .map_err(|e| internal(e.to_string()))?;
+        *process.forwarding.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(forwarding));
+        *guard = None;
+        Ok(())
+    }
+
+    /// StartContainer.
+    pub async fn start(&self, id: &str) -> Result<u32> {
+        let container = self.container(id)?;
+        let mut control = container.control.lock().await;
+        if control.is_none() {
+            return Err(precondition(format!(
+                "container {id:?} was already started"
+            )));
+        }
+        Self::connect_and_forward(&container.init).await?;
+        let control = control
+            .take()
+            .ok_or_else(|| precondition("already started"))?;
+        control
+            .start()
+            .await
+            .map_err(|e| precondition(format!("starting container {id:?}: {e}")))?;
+        Ok(container.init.pid().unwrap_or(0) as u32)
+    }
+
+    /// ExecProcess.
+    pub fn exec(
+        &self,
+        id: &str,
+        exec_id: &str,
+        process_json: &[u8],
+        stdio_req: &StdioRequest,
+    ) -> Result<StdioPorts> {
+        let container = self.container(id)?;
+        let spec: Process = parse_json("oci_process_json", process_json)?;
+        if spec.args().as_ref().is_none_or(|a| a.is_empty()) {
+            return Err(invalid("oci_process_json: args must not be empty"));
+        }
+        let mut execs = container.execs.lock().unwrap_or_else(|p| p.into_inner());
+        if execs.contains_key(exec_id) {
+            return Err((
+                Code::ALREADY_EXISTS,
+                format!("exec {exec_id:?} already exists"),
+            ));
+        }
+        let process = self.new_process(exec_id, spec, stdio_req)?;
+        let ports = process
+            .stdio
+            .try_lock()
+            .ok()
+            .and_then(|s| s.as_ref().map(|s| s.ports.clone()))
+            .unwrap_or_default();
+        execs.insert(exec_id.to_string(), process);
+        Ok(ports)
+    }
+
+    /// StartExec.
+    pub async fn start_exec(&self, id: &str, exec_id: &str) -> Result<u32> {
+        let (container, process) = self.process(id, exec_id)?;
+        let init_pid = container
+            .init
+            .pid()
+            .filter(|_| container.init.exit.borrow().is_none());
+        let init_pid =
+            init_pid.ok_or_else(|| precondition(format!("container {id:?} is not running")))?;
+        if container.control.lock().await.is_some() {
+            return Err(precondition(format!("container {id:?} is not started")));
+        }
+        let child_fds = process
+            .stdio
+            .lock()
+            .await
+            .as_mut()
+            .and_then(|s| s.take_child_fds());
+        let child_fds = child_fds.ok_or_else(|| precondition("the exec was already started"))?;
+        let request = SetupRequest::Exec(Box::new(ExecConfig {
+            container_id: id.to_string(),
+            init_pid,
+            process: process.spec.clone(),
+            terminal: process.terminal,
+            seccomp: container
+                .spec
+                .linux()
+                .as_ref()
+                .and_then(|l| l.seccomp().clone()),
+        }));
+        Self::connect_and_forward(&process).await?;
+        let (pid, _) = launch::launch(
+            &request,
+            child_fds,
+            container.cgroup.as_ref(),
+            &IdMaps::default(),
+            &self.exits,
+        )
+        .await
+        .map_err(|e| precondition(format!("exec {exec_id:?}: {e}")))?;
+        *process.pid.lock().unwrap_or_else(|p| p.into_inner()) = Some(pid);
+        self.watch_exit(&process, pid);
+        Ok(pid as u32)
+    }
+
+    /// SignalProcess.
+    pub fn signal(&self, id: &str, exec_id: &str, signal: u32, all: bool) -> Result<()> {
+        let (container, process) = self.process(id, exec_id)?;
+        let pids = if all {
+            container
+                .cgroup
+                .as_ref()
+                .map(|c| c.pids())
+                .unwrap_or_default()
+        } else {
+            let pid = process.pid().filter(|_| process.exit.borrow().is_none());
+            vec![pid.ok_or_else(|| precondition("the process is not running"))?]
+        };
+        for pid in pids {
+            // SAFETY: kill(2) with a checked signal number (validated 1..=64).
+            let rc = unsafe { libc::kill(pid, signal as i32) };
+            if rc != 0 && !all {
+                return Err(internal(format!(
+                    "kill {pid}: {}",
+                    std::io::Error::last_os_error()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// WaitProcess: exit status once the output streams are drained.
+    pub async fn wait(&self, id: &str, exec_id: &str) -> Result<ExitInfo> {
+        let (_container, process) = self.process(id, exec_id)?;
+        let mut rx = process.exit.subscribe();
+        let info = rx
+            .wait_for(|e| e.is_some())
+            .await
+            .map_err(|_| internal("process state lost"))?
+            .ok_or_else(|| internal("no exit"))?;
+        let forwarding = process
+            .forwarding
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if let Some(forwarding) = forwarding {
+            forwarding.outputs_done().await;
+        }
+        Ok(info)
+    }
+
+    /// ListProcesses: (pid, exec id).
+    pub fn list(&self, id: &str) -> Result<Vec<(u32, String)>> {
+        let container = self.container(id)?;
+        let execs = container.execs.lock().unwrap_or_else(|p| p.into_inner());
+        let exec_of = |pid: i32| {
+            execs
+                .values()
+                .find(|p| p.pid() == Some(pid))
+                .map(|p| p.exec_id.clone())
+                .unwrap_or_default()
+        };
+        let mut pids = container
+            .cgroup
+            .as_ref()
+            .map(|c| c.pids())
+            .unwrap_or_default();
+        if pids.is_empty() {
+            pids.extend(
+                container
+                    .init
+                    .pid()
+                    .filter(|_| container.init.exit.borrow().is_none()),
+            );
+        }
+        Ok(pids
+            .into_iter()
+            .map(|pid| (pid as u32, exec_of(pid)))
+            .collect())
+    }
+
+    /// The container's cgroup (Pause/Resume/Stats/Update).
+    pub fn cgroup(&self, id: &str) -> Result<Cgroup> {
+        self.container(id)?
+            .cgroup
+            .clone()
+            .ok_or_else(|| precondition(format!("container {id:?} has no cgroup")))
+    }
+
+    /// TtyWinResize.
+    pub fn resize(&self, id: &str, exec_id: &str, rows: u16, columns: u16) -> Result<()> {
+        let (_c, process) = self.process(id, exec_id)?;
+        let pty = process
+            .pty
+            .as_ref()
+            .ok_or_else(|| precondition("the process has no terminal"))?;
+        crate::stdio::resize_pty(pty, rows, columns)
+            .map_err(|e| internal(format!("resizing the pty: {e}")))
+    }
+
+    /// CloseStdin.
+    pub fn close_stdin(&self, id: &str, exec_id: &str) -> Result<()> {
+        let (_c, process) = self.process(id, exec_id)?;
+        let forwarding = process
+            .forwarding
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        forwarding
+            .ok_or_else(|| precondition("the process is not started"))?
+            .close_stdin();
+        Ok(())
+    }
+
+    /// RemoveContainer.
+    pub async fn remove(&self, id: &str, stop_timeout_ms: u32) -> Result<()> {
+        let container = self.container(id)?;
+        let running = |c: &ContainerEntry| c.init.exit.borrow().is_none();
+        if running(&container) {
+            if stop_timeout_ms == 0 && container.control.lock().await.is_none() {
+                return Err(precondition(format!("container {id:?} is running")));
+            }
+            if let Some(pid) = container.init.pid() {
+                let mut rx = container.init.exit.subscribe();
+                let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+                let timeout = std::time::Duration::from_millis(u64::from(stop_timeout_ms.max(1)));
+                if tokio::time::timeout(timeout, rx.wait_for(|e| e.is_some()))
+                    .await
+                    .is_err()
+                {
+                    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+                    let _ = tokio::time::timeout(
+                        std::time::Duration::from_secs(5),
+                        rx.wait_for(|e| e.is_some()),
+                    )
+                    .await;
+                }
+            }
+        }
+        if let Some(cg) = &container.cgroup {
+            if cg.is_frozen() {
+                let _ = cg.set_frozen(false);
+            }
+            for pid in cg.pids() {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+            cg.remove()
+                .map_err(|e| internal(format!("removing the cgroup: {e}")))?;
+        }
+        self.containers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&container.id);
+        Ok(())
+    }
+}
+
+fn id_maps_of(spec: &Spec) -> IdMaps {
+    let render = |maps: Option<&Vec<oci_spec::runtime::LinuxIdMapping>>| {
+        maps.into_iter()
+            .flatten()
+            .map(|m| format!("{} {} {}\n", m.container_id(), m.host_id(), m.size()))
+            .collect::<String>()
+    };
+    let linux = spec.linux().as_ref();
+    IdMaps {
+        uid_map: render(linux.and_then(|l| l.uid_mappings().as_ref())),
+        gid_map: render(linux.and_then(|l| l.gid_mappings().as_ref())),
+    }
+}
+
+/// Checks what the agent needs from a spec and makes bind sources canonical, refusing any
+/// that leave the shared directory or the rootfs.
+fn validate_spec(spec: &mut Spec, shared: &Path, rootfs: &Path) -> Result<()> {
+    let process = spec
+        .process()
+        .as_ref()
+        .ok_or_else(|| invalid("oci_spec_json: process is required"))?;
+    if process.args().as_ref().is_none_or(|a| a.is_empty()) {
+        return Err(invalid("oci_spec_json: process.args must not be empty"));
+    }
+    if !wants_namespace(spec, LinuxNamespaceType::Mount) {
+        return Err(invalid(
+            "oci_spec_json: linux.namespaces must include a mount namespace",
+        ));
+    }
+    if wants_namespace(spec, LinuxNamespaceType::User) {
+        let linux = spec.linux().as_ref();
+        if linux
+            .and_then(|l| l.uid_mappings().as_ref())
+            .is_none_or(|m| m.is_empty())
+        {
+            return Err(invalid(
+                "oci_spec_json: a user namespace needs linux.uidMappings",
+            ));
+        }
+    }
+    if let Some(mounts) = spec.mounts_mut() {
+        for (i, mount) in mounts.iter_mut().enumerate() {
+            if !mount.destination().is_absolute() {
+                return Err(invalid(format!(
+                    "oci_spec_json: mounts[{i}].destination must be absolute"
+                )));
+            }
+            let options = mount.options().clone().unwrap_or_default();
+            let is_bind = mount.typ().as_deref() == Some("bind")
+                || options.iter().any(|o| o == "bind" || o == "rbind");
+            if !is_bind {
+                continue;
+            }
+            let source = mount
+                .source()
+                .clone()
+                .ok_or_else(|| invalid(format!("oci_spec_json: mounts[{i}] bind has no source")))?;
+            let source = if source.is_absolute() {
+                source
+            } else {
+                shared.join(source)
+            };
+            let canonical = canonical_inside(&source, &[shared, rootfs])
+                .map_err(|e| invalid(format!("oci_spec_json: mounts[{i}].source: {e}")))?;
+            mount.set_source(Some(canonical));
+        }
+    }
+    Ok(())
+}

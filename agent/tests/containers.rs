@@ -1,0 +1,452 @@
+//! Real containers from a busybox rootfs, created by the hull-agent binary on the host through
+//! its hybrid-vsock listener (the protocol hull-vmm speaks). Needs root.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use hull_proto::agent::*;
+use hull_proto::agent_ttrpc::AgentServiceClient;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::UnixStream;
+use ttrpc::Code;
+
+struct Agent {
+    child: Child,
+    dir: tempfile::TempDir,
+    socket: PathBuf,
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            let log =
+                std::fs::read_to_string(self.dir.path().join("agent.log")).unwrap_or_default();
+            eprintln!("---- agent log ----\n{log}");
+        }
+    }
+}
+
+fn busybox_rootfs(dir: &Path) -> PathBuf {
+    let rootfs = dir.join("shared/c/rootfs");
+    std::fs::create_dir_all(rootfs.join("bin")).unwrap();
+    for d in ["proc", "dev", "tmp", "etc"] {
+        std::fs::create_dir_all(rootfs.join(d)).unwrap();
+    }
+    std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
+    let list = Command::new("/bin/busybox").arg("--list").output().unwrap();
+    for applet in String::from_utf8_lossy(&list.stdout).lines() {
+        let _ = std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet));
+    }
+    rootfs
+}
+
+fn start_agent() -> Option<Agent> {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIPPED: container tests need root");
+        return None;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    busybox_rootfs(dir.path());
+    let socket = dir.path().join("agent.sock");
+    let log = std::fs::File::create(dir.path().join("agent.log")).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_hull-agent"))
+        .arg("--listen")
+        .arg(format!("hybrid://{}", socket.display()))
+        .arg("--shared-dir")
+        .arg(dir.path().join("shared"))
+        .env("RUST_LOG", "debug")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !socket.exists() {
+        assert!(Instant::now() < deadline, "agent did not listen");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    Some(Agent { child, dir, socket })
+}
+
+fn ctx() -> ttrpc::context::Context {
+    ttrpc::context::with_duration(Duration::from_secs(30))
+}
+
+async fn client(agent: &Agent) -> AgentServiceClient {
+    let c = hull_proto::client::connect_hybrid_vsock(&agent.socket, hull_proto::AGENT_API_PORT)
+        .await
+        .unwrap();
+    AgentServiceClient::new(c)
+}
+
+fn spec(args: &[&str], terminal: bool) -> Vec<u8> {
+    serde_json::json!({
+        "ociVersion": "1.0.2",
+        "root": {"path": "rootfs"},
+        "hostname": "hull-test",
+        "process": {
+            "terminal": terminal,
+            "args": args,
+            "env": ["PATH=/bin", "TERM=xterm"],
+            "cwd": "/",
+            "user": {"uid": 0, "gid": 0}
+        },
+        "mounts": [
+            {"destination": "/proc", "type": "proc", "source": "proc"},
+            {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "mode=755"]},
+            {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
+             "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]}
+        ],
+        "linux": {"namespaces": [
+            {"type": "mount"}, {"type": "pid"}, {"type": "uts"}, {"type": "ipc"}
+        ]}
+    })
+    .to_string()
+    .into_bytes()
+}
+
+/// The test side of the stdio stream protocol: connect to a port through the hybrid socket.
+async fn open_stream(agent: &Agent, port: u32) -> UnixStream {
+    hull_proto::client::open_hybrid_vsock_stream(&agent.socket, port, Duration::from_secs(5))
+        .await
+        .unwrap()
+}
+
+struct Run {
+    stdin: Option<UnixStream>,
+    stdout: tokio::task::JoinHandle<Vec<u8>>,
+}
+
+async fn read_all(mut s: UnixStream) -> Vec<u8> {
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out).await;
+    out
+}
+
+async fn create(
+    c: &AgentServiceClient,
+    agent: &Agent,
+    id: &str,
+    args: &[&str],
+    stdin: bool,
+    terminal: bool,
+) -> Run {
+    let req = CreateContainerRequest {
+        container_id: id.into(),
+        oci_spec_json: spec(args, terminal),
+        rootfs_path: "c/rootfs".into(),
+        stdio: Some(StdioRequest {
+            stdin,
+            stdout: true,
+            stderr: false,
+            terminal,
+            ..Default::default()
+        })
+        .into(),
+        ..Default::default()
+    };
+    let ports = c
+        .create_container(ctx(), &req)
+        .await
+        .unwrap()
+        .stdio_ports
+        .unwrap();
+    let stdin = if stdin {
+        Some(open_stream(agent, ports.stdin_port).await)
+    } else {
+        None
+    };
+    let out = open_stream(agent, ports.stdout_port).await;
+    Run {
+        stdin,
+        stdout: tokio::spawn(read_all(out)),
+    }
+}
+
+async fn start_and_wait(c: &AgentServiceClient, id: &str) -> i32 {
+    c.start_container(
+        ctx(),
+        &StartContainerRequest {
+            container_id: id.into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    wait(c, id, "").await
+}
+
+async fn wait(c: &AgentServiceClient, id: &str, exec_id: &str) -> i32 {
+    let r = c
+        .wait_process(
+            ctx(),
+            &WaitProcessRequest {
+                container_id: id.into(),
+                exec_id: exec_id.into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(r.exited_at.seconds > 0);
+    r.exit_status
+}
+
+async fn remove(c: &AgentServiceClient, id: &str) {
+    c.remove_container(
+        ctx(),
+        &RemoveContainerRequest {
+            container_id: id.into(),
+            stop_timeout_ms: 1000,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn lifecycle_exit_codes_and_output() {
+    let Some(agent) = start_agent() else { return };
+    let c = client(&agent).await;
+
+    let run = create(&c, &agent, "t1", &["true"], false, false).await;
+    assert_eq!(start_and_wait(&c, "t1").await, 0);
+    assert_eq!(run.stdout.await.unwrap(), b"");
+    remove(&c, "t1").await;
+
+    let run = create(
+        &c,
+        &agent,
+        "t2",
+        &["sh", "-c", "echo hello from $(hostname); exit 3"],
+        false,
+        false,
+    )
+    .await;
+    assert_eq!(start_and_wait(&c, "t2").await, 3);
+    assert_eq!(
+        String::from_utf8(run.stdout.await.unwrap()).unwrap(),
+        "hello from hull-test\n"
+    );
+    remove(&c, "t2").await;
+
+    // output written right before exiting is never lost
+    let run = create(
+        &c,
+        &agent,
+        "t3",
+        &["sh", "-c", "seq 1 20000; exit 0"],
+        false,
+        false,
+    )
+    .await;
+    assert_eq!(start_and_wait(&c, "t3").await, 0);
+    let out = String::from_utf8(run.stdout.await.unwrap()).unwrap();
+    assert_eq!(out.lines().count(), 20000);
+    assert!(out.ends_with("20000\n"));
+    remove(&c, "t3").await;
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn signals_exec_stdin_and_pause() {
+    let Some(agent) = start_agent() else { return };
+    let c = client(&agent).await;
+
+    let run = create(&c, &agent, "s1", &["sleep", "100"], false, false).await;
+    c.start_container(
+        ctx(),
+        &StartContainerRequest {
+            container_id: "s1".into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+
+    // exec into the running container: it sees the container's pid namespace
+    let exec = ExecProcessRequest {
+        container_id: "s1".into(),
+        exec_id: "e1".into(),
+        oci_process_json: br#"{"args":["sh","-c","cat /proc/1/cmdline; echo; exit 5"],"env":["PATH=/bin"],"cwd":"/","user":{"uid":0,"gid":0}}"#.to_vec(),
+        stdio: Some(StdioRequest { stdout: true, ..Default::default() }).into(),
+        ..Default::default()
+    };
+    let ports = c
+        .exec_process(ctx(), &exec)
+        .await
+        .unwrap()
+        .stdio_ports
+        .unwrap();
+    let out = tokio::spawn(read_all(open_stream(&agent, ports.stdout_port).await));
+    c.start_exec(
+        ctx(),
+        &StartExecRequest {
+            container_id: "s1".into(),
+            exec_id: "e1".into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(wait(&c, "s1", "e1").await, 5);
+    assert_eq!(
+        String::from_utf8(out.await.unwrap()).unwrap(),
+        "sleep\u{0}100\u{0}\n"
+    );
+
+    // pause / resume through cgroup.freeze
+    c.pause_container(
+        ctx(),
+        &PauseContainerRequest {
+            container_id: "s1".into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    c.resume_container(
+        ctx(),
+        &ResumeContainerRequest {
+            container_id: "s1".into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let stats = c
+        .stats_container(
+            ctx(),
+            &StatsContainerRequest {
+                container_id: "s1".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(stats.stats.cpu.usage_usec > 0);
+
+    c.signal_process(
+        ctx(),
+        &SignalProcessRequest {
+            container_id: "s1".into(),
+            signal: 9,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(wait(&c, "s1", "").await, 137);
+    drop(run);
+    remove(&c, "s1").await;
+
+    // stdin: cat echoes until EOF
+    let mut run = create(&c, &agent, "i1", &["cat"], true, false).await;
+    c.start_container(
+        ctx(),
+        &StartContainerRequest {
+            container_id: "i1".into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let mut stdin = run.stdin.take().unwrap();
+    stdin.write_all(b"ping\n").await.unwrap();
+    stdin.shutdown().await.unwrap();
+    assert_eq!(wait(&c, "i1", "").await, 0);
+    assert_eq!(run.stdout.await.unwrap(), b"ping\n");
+    remove(&c, "i1").await;
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn tty_and_window_size() {
+    let Some(agent) = start_agent() else { return };
+    let c = client(&agent).await;
+    let run = create(
+        &c,
+        &agent,
+        "p1",
+        &["sh", "-c", "sleep 0.3; stty size"],
+        false,
+        true,
+    )
+    .await;
+    c.start_container(
+        ctx(),
+        &StartContainerRequest {
+            container_id: "p1".into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    c.tty_win_resize(
+        ctx(),
+        &TtyWinResizeRequest {
+            container_id: "p1".into(),
+            rows: 33,
+            columns: 101,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(wait(&c, "p1", "").await, 0);
+    let out = String::from_utf8(run.stdout.await.unwrap()).unwrap();
+    assert_eq!(out.trim(), "33 101");
+    remove(&c, "p1").await;
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn bad_input_gets_clear_errors() {
+    let Some(agent) = start_agent() else { return };
+    let c = client(&agent).await;
+    let status = |r: ttrpc::Result<CreateContainerResponse>| match r {
+        Err(ttrpc::Error::RpcStatus(s)) => s,
+        other => panic!("expected an error, got {other:?}"),
+    };
+    let base = CreateContainerRequest {
+        container_id: "b1".into(),
+        oci_spec_json: b"{not json".to_vec(),
+        rootfs_path: "c/rootfs".into(),
+        ..Default::default()
+    };
+    let s = status(c.create_container(ctx(), &base).await);
+    assert_eq!(s.code(), Code::INVALID_ARGUMENT);
+    assert!(s.message.contains("oci_spec_json"), "{}", s.message);
+
+    std::os::unix::fs::symlink("/etc", agent.dir.path().join("shared/evil")).unwrap();
+    let escape = CreateContainerRequest {
+        oci_spec_json: spec(&["true"], false),
+        rootfs_path: "evil".into(),
+        ..base.clone()
+    };
+    let s = status(c.create_container(ctx(), &escape).await);
+    assert_eq!(s.code(), Code::INVALID_ARGUMENT);
+    assert!(s.message.contains("outside"), "{}", s.message);
+
+    let unknown = c
+        .start_container(
+            ctx(),
+            &StartContainerRequest {
+                container_id: "nope".into(),
+                ..Default::default()
+            },
+        )
+        .await;
+    assert!(matches!(unknown, Err(ttrpc::Error::RpcStatus(s)) if s.code() == Code::NOT_FOUND));
+
+    let good = CreateContainerRequest {
+        oci_spec_json: spec(&["true"], false),
+        ..base.clone()
+    };
+    c.create_container(ctx(), &good).await.unwrap();
+    let s = status(c.create_container(ctx(), &good).await);
+    assert_eq!(s.code(), Code::ALREADY_EXISTS);
+    remove(&c, "b1").await;
+    c.health(ctx(), &HealthRequest::new()).await.unwrap();
+}
