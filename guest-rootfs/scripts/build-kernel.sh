@@ -8,12 +8,16 @@
 #                   $HULL_CACHE/kernel/<key>/{vmlinux,config,build.log}
 #   KERNEL_TARBALL  kernel source (default /usr/src/linux-source-6.1.tar.xz)
 #   KERNEL_SOURCE_PACKAGE  Debian package that ships it (default linux-source-6.1)
+#   KERNEL_SOURCE_VERSION  source version for the key (default: asked from dpkg)
 #   JOBS            parallel make jobs (default: nproc)
 #
-# The cache key is the sha256 of: the config fragment, the source package
-# version, the gcc version and the build scripts themselves. A cache entry is
-# created in a temp dir and renamed into place, so it is either complete or
-# absent. Builds are serialised with flock on $HULL_CACHE/kernel/.lock.
+# The cache key is the sha256 of: the config fragment's settings (its CONFIG_
+# lines and "# CONFIG_X is not set" lines; other comments do not count), the
+# source package version, the gcc version and the build scripts themselves.
+# A cache entry is created in a temp dir and renamed into place, so it is
+# either complete or absent. Builds are serialised with flock on
+# $HULL_CACHE/kernel/.lock. On a cache hit the script only hardlinks (or
+# copies) the cached vmlinux to OUTPUT_VMLINUX and its .config next to it.
 set -euo pipefail
 
 script_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -34,13 +38,21 @@ output=$1
 
 [ -f "$fragment" ] || die "config fragment $fragment is missing"
 [ -f "$tarball" ] || die "kernel source $tarball is missing (apt-get install $source_package)"
-source_version=$(dpkg-query -W -f='${Version}' "$source_package" 2>/dev/null) ||
-    die "package $source_package is not installed (apt-get install $source_package)"
+source_version=${KERNEL_SOURCE_VERSION:-}
+if [ -z "$source_version" ]; then
+    source_version=$(dpkg-query -W -f='${Version}' "$source_package" 2>/dev/null) ||
+        die "package $source_package is not installed (apt-get install $source_package)"
+fi
 gcc_version=$(gcc --version | head -n 1) || die "gcc is not installed"
 
 # Everything that changes the resulting vmlinux goes into the key.
+# The fragment's settings, without comments and blank lines.
+fragment_settings() {
+    sed -n -e 's/[[:space:]]*$//' -e '/^CONFIG_/p' -e '/^# CONFIG_[A-Za-z0-9_]* is not set$/p' "$fragment"
+}
+
 cache_key=$({
-    echo "fragment"; sha256sum <"$fragment"
+    echo "fragment"; fragment_settings | sha256sum
     echo "source $source_package $source_version"
     echo "compiler $gcc_version"
     echo "build-script"; sha256sum <"$script_dir/build-kernel.sh"
@@ -64,7 +76,9 @@ install_output() {
     if ! ln "$entry/vmlinux" "$output" 2>/dev/null; then
         cp "$entry/vmlinux" "$output"
     fi
+    rm -f "$output.config"
     cp "$entry/config" "$output.config"
+    chmod 0644 "$output.config"
     log "$output ($(stat -c %s "$output") bytes) from cache entry $entry"
 }
 
@@ -94,7 +108,17 @@ for stale in "$kernel_cache"/tmp-*; do
 done
 
 work=$(mktemp -d "$kernel_cache/tmp-XXXXXX")
-trap 'rm -rf "$work"' EXIT
+heartbeat_pid=""
+stop_heartbeat() {
+    if [ -n "$heartbeat_pid" ]; then
+        kill "$heartbeat_pid" 2>/dev/null || true
+        wait "$heartbeat_pid" 2>/dev/null || true
+        heartbeat_pid=""
+    fi
+}
+trap 'stop_heartbeat; rm -rf "$work"' EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 build_log="$work/build.log"
 start=$(date +%s)
 
@@ -105,18 +129,32 @@ log "build log: $build_log (kept in the cache entry on success)"
     echo "key: $cache_key"
     echo "source: $source_package $source_version ($tarball)"
     echo "compiler: $gcc_version"
-    echo "fragment sha256: $(sha256sum <"$fragment" | cut -d' ' -f1)"
+    echo "fragment settings sha256: $(fragment_settings | sha256sum | cut -d' ' -f1)"
 } >"$build_log"
+
+# Print a progress line every minute so a long step is visibly alive.
+heartbeat() {
+    while sleep 60 </dev/null >/dev/null 2>&1; do
+        log "  ... $(($(date +%s) - start)) s: $(tail -n 1 "$build_log" 2>/dev/null)"
+    done
+}
 
 # Run a step with its output appended to the build log; show the tail on failure.
 run_step() {
-    local name=$1
+    local name=$1 status=0
     shift
     log "step: $name"
     echo "==== $name: $*" >>"$build_log"
-    if ! "$@" >>"$build_log" 2>&1; then
+    # fd 9 (the lock) is closed so a still-sleeping heartbeat never holds it.
+    heartbeat 9>&- &
+    heartbeat_pid=$!
+    "$@" >>"$build_log" 2>&1 || status=$?
+    stop_heartbeat
+    if [ "$status" -ne 0 ]; then
         echo "---- last 40 lines of $build_log ----" >&2
         tail -n 40 "$build_log" >&2
+        cp "$build_log" "$kernel_cache/last-failed-build.log"
+        echo "full log: $kernel_cache/last-failed-build.log" >&2
         die "step '$name' failed"
     fi
 }
@@ -132,6 +170,7 @@ export KBUILD_BUILD_TIMESTAMP="$source_package $source_version"
 run_step "allnoconfig" make -C "$src" allnoconfig KCONFIG_ALLCONFIG="$fragment"
 # Fail with the list of options allnoconfig dropped (unmet dependencies).
 if ! "$checker" "$fragment" "$src/.config" 2>&1 | tee -a "$build_log"; then
+    cp "$build_log" "$kernel_cache/last-failed-build.log"
     die "kernel config check failed: fix $fragment (see the list above)"
 fi
 run_step "build vmlinux" make -C "$src" -j"$jobs" vmlinux

@@ -1,0 +1,71 @@
+# Guest image: the microVM kernel and the initramfs holding hull-agent.
+# Included by the top-level Makefile (`include guest-rootfs/guest.mk`); make runs
+# from the repository root. See guest-rootfs/README.md.
+#
+#   make guest-kernel     $(BUILD_DIR)/guest/vmlinux (cached in $(HULL_CACHE)/kernel/<key>/)
+#   make static-bins      $(BUILD_DIR)/bin/hull-agent and hull-vmm, statically linked
+#   make guest-initramfs  $(BUILD_DIR)/guest/initramfs.cpio (uncompressed newc)
+#   make guest            both guest images, then prints their sizes
+#   make guest-rootfs-test  tests of the initramfs writer and of build-kernel.sh (fake source)
+
+BUILD_DIR ?= build
+HULL_CACHE ?= /var/cache/hull
+
+GUEST_ROOTFS_DIR := guest-rootfs
+GUEST_OUT_DIR := $(BUILD_DIR)/guest
+GUEST_BIN_DIR := $(BUILD_DIR)/bin
+GUEST_VMLINUX := $(GUEST_OUT_DIR)/vmlinux
+GUEST_INITRAMFS := $(GUEST_OUT_DIR)/initramfs.cpio
+GUEST_LAYOUT := $(GUEST_ROOTFS_DIR)/initramfs/layout.txt
+
+# Static Rust binaries: an explicit --target keeps crt-static away from build
+# scripts and proc macros; LIBSECCOMP_LINK_TYPE makes a libseccomp dependency
+# link statically instead of silently dynamically.
+CARGO ?= cargo
+GUEST_RUST_TARGET := x86_64-unknown-linux-gnu
+GUEST_CARGO_TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
+GUEST_RELEASE_DIR := $(GUEST_CARGO_TARGET_DIR)/$(GUEST_RUST_TARGET)/release
+GUEST_STATIC_CARGO := RUSTFLAGS="-C target-feature=+crt-static" LIBSECCOMP_LINK_TYPE=static \
+	$(CARGO) build --release --target $(GUEST_RUST_TARGET)
+
+# Copy a cargo-built binary ($1) to $(GUEST_BIN_DIR), failing unless it is static.
+define guest_install_static
+	@info=$$(file -L "$(GUEST_RELEASE_DIR)/$(1)"); \
+	case "$$info" in \
+	  *"dynamically linked"*|*"interpreter"*) echo "static-bins: $(1) is NOT static: $$info" >&2; exit 1 ;; \
+	  *static*) ;; \
+	  *) echo "static-bins: cannot tell whether $(1) is static: $$info" >&2; exit 1 ;; \
+	esac
+	@mkdir -p "$(GUEST_BIN_DIR)"
+	cp "$(GUEST_RELEASE_DIR)/$(1)" "$(GUEST_BIN_DIR)/$(1).tmp"
+	mv -f "$(GUEST_BIN_DIR)/$(1).tmp" "$(GUEST_BIN_DIR)/$(1)"
+endef
+
+.PHONY: guest guest-kernel guest-initramfs static-bins static-agent guest-rootfs-test
+
+guest-kernel:
+	HULL_CACHE="$(HULL_CACHE)" $(GUEST_ROOTFS_DIR)/scripts/build-kernel.sh "$(GUEST_VMLINUX)"
+
+static-bins:
+	$(GUEST_STATIC_CARGO) -p hull-agent -p hull-vmm
+	$(call guest_install_static,hull-agent)
+	$(call guest_install_static,hull-vmm)
+	@ls -l "$(GUEST_BIN_DIR)/hull-agent" "$(GUEST_BIN_DIR)/hull-vmm"
+
+# The initramfs needs only the agent; this builds it alone so a broken VMM
+# does not block the guest image.
+static-agent:
+	$(GUEST_STATIC_CARGO) -p hull-agent
+	$(call guest_install_static,hull-agent)
+
+guest-initramfs: static-agent
+	python3 $(GUEST_ROOTFS_DIR)/scripts/mk-initramfs.py "$(GUEST_LAYOUT)" "$(GUEST_INITRAMFS)" \
+		--set AGENT="$(GUEST_BIN_DIR)/hull-agent"
+	@cpio -itv --quiet < "$(GUEST_INITRAMFS)"
+
+guest: guest-kernel guest-initramfs
+	@echo "guest images:"
+	@ls -l "$(GUEST_VMLINUX)" "$(GUEST_INITRAMFS)" | awk '{ printf "  %-40s %10d bytes (%.1f MiB)\n", $$9, $$5, $$5 / 1048576 }'
+
+guest-rootfs-test:
+	python3 -m unittest discover -s $(GUEST_ROOTFS_DIR)/tests -v
