@@ -193,12 +193,22 @@ pub fn run(config: &VmConfig, vmm_start: Instant) -> Result<VmExit, VmmError> {
         }
     };
 
+    let stage = |name: &str| {
+        tracing::debug!(
+            "set-up: {name} done at {} us",
+            vmm_start.elapsed().as_micros()
+        )
+    };
+    stage("config and images opened");
     let kvm = kvm_host::open_kvm()?;
+    stage("KVM opened");
     if kvm_host::is_pvm_host() {
         tracing::warn!("{}", kvm_host::PVM_WARNING);
     }
     let ram = memory::create_guest_ram(config.mem_mib)?;
+    stage("guest memory created");
     let vm_fd = vm::create_vm(&kvm, &ram.memory)?;
+    stage("VM created");
 
     let kernel = boot::load_kernel(&ram.memory, &mut kernel_file)?;
     tracing::info!(
@@ -217,6 +227,7 @@ pub fn run(config: &VmConfig, vmm_start: Instant) -> Result<VmExit, VmmError> {
         None => None,
     };
 
+    stage("kernel and initrd loaded");
     // Legacy devices.
     let mut pio_bus = Bus::new();
     let mut mmio_bus = Bus::new();
@@ -278,6 +289,7 @@ pub fn run(config: &VmConfig, vmm_start: Instant) -> Result<VmExit, VmmError> {
         },
     )?;
 
+    stage("devices and boot structures ready");
     // vCPUs.
     let mut vcpu_fds = Vec::new();
     for index in 0..config.vcpus {
@@ -288,6 +300,7 @@ pub fn run(config: &VmConfig, vmm_start: Instant) -> Result<VmExit, VmmError> {
         vcpu_fds.push(fd);
     }
 
+    stage("vCPUs configured");
     // Event loop subscribers.
     let (event_tx, event_rx) = mpsc::channel();
     let vcpu_wake = Arc::new(EventFd::new(libc::EFD_NONBLOCK).map_err(io_err("vcpu eventfd"))?);

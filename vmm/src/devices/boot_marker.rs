@@ -40,7 +40,7 @@ impl BootMarker {
                 info!("guest boot marker: guest_boot_ms={:.1}", millis(elapsed));
             }
             Some(first) => info!(
-                "guest boot marker written again at {:.1} ms (first hit at {:.1} ms kept)",
+                "guest boot marker written again: guest_marker_again_ms={:.3} (first hit at {:.1} ms kept)",
                 millis(elapsed),
                 millis(first)
             ),
