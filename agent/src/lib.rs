@@ -4,7 +4,8 @@
 //! Modules: [`cli`] (host-mode command line), [`pid1`] (init mode), [`guest_init`] (mounts,
 //! banner, boot marker), [`server`] (ttrpc server lifecycle), [`service`] (the RPC handlers),
 //! [`validate`] (request validation), [`guest_info`] (GetGuestDetails), [`reaper`] (zombies),
-//! [`power`] (guest power-off), [`logging`].
+//! [`power`] (guest power-off), [`oom`] (GetOOMEvent), [`mounts`] (mount table clean-up),
+//! [`logging`].
 
 pub mod cli;
 pub mod container;
@@ -13,6 +14,8 @@ pub mod guest_info;
 pub mod guest_init;
 pub mod hybrid;
 pub mod logging;
+pub mod mounts;
+pub mod oom;
 pub mod pid1;
 pub mod power;
 pub mod reaper;

@@ -18,6 +18,7 @@ use crate::container::init::wants_namespace;
 use crate::container::launch::{self, Control, IdMaps};
 use crate::container::paths::canonical_inside;
 use crate::exits::{ExitInfo, ExitRegistry};
+use crate::oom::OomMonitor;
 use crate::stdio::{Forwarding, ProcessStdio, StreamHub};
 
 /// An RPC failure: status code and message.
@@ -56,6 +57,8 @@ impl ProcessEntry {
 pub struct ContainerEntry {
     id: String,
     spec: Spec,
+    /// The canonical rootfs directory (mounts below it are torn down by DestroySandbox).
+    rootfs: PathBuf,
     cgroup: Option<Cgroup>,
     init: Arc<ProcessEntry>,
     control: tokio::sync::Mutex<Option<Control>>,
@@ -65,9 +68,12 @@ pub struct ContainerEntry {
 /// All containers of this agent.
 pub struct Runtime {
     shared_dir: Mutex<Option<PathBuf>>,
+    /// The shared directory when CreateSandbox mounted it (DestroySandbox unmounts it).
+    shared_mount: Mutex<Option<PathBuf>>,
     hub: Arc<StreamHub>,
     exits: ExitRegistry,
     containers: Mutex<HashMap<String, Arc<ContainerEntry>>>,
+    oom: Arc<OomMonitor>,
 }
 
 fn parse_json<T: serde::de::DeserializeOwned>(field: &str, bytes: &[u8]) -> Result<T> {
@@ -79,15 +85,55 @@ impl Runtime {
     pub fn new(shared_dir: Option<PathBuf>, hub: Arc<StreamHub>, exits: ExitRegistry) -> Self {
         Runtime {
             shared_dir: Mutex::new(shared_dir),
+            shared_mount: Mutex::new(None),
             hub,
             exits,
             containers: Mutex::new(HashMap::new()),
+            oom: OomMonitor::new(),
+        }
+    }
+
+    /// The OOM event source (GetOOMEvent); its task is run by [`crate::server`].
+    pub fn oom(&self) -> &Arc<OomMonitor> {
+        &self.oom
+    }
+
+    /// Reports OOM kills of `cgroup` as events for container `id` (if it has a memory
+    /// controller, i.e. a `memory.events` file).
+    fn watch_oom(&self, id: &str, cgroup: &Cgroup) {
+        let file = cgroup.dir().join("memory.events");
+        if !file.exists() {
+            tracing::debug!(id, "no memory.events (no memory controller): no OOM events");
+            return;
+        }
+        let baseline = crate::oom::read_oom_kills(&file).unwrap_or(0);
+        if let Err(err) = self.oom.watch(id, &file, baseline) {
+            tracing::warn!(id, %err, "OOM kills of this container will not be reported");
         }
     }
 
     /// Sets the shared directory (CreateSandbox).
     pub fn set_shared_dir(&self, dir: PathBuf) {
         *self.shared_dir.lock().unwrap_or_else(|p| p.into_inner()) = Some(dir);
+    }
+
+    /// Records that CreateSandbox mounted the shared directory at `dir` and uses it.
+    pub fn set_shared_mount(&self, dir: PathBuf) {
+        *self.shared_mount.lock().unwrap_or_else(|p| p.into_inner()) = Some(dir.clone());
+        self.set_shared_dir(dir);
+    }
+
+    /// Forgets the shared directory CreateSandbox mounted and returns it (to unmount it).
+    pub fn take_shared_mount(&self) -> Option<PathBuf> {
+        let mount = self
+            .shared_mount
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if mount.is_some() {
+            *self.shared_dir.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        }
+        mount
     }
 
     fn shared_dir(&self) -> Result<PathBuf> {
@@ -198,6 +244,7 @@ impl Runtime {
                         return Err(precondition(err.to_string()));
                     }
                 }
+                self.watch_oom(id, &cg);
                 Some(cg)
             }
             Err(err) => {
@@ -208,7 +255,7 @@ impl Runtime {
         let id_maps = id_maps_of(&spec);
         let request = SetupRequest::Init(Box::new(InitConfig {
             container_id: id.to_string(),
-            rootfs,
+            rootfs: rootfs.clone(),
             spec: spec.clone(),
             terminal: stdio_req.terminal,
         }));
@@ -224,6 +271,7 @@ impl Runtime {
         let (pid, control) = match launched {
             Ok(ok) => ok,
             Err(err) => {
+                self.oom.unwatch(id);
                 if let Some(cg) = &cgroup {
                     let _ = cg.remove();
                 }
@@ -242,6 +290,7 @@ impl Runtime {
         let entry = Arc::new(ContainerEntry {
             id: id.to_string(),
             spec,
+            rootfs,
             cgroup,
             init,
             control: tokio::sync::Mutex::new(control),
@@ -514,6 +563,7 @@ impl Runtime {
                 }
             }
         }
+        self.oom.unwatch(&container.id);
         if let Some(cg) = &container.cgroup {
             if cg.is_frozen() {
                 let _ = cg.set_frozen(false);
@@ -529,6 +579,79 @@ impl Runtime {
             .unwrap_or_else(|p| p.into_inner())
             .remove(&container.id);
         Ok(())
+    }
+}
+
+/// How long DestroySandbox waits for killed processes to be reaped.
+const DESTROY_REAP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl Runtime {
+    /// DestroySandbox, containers part: SIGKILLs every container's processes (inits, execs
+    /// and whatever else is in their cgroups), waits until the reaper collected the ones the
+    /// agent started, removes the cgroups and detaches every mount at or below each rootfs in
+    /// the agent's mount namespace. Returns once all that is done; failures of single steps
+    /// are collected and reported together, the rest still runs.
+    pub async fn destroy_all(&self) -> Result<()> {
+        let containers: Vec<Arc<ContainerEntry>> = self
+            .containers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain()
+            .map(|(_, c)| c)
+            .collect();
+        let mut problems = Vec::new();
+        let mut exits = Vec::new();
+        for container in &containers {
+            self.oom.unwatch(&container.id);
+            let mut processes = vec![Arc::clone(&container.init)];
+            processes.extend(
+                container
+                    .execs
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .values()
+                    .cloned(),
+            );
+            if let Some(cg) = &container.cgroup {
+                cg.kill_all();
+            }
+            for process in processes {
+                let Some(pid) = process.pid() else { continue };
+                if process.exit.borrow().is_some() {
+                    continue;
+                }
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+                exits.push((container.id.clone(), pid, process.exit.subscribe()));
+            }
+        }
+        let deadline = tokio::time::Instant::now() + DESTROY_REAP_TIMEOUT;
+        for (id, pid, mut rx) in exits {
+            let reaped = tokio::time::timeout_at(deadline, rx.wait_for(|e| e.is_some())).await;
+            if !matches!(reaped, Ok(Ok(_))) {
+                problems.push(format!("container {id:?}: pid {pid} was not reaped"));
+            }
+        }
+        for container in &containers {
+            if let Some(cg) = container.cgroup.clone() {
+                let removed = tokio::task::spawn_blocking(move || cg.remove()).await;
+                match removed {
+                    Ok(Ok(())) => {}
+                    Ok(Err(err)) => problems.push(format!("container {:?}: {err}", container.id)),
+                    Err(err) => problems.push(format!("container {:?}: {err}", container.id)),
+                }
+            }
+            match crate::mounts::unmount_all_under(&container.rootfs) {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(id = %container.id, n, "unmounted container mounts"),
+                Err(err) => problems.push(format!("container {:?}: {err}", container.id)),
+            }
+        }
+        tracing::info!(containers = containers.len(), "destroyed every container");
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(internal(problems.join("; ")))
+        }
     }
 }
 

@@ -1,4 +1,4 @@
-//! CreateSandbox: hostname, the shared virtio-fs directory, DNS and sysctls.
+//! CreateSandbox (hostname, the shared virtio-fs directory, DNS, sysctls) and DestroySandbox.
 
 use std::path::PathBuf;
 
@@ -26,7 +26,7 @@ pub fn create(req: &CreateSandboxRequest, runtime: &Runtime) -> Result<(), Failu
             None::<&str>,
         )
         .map_err(|e| fail(&format!("mounting virtio-fs tag {}", shared.tag), &e))?;
-        runtime.set_shared_dir(mount_point);
+        runtime.set_shared_mount(mount_point);
     }
     if let Some(dns) = req.dns.as_ref() {
         let mut text = String::new();
@@ -47,4 +47,20 @@ pub fn create(req: &CreateSandboxRequest, runtime: &Runtime) -> Result<(), Failu
         std::fs::write(&path, value).map_err(|e| fail(&format!("sysctl {key}"), &e))?;
     }
     Ok(())
+}
+
+/// Tears the sandbox down: every container and exec is killed and reaped, their cgroups and
+/// mounts removed (see [`Runtime::destroy_all`]), then the shared directory is unmounted if
+/// CreateSandbox mounted it. Returns when all of it is done.
+pub async fn destroy(runtime: &Runtime) -> Result<(), Failure> {
+    let containers = runtime.destroy_all().await;
+    if let Some(mount_point) = runtime.take_shared_mount() {
+        crate::mounts::unmount_all_under(&mount_point).map_err(|e| {
+            (
+                Code::INTERNAL,
+                format!("unmounting the shared directory: {e}"),
+            )
+        })?;
+    }
+    containers
 }

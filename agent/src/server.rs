@@ -82,7 +82,10 @@ pub async fn serve(
         Arc::clone(&hub),
         exits,
     ));
+    let oom = Arc::clone(runtime.oom());
     let (api, mut power_off_requested) = AgentApi::with_runtime(runtime);
+    // Ends at power-off; on a signal it is dropped with the tokio runtime.
+    tokio::spawn(oom.run(power_off_requested.clone()));
     let bind_error = |source| ServerError::Bind {
         address: listen.to_string(),
         source,

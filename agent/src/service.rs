@@ -1,5 +1,5 @@
-//! The AgentService implementation: Health, Version, GetGuestDetails and PowerOff for real;
-//! every other RPC validates its request, then answers UNIMPLEMENTED naming the RPC.
+//! The AgentService implementation: the RPC handlers. RPCs not implemented yet validate their
+//! request, then answer UNIMPLEMENTED naming the RPC.
 
 use async_trait::async_trait;
 use hull_proto::agent::*;
@@ -16,7 +16,7 @@ use crate::runtime::{Failure, Runtime};
 use crate::validate::Validate;
 
 /// The RPCs this agent implements; reported in GetGuestDetails capabilities.
-pub const IMPLEMENTED_RPCS: [&str; 20] = [
+pub const IMPLEMENTED_RPCS: [&str; 21] = [
     "Health",
     "Version",
     "GetGuestDetails",
@@ -37,6 +37,7 @@ pub const IMPLEMENTED_RPCS: [&str; 20] = [
     "CloseStdin",
     "CreateSandbox",
     "DestroySandbox",
+    "GetOOMEvent",
 ];
 
 /// The API handlers. PowerOff does not stop anything itself: it flips the `power_off` watch,
@@ -183,6 +184,11 @@ impl AgentService for AgentApi {
         req: DestroySandboxRequest,
     ) -> ttrpc::Result<DestroySandboxResponse> {
         check("DestroySandbox", &req)?;
+        info!(sandbox_id = %req.sandbox_id, "DestroySandbox");
+        failed(
+            "DestroySandbox",
+            crate::sandbox::destroy(&self.runtime).await,
+        )?;
         Ok(DestroySandboxResponse::default())
     }
 
@@ -417,7 +423,22 @@ impl AgentService for AgentApi {
         _ctx: &TtrpcContext,
         req: GetOOMEventRequest,
     ) -> ttrpc::Result<GetOOMEventResponse> {
-        not_yet("GetOOMEvent", &req)
+        check("GetOOMEvent", &req)?;
+        let event = self
+            .runtime
+            .oom()
+            .next_event(self.power_off.subscribe())
+            .await;
+        let container_id = event.ok_or_else(|| {
+            status(
+                Code::UNAVAILABLE,
+                "GetOOMEvent: the agent is powering off".to_string(),
+            )
+        })?;
+        Ok(GetOOMEventResponse {
+            container_id,
+            ..Default::default()
+        })
     }
 
     async fn update_interface(

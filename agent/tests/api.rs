@@ -104,11 +104,16 @@ async fn valid_requests_to_unimplemented_rpcs_answer_unimplemented() {
     let status = rpc_status(c.wait_process(ctx(), &wait).await);
     assert_eq!(status.code(), Code::NOT_FOUND, "{status:?}");
 
-    expect_unimplemented(
-        "GetOOMEvent",
+    // GetOOMEvent is implemented: a long poll that waits while nothing is OOM-killed.
+    let poll = tokio::time::timeout(
+        Duration::from_millis(300),
         c.get_oom_event(ctx(), &GetOOMEventRequest::new()),
     )
     .await;
+    assert!(
+        poll.is_err(),
+        "GetOOMEvent answered without an OOM kill: {poll:?}"
+    );
     expect_unimplemented(
         "ListInterfaces",
         c.list_interfaces(ctx(), &ListInterfacesRequest::new()),

@@ -46,8 +46,7 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CgroupError + '_ {
 const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
 
 fn is_cgroup2(path: &Path) -> bool {
-    nix::sys::statfs::statfs(path)
-        .is_ok_and(|s| s.filesystem_type().0 == CGROUP2_SUPER_MAGIC)
+    nix::sys::statfs::statfs(path).is_ok_and(|s| s.filesystem_type().0 == CGROUP2_SUPER_MAGIC)
 }
 
 /// The cgroup v2 mount to use.
@@ -192,6 +191,24 @@ impl Cgroup {
         }
         warn!(cgroup = %self.dir.display(), frozen, "cgroup did not reach the freezer state in 5 s");
         Ok(())
+    }
+
+    /// SIGKILLs every process in the cgroup: through `cgroup.kill` (which also catches
+    /// processes forking meanwhile) where the kernel has it, else pid by pid. A frozen cgroup
+    /// is thawed first so that the processes run to their death.
+    pub fn kill_all(&self) {
+        if self.is_frozen() {
+            if let Err(err) = self.write("cgroup.freeze", "0") {
+                warn!(%err, "thawing before kill");
+            }
+        }
+        if self.dir.join("cgroup.kill").exists() && self.write("cgroup.kill", "1").is_ok() {
+            return;
+        }
+        for pid in self.pids() {
+            // SAFETY: kill(2) with integer arguments.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
     }
 
     /// Whether the cgroup is frozen.
