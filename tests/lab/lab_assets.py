@@ -17,6 +17,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,12 +83,22 @@ class Cache:
     def __init__(self, root):
         self.root = Path(root) / "lab"
         self.root.mkdir(parents=True, exist_ok=True)
+        # Leftovers of builds that were killed half-way.
+        for tmp in self.root.glob("tmp-*"):
+            if time.time() - tmp.stat().st_mtime > 3600:
+                shutil.rmtree(tmp, ignore_errors=True)
 
     def path(self, name):
         return self.root / name
 
     def tempdir(self):
         return Path(tempfile.mkdtemp(prefix="tmp-", dir=self.root))
+
+    def prune(self, prefix, keep):
+        """Remove older entries of one kind (same name prefix), keeping `keep`."""
+        for old in self.root.glob(prefix + "*"):
+            if old.name != keep:
+                shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink(missing_ok=True)
 
     def publish(self, tmp, name):
         """Move a finished temp file/dir to its final name (first writer wins)."""
@@ -140,7 +151,7 @@ def resolve_cloud_kernel(cache):
             return m.group(1), m.group(2)
     cached = sorted(cache.root.glob("kernel-*/.complete"), key=os.path.getmtime)
     if cached:
-        name, ver = cached[-1].parent.name[len("kernel-"):].split("_", 1)
+        name, ver = cached[-1].parent.name[len("kernel-") :].split("_", 1)
         return name, ver
     raise AssetError("cannot resolve linux-image-cloud-amd64 (run apt-get update)")
 
@@ -209,6 +220,7 @@ def cloud_kernel(cache):
     final = cache.path(name)
     if (final / ".complete").exists():
         return final
+    cache.prune("kernel-", keep=name)
     tmp = cache.tempdir()
     try:
         deb = apt_download(package, version, tmp)
@@ -247,6 +259,7 @@ def static_busybox(cache):
     final = cache.path(name) / "busybox"
     if final.exists():
         return final
+    cache.prune("busybox-", keep=name)
     tmp = cache.tempdir()
     try:
         deb = apt_download("busybox-static", version, tmp)
@@ -311,6 +324,7 @@ def l1_initramfs(cache, kernel_dir, busybox):
     final = cache.path(name)
     if final.exists():
         return final
+    cache.prune("l1-initramfs-", keep=name)
     applets = run([str(busybox), "--list"]).split()
     cpio = CpioWriter()
     for d in ("bin", "dev", "proc", "sys", "tmp", "lab", "lib", "lib/modules"):
@@ -343,6 +357,7 @@ def labwatch(cache):
     final = cache.path(name)
     if final.exists():
         return final
+    cache.prune("labwatch-", keep=name)
     tmp = cache.tempdir()
     try:
         out = tmp / "labwatch"
@@ -356,11 +371,16 @@ def qemu_root(cache, qemu):
     """QEMU for the in-L1 peer: the binary, its loader and libraries, small firmware files."""
     qemu = Path(shutil.which(qemu) or qemu).resolve()
     ldd = run(["ldd", str(qemu)])
-    key = short_key(sha256_file(qemu).hexdigest(), ldd)
-    name = f"qroot-{key}"
+    # The key: QEMU and every library it loads, by content (ldd's load addresses vary per run).
+    h = sha256_file(qemu)
+    for lib in sorted(set(re.findall(r"(/\S+) \(0x", ldd))):
+        h.update(lib.encode())
+        sha256_file(lib, h)
+    name = f"qroot-{h.hexdigest()[:16]}"
     final = cache.path(name)
     if (final / ".complete").exists():
         return final
+    cache.prune("qroot-", keep=name)
     tmp = cache.tempdir()
     try:
         out = tmp / "qroot"
@@ -426,8 +446,12 @@ def data_disk(build_lab, inputs):
     return image
 
 
-def build(cache_root, build_dir, qemu):
-    """Build (or find cached) all L1 assets; returns L1Assets."""
+def build(cache_root, build_dir, qemu, guest_kernel, guest_initramfs):
+    """Build (or find cached) all L1 assets; returns L1Assets.
+
+    hull-vmm and the guest image go on the data disk when they exist; the
+    caller decides whether their absence is an error.
+    """
     cache = Cache(cache_root)
     build_lab = Path(build_dir) / "lab"
     build_lab.mkdir(parents=True, exist_ok=True)
@@ -440,8 +464,8 @@ def build(cache_root, build_dir, qemu):
         "qroot": qemu_root(cache, qemu),
     }
     hull_vmm = Path(build_dir) / "bin/hull-vmm"
-    vmlinux = Path(build_dir) / "guest/vmlinux"
-    guest_initramfs = Path(build_dir) / "guest/initramfs.cpio"
+    vmlinux = Path(guest_kernel)
+    guest_initramfs = Path(guest_initramfs)
     if hull_vmm.exists():
         inputs["bin/hull-vmm"] = hull_vmm
     has_guest = vmlinux.exists() and guest_initramfs.exists()

@@ -83,6 +83,7 @@ class RunResult:
     wall_ms: float
     agent_ms: float
     boot_ms: float
+    kmsg_s: float  # guest kernel time stamp of its last console message
     rss_kib: int
     agent: str
     tail: list = field(default_factory=list)
@@ -101,9 +102,13 @@ class L1Outcome:
     log: Path = None
 
 
-def plan_script(runs, kvm_amd_options):
+def plan_script(runs, kvm_amd_options, pin_cpu=None, show_lines=0):
     """The plan run.sh sources: load KVM, then one lab_run line per RunSpec."""
     lines = ["# written by tests/lab/lab.py", f"lab_kvm {shlex.quote(kvm_amd_options)}"]
+    if pin_cpu is not None:
+        lines.append(f"LAB_PIN_CPU={int(pin_cpu)}")
+    if show_lines:
+        lines.append(f"LAB_SHOW_LINES={int(show_lines)}")
     for r in runs:
         args = [r.name, r.vmm, r.timeout_s, r.attempts, r.mem_mib, r.vcpus, r.cmdline]
         lines.append("lab_run " + " ".join(shlex.quote(str(a)) for a in args))
@@ -137,6 +142,7 @@ def parse_result(text):
         wall_ms=_num(f.get("wall_ms")),
         agent_ms=_num(f.get("agent_ms")),
         boot_ms=_num(f.get("boot_ms")),
+        kmsg_s=_num(f.get("kmsg_s")),
         rss_kib=_num(f.get("rss_kib"), int),
         agent=f.get("agent", ""),
     )
@@ -145,16 +151,20 @@ def parse_result(text):
 class L1Config:
     """How L1 is started."""
 
-    def __init__(self, qemu="qemu-system-x86_64", accel="tcg,thread=single", cpu="EPYC,+svm,+npt", smp=2, mem_mib=4096, kvm_amd_options=""):
+    def __init__(self, qemu="qemu-system-x86_64", accel="tcg,thread=single", cpu="EPYC,+svm,+npt", smp=1, mem_mib=4096,
+                 kvm_amd_options="", pin_cpu=None, append="", show_lines=0):  # fmt: skip
         self.qemu = qemu
         self.accel = accel
         self.cpu = cpu
         self.smp = smp
         self.mem_mib = mem_mib
         self.kvm_amd_options = kvm_amd_options
+        self.pin_cpu = pin_cpu
+        self.append = append
+        self.show_lines = show_lines  # guest console lines shown for good runs too (demo)
 
 
-def monitor_dump(sock_path, commands=("info status", "info registers -a")):
+def monitor_dump(sock_path, commands=("info status", "info registers -a", "info lapic", "info pic")):
     """Ask L1's HMP monitor for its vCPU state (for the log of a frozen L1)."""
     out = []
     try:
@@ -184,7 +194,7 @@ def boot(assets, config, runs, work_dir, tag, on_line=None):
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     (work_dir / "logs").mkdir(exist_ok=True)
-    plan = plan_script(runs, config.kvm_amd_options).encode()
+    plan = plan_script(runs, config.kvm_amd_options, config.pin_cpu, config.show_lines).encode()
     plan_img = work_dir / f"plan-{tag}.img"
     # A raw disk: whole sectors; l1-init.sh drops the zero padding.
     plan_img.write_bytes(plan + b"\0" * (4096 - len(plan) % 4096))
@@ -194,7 +204,7 @@ def boot(assets, config, runs, work_dir, tag, on_line=None):
     for p in (pidfile, monitor):
         p.unlink(missing_ok=True)
     budget = BOOT_S + 30 + sum(r.attempts * (r.timeout_s + 15) for r in runs)
-    append = "console=ttyS0 panic=-1 quiet"
+    append = " ".join(p for p in ("console=ttyS0 panic=-1 quiet", config.append) if p)
     cmd = [
         "timeout", "-s", "KILL", str(budget), config.qemu,
         "-M", "q35", "-accel", config.accel, "-cpu", config.cpu,
@@ -202,8 +212,10 @@ def boot(assets, config, runs, work_dir, tag, on_line=None):
         "-nodefaults", "-no-user-config", "-nographic", "-no-reboot", "-serial", "stdio",
         "-pidfile", str(pidfile), "-monitor", f"unix:{monitor},server,nowait",
         "-kernel", str(assets.kernel), "-initrd", str(assets.initramfs),
-        "-drive", f"file={assets.data_disk},format=raw,if=virtio,readonly=on,serial=labdata",
-        "-drive", f"file={plan_img},format=raw,if=virtio,readonly=on,serial=labplan",
+        "-drive", f"id=labdata,file={assets.data_disk},format=raw,if=none,readonly=on",
+        "-device", "virtio-blk-pci,drive=labdata,serial=labdata",
+        "-drive", f"id=labplan,file={plan_img},format=raw,if=none,readonly=on",
+        "-device", "virtio-blk-pci,drive=labplan,serial=labplan",
         "-append", append,
     ]  # fmt: skip
     outcome = L1Outcome(status="error", detail="not started", log=log_path)
@@ -211,14 +223,17 @@ def boot(assets, config, runs, work_dir, tag, on_line=None):
     with open(log_path, "w") as log:
         log.write("# " + " ".join(shlex.quote(c) for c in cmd) + "\n# plan:\n")
         log.write("".join("#   " + line + "\n" for line in plan.decode().splitlines()))
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
+        )
         _live[proc.pid] = pidfile
         try:
             _watch(proc, log, t0, monitor, outcome, on_line)
         finally:
             kill_l1(proc.pid, pidfile)
             proc.wait()
-            plan_img.unlink(missing_ok=True)
+            for p in (plan_img, pidfile, monitor):
+                p.unlink(missing_ok=True)
     return outcome
 
 
@@ -245,9 +260,7 @@ def _watch(proc, log, t0, monitor, outcome, on_line):
             if outcome.status != "done":
                 killed = rc in (-9, 137)
                 outcome.status = "hang" if killed else "error"
-                outcome.detail = (
-                    "L1 killed by its hard timeout" if killed else f"L1 QEMU exited ({rc}) before LAB-DONE"
-                )
+                outcome.detail = "L1 killed by its hard timeout" if killed else f"L1 QEMU exited ({rc}) before LAB-DONE"
             return
         last_output = time.monotonic()
         stamp = f"[{last_output - t0:8.3f}] "

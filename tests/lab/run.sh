@@ -6,11 +6,12 @@
 # calls the functions below. Results go to the serial console as single lines:
 #   LAB-KVM status=ok|fail ...
 #   LAB-RESULT name=.. attempt=.. vmm=.. status=ok|fail|hang rc=.. wall_ms=..
-#              agent_ms=.. boot_ms=.. rss_kib=.. agent="..."
+#              agent_ms=.. boot_ms=.. kmsg_s=.. rss_kib=.. agent="..."
 #   LAB-TAIL name=.. attempt=.. stream=console|stderr | <line>   (on fail/hang)
 # The VMM's own output never goes to the console directly: printing through
 # the emulated UART is slow, so it is captured and only its tail is shown.
-LAB=/lab
+LAB=${LAB:-/lab}
+TMP=${TMP:-/tmp}
 WATCH=$LAB/bin/labwatch
 ESC=$(printf '\033')
 export NO_COLOR=1
@@ -50,16 +51,18 @@ lab_run() {
 }
 
 run_once() {
-    out=/tmp/$name.$attempt.out
-    err=/tmp/$name.$attempt.err
+    # LAB_PIN_CPU (set by the plan): pin the VMM and its threads to one L1 CPU.
+    pin=${LAB_PIN_CPU:+taskset -c $LAB_PIN_CPU}
+    out=$TMP/$name.$attempt.out
+    err=$TMP/$name.$attempt.err
     case $vmm in
         hull)
-            summary=$($WATCH -t "$timeout" -o "$out" -e "$err" -m agent=HULL-AGENT -- \
+            summary=$($WATCH -t "$timeout" -o "$out" -e "$err" -m agent=HULL-AGENT -- $pin \
                 $LAB/bin/hull-vmm --kernel $LAB/guest/vmlinux --initrd $LAB/guest/initramfs.cpio \
                 --mem-mib "$mem" --vcpus "$vcpus" --cmdline "$cmdline")
             ;;
         qemu)
-            summary=$($WATCH -t "$timeout" -o "$out" -e "$err" -m agent=HULL-AGENT -- \
+            summary=$($WATCH -t "$timeout" -o "$out" -e "$err" -m agent=HULL-AGENT -- $pin \
                 $LAB/qroot/ld.so --library-path $LAB/qroot/lib $LAB/qroot/qemu-system-x86_64 \
                 -L $LAB/qroot/firmware -M microvm,acpi=off -enable-kvm -cpu host -m "$mem" -smp "$vcpus" \
                 -nodefaults -no-user-config -nographic -no-reboot -serial stdio \
@@ -79,6 +82,8 @@ run_once() {
     done
     agent=$(grep -m1 HULL-AGENT "$out" 2>/dev/null | printable | sed 's/.*HULL-AGENT/HULL-AGENT/; s/"/'"'"'/g')
     boot_ms=$(sed "s/${ESC}\[[0-9;]*m//g" "$err" 2>/dev/null | sed -n 's/.*guest_boot_ms=\([0-9.]*\).*/\1/p' | head -n1)
+    # The guest kernel's own clock at its last console message (printk time stamp).
+    kmsg_s=$(sed -n 's/^\[ *\([0-9]*\.[0-9]*\)\].*/\1/p' "$out" 2>/dev/null | tail -n1)
     if [ "$timedout" = 1 ]; then
         status=hang
     elif [ "$rc" = 0 ] && [ -n "$agent" ]; then
@@ -86,9 +91,14 @@ run_once() {
     else
         status=fail
     fi
-    echo "LAB-RESULT name=$name attempt=$attempt vmm=$vmm status=$status rc=$rc wall_ms=$wall_ms agent_ms=$agent_ms boot_ms=${boot_ms:--1} rss_kib=$maxrss_kib agent=\"$agent\""
+    echo "LAB-RESULT name=$name attempt=$attempt vmm=$vmm status=$status rc=$rc wall_ms=$wall_ms agent_ms=$agent_ms boot_ms=${boot_ms:--1} kmsg_s=${kmsg_s:--1} rss_kib=$maxrss_kib agent=\"$agent\""
+    if [ "$status" = ok ] && [ -n "$LAB_SHOW_LINES" ]; then
+        # LAB_SHOW_LINES (set by the plan, for the demo): show the guest console of good runs too.
+        tail -n "$LAB_SHOW_LINES" "$out" | printable | sed "s/^/LAB-TAIL name=$name attempt=$attempt stream=console | /"
+    fi
     if [ "$status" != ok ]; then
         [ -n "$summary" ] || echo "LAB-TAIL name=$name attempt=$attempt stream=labwatch | no summary from labwatch"
+        [ -s "$out" ] || [ -s "$err" ] || echo "LAB-TAIL name=$name attempt=$attempt stream=none | the VMM printed nothing"
         tail -n 25 "$out" 2>/dev/null | printable | sed "s/^/LAB-TAIL name=$name attempt=$attempt stream=console | /"
         sed "s/${ESC}\[[0-9;]*m//g" "$err" 2>/dev/null | tail -n 25 | printable |
             sed "s/^/LAB-TAIL name=$name attempt=$attempt stream=stderr | /"

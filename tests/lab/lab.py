@@ -1,0 +1,427 @@
+#!/usr/bin/env python3
+"""Host driver of the nested lab: real SVM KVM inside a QEMU TCG L1 VM.
+
+  lab.py smoke     boot L1 once, hull-vmm boots our guest (L2 hangs retried)
+  lab.py test      the smoke plus 5 boots with 2 vCPUs and 1 GiB
+  lab.py bench     hull-vmm vs QEMU microvm booting the same guest in the same L1
+  lab.py hangrate  N single-attempt L2 boots, to measure how often the lab hangs
+  lab.py demo      boot our guest with hull-vmm in the lab, show its console and figures
+  lab.py assets    only build/refresh the cached L1 assets
+
+Exit status: 0 pass, 1 product failure, 2 lab hang (retries used up), 3 lab
+setup error. See tests/lab/README.md.
+"""
+
+import argparse
+import os
+import shutil
+import statistics
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import lab_assets  # noqa: E402
+import lab_l1  # noqa: E402
+from lab_l1 import RunSpec  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+
+EXIT_OK, EXIT_PRODUCT, EXIT_LAB_HANG, EXIT_SETUP = 0, 1, 2, 3
+
+# The guest's kernel command line: hull-vmm exits on the i8042 reset (reboot=k);
+# QEMU microvm has no i8042, so the peer exits on a triple fault (reboot=t +
+# -no-reboot). DEFAULT_EXTRA is the lab's choice from its reliability runs.
+HULL_CMDLINE = "console=ttyS0 reboot=k panic=-1 hull.poweroff=1"
+PEER_CMDLINE = "console=ttyS0 reboot=t panic=-1 hull.poweroff=1"
+DEFAULT_EXTRA = ""
+KEEP_LOGS = 40
+DEMO_CONSOLE_LINES = 12
+
+
+def log(msg=""):
+    print(msg, flush=True)
+
+
+class Lab:
+    """Assets + L1 configuration + the loop that re-boots L1 after it hangs."""
+
+    def __init__(self, args):
+        self.args = args
+        self.build_dir = (REPO / args.build_dir).resolve()
+        self.work_dir = self.build_dir / "lab"
+        self.config = lab_l1.L1Config(
+            qemu=args.qemu,
+            accel=args.accel,
+            cpu=args.l1_cpu,
+            smp=args.l1_smp,
+            kvm_amd_options=args.kvm_amd,
+            pin_cpu=args.pin_cpu,
+            append=args.l1_append,
+        )
+        self.assets = None
+        self.l1_boots = []  # L1Outcome per boot
+        self.tag = time.strftime("%Y%m%d-%H%M%S")
+        prune_logs(self.work_dir / "logs", keep=KEEP_LOGS)
+
+    def prepare(self, need_hull):
+        t0 = time.monotonic()
+        self.assets = lab_assets.build(
+            self.args.cache, self.build_dir, self.args.peer_qemu, self.args.guest_kernel, self.args.guest_initramfs
+        )
+        log(
+            f"lab: assets ready in {time.monotonic() - t0:.1f} s (L1 kernel {self.assets.kernel_release}, "
+            f"data disk {self.assets.data_disk})"
+        )
+        missing = []
+        if not self.assets.has_guest:
+            missing.append("the guest image (build/guest/vmlinux, build/guest/initramfs.cpio: `make guest`)")
+        if need_hull and not self.assets.has_hull_vmm:
+            missing.append("build/bin/hull-vmm (`make static-bins`)")
+        if missing:
+            raise lab_assets.AssetError("missing " + " and ".join(missing))
+
+    def cmdline(self, vmm):
+        base = HULL_CMDLINE if vmm == "hull" else PEER_CMDLINE
+        return " ".join(p for p in (base, self.args.extra) if p)
+
+    def spec(self, name, vmm, vcpus=1, mem_mib=256, attempts=None):
+        return RunSpec(
+            name=name, vmm=vmm, mem_mib=mem_mib, vcpus=vcpus, cmdline=self.cmdline(vmm),
+            timeout_s=self.args.l2_timeout, attempts=attempts or self.args.l2_attempts,
+        )  # fmt: skip
+
+    def execute(self, runs, max_l1_boots):
+        """Run all specs, re-booting L1 (with the runs not finished yet) after an L1 hang.
+
+        Returns {name: [RunResult per attempt]}; runs never finished have fewer
+        results than attempts and a final status that is not ok/fail.
+        """
+        results = {r.name: [] for r in runs}
+        pending = list(runs)
+        for boot_no in range(1, max_l1_boots + 1):
+            if not pending:
+                break
+            specs = [replace(r, attempts=r.attempts - len(results[r.name])) for r in pending]
+            log(
+                f"lab: L1 boot {boot_no} ({self.config.accel}, -cpu {self.config.cpu}, -smp {self.config.smp}): "
+                f"{len(specs)} run(s)"
+            )
+            outcome = lab_l1.boot(
+                self.assets, self.config, specs, self.work_dir, f"{self.tag}-{boot_no}", self.progress
+            )
+            self.l1_boots.append(outcome)
+            for res in outcome.results:
+                if res.name in results:
+                    results[res.name].append(res)
+            pending = [r for r in pending if not finished(results[r.name], r.attempts)]
+            if outcome.status == "hang":
+                log(f"lab: LAB HANG (L1): {outcome.detail}; log {outcome.log}")
+                continue
+            if outcome.status != "done" or "status=ok" not in outcome.kvm:
+                detail = outcome.detail if outcome.status != "done" else f"kvm-amd did not load: {outcome.kvm}"
+                raise lab_assets.AssetError(f"L1 setup failed: {detail} (log {outcome.log})")
+        return results
+
+    def progress(self, line):
+        idx = line.find("LAB-")
+        if idx < 0:
+            return
+        text = line[idx:]
+        if text.startswith(("LAB-RESULT", "LAB-KVM", "LAB-L1 event=init", "LAB-L1 event=error")):
+            log("  " + text)
+
+    def l1_summary(self):
+        inits = [o.init_s for o in self.l1_boots if o.init_s >= 0]
+        hangs = sum(1 for o in self.l1_boots if o.status == "hang")
+        return (
+            f"L1: {len(self.l1_boots)} boot(s), {hangs} L1 hang(s), QEMU start to L1 init "
+            f"{fmt_stats([s * 1000 for s in inits], 'ms')}, {self.config.accel}"
+        )
+
+
+def host_kvm_kind():
+    """What the host's /dev/kvm is, in words (the lab itself runs on TCG either way)."""
+    if Path("/sys/module/kvm_pvm").exists():
+        return "PVM (kvm_pvm: Linux guests cannot boot on it directly)"
+    if not Path("/dev/kvm").exists():
+        return "absent"
+    return "real KVM (the lab is not needed here; it still works)"
+
+
+def prune_logs(log_dir, keep):
+    """Delete all but the newest `keep` L1 console logs."""
+    logs = sorted(Path(log_dir).glob("*.log"), key=lambda p: p.stat().st_mtime)
+    for old in logs[:-keep] if len(logs) > keep else []:
+        old.unlink(missing_ok=True)
+
+
+def finished(attempts, allowed):
+    return bool(attempts) and (attempts[-1].status != "hang" or len(attempts) >= allowed)
+
+
+def median(values):
+    return statistics.median(values) if values else None
+
+
+def fmt_stats(values, unit):
+    if not values:
+        return "n/a"
+    return f"min {min(values):.0f} / median {median(values):.0f} / max {max(values):.0f} {unit} (n={len(values)})"
+
+
+def check_boot(lab, name, attempts, allowed, require_boot_ms=True):
+    """Judge one run's attempts. Returns (exit code, message)."""
+    if not attempts:
+        return EXIT_LAB_HANG, f"{name}: LAB HANG: never ran (L1 hung every time)"
+    last = attempts[-1]
+    hangs = sum(1 for a in attempts if a.status == "hang")
+    if last.status == "hang":
+        return EXIT_LAB_HANG, (
+            f"{name}: LAB HANG: all {len(attempts)} of {allowed} attempts timed out "
+            f"(TCG SVM lab hang, or a product hang if this repeats)\n" + tail_text(last)
+        )
+    if last.status != "ok":
+        return EXIT_PRODUCT, (
+            f"{name}: PRODUCT FAILURE: {last.vmm} exit code {last.rc}, "
+            f"agent line: {last.agent or 'none'}\n" + tail_text(last)
+        )
+    fields = lab_l1.parse_fields(last.agent)
+    release = fields.get("kernel", "")
+    l1_release = next((o.kernel_release for o in lab.l1_boots if o.kernel_release), "")
+    if not release or release == l1_release:
+        return (
+            EXIT_PRODUCT,
+            f"{name}: PRODUCT FAILURE: agent kernel '{release}' is not a guest kernel (L1 runs '{l1_release}')",
+        )
+    if require_boot_ms and last.boot_ms < 0:
+        return EXIT_PRODUCT, f"{name}: PRODUCT FAILURE: no guest_boot_ms in hull-vmm's log\n" + tail_text(last)
+    note = f" (after {hangs} lab hang(s))" if hangs else ""
+    return EXIT_OK, (
+        f"{name}: ok{note}: guest_boot_ms={last.boot_ms:.0f} vmm_start_to_agent={last.agent_ms:.0f} ms "
+        f"vmm_wall={last.wall_ms:.0f} ms rss={last.rss_kib / 1024:.1f} MiB | {last.agent}"
+    )
+
+
+def tail_text(result):
+    if not result.tail:
+        return "    (no output captured)"
+    return "\n".join("    " + t for t in result.tail)
+
+
+def boot_runs(lab, runs, max_l1_boots, require_boot_ms):
+    results = lab.execute(runs, max_l1_boots)
+    codes, lines = [], []
+    for r in runs:
+        code, msg = check_boot(lab, r.name, results[r.name], r.attempts, require_boot_ms)
+        codes.append(code)
+        lines.append(msg)
+    # A product failure outranks a lab hang: it is a real finding.
+    worst = EXIT_PRODUCT if EXIT_PRODUCT in codes else max(codes, default=EXIT_OK)
+    return worst, lines, results
+
+
+def cmd_smoke(lab, extra_runs=()):
+    vmm = lab.args.vmm
+    lab.prepare(need_hull=vmm == "hull")
+    runs = [lab.spec("smoke", vmm)] + list(extra_runs)
+    code, lines, results = boot_runs(lab, runs, lab.args.l1_boots, require_boot_ms=vmm == "hull")
+    log("")
+    log(f"==== LAB SUMMARY (nested lab: QEMU TCG L1 with real SVM KVM; host /dev/kvm: {host_kvm_kind()}) ====")
+    log(lab.l1_summary())
+    for line in lines:
+        log(line)
+    ok = [a for r in runs for a in results[r.name] if a.status == "ok"]
+    if ok:
+        log(f"guest_boot_ms: {fmt_stats([a.boot_ms for a in ok if a.boot_ms >= 0], 'ms')}")
+        log(
+            f"VMM start to agent line: {fmt_stats([a.agent_ms for a in ok], 'ms')}; "
+            f"VMM wall: {fmt_stats([a.wall_ms for a in ok], 'ms')}"
+        )
+    verdict = {EXIT_OK: "PASS", EXIT_PRODUCT: "PRODUCT FAILURE", EXIT_LAB_HANG: "LAB HANG (not a product failure)"}
+    log(f"LAB {'TEST' if extra_runs else 'SMOKE'}: {verdict[code]}")
+    return code
+
+
+def cmd_demo(lab):
+    """For a newcomer: our kernel booted by hull-vmm, its console, version and boot time."""
+    lab.config.show_lines = DEMO_CONSOLE_LINES
+    lab.prepare(need_hull=True)
+    log(f"lab: host /dev/kvm: {host_kvm_kind()}; booting the guest inside the nested lab")
+    runs = [lab.spec("demo", "hull")]
+    results = lab.execute(runs, lab.args.l1_boots)
+    code, msg = check_boot(lab, "demo", results["demo"], runs[0].attempts, require_boot_ms=True)
+    last = results["demo"][-1] if results["demo"] else None
+    log("")
+    if code == EXIT_OK:
+        log(f"---- guest console (last {DEMO_CONSOLE_LINES} lines) ----")
+        for line in last.tail:
+            log("  " + line.removeprefix("console: "))
+        l1_release = next((o.kernel_release for o in lab.l1_boots if o.kernel_release), "?")
+        agent = lab_l1.parse_fields(last.agent)
+        log("----")
+        log(
+            f"guest kernel {agent.get('kernel')} (agent {agent.get('version')}, api {agent.get('api')}), "
+            f"booted by hull-vmm on real SVM KVM inside L1 (kernel {l1_release})"
+        )
+        log(
+            f"guest boot time {last.boot_ms:.0f} ms (boot marker); VMM start to exit {last.wall_ms:.0f} ms; "
+            f"VMM peak RSS {last.rss_kib / 1024:.1f} MiB"
+        )
+    else:
+        log(msg)
+    return code
+
+
+def cmd_test(lab):
+    vmm = lab.args.vmm
+    more = [lab.spec(f"boot-2cpu-{i}", vmm, vcpus=2, mem_mib=1024) for i in range(1, 6)]
+    return cmd_smoke(lab, more)
+
+
+def cmd_bench(lab):
+    lab.prepare(need_hull=True)
+    n = lab.args.n
+    # One unmeasured boot each first: the first start reads the VMM from disk.
+    runs = [lab.spec("hull-warmup", "hull"), lab.spec("qemu-warmup", "qemu")]
+    for i in range(1, n + 1):
+        runs += [lab.spec(f"hull-{i}", "hull"), lab.spec(f"qemu-{i}", "qemu")]
+    results = lab.execute(runs, lab.args.l1_boots)
+    ok = {"hull": [], "qemu": []}
+    for r in runs:
+        if results[r.name] and results[r.name][-1].status == "ok" and not r.name.endswith("warmup"):
+            ok[r.vmm].append(results[r.name][-1])
+    hangs = sum(1 for r in runs for a in results[r.name] if a.status == "hang")
+    fails = [r.name for r in runs if results[r.name] and results[r.name][-1].status == "fail"]
+    log("")
+    log("==== LAB BENCH (measured in the nested lab: QEMU TCG L1 with SVM KVM; figures, not asserts) ====")
+    log(lab.l1_summary())
+    log(
+        f"guest: {size_mib(lab.args.guest_kernel)} vmlinux, {size_mib(lab.args.guest_initramfs)} initramfs; "
+        f"1 vCPU, 256 MiB; {n} boots per VMM, interleaved; {hangs} lab hang(s) retried; failed: {fails or 'none'}"
+    )
+    rows = [
+        ("guest_boot_ms (boot marker, hull-vmm)", [a.boot_ms for a in ok["hull"] if a.boot_ms >= 0], []),
+        ("VMM start -> agent line (ms)", [a.agent_ms for a in ok["hull"]], [a.agent_ms for a in ok["qemu"]]),
+        ("VMM start -> VMM exit (ms)", [a.wall_ms for a in ok["hull"]], [a.wall_ms for a in ok["qemu"]]),
+        (
+            "guest clock at last kernel message (ms)",
+            [a.kmsg_s * 1000 for a in ok["hull"] if a.kmsg_s >= 0],
+            [a.kmsg_s * 1000 for a in ok["qemu"] if a.kmsg_s >= 0],
+        ),
+        ("VMM peak RSS (MiB)", [a.rss_kib / 1024 for a in ok["hull"]], [a.rss_kib / 1024 for a in ok["qemu"]]),
+    ]
+    log(f"{'metric (median)':40} {'hull-vmm':>10} {'QEMU microvm':>13} {'QEMU/hull':>10}")
+    for label, hull, qemu in rows:
+        h, q = median(hull), median(qemu)
+        ratio = f"{q / h:.2f}x" if h and q else "-"
+        log(f"{label:40} {fmt_num(h):>10} {fmt_num(q):>13} {ratio:>10}")
+    for vmm in ("hull", "qemu"):
+        log(f"  {vmm} agent lines: {sorted({a.agent for a in ok[vmm]})}")
+    return EXIT_OK if ok["hull"] and not fails else EXIT_PRODUCT
+
+
+def cmd_hangrate(lab):
+    vmm = lab.args.vmm
+    lab.prepare(need_hull=vmm == "hull")
+    runs = [
+        lab.spec(f"rate-{i}", vmm, vcpus=lab.args.vcpus, mem_mib=lab.args.mem, attempts=1)
+        for i in range(1, lab.args.n + 1)
+    ]
+    results = lab.execute(runs, lab.args.l1_boots)
+    attempts = [a for r in runs for a in results[r.name]]
+    by_status = {s: [a for a in attempts if a.status == s] for s in ("ok", "hang", "fail")}
+    never = sum(1 for r in runs if not results[r.name])
+    log("")
+    log(f"==== LAB HANG RATE: {vmm}, {lab.args.vcpus} vCPU(s), {lab.args.mem} MiB, cmdline '{lab.cmdline(vmm)}' ====")
+    log(lab.l1_summary())
+    log(
+        f"L2 boots: {len(attempts)} ran, ok {len(by_status['ok'])}, hang {len(by_status['hang'])}, "
+        f"fail {len(by_status['fail'])}, not run (L1 hung) {never}"
+    )
+    oks = by_status["ok"]
+    log(f"VMM start -> agent line: {fmt_stats([a.agent_ms for a in oks], 'ms')}")
+    log(f"VMM wall: {fmt_stats([a.wall_ms for a in oks], 'ms')}")
+    if vmm == "hull":
+        log(f"guest_boot_ms: {fmt_stats([a.boot_ms for a in oks if a.boot_ms >= 0], 'ms')}")
+    for a in by_status["fail"][:3]:
+        log(f"fail {a.name}: rc={a.rc}\n{tail_text(a)}")
+    return EXIT_OK
+
+
+def cmd_assets(lab):
+    lab.assets = lab_assets.build(
+        lab.args.cache, lab.build_dir, lab.args.peer_qemu, lab.args.guest_kernel, lab.args.guest_initramfs
+    )
+    for k, v in vars(lab.assets).items():
+        log(f"{k}: {v}")
+    return EXIT_OK
+
+
+def fmt_num(v):
+    return "-" if v is None else f"{v:.0f}" if v >= 100 else f"{v:.1f}"
+
+
+def size_mib(path):
+    p = Path(path)
+    return f"{p.stat().st_size / (1 << 20):.1f} MiB" if p.exists() else "missing"
+
+
+def parse_args(argv):
+    env = os.environ.get
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("command", choices=["smoke", "test", "bench", "hangrate", "demo", "assets"])
+    ap.add_argument("--build-dir", default=env("BUILD_DIR", "build"))
+    ap.add_argument("--cache", default=env("HULL_CACHE", "/var/cache/hull"))
+    ap.add_argument("--qemu", default=env("LAB_QEMU", "qemu-system-x86_64"), help="QEMU that runs L1")
+    ap.add_argument("--peer-qemu", default="qemu-system-x86_64", help="QEMU copied into L1 as the microvm peer")
+    # Defaults chosen by the reliability runs in README.md: one L1 vCPU, single-threaded TCG.
+    ap.add_argument("--accel", default=env("LAB_ACCEL", "tcg,thread=single"), help="L1 -accel")
+    ap.add_argument("--l1-cpu", default="EPYC,+svm,+npt")
+    ap.add_argument("--l1-smp", type=int, default=int(env("LAB_L1_SMP", "1")), help="L1 vCPUs (2+ makes L2 hang)")
+    ap.add_argument("--l1-append", default=env("LAB_L1_APPEND", ""), help="extra L1 kernel cmdline")
+    ap.add_argument("--pin-cpu", type=int, default=None, help="pin the L2 VMM to this L1 CPU (taskset)")
+    ap.add_argument("--kvm-amd", default="", help="kvm-amd module options in L1, e.g. npt=0")
+    ap.add_argument("--l1-boots", type=int, default=3, help="L1 boots allowed (L1 hangs are retried)")
+    ap.add_argument("--l2-timeout", type=int, default=30, help="seconds per L2 boot before it counts as a hang")
+    ap.add_argument("--l2-attempts", type=int, default=3, help="attempts per L2 boot (hangs are retried)")
+    ap.add_argument("--extra", default=env("LAB_L2_EXTRA", DEFAULT_EXTRA), help="appended to the guest cmdline")
+    ap.add_argument("--vmm", choices=["hull", "qemu"], default="hull", help="L2 VMM for smoke/test/hangrate")
+    ap.add_argument("--n", type=int, default=5, help="bench: boots per VMM; hangrate: L2 boots")
+    ap.add_argument("--vcpus", type=int, default=1, help="hangrate: L2 vCPUs")
+    ap.add_argument("--mem", type=int, default=256, help="hangrate: L2 MiB")
+    ap.add_argument("--guest-kernel", default=None)
+    ap.add_argument("--guest-initramfs", default=None)
+    args = ap.parse_args(argv)
+    build = (REPO / args.build_dir).resolve()
+    args.guest_kernel = Path(args.guest_kernel or build / "guest/vmlinux").resolve()
+    args.guest_initramfs = Path(args.guest_initramfs or build / "guest/initramfs.cpio").resolve()
+    return args
+
+
+def main(argv=None):
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    if not shutil.which(args.qemu):
+        log(f"lab: SETUP ERROR: {args.qemu} not found (apt-get install qemu-system-x86)")
+        return EXIT_SETUP
+    lab = Lab(args)
+    commands = {
+        "smoke": cmd_smoke,
+        "test": cmd_test,
+        "bench": cmd_bench,
+        "hangrate": cmd_hangrate,
+        "demo": cmd_demo,
+        "assets": cmd_assets,
+    }
+    try:
+        return commands[args.command](lab)
+    except lab_assets.AssetError as e:
+        log(f"lab: SETUP ERROR: {e}")
+        return EXIT_SETUP
+
+
+if __name__ == "__main__":
+    sys.exit(main())
