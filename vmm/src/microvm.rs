@@ -133,17 +133,20 @@ struct AttachedVirtio {
     subscriber: Subscriber,
 }
 
-/// Puts `device` in the next virtio-mmio window: transport on the MMIO bus, irqfd, ioeventfds.
+/// Puts `device` in the next free virtio-mmio window (transport on the MMIO bus, irqfd, one
+/// ioeventfd per queue) and records it in `attached`.
 fn attach_virtio<D>(
     vm_fd: &kvm_ioctls::VmFd,
     mmio_bus: &mut Bus,
     memory: &memory::GuestMemory,
-    index: u32,
-    device: Arc<Mutex<D>>,
-) -> Result<AttachedVirtio, VmmError>
+    attached: &mut Vec<AttachedVirtio>,
+    device: D,
+) -> Result<(), VmmError>
 where
     D: VirtioDevice + MutEventSubscriber + Send + 'static,
 {
+    let device = Arc::new(Mutex::new(device));
+    let index = attached.len() as u32;
     let irq = VIRTIO_IRQ_BASE + index;
     if irq > VIRTIO_IRQ_MAX {
         return Err(VmmError::TooManyDevices(
@@ -162,14 +165,15 @@ where
     let as_virtio: Arc<Mutex<dyn VirtioDevice>> = device.clone();
     let transport = MmioTransport::new(memory.clone(), as_virtio, irq_trigger);
     mmio_bus.insert(Arc::new(Mutex::new(transport)), base, VIRTIO_MMIO_SIZE)?;
-    Ok(AttachedVirtio {
+    attached.push(AttachedVirtio {
         slot: MmioDeviceSlot {
             base,
             size: VIRTIO_MMIO_SIZE,
             irq,
         },
         subscriber: device,
-    })
+    });
+    Ok(())
 }
 
 /// Builds the VM from `config`, runs it until it ends, and returns why it ended.
@@ -250,14 +254,7 @@ pub fn run(config: &VmConfig, vmm_start: Instant) -> Result<VmExit, VmmError> {
     if let Some(vsock) = &config.vsock {
         let dev = Vsock::new(vsock.guest_cid, vsock.uds_path.clone())
             .map_err(|e| VmmError::Vsock(e.to_string()))?;
-        let index = virtio.len() as u32;
-        virtio.push(attach_virtio(
-            &vm_fd,
-            &mut mmio_bus,
-            &ram.memory,
-            index,
-            Arc::new(Mutex::new(dev)),
-        )?);
+        attach_virtio(&vm_fd, &mut mmio_bus, &ram.memory, &mut virtio, dev)?;
     }
 
     for fs in &config.fs {
@@ -265,14 +262,7 @@ pub fn run(config: &VmConfig, vmm_start: Instant) -> Result<VmExit, VmmError> {
             tag: fs.tag.clone(),
             source,
         })?;
-        let index = virtio.len() as u32;
-        virtio.push(attach_virtio(
-            &vm_fd,
-            &mut mmio_bus,
-            &ram.memory,
-            index,
-            Arc::new(Mutex::new(dev)),
-        )?);
+        attach_virtio(&vm_fd, &mut mmio_bus, &ram.memory, &mut virtio, dev)?;
     }
 
     let slots: Vec<_> = virtio.iter().map(|v| v.slot).collect();

@@ -12,6 +12,25 @@ use common::{run_vmm, tiny_guest, Entry};
 
 const TIMEOUT: Duration = Duration::from_secs(120);
 
+/// Boots the tiny PVH guest with a vsock device (guest CID `cid`, hybrid socket `uds`).
+fn boot_with_vsock(cid: u32, uds: &Path, cmdline: &str) -> common::Run {
+    let kernel = tiny_guest(Entry::Pvh);
+    let cid = cid.to_string();
+    run_vmm(
+        &[
+            "--kernel",
+            kernel.to_str().unwrap(),
+            "--vsock-cid",
+            &cid,
+            "--vsock-uds",
+            uds.to_str().unwrap(),
+            "--cmdline",
+            cmdline,
+        ],
+        TIMEOUT,
+    )
+}
+
 fn tempdir(name: &str) -> PathBuf {
     let dir =
         Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("vsock-{name}-{}", std::process::id()));
@@ -36,20 +55,7 @@ fn guest_connects_to_a_host_listener() {
         let _ = reader.read_to_end(&mut rest); // until the guest shuts the connection down
         line
     });
-    let kernel = tiny_guest(Entry::Pvh);
-    let run = run_vmm(
-        &[
-            "--kernel",
-            kernel.to_str().unwrap(),
-            "--vsock-cid",
-            "3",
-            "--vsock-uds",
-            uds.to_str().unwrap(),
-            "--cmdline",
-            "console=ttyS0 vsock-connect=5555",
-        ],
-        TIMEOUT,
-    );
+    let run = boot_with_vsock(3, &uds, "console=ttyS0 vsock-connect=5555");
     run.assert_exit(0);
     assert!(
         run.stdout.contains("tiny-guest: vsock guest_cid=3"),
@@ -79,20 +85,7 @@ fn guest_connects_to_a_host_listener() {
 fn guest_connect_to_missing_host_port_is_refused() {
     let dir = tempdir("refused");
     let uds = dir.join("vm.sock");
-    let kernel = tiny_guest(Entry::Pvh);
-    let run = run_vmm(
-        &[
-            "--kernel",
-            kernel.to_str().unwrap(),
-            "--vsock-cid",
-            "3",
-            "--vsock-uds",
-            uds.to_str().unwrap(),
-            "--cmdline",
-            "console=ttyS0 vsock-connect=7777",
-        ],
-        TIMEOUT,
-    );
+    let run = boot_with_vsock(3, &uds, "console=ttyS0 vsock-connect=7777");
     run.assert_exit(0);
     assert!(
         run.stdout
@@ -106,7 +99,6 @@ fn guest_connect_to_missing_host_port_is_refused() {
 fn host_connects_to_a_guest_listener_through_the_hybrid_socket() {
     let dir = tempdir("h2g");
     let uds = dir.join("vm.sock");
-    let kernel = tiny_guest(Entry::Pvh);
     let uds_for_client = uds.clone();
     let client = std::thread::spawn(move || {
         let deadline = Instant::now() + TIMEOUT;
@@ -130,19 +122,7 @@ fn host_connects_to_a_guest_listener_through_the_hybrid_socket() {
         stream.shutdown(std::net::Shutdown::Both).unwrap();
         (ok, echo)
     });
-    let run = run_vmm(
-        &[
-            "--kernel",
-            kernel.to_str().unwrap(),
-            "--vsock-cid",
-            "42",
-            "--vsock-uds",
-            uds.to_str().unwrap(),
-            "--cmdline",
-            "console=ttyS0 vsock-listen=6000",
-        ],
-        TIMEOUT,
-    );
+    let run = boot_with_vsock(42, &uds, "console=ttyS0 vsock-listen=6000");
     let (ok, echo) = client.join().unwrap();
     run.assert_exit(0);
     assert!(
