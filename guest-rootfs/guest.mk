@@ -3,7 +3,7 @@
 # from the repository root. See guest-rootfs/README.md.
 #
 #   make guest-kernel     $(BUILD_DIR)/guest/vmlinux (cached in $(HULL_CACHE)/kernel/<key>/)
-#   make static-bins      $(BUILD_DIR)/bin/hull-agent and hull-vmm, statically linked
+#   make static-bins      $(BUILD_DIR)/bin/: hull-agent, hull-vmm, hull, containerd-shim-hull-v2 (static)
 #   make guest-initramfs  $(BUILD_DIR)/guest/initramfs.cpio (uncompressed newc)
 #   make guest            both guest images, then prints their sizes
 #   make guest-rootfs-test  tests of the initramfs writer and of build-kernel.sh (fake source)
@@ -47,10 +47,13 @@ guest-kernel:
 	HULL_CACHE="$(HULL_CACHE)" $(GUEST_ROOTFS_DIR)/scripts/build-kernel.sh "$(GUEST_VMLINUX)"
 
 static-bins:
-	$(GUEST_STATIC_CARGO) -p hull-agent -p hull-vmm
+	$(GUEST_STATIC_CARGO) -p hull-agent -p hull-vmm -p hull-runtime
 	$(call guest_install_static,hull-agent)
 	$(call guest_install_static,hull-vmm)
-	@ls -l "$(GUEST_BIN_DIR)/hull-agent" "$(GUEST_BIN_DIR)/hull-vmm"
+	$(call guest_install_static,hull)
+	$(call guest_install_static,containerd-shim-hull-v2)
+	@ls -l "$(GUEST_BIN_DIR)/hull-agent" "$(GUEST_BIN_DIR)/hull-vmm" "$(GUEST_BIN_DIR)/hull" \
+		"$(GUEST_BIN_DIR)/containerd-shim-hull-v2"
 
 # The initramfs needs only the agent; this builds it alone so a broken VMM
 # does not block the guest image.

@@ -8,6 +8,19 @@
 # to, runs the plan and powers off. Everything the host parses is a line
 # starting with "LAB-".
 export PATH=/bin
+
+# Move from the initramfs (rootfs) to a tmpfs root first: pivot_root(2), which
+# virtiofsd's namespace sandbox uses, refuses to work when / is rootfs.
+if [ "$$" = 1 ] && [ -z "$LAB_ROOT_SWITCHED" ]; then
+    mkdir -p /newroot
+    mount -t tmpfs -o mode=0755 root /newroot
+    cp -a /bin /lib /init /newroot/
+    mkdir -p /newroot/dev /newroot/proc /newroot/sys /newroot/tmp /newroot/lab /newroot/run
+    cp -a /dev/console /dev/null /newroot/dev/
+    export LAB_ROOT_SWITCHED=1
+    exec switch_root /newroot /init
+fi
+
 mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev 2>/dev/null

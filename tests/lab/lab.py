@@ -2,7 +2,8 @@
 """Host driver of the nested lab: real SVM KVM inside a QEMU TCG L1 VM.
 
   lab.py smoke     boot L1 once, hull-vmm boots our guest (L2 hangs retried)
-  lab.py test      the smoke plus 5 boots with 2 vCPUs and 1 GiB
+  lab.py test      the smoke, containerd + our shim running `uname -r` in a microVM, 5 boots with 2 vCPUs
+  lab.py ctr       only the containerd step
   lab.py bench     hull-vmm vs QEMU microvm booting the same guest in the same L1
   lab.py hangrate  N single-attempt L2 boots, to measure how often the lab hangs
   lab.py demo      boot our guest with hull-vmm in the lab, show its console and figures
@@ -36,6 +37,10 @@ EXIT_OK, EXIT_PRODUCT, EXIT_LAB_HANG, EXIT_SETUP = 0, 1, 2, 3
 # QEMU microvm has no i8042, so the peer exits on a triple fault (reboot=t +
 # -no-reboot). DEFAULT_EXTRA is the lab's choice from its reliability runs.
 HULL_CMDLINE = "console=ttyS0 reboot=k panic=-1 hull.poweroff=1"
+# Without hull.poweroff the agent serves its API on vsock port 1024 until the VMM is stopped.
+SERVE_CMDLINE = "console=ttyS0 reboot=k panic=-1"
+HEALTH_EXTRA_S = 15  # a health run boots, waits for the agent, then makes calls: more time than a boot
+CTR_TIMEOUT_S = 90  # containerd -> shim -> virtiofsd + hull-vmm boot -> container -> teardown
 PEER_CMDLINE = "console=ttyS0 reboot=t panic=-1 hull.poweroff=1"
 DEFAULT_EXTRA = ""
 KEEP_LOGS = 40
@@ -64,10 +69,13 @@ class Lab:
         )
         self.assets = None
         self.l1_boots = []  # L1Outcome per boot
+        self.ctr_bench = {}  # runtime -> [wall ms or None] from LAB-CTR-BENCH lines
         self.tag = time.strftime("%Y%m%d-%H%M%S")
         prune_logs(self.work_dir / "logs", keep=KEEP_LOGS)
 
     def prepare(self, need_hull):
+        if self.assets is not None:  # `test` prepares before `smoke` does
+            return
         t0 = time.monotonic()
         self.assets = lab_assets.build(
             self.args.cache, self.build_dir, self.args.peer_qemu, self.args.guest_kernel, self.args.guest_initramfs
@@ -92,6 +100,21 @@ class Lab:
         return RunSpec(
             name=name, vmm=vmm, mem_mib=mem_mib, vcpus=vcpus, cmdline=self.cmdline(vmm),
             timeout_s=self.args.l2_timeout, attempts=attempts or self.args.l2_attempts,
+        )  # fmt: skip
+
+    def health_spec(self, name):
+        """hull-vmm with a hybrid vsock device, the agent serving; `hull agent health` from L1."""
+        cmdline = " ".join(p for p in (SERVE_CMDLINE, self.args.extra) if p)
+        return RunSpec(
+            name=name, vmm="hull", mem_mib=256, vcpus=1, cmdline=cmdline,
+            timeout_s=self.args.l2_timeout + HEALTH_EXTRA_S, attempts=self.args.l2_attempts, kind="health",
+        )  # fmt: skip
+
+    def ctr_spec(self, name):
+        """containerd + our shim in L1: `ctr run --rm --runtime io.containerd.hull.v2 IMG ID uname -r`."""
+        return RunSpec(
+            name=name, vmm="hull", mem_mib=256, vcpus=1, cmdline=self.args.extra,
+            timeout_s=CTR_TIMEOUT_S, attempts=self.args.l2_attempts, kind="ctr",
         )  # fmt: skip
 
     def execute(self, runs, max_l1_boots):
@@ -131,7 +154,11 @@ class Lab:
         if idx < 0:
             return
         text = line[idx:]
-        if text.startswith(("LAB-RESULT", "LAB-KVM", "LAB-L1 event=init", "LAB-L1 event=error")):
+        if text.startswith("LAB-CTR-BENCH "):
+            f = lab_l1.parse_fields(text)
+            walls = f.get("wall_ms", "").split()
+            self.ctr_bench[f.get("runtime", "?")] = [None if w == "fail" else _num(w) for w in walls]
+        if text.startswith(("LAB-RESULT", "LAB-KVM", "LAB-CTR", "LAB-L1 event=init", "LAB-L1 event=error")):
             log("  " + text)
 
     def l1_summary(self):
@@ -175,6 +202,62 @@ def fmt_stats(values, unit):
 
 def check_boot(lab, name, attempts, allowed, require_boot_ms=True):
     """Judge one run's attempts. Returns (exit code, message)."""
+    if attempts and attempts[-1].kind == "ctr":
+        return check_ctr(name, attempts, allowed)
+    code, msg = check_guest(lab, name, attempts, allowed, require_boot_ms)
+    if code != EXIT_OK or attempts[-1].kind != "health":
+        return code, msg
+    last = attempts[-1]
+    answer = parse_health(last.detail)
+    if answer.get("health") != "SERVING_STATUS_SERVING":
+        return EXIT_PRODUCT, f"{name}: PRODUCT FAILURE: agent did not answer SERVING over vsock: '{last.detail}'"
+    call_ms = last.fields.get("call_ms", "-1")
+    per_call = f"; then {call_ms} ms per `hull agent health` run (process start + connect + 2 calls)"
+    return EXIT_OK, (
+        f"{name}: ok: `hull agent health` over hybrid vsock answered from inside the microVM: "
+        f"health={answer.get('health')} agent_version={answer.get('agent_version')} "
+        f"api_version={answer.get('api_version')}; VMM stopped by SIGTERM, exit {last.rc}\n"
+        f"    first answer {last.fields.get('health_ms', '?')} ms after the VMM started "
+        f"(guest_boot_ms={last.boot_ms:.0f}){per_call if call_ms != '-1' else ''}"
+    )
+
+
+def check_ctr(name, attempts, allowed):
+    """`ctr run ... uname -r` must print a kernel release that is not L1's."""
+    last = attempts[-1]
+    hangs = sum(1 for a in attempts if a.status == "hang")
+    if last.status == "hang":
+        return EXIT_LAB_HANG, (
+            f"{name}: LAB HANG: `ctr run` did not finish in any of {len(attempts)} of {allowed} attempts\n"
+            + tail_text(last)
+        )
+    if last.status != "ok":
+        return EXIT_PRODUCT, f"{name}: PRODUCT FAILURE: `ctr run` exit {last.rc}: '{last.detail}'\n" + tail_text(last)
+    guest_release = last.detail.split(";")[0].strip()
+    l1_release = last.fields.get("l1_kernel", "")
+    if not guest_release or guest_release == l1_release:
+        return EXIT_PRODUCT, (
+            f"{name}: PRODUCT FAILURE: the container printed '{guest_release}', L1's own kernel is "
+            f"'{l1_release}': it did not run in our microVM"
+        )
+    note = f" (after {hangs} lab hang(s))" if hangs else ""
+    rootfs = last.fields.get("rootfs", "")
+    return EXIT_OK, (
+        f"{name}: ok{note}: `ctr run --rm --runtime io.containerd.hull.v2 ... uname -r` printed "
+        f"'{guest_release}' (the guest's kernel; L1 runs '{l1_release}'), {last.wall_ms:.0f} ms\n"
+        f"    container's / in the guest: {rootfs or 'unknown (second container gave no answer)'}"
+        + (" (virtio-fs share from L1)" if " virtiofs " in f" {rootfs} " else "")
+    )
+
+
+def parse_health(detail):
+    """`hull agent health` output ('key: value' lines joined by ';') as a dict."""
+    pairs = (part.split(":", 1) for part in detail.split(";") if ":" in part)
+    return {k.strip(): v.strip() for k, v in pairs}
+
+
+def check_guest(lab, name, attempts, allowed, require_boot_ms=True):
+    """Judge that a run's guest booted (agent line, guest kernel, boot marker)."""
     if not attempts:
         return EXIT_LAB_HANG, f"{name}: LAB HANG: never ran (L1 hung every time)"
     last = attempts[-1]
@@ -227,14 +310,17 @@ def boot_runs(lab, runs, max_l1_boots, require_boot_ms):
 def cmd_smoke(lab, extra_runs=()):
     vmm = lab.args.vmm
     lab.prepare(need_hull=vmm == "hull")
-    runs = [lab.spec("smoke", vmm)] + list(extra_runs)
+    runs = [lab.spec("smoke", vmm)]
+    if vmm == "hull" and not lab.args.no_health:
+        runs.append(lab.health_spec("vsock-health"))
+    runs += list(extra_runs)
     code, lines, results = boot_runs(lab, runs, lab.args.l1_boots, require_boot_ms=vmm == "hull")
     log("")
     log(f"==== LAB SUMMARY (nested lab: QEMU TCG L1 with real SVM KVM; host /dev/kvm: {host_kvm_kind()}) ====")
     log(lab.l1_summary())
     for line in lines:
         log(line)
-    ok = [a for r in runs for a in results[r.name] if a.status == "ok"]
+    ok = [a for r in runs for a in results[r.name] if a.status == "ok" and a.kind != "ctr"]
     if ok:
         log(f"guest_boot_ms: {fmt_stats([a.boot_ms for a in ok if a.boot_ms >= 0], 'ms')}")
         log(
@@ -247,39 +333,63 @@ def cmd_smoke(lab, extra_runs=()):
 
 
 def cmd_demo(lab):
-    """For a newcomer: our kernel booted by hull-vmm, its console, version and boot time."""
+    """For a newcomer: our kernel booted by hull-vmm, its version, boot time and a Health call over vsock."""
     lab.config.show_lines = DEMO_CONSOLE_LINES
     lab.prepare(need_hull=True)
-    log(f"lab: host /dev/kvm: {host_kvm_kind()}; booting the guest inside the nested lab")
-    runs = [lab.spec("demo", "hull")]
+    log(f"lab: host /dev/kvm: {host_kvm_kind()}; booting the guest inside the nested lab (takes ~30 s)")
+    runs = [lab.health_spec("demo")]
     results = lab.execute(runs, lab.args.l1_boots)
     code, msg = check_boot(lab, "demo", results["demo"], runs[0].attempts, require_boot_ms=True)
     last = results["demo"][-1] if results["demo"] else None
     log("")
-    if code == EXIT_OK:
-        log(f"---- guest console (last {DEMO_CONSOLE_LINES} lines) ----")
-        for line in last.tail:
-            log("  " + line.removeprefix("console: "))
-        l1_release = next((o.kernel_release for o in lab.l1_boots if o.kernel_release), "?")
-        agent = lab_l1.parse_fields(last.agent)
-        log("----")
-        log(
-            f"guest kernel {agent.get('kernel')} (agent {agent.get('version')}, api {agent.get('api')}), "
-            f"booted by hull-vmm on real SVM KVM inside L1 (kernel {l1_release})"
-        )
-        log(
-            f"guest boot time {last.boot_ms:.0f} ms (boot marker); VMM start to exit {last.wall_ms:.0f} ms; "
-            f"VMM peak RSS {last.rss_kib / 1024:.1f} MiB"
-        )
-    else:
+    if code != EXIT_OK:
         log(msg)
+        return code
+    log(f"---- guest console (last {DEMO_CONSOLE_LINES} lines) ----")
+    for line in last.tail:
+        log("  " + line.removeprefix("console: "))
+    l1_release = next((o.kernel_release for o in lab.l1_boots if o.kernel_release), "?")
+    agent = lab_l1.parse_fields(last.agent)
+    answer = parse_health(last.detail)
+    log("---- what happened ----")
+    log(f"  hull-vmm booted our guest kernel {agent.get('kernel')} on real SVM KVM inside the lab's L1 VM")
+    log(f"  (L1 runs {l1_release}; this host's KVM cannot boot Linux guests itself)")
+    log(f"  guest boot time:   {last.boot_ms:.0f} ms (kernel entry to the agent's boot marker)")
+    log(f"  agent:             hull-agent {agent.get('version')}, API {agent.get('api')}, running as PID 1")
+    log(
+        f"  health over vsock: {answer.get('health')} (agent {answer.get('agent_version')}, API "
+        f"{answer.get('api_version')}), asked by `hull agent health` through hull-vmm's vsock socket"
+    )
+    log(f"  VMM peak RSS:      {last.rss_kib / 1024:.1f} MiB; stopped by SIGTERM, exit {last.rc}")
     return code
 
 
 def cmd_test(lab):
     vmm = lab.args.vmm
     more = [lab.spec(f"boot-2cpu-{i}", vmm, vcpus=2, mem_mib=1024) for i in range(1, 6)]
+    if vmm == "hull":
+        lab.prepare(need_hull=True)
+        if not lab.assets.has_containerd:
+            raise lab_assets.AssetError(
+                "the containerd step needs containerd and ctr (apt-get install containerd), virtiofsd "
+                "(cargo install virtiofsd) and build/bin/containerd-shim-hull-v2 (`make static-bins`)"
+            )
+        more.insert(0, lab.ctr_spec("ctr-run"))
     return cmd_smoke(lab, more)
+
+
+def cmd_ctr(lab):
+    """Only the containerd step (issue 7): a container in a microVM through containerd and our shim."""
+    lab.prepare(need_hull=True)
+    if not lab.assets.has_containerd:
+        raise lab_assets.AssetError("containerd, ctr, virtiofsd or build/bin/containerd-shim-hull-v2 missing")
+    runs = [lab.ctr_spec("ctr-run")]
+    results = lab.execute(runs, lab.args.l1_boots)
+    code, msg = check_boot(lab, "ctr-run", results["ctr-run"], runs[0].attempts)
+    log("")
+    log(lab.l1_summary())
+    log(msg)
+    return code
 
 
 def cmd_bench(lab):
@@ -289,9 +399,18 @@ def cmd_bench(lab):
     runs = [lab.spec("hull-warmup", "hull"), lab.spec("qemu-warmup", "qemu")]
     for i in range(1, n + 1):
         runs += [lab.spec(f"hull-{i}", "hull"), lab.spec(f"qemu-{i}", "qemu")]
+    # The agent API through the vsock device vs the same client and agent on a plain Unix socket.
+    lab.config.health_peer = True
+    lab.config.ctr_bench = n
+    extra = [lab.health_spec("bench-health")]
+    if lab.assets.has_containerd:
+        extra.append(lab.ctr_spec("bench-ctr"))
+    runs += extra
     results = lab.execute(runs, lab.args.l1_boots)
     ok = {"hull": [], "qemu": []}
     for r in runs:
+        if r in extra:
+            continue
         if results[r.name] and results[r.name][-1].status == "ok" and not r.name.endswith("warmup"):
             ok[r.vmm].append(results[r.name][-1])
     hangs = sum(1 for r in runs for a in results[r.name] if a.status == "hang")
@@ -321,7 +440,53 @@ def cmd_bench(lab):
         log(f"{label:40} {fmt_num(h):>10} {fmt_num(q):>13} {ratio:>10}")
     for vmm in ("hull", "qemu"):
         log(f"  {vmm} agent lines: {sorted({a.agent for a in ok[vmm]})}")
+    bench_extras(results, extra)
+    bench_ctr_runtimes(lab.ctr_bench)
     return EXIT_OK if ok["hull"] and not fails else EXIT_PRODUCT
+
+
+def bench_extras(results, extra):
+    """Prints the Health-over-vsock and `ctr run` figures of the bench."""
+    done = {r.name: results[r.name][-1] for r in extra if results[r.name] and results[r.name][-1].status == "ok"}
+    health = done.get("bench-health")
+    if health:
+        vsock = _num(health.fields.get("call_ms"))
+        plain = _num(health.fields.get("peer_call_ms"))
+        ratio = f"{vsock / plain:.2f}x" if vsock > 0 and plain > 0 else "-"
+        log(
+            "`hull agent health` run (process start + connect + Health + Version), mean of 10, in L1: "
+            f"through hull-vmm's vsock device {fmt_num(vsock if vsock > 0 else None)} ms, "
+            f"hull-agent on a plain Unix socket in L1 {fmt_num(plain if plain > 0 else None)} ms, ratio {ratio}"
+        )
+    else:
+        log("Health over vsock: no result (see the log)")
+    ctr = done.get("bench-ctr")
+    if ctr:
+        log(f"`ctr run --rm --runtime io.containerd.hull.v2 IMG ID uname -r` (whole run): {ctr.wall_ms:.0f} ms")
+    elif "bench-ctr" in {r.name for r in extra}:
+        log("ctr run: no result (see the log)")
+
+
+def bench_ctr_runtimes(walls):
+    """`ctr run --rm IMG ID true`: hull (a microVM per run) vs runc, median and ratio."""
+    if not walls:
+        return
+    ok = {rt: [w for w in ws if w is not None and w > 0] for rt, ws in walls.items()}
+    fails = {rt: sum(1 for w in ws if w is None) for rt, ws in walls.items()}
+    h, r = median(ok.get("hull", [])), median(ok.get("runc", []))
+    ratio = f"{h / r:.1f}x" if h and r else "-"
+    log(
+        f"`ctr run --rm IMG ID true` in L1, median: hull {fmt_num(h)} ms (n={len(ok.get('hull', []))}, "
+        f"failed {fails.get('hull', 0)}), runc {fmt_num(r)} ms (n={len(ok.get('runc', []))}, "
+        f"failed {fails.get('runc', 0)}), hull/runc {ratio}"
+    )
+
+
+def _num(text):
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return -1.0
 
 
 def cmd_hangrate(lab):
@@ -373,7 +538,7 @@ def size_mib(path):
 def parse_args(argv):
     env = os.environ.get
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("command", choices=["smoke", "test", "bench", "hangrate", "demo", "assets"])
+    ap.add_argument("command", choices=["smoke", "test", "ctr", "bench", "hangrate", "demo", "assets"])
     ap.add_argument("--build-dir", default=env("BUILD_DIR", "build"))
     ap.add_argument("--cache", default=env("HULL_CACHE", "/var/cache/hull"))
     ap.add_argument("--qemu", default=env("LAB_QEMU", "qemu-system-x86_64"), help="QEMU that runs L1")
@@ -393,6 +558,7 @@ def parse_args(argv):
     ap.add_argument("--n", type=int, default=5, help="bench: boots per VMM; hangrate: L2 boots")
     ap.add_argument("--vcpus", type=int, default=1, help="hangrate: L2 vCPUs")
     ap.add_argument("--mem", type=int, default=256, help="hangrate: L2 MiB")
+    ap.add_argument("--no-health", action="store_true", help="smoke/test: skip the vsock Health run")
     ap.add_argument("--guest-kernel", default=None)
     ap.add_argument("--guest-initramfs", default=None)
     args = ap.parse_args(argv)
@@ -411,6 +577,7 @@ def main(argv=None):
     commands = {
         "smoke": cmd_smoke,
         "test": cmd_test,
+        "ctr": cmd_ctr,
         "bench": cmd_bench,
         "hangrate": cmd_hangrate,
         "demo": cmd_demo,

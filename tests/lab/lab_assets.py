@@ -42,6 +42,7 @@ class L1Assets:
     data_disk: Path
     has_hull_vmm: bool
     has_guest: bool
+    has_containerd: bool = False  # containerd, ctr, virtiofsd, the shim and the busybox image are on the disk
 
 
 def run(cmd, **kw):
@@ -446,6 +447,75 @@ def data_disk(build_lab, inputs):
     return image
 
 
+# ---------------------------------------------------------------- containerd in L1
+
+
+def find_virtiofsd():
+    """The virtiofsd the product uses (cargo install puts it in ~/.cargo/bin)."""
+    for cand in (os.environ.get("HULL_VIRTIOFSD"), shutil.which("virtiofsd"),
+                 str(Path.home() / ".cargo/bin/virtiofsd"), "/usr/libexec/virtiofsd"):  # fmt: skip
+        if cand and os.access(cand, os.X_OK):
+            return Path(cand)
+    return None
+
+
+def sysroot(build_lab, binaries):
+    """A directory with the shared libraries (and loader) of `binaries`, at their real paths.
+
+    L1's root is a tmpfs, so run.sh copies this over / and Debian's dynamic
+    containerd/ctr and cargo's virtiofsd run as they are.
+    """
+    out = Path(build_lab) / "sysroot"
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    for binary in binaries:
+        for lib in sorted(set(re.findall(r"(/\S+) \(0x", run(["ldd", str(binary)])))):
+            target = out / lib.lstrip("/")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(lib, target)
+    return out
+
+
+def busybox_image(build_lab, busybox):
+    """OCI image tar (lab.local/busybox:lab) of a static busybox rootfs, for `ctr image import`."""
+    image = Path(build_lab) / "busybox-image.tar"
+    stamp = Path(build_lab) / "busybox-image.key"
+    maker = LAB_DIR.parent / "shim/mk_oci_image.py"
+    key = short_key(sha256_file(busybox).hexdigest(), maker.read_bytes())
+    if image.exists() and stamp.exists() and stamp.read_text() == key:
+        return image
+    tmp = Path(tempfile.mkdtemp(prefix="busybox-rootfs-", dir=build_lab))
+    try:
+        rootfs = tmp / "rootfs"
+        for d in ("bin", "proc", "sys", "dev", "tmp", "etc", "root"):
+            (rootfs / d).mkdir(parents=True)
+        shutil.copy(busybox, rootfs / "bin/busybox")
+        for applet in run([str(busybox), "--list"]).split():
+            if applet != "busybox":
+                (rootfs / "bin" / applet).symlink_to("busybox")
+        run(["python3", str(maker), str(rootfs), str(tmp / "image.tar"), "lab.local/busybox:lab"])
+        os.replace(tmp / "image.tar", image)
+        stamp.write_text(key)
+        return image
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def containerd_inputs(build_lab, busybox):
+    """Data-disk entries for the containerd step, or {} when containerd, ctr or virtiofsd is missing."""
+    tools = {"containerd": shutil.which("containerd"), "ctr": shutil.which("ctr"), "virtiofsd": find_virtiofsd()}
+    if not all(tools.values()):
+        return {}
+    # The bench's peer: runc through Debian's runc shim, when installed.
+    peer = {"runc": shutil.which("runc"), "containerd-shim-runc-v2": shutil.which("containerd-shim-runc-v2")}
+    if all(peer.values()):
+        tools.update(peer)
+    inputs = {f"bin/{name}": Path(path) for name, path in tools.items()}
+    inputs["sysroot"] = sysroot(build_lab, tools.values())
+    inputs["images/busybox.tar"] = busybox_image(build_lab, busybox)
+    return inputs
+
+
 def build(cache_root, build_dir, qemu, guest_kernel, guest_initramfs):
     """Build (or find cached) all L1 assets; returns L1Assets.
 
@@ -468,10 +538,17 @@ def build(cache_root, build_dir, qemu, guest_kernel, guest_initramfs):
     guest_initramfs = Path(guest_initramfs)
     if hull_vmm.exists():
         inputs["bin/hull-vmm"] = hull_vmm
+    # The `hull` CLI (vsock Health from L1) and the shim, when built (`make static-bins`).
+    # hull-agent: the bench's plain-Unix-socket peer of the vsock Health figure.
+    for tool in ("hull", "containerd-shim-hull-v2", "hull-agent"):
+        if (Path(build_dir) / "bin" / tool).exists():
+            inputs[f"bin/{tool}"] = Path(build_dir) / "bin" / tool
     has_guest = vmlinux.exists() and guest_initramfs.exists()
     if has_guest:
         inputs["guest/vmlinux"] = vmlinux
         inputs["guest/initramfs.cpio"] = guest_initramfs
+    ctr_inputs = containerd_inputs(build_lab, busybox)
+    inputs.update(ctr_inputs)
     disk = data_disk(build_lab, inputs)
     return L1Assets(
         kernel=kernel_dir / "vmlinuz",
@@ -480,4 +557,5 @@ def build(cache_root, build_dir, qemu, guest_kernel, guest_initramfs):
         data_disk=disk,
         has_hull_vmm=hull_vmm.exists(),
         has_guest=has_guest,
+        has_containerd=bool(ctr_inputs) and "bin/containerd-shim-hull-v2" in inputs,
     )

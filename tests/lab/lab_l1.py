@@ -69,6 +69,11 @@ class RunSpec:
     cmdline: str
     timeout_s: int
     attempts: int
+    kind: str = "boot"  # boot: lab_run; health: lab_health (vsock); ctr: lab_ctr (containerd)
+
+
+# run.sh function per RunSpec.kind
+PLAN_FUNCTIONS = {"boot": "lab_run", "health": "lab_health", "ctr": "lab_ctr"}
 
 
 @dataclass
@@ -86,6 +91,9 @@ class RunResult:
     kmsg_s: float  # guest kernel time stamp of its last console message
     rss_kib: int
     agent: str
+    kind: str = "boot"
+    detail: str = ""  # health: hull's answer; ctr: the container's output (';'-joined lines)
+    fields: dict = field(default_factory=dict)  # every key=value of the LAB-RESULT line
     tail: list = field(default_factory=list)
 
 
@@ -102,16 +110,23 @@ class L1Outcome:
     log: Path = None
 
 
-def plan_script(runs, kvm_amd_options, pin_cpu=None, show_lines=0):
-    """The plan run.sh sources: load KVM, then one lab_run line per RunSpec."""
+def plan_script(runs, kvm_amd_options, pin_cpu=None, show_lines=0, health_peer=False, ctr_bench=0):
+    """The plan run.sh sources: load KVM, then one lab_run (lab_health, lab_ctr) line per RunSpec."""
     lines = ["# written by tests/lab/lab.py", f"lab_kvm {shlex.quote(kvm_amd_options)}"]
+    if health_peer:
+        lines.append("LAB_HEALTH_PEER=1")
+    if ctr_bench:
+        lines.append(f"LAB_CTR_BENCH={int(ctr_bench)}")
     if pin_cpu is not None:
         lines.append(f"LAB_PIN_CPU={int(pin_cpu)}")
     if show_lines:
         lines.append(f"LAB_SHOW_LINES={int(show_lines)}")
     for r in runs:
-        args = [r.name, r.vmm, r.timeout_s, r.attempts, r.mem_mib, r.vcpus, r.cmdline]
-        lines.append("lab_run " + " ".join(shlex.quote(str(a)) for a in args))
+        if r.kind == "boot":
+            args = [r.name, r.vmm, r.timeout_s, r.attempts, r.mem_mib, r.vcpus, r.cmdline]
+        else:  # lab_health / lab_ctr: hull-vmm only
+            args = [r.name, r.timeout_s, r.attempts, r.mem_mib, r.vcpus, r.cmdline]
+        lines.append(PLAN_FUNCTIONS[r.kind] + " " + " ".join(shlex.quote(str(a)) for a in args))
     return "\n".join(lines) + "\n"
 
 
@@ -145,6 +160,9 @@ def parse_result(text):
         kmsg_s=_num(f.get("kmsg_s")),
         rss_kib=_num(f.get("rss_kib"), int),
         agent=f.get("agent", ""),
+        kind=f.get("kind", "boot"),
+        detail=f.get("detail", ""),
+        fields=f,
     )
 
 
@@ -152,7 +170,8 @@ class L1Config:
     """How L1 is started."""
 
     def __init__(self, qemu="qemu-system-x86_64", accel="tcg,thread=single", cpu="EPYC,+svm,+npt", smp=1, mem_mib=4096,
-                 kvm_amd_options="", pin_cpu=None, append="", show_lines=0):  # fmt: skip
+                 kvm_amd_options="", pin_cpu=None, append="", show_lines=0, health_peer=False,
+                 ctr_bench=0):  # fmt: skip
         self.qemu = qemu
         self.accel = accel
         self.cpu = cpu
@@ -162,6 +181,8 @@ class L1Config:
         self.pin_cpu = pin_cpu
         self.append = append
         self.show_lines = show_lines  # guest console lines shown for good runs too (demo)
+        self.health_peer = health_peer  # health runs also time hull-agent on a plain Unix socket in L1 (bench)
+        self.ctr_bench = ctr_bench  # ctr runs also time N x `ctr run --rm IMG true`, hull vs runc (bench)
 
 
 def monitor_dump(sock_path, commands=("info status", "info registers -a", "info lapic", "info pic")):
@@ -194,7 +215,9 @@ def boot(assets, config, runs, work_dir, tag, on_line=None):
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     (work_dir / "logs").mkdir(exist_ok=True)
-    plan = plan_script(runs, config.kvm_amd_options, config.pin_cpu, config.show_lines).encode()
+    plan = plan_script(
+        runs, config.kvm_amd_options, config.pin_cpu, config.show_lines, config.health_peer, config.ctr_bench
+    ).encode()
     plan_img = work_dir / f"plan-{tag}.img"
     # A raw disk: whole sectors; l1-init.sh drops the zero padding.
     plan_img.write_bytes(plan + b"\0" * (4096 - len(plan) % 4096))

@@ -106,6 +106,289 @@ run_once() {
     rm -f "$out" "$err"
 }
 
+# Milliseconds between two /proc/uptime readings (10 ms resolution).
+ms_between() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%d", (b - a) * 1000 }'; }
+
+# lab_health NAME TIMEOUT_S ATTEMPTS MEM_MIB VCPUS CMDLINE
+# The issue-4 check: hull-vmm with a hybrid vsock device (CID 3, a Unix socket in
+# L1) and no hull.poweroff, so the agent serves its API on vsock port 1024; then
+# `hull agent health` from L1 through that socket (it retries while the guest
+# boots), LAB_HEALTH_CALLS more calls for a per-call figure, then SIGTERM to the
+# VMM, which must exit 0. A run whose guest never printed the agent line within
+# the timeout is a hang (retried); anything else that goes wrong is a failure.
+lab_health() {
+    name=$1 vmm=hull timeout=$2 attempts=$3 mem=$4 vcpus=$5 cmdline=$6
+    attempt=1
+    while :; do
+        health_once
+        [ "$status" = hang ] && [ "$attempt" -lt "$attempts" ] || break
+        attempt=$((attempt + 1))
+    done
+}
+
+# health_calls SOCKET: milliseconds per `hull agent health` run (process start, connect,
+# Health + Version) over LAB_HEALTH_CALLS runs, -1 if one failed.
+health_calls() {
+    n=${LAB_HEALTH_CALLS:-10} i=0 c0=$(uptime_s)
+    while [ "$i" -lt "$n" ]; do
+        $LAB/bin/hull agent health --uds "$1" --timeout 2 > /dev/null 2>&1 || break
+        i=$((i + 1))
+    done
+    c1=$(uptime_s)
+    if [ "$i" = "$n" ]; then
+        awk -v a="$c0" -v b="$c1" -v n="$n" 'BEGIN { printf "%.1f", (b - a) * 1000 / n }'
+    else
+        echo -1
+    fi
+}
+
+peer_health_calls() {
+    psock=$TMP/peer-agent.sock
+    mkdir -p "$TMP/peer-shared"
+    rm -f "$psock"
+    $LAB/bin/hull-agent --listen "hybrid://$psock" --shared-dir "$TMP/peer-shared" > /dev/null 2>&1 &
+    ppid_agent=$!
+    health_calls "$psock"
+    kill -TERM "$ppid_agent" 2>/dev/null
+    wait "$ppid_agent" 2>/dev/null
+    rm -f "$psock"
+}
+
+health_once() {
+    out=$TMP/$name.$attempt.out
+    err=$TMP/$name.$attempt.err
+    sum=$TMP/$name.$attempt.sum
+    sock=$TMP/$name.$attempt.vsock
+    pidf=$TMP/$name.$attempt.pid
+    rm -f "$sock" "$pidf"
+    # sh writes its PID and execs the VMM, so the pidfile names hull-vmm itself.
+    $WATCH -t "$timeout" -o "$out" -e "$err" -m agent=HULL-AGENT -- \
+        sh -c 'echo $$ > "$0"; exec "$@"' "$pidf" \
+        $LAB/bin/hull-vmm --kernel $LAB/guest/vmlinux --initrd $LAB/guest/initramfs.cpio \
+        --mem-mib "$mem" --vcpus "$vcpus" --cmdline "$cmdline" \
+        --vsock-cid 3 --vsock-uds "$sock" > "$sum" &
+    watch_pid=$!
+    t0=$(uptime_s)
+    health=$($LAB/bin/hull agent health --uds "$sock" --timeout $((timeout - 8)) 2>&1)
+    health_rc=$?
+    t1=$(uptime_s)
+    health_ms=$(ms_between "$t0" "$t1")
+    call_ms=-1 peer_call_ms=-1
+    if [ "$health_rc" = 0 ]; then
+        call_ms=$(health_calls "$sock")
+        # LAB_HEALTH_PEER (set by the bench plan): the same calls to hull-agent running in L1
+        # itself behind a plain Unix socket (same hybrid CONNECT protocol, no VM, no device).
+        [ -n "$LAB_HEALTH_PEER" ] && peer_call_ms=$(peer_health_calls)
+    fi
+    vmm_pid=$(cat "$pidf" 2>/dev/null)
+    [ -n "$vmm_pid" ] && kill -TERM "$vmm_pid" 2>/dev/null
+    wait "$watch_pid"
+    summary=$(cat "$sum" 2>/dev/null)
+    rc=-1 timedout=0 wall_ms=-1 maxrss_kib=-1 agent_ms=-1
+    for kv in $summary; do
+        case $kv in
+            rc=* | timedout=* | wall_ms=* | maxrss_kib=* | agent_ms=*) eval "${kv%%=*}=\${kv#*=}" ;;
+        esac
+    done
+    agent=$(grep -m1 HULL-AGENT "$out" 2>/dev/null | printable | sed 's/.*HULL-AGENT/HULL-AGENT/; s/"/'"'"'/g')
+    boot_ms=$(sed "s/${ESC}\[[0-9;]*m//g" "$err" 2>/dev/null | sed -n 's/.*guest_boot_ms=\([0-9.]*\).*/\1/p' | head -n1)
+    answer=$(printf '%s\n' "$health" | printable | tr '\n' ';' | sed 's/"/'"'"'/g; s/;$//')
+    if [ "$health_rc" = 0 ] && [ "$rc" = 0 ]; then
+        status=ok
+    elif [ -z "$agent" ] && { [ "$timedout" = 1 ] || [ "$rc" = 0 ] || [ "$rc" = 143 ]; }; then
+        status=hang  # the guest never reached its agent: the lab's known L2 hang
+    else
+        status=fail
+    fi
+    echo "LAB-RESULT name=$name attempt=$attempt vmm=hull kind=health status=$status rc=$rc wall_ms=$wall_ms agent_ms=$agent_ms boot_ms=${boot_ms:--1} rss_kib=$maxrss_kib health_rc=$health_rc health_ms=$health_ms call_ms=$call_ms peer_call_ms=$peer_call_ms agent=\"$agent\" detail=\"$answer\""
+    if [ "$status" = ok ] && [ -n "$LAB_SHOW_LINES" ]; then
+        tail -n "$LAB_SHOW_LINES" "$out" | printable | sed "s/^/LAB-TAIL name=$name attempt=$attempt stream=console | /"
+    fi
+    if [ "$status" != ok ]; then
+        printf '%s\n' "$health" | tail -n 10 | printable | sed "s/^/LAB-TAIL name=$name attempt=$attempt stream=hull | /"
+        tail -n 25 "$out" 2>/dev/null | printable | sed "s/^/LAB-TAIL name=$name attempt=$attempt stream=console | /"
+        sed "s/${ESC}\[[0-9;]*m//g" "$err" 2>/dev/null | tail -n 25 | printable |
+            sed "s/^/LAB-TAIL name=$name attempt=$attempt stream=stderr | /"
+    fi
+    rm -f "$out" "$err" "$sum" "$sock" "$pidf"
+}
+
+# lab_ctr NAME TIMEOUT_S ATTEMPTS MEM_MIB VCPUS KERNEL_PARAMS
+# The issue-7 check: containerd (its own config and dirs under $TMP/ctr) with our
+# shim, [sandbox] mode = "vm": `ctr run --rm --runtime io.containerd.hull.v2 IMG ID
+# uname -r` must print the guest's kernel release (the host judges it against
+# L1's). The shim starts virtiofsd and hull-vmm itself. A `ctr run` that outlives
+# the timeout is a hang (the lab's L2 hang, retried; the sandbox is killed by the
+# shim's pids file); anything else that goes wrong is a failure.
+CTR_IMAGE=lab.local/busybox:lab
+lab_ctr() {
+    name=$1 vmm=hull timeout=$2 attempts=$3 mem=$4 vcpus=$5 params=$6
+    attempt=1
+    if ! ctr_setup; then
+        echo "LAB-RESULT name=$name attempt=1 vmm=hull kind=ctr status=fail rc=-1 detail=\"setup: $setup_error\""
+        ctr_tails
+        ctr_teardown
+        return
+    fi
+    while :; do
+        ctr_once
+        [ "$status" = hang ] && [ "$attempt" -lt "$attempts" ] || break
+        attempt=$((attempt + 1))
+    done
+    # LAB_CTR_BENCH=N (set by the bench plan): N x `ctr run --rm IMG ID true`, hull vs runc.
+    [ -n "$LAB_CTR_BENCH" ] && [ "$status" = ok ] && ctr_bench "$LAB_CTR_BENCH"
+    ctr_teardown
+}
+
+# ctr_bench N: prints LAB-CTR-BENCH runtime=hull|runc wall_ms="..." (one figure per run, "fail" for a failed one).
+ctr_bench() {
+    for runtime in hull runc; do
+        list="" i=1
+        while [ "$i" -le "$1" ]; do
+            s=$($WATCH -t "$timeout" -o "$TMP/bench.out" -e "$TMP/bench.err" -- $LAB/bin/ctr \
+                --address "$D/run/containerd.sock" --namespace lab run --rm --snapshotter native \
+                --runtime "io.containerd.$runtime.v2" "$CTR_IMAGE" "bench-$runtime-$i" true)
+            rc=-1 wall_ms=-1
+            for kv in $s; do
+                case $kv in rc=* | wall_ms=*) eval "${kv%%=*}=\${kv#*=}" ;; esac
+            done
+            if [ "$rc" = 0 ]; then
+                list="$list $wall_ms"
+            else
+                list="$list fail"
+                tail -n 5 "$TMP/bench.err" | printable | sed "s/^/LAB-TAIL name=ctr-bench attempt=$i stream=$runtime | /"
+                ctr_kill_sandboxes
+            fi
+            i=$((i + 1))
+        done
+        echo "LAB-CTR-BENCH runtime=$runtime wall_ms=\"${list# }\""
+    done
+    rm -f "$TMP/bench.out" "$TMP/bench.err"
+}
+
+ctr_setup() {
+    D=$TMP/ctr
+    rm -rf "$D"
+    mkdir -p "$D/root" "$D/state" "$D/run" "$D/hull" "$D/opt" "$D/logs"
+    # containerd, ctr and virtiofsd are dynamic builds: put their libraries in place.
+    cp -a "$LAB/sysroot/." / 2>/dev/null
+    grep -q ' /sys/fs/cgroup ' /proc/mounts 2>/dev/null || mount -t cgroup2 cgroup2 /sys/fs/cgroup 2>/dev/null
+    printf '%s\n' \
+        "kernel = \"$LAB/guest/vmlinux\"" \
+        "initramfs = \"$LAB/guest/initramfs.cpio\"" \
+        "vmm = \"$LAB/bin/hull-vmm\"" \
+        "virtiofsd = \"$LAB/bin/virtiofsd\"" \
+        "vcpus = $vcpus" \
+        "mem_mib = $mem" \
+        "kernel_params = \"$params\"" \
+        "debug = true" \
+        "[sandbox]" \
+        "mode = \"vm\"" \
+        "run_dir = \"$D/hull\"" \
+        "boot_timeout_secs = $timeout" > "$D/hull.toml"
+    printf '%s\n' \
+        "version = 2" \
+        "root = \"$D/root\"" \
+        "state = \"$D/state\"" \
+        "disabled_plugins = [\"io.containerd.grpc.v1.cri\"]" \
+        "[grpc]" \
+        "  address = \"$D/run/containerd.sock\"" \
+        "[debug]" \
+        "  level = \"debug\"" \
+        "[plugins.\"io.containerd.internal.v1.opt\"]" \
+        "  path = \"$D/opt\"" > "$D/config.toml"
+    t0=$(uptime_s)
+    HULL_CONFIG=$D/hull.toml PATH=$LAB/bin:/bin \
+        $LAB/bin/containerd --config "$D/config.toml" > "$D/logs/containerd.log" 2>&1 &
+    ctrd_pid=$!
+    i=0
+    while [ ! -S "$D/run/containerd.sock" ]; do
+        i=$((i + 1))
+        if [ "$i" -gt 200 ] || ! kill -0 "$ctrd_pid" 2>/dev/null; then
+            setup_error="containerd did not start"
+            return 1
+        fi
+        sleep 0.1
+    done
+    t1=$(uptime_s)
+    if ! out=$(ctr_cmd image import --snapshotter native "$LAB/images/busybox.tar" 2>&1); then
+        setup_error="ctr image import: $(printf '%s' "$out" | printable | tail -n 3 | tr '\n' ';')"
+        return 1
+    fi
+    echo "LAB-CTR event=ready containerd_start_ms=$(ms_between "$t0" "$t1") import_ms=$(ms_between "$t1" "$(uptime_s)")"
+}
+
+ctr_cmd() { $LAB/bin/ctr --address "$D/run/containerd.sock" --namespace lab "$@"; }
+
+ctr_once() {
+    out=$TMP/$name.$attempt.out
+    err=$TMP/$name.$attempt.err
+    id=$name-$attempt
+    summary=$($WATCH -t "$timeout" -o "$out" -e "$err" -- $LAB/bin/ctr --address "$D/run/containerd.sock" \
+        --namespace lab run --rm --snapshotter native --runtime io.containerd.hull.v2 "$CTR_IMAGE" "$id" uname -r)
+    rc=-1 timedout=0 wall_ms=-1
+    for kv in $summary; do
+        case $kv in
+            rc=* | timedout=* | wall_ms=*) eval "${kv%%=*}=\${kv#*=}" ;;
+        esac
+    done
+    output=$(printable < "$out" | tr -d '\r' | tr '\n' ';' | sed 's/"/'"'"'/g; s/;$//')
+    if [ "$timedout" = 1 ]; then
+        status=hang
+    elif [ "$rc" = 0 ] && [ -n "$output" ]; then
+        status=ok
+    else
+        status=fail
+    fi
+    rootfs=
+    if [ "$status" = ok ]; then
+        # A second container: how its root file system reached the guest (virtio-fs, issue 6).
+        $WATCH -t "$timeout" -o "$out.fs" -e "$err.fs" -- $LAB/bin/ctr --address "$D/run/containerd.sock" \
+            --namespace lab run --rm --snapshotter native --runtime io.containerd.hull.v2 "$CTR_IMAGE" "$id-fs" \
+            sh -c 'grep -m1 " / " /proc/mounts' > /dev/null
+        rootfs=$(printable < "$out.fs" | head -n1 | sed 's/"/'"'"'/g')
+        rm -f "$out.fs" "$err.fs"
+    fi
+    echo "LAB-RESULT name=$name attempt=$attempt vmm=hull kind=ctr status=$status rc=$rc wall_ms=$wall_ms l1_kernel=$(uname -r) detail=\"$output\" rootfs=\"$rootfs\""
+    if [ "$status" != ok ]; then
+        sed "s/${ESC}\[[0-9;]*m//g" "$err" 2>/dev/null | tail -n 15 | printable |
+            sed "s/^/LAB-TAIL name=$name attempt=$attempt stream=ctr | /"
+        ctr_tails
+        ctr_kill_sandboxes
+        ctr_cmd task delete -f "$id" > /dev/null 2>&1
+        ctr_cmd container delete "$id" > /dev/null 2>&1
+    fi
+    rm -f "$out" "$err"
+}
+
+# The shim's per-sandbox logs (while the sandbox still exists) and containerd's log.
+ctr_tails() {
+    for f in "$D"/hull/*/console.log "$D"/hull/*/vmm.log "$D"/hull/*/virtiofsd.log; do
+        [ -s "$f" ] || continue
+        sed "s/${ESC}\[[0-9;]*m//g" "$f" | tail -n 15 | printable |
+            sed "s/^/LAB-TAIL name=$name attempt=$attempt stream=${f##*/} | /"
+    done
+    sed "s/${ESC}\[[0-9;]*m//g" "$D/logs/containerd.log" 2>/dev/null | grep -v 'level=debug' | tail -n 20 |
+        printable | sed "s/^/LAB-TAIL name=$name attempt=$attempt stream=containerd | /"
+}
+
+# SIGKILL the processes a shim recorded in its sandbox's pids file (virtiofsd, hull-vmm).
+ctr_kill_sandboxes() {
+    for f in "$D"/hull/*/pids; do
+        [ -f "$f" ] || continue
+        while read -r _ pid; do
+            case $pid in '' | *[!0-9]*) continue ;; esac
+            [ "$pid" -gt 1 ] && kill -KILL "$pid" 2>/dev/null
+        done < "$f"
+    done
+}
+
+ctr_teardown() {
+    ctr_kill_sandboxes
+    [ -n "$ctrd_pid" ] && kill -TERM "$ctrd_pid" 2>/dev/null && wait "$ctrd_pid" 2>/dev/null
+    ctrd_pid=
+}
+
 echo "LAB-L1 event=plan uptime=$(uptime_s)"
 . "$1"
 echo "LAB-L1 event=plan-done uptime=$(uptime_s)"

@@ -3,6 +3,7 @@
 Run: python3 -B -m unittest discover -s tests/lab -p 'test_*.py'
 """
 
+import os
 import shutil
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from pathlib import Path
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import lab  # noqa: E402
 import lab_assets  # noqa: E402
 import lab_l1  # noqa: E402
 
@@ -214,6 +216,145 @@ class RunScriptTest(unittest.TestCase):
         results = self.run_plan("echo booted; exit 0", "lab_run a hull 5 3 256 1 c\n")
         self.assertEqual([(r.status, r.rc) for r in results], [("fail", 0)])
         self.assertIn("console: booted", results[0].tail)
+
+
+    # A VMM that serves "vsock" (creates the --vsock-uds path) and stops on SIGTERM, and a `hull`
+    # that answers when that path exists: checks lab_health's flow and classification.
+    FAKE_HULL = (
+        "#!/bin/sh\n"
+        'while [ $# -gt 0 ]; do [ "$1" = --uds ] && uds=$2; shift; done\n'
+        'for i in 1 2 3 4 5 6 7 8 9 10; do [ -e "$uds" ] && break; sleep 0.2; done\n'
+        '[ -e "$uds" ] || { echo "hull: connecting to the agent: refused" >&2; exit 1; }\n'
+        'grep -q broken "$uds" && { echo "hull: Health: closed" >&2; exit 1; }\n'
+        'echo "health: SERVING_STATUS_SERVING"; echo "agent_version: 0.1.0"; echo "api_version: 1"\n'
+    )
+    SERVING_VMM = (
+        'while [ $# -gt 0 ]; do [ "$1" = --vsock-uds ] && uds=$2; shift; done\n'
+        "trap 'echo stopping >&2; exit 0' TERM\n"
+        'echo "guest_boot_ms=300" >&2; echo "HULL-AGENT version=0.1.0 api=1 kernel=6.1.192"\n'
+        "%s\n"
+        "while :; do sleep 0.1; done"
+    )
+
+    def run_health(self, vmm_body, plan="lab_health h 6 2 256 1 'console=ttyS0'\n"):
+        hull = self.dir / "lab/bin/hull"
+        hull.write_text(self.FAKE_HULL)
+        hull.chmod(0o755)
+        return self.run_plan(vmm_body, "LAB_HEALTH_CALLS=2\n" + plan)
+
+    def test_health_answer_and_sigterm_exit_are_parsed(self):
+        results = self.run_health(self.SERVING_VMM % 'touch "$uds"')
+        self.assertEqual([(r.status, r.kind, r.rc) for r in results], [("ok", "health", 0)])
+        r = results[0]
+        self.assertEqual(lab.parse_health(r.detail)["health"], "SERVING_STATUS_SERVING")
+        self.assertEqual(r.boot_ms, 300.0)
+        self.assertGreaterEqual(float(r.fields["call_ms"]), 0)
+
+    def test_health_without_agent_line_is_a_hang_and_retried(self):
+        script = '[ "$n" = 1 ] && { trap "exit 0" TERM; while :; do sleep 0.1; done; }\n' + (
+            self.SERVING_VMM % 'touch "$uds"'
+        )
+        results = self.run_health(script)
+        self.assertEqual([r.status for r in results], ["hang", "ok"])
+        self.assertIn("hull: hull: connecting to the agent: refused", results[0].tail)
+
+    def test_health_error_after_agent_line_is_a_failure(self):
+        results = self.run_health(self.SERVING_VMM % 'echo broken > "$uds"')
+        self.assertEqual([r.status for r in results], ["fail"])
+        self.assertIn("hull: hull: Health: closed", results[0].tail)
+
+    # containerd: binds the grpc address of its --config and waits; ctr: import ok, run per script.
+    FAKE_CONTAINERD = (
+        "#!/bin/sh\n"
+        'addr=$(sed -n \'s/^ *address = "\\(.*\\)"/\\1/p\' "$2" | head -n1)\n'
+        "echo \"$HULL_CONFIG\" > \"${addr%/*}/hull-config-seen\"\n"
+        'exec python3 -c "import socket, sys, time; s = socket.socket(socket.AF_UNIX); s.bind(sys.argv[1]); '
+        'time.sleep(60)" "$addr"\n'
+    )
+
+    def run_ctr(self, run_script, attempts=2):
+        bins = self.dir / "lab/bin"
+        (bins / "containerd").write_text(self.FAKE_CONTAINERD)
+        (bins / "ctr").write_text(
+            "#!/bin/sh\ncase \"$*\" in *' image import '*) exit 0 ;; esac\n"
+            "n=$(cat %s/count 2>/dev/null || echo 0); n=$((n+1)); echo $n > %s/count\n%s\n"
+            % (self.dir, self.dir, run_script)
+        )
+        for b in ("containerd", "ctr"):
+            (bins / b).chmod(0o755)
+        (self.dir / "lab/sysroot").mkdir()
+        plan = "lab_ctr c 3 %d 256 1 quiet\n" % attempts
+        results = self.run_plan("exit 0", plan)
+        hull_toml = (self.dir / "tmp/ctr/hull.toml").read_text()
+        return results, hull_toml
+
+    def test_ctr_output_is_reported_with_l1s_release(self):
+        script = 'case "$*" in *"--runtime io.containerd.hull.v2"*"uname -r") echo 6.1.192 ;; esac'
+        results, hull_toml = self.run_ctr(script)
+        self.assertEqual([(r.status, r.kind) for r in results], [("ok", "ctr")])
+        self.assertEqual(results[0].detail, "6.1.192")
+        self.assertEqual(results[0].fields["l1_kernel"], os.uname().release)
+        self.assertIn('mode = "vm"', hull_toml)
+        self.assertIn('kernel_params = "quiet"', hull_toml)
+        self.assertTrue((self.dir / "tmp/ctr/run/hull-config-seen").exists(), "containerd got HULL_CONFIG")
+
+    def test_ctr_timeout_is_a_hang_and_retried(self):
+        results, _ = self.run_ctr('[ "$n" = 1 ] && sleep 30\necho 6.1.192')
+        self.assertEqual([r.status for r in results], ["hang", "ok"])
+
+    def test_ctr_error_is_a_failure_with_its_stderr(self):
+        results, _ = self.run_ctr('echo "ctr: failed to create shim task: boom" >&2; exit 1')
+        self.assertEqual([(r.status, r.rc) for r in results], [("fail", 1)])
+        self.assertIn("ctr: ctr: failed to create shim task: boom", results[0].tail)
+
+
+class HealthJudgementTest(unittest.TestCase):
+    def result(self, detail, status="ok"):
+        line = (
+            f'name=h attempt=1 vmm=hull kind=health status={status} rc=0 wall_ms=9 agent_ms=5 boot_ms=4 '
+            f'rss_kib=1 health_ms=6 call_ms=130.0 agent="HULL-AGENT version=0.1.0 api=1 kernel=6.1.192" '
+            f'detail="{detail}"'
+        )
+        return lab_l1.parse_result(line)
+
+    def judge(self, result):
+        fake_lab = type("FakeLab", (), {"l1_boots": [lab_l1.L1Outcome("done", "", "6.1.0-56-cloud-amd64")]})
+        return lab.check_boot(fake_lab, "h", [result], 3)
+
+    def test_serving_answer_passes(self):
+        code, msg = self.judge(self.result("health: SERVING_STATUS_SERVING;agent_version: 0.1.0;api_version: 1"))
+        self.assertEqual(code, lab.EXIT_OK, msg)
+        self.assertIn("130.0 ms per", msg)
+
+    def test_not_serving_answer_is_a_product_failure(self):
+        code, _ = self.judge(self.result("health: SERVING_STATUS_NOT_SERVING;agent_version: 0.1.0"))
+        self.assertEqual(code, lab.EXIT_PRODUCT)
+
+    def ctr_result(self, detail, status="ok"):
+        line = f'name=c attempt=1 vmm=hull kind=ctr status={status} rc=0 wall_ms=6511 l1_kernel=6.1.0-56 '
+        line += f'detail="{detail}"'
+        return lab_l1.parse_result(line)
+
+    def test_ctr_printing_the_guest_release_passes(self):
+        code, msg = lab.check_boot(None, "c", [self.ctr_result("6.1.192")], 3)
+        self.assertEqual(code, lab.EXIT_OK, msg)
+        self.assertIn("'6.1.192'", msg)
+
+    def test_ctr_printing_l1s_release_is_a_product_failure(self):
+        code, msg = lab.check_boot(None, "c", [self.ctr_result("6.1.0-56")], 3)
+        self.assertEqual(code, lab.EXIT_PRODUCT)
+        self.assertIn("did not run in our microVM", msg)
+
+    def test_ctr_timeouts_are_a_lab_hang(self):
+        code, _ = lab.check_boot(None, "c", [self.ctr_result("", "hang"), self.ctr_result("", "hang")], 2)
+        self.assertEqual(code, lab.EXIT_LAB_HANG)
+
+    def test_plan_line_for_health_and_ctr(self):
+        runs = [lab_l1.RunSpec("h", "hull", 256, 1, "a b", 45, 3, kind="health"),
+                lab_l1.RunSpec("c", "hull", 512, 1, "x", 90, 2, kind="ctr")]  # fmt: skip
+        plan = lab_l1.plan_script(runs, "")
+        self.assertIn("lab_health h 45 3 256 1 'a b'\n", plan)
+        self.assertIn("lab_ctr c 90 2 512 1 x\n", plan)
 
 
 if __name__ == "__main__":
