@@ -1,6 +1,7 @@
 # Hull: the commands a developer (and CI) runs. See README.md.
 #   make test        Tier 1 tests (unit, tiny guests on KVM/PVM, agent on the host), lint, then the lab smoke test
-#   make demo        boot our guest kernel + agent with hull-vmm (directly on real KVM, in the nested lab on PVM)
+#   make demo        boot our guest kernel + agent with hull-vmm (directly on real KVM; on PVM in the nested lab,
+#                    followed by `ctr run --runtime io.containerd.hull.v2` of a busybox container in a microVM)
 #   make guest       guest kernel + initramfs into build/guest/
 #   make bench       benchmarks (print figures, assert nothing)
 
@@ -44,7 +45,9 @@ demo: static-bins guest
 			--mem-mib 256 --cmdline "console=ttyS0 reboot=k panic=-1 quiet hull.poweroff=1"; \
 	else \
 		echo "== this host's /dev/kvm is PVM (or absent): running the demo inside the nested lab"; \
-		$(MAKE) --no-print-directory lab-demo; \
+		$(MAKE) --no-print-directory lab-demo && \
+		echo "== containerd in the lab: ctr run --rm --runtime io.containerd.hull.v2 busybox uname -r" && \
+		$(LAB_PY) ctr $(LAB_ARGS); \
 	fi
 
 clean:
