@@ -471,6 +471,15 @@ fn scenario_crash_cleanup(c: &Containerd) {
     c.assert_clean("crash1");
 }
 
+/// Starts the test's containerd, or prints why the test is skipped and returns None.
+fn containerd_or_skip(what: &str) -> Option<Containerd> {
+    if let Some(reason) = skip_reason() {
+        eprintln!("SKIPPED {what}: {reason}");
+        return None;
+    }
+    Some(Containerd::start())
+}
+
 /// The TTY scenario on its own. KNOWN BUG, so it is not in the default run: on an idle machine the
 /// container's `stty size` often sees a 0x0 window and part of the output is lost (a leading NUL byte,
 /// a missing line), although ctr sends ResizePty before Start. Run it with
@@ -478,21 +487,17 @@ fn scenario_crash_cleanup(c: &Containerd) {
 #[test]
 #[ignore]
 fn containerd_tty() {
-    if let Some(reason) = skip_reason() {
-        eprintln!("SKIPPED containerd tty: {reason}");
+    let Some(c) = containerd_or_skip("containerd tty") else {
         return;
-    }
-    let c = Containerd::start();
+    };
     scenario_tty(&c);
 }
 
 #[test]
 fn containerd_scenarios() {
-    if let Some(reason) = skip_reason() {
-        eprintln!("SKIPPED containerd scenarios: {reason}");
+    let Some(c) = containerd_or_skip("containerd scenarios") else {
         return;
-    }
-    let c = Containerd::start();
+    };
     type Scenario = fn(&Containerd);
     let scenarios: [(&str, Scenario); 5] = [
         ("echo", scenario_echo),
@@ -523,11 +528,9 @@ fn containerd_scenarios() {
 #[test]
 #[ignore]
 fn bench_ctr_run_true() {
-    if let Some(reason) = skip_reason() {
-        eprintln!("SKIPPED bench: {reason}");
+    let Some(c) = containerd_or_skip("bench") else {
         return;
-    }
-    let c = Containerd::start();
+    };
     let n = 15;
     let median = |runtime: &str| {
         let mut times = Vec::new();
