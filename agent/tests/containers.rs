@@ -1,9 +1,7 @@
 //! Real containers from a busybox rootfs, created by the hull-agent binary on the host through
 //! its hybrid-vsock listener (the protocol hull-vmm speaks). Needs root.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hull_proto::agent::*;
 use hull_proto::agent_ttrpc::AgentServiceClient;
@@ -11,75 +9,16 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::UnixStream;
 use ttrpc::Code;
 
-struct Agent {
-    child: Child,
-    dir: tempfile::TempDir,
-    socket: PathBuf,
-}
+mod common;
 
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            let log =
-                std::fs::read_to_string(self.dir.path().join("agent.log")).unwrap_or_default();
-            eprintln!("---- agent log ----\n{log}");
-        }
-    }
-}
-
-fn busybox_rootfs(dir: &Path) -> PathBuf {
-    let rootfs = dir.join("shared/c/rootfs");
-    std::fs::create_dir_all(rootfs.join("bin")).unwrap();
-    for d in ["proc", "dev", "tmp", "etc"] {
-        std::fs::create_dir_all(rootfs.join(d)).unwrap();
-    }
-    std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
-    let list = Command::new("/bin/busybox").arg("--list").output().unwrap();
-    for applet in String::from_utf8_lossy(&list.stdout).lines() {
-        let _ = std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet));
-    }
-    rootfs
-}
+use common::busybox::BusyboxAgent as Agent;
 
 fn start_agent() -> Option<Agent> {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("SKIPPED: container tests need root");
-        return None;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    busybox_rootfs(dir.path());
-    let socket = dir.path().join("agent.sock");
-    let log = std::fs::File::create(dir.path().join("agent.log")).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_hull-agent"))
-        .arg("--listen")
-        .arg(format!("hybrid://{}", socket.display()))
-        .arg("--shared-dir")
-        .arg(dir.path().join("shared"))
-        .env("RUST_LOG", "debug")
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !socket.exists() {
-        assert!(Instant::now() < deadline, "agent did not listen");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    Some(Agent { child, dir, socket })
+    Agent::start()
 }
 
 fn ctx() -> ttrpc::context::Context {
     ttrpc::context::with_duration(Duration::from_secs(30))
-}
-
-async fn client(agent: &Agent) -> AgentServiceClient {
-    let c = hull_proto::client::connect_hybrid_vsock(&agent.socket, hull_proto::AGENT_API_PORT)
-        .await
-        .unwrap();
-    AgentServiceClient::new(c)
 }
 
 fn spec(args: &[&str], terminal: bool) -> Vec<u8> {
@@ -109,12 +48,6 @@ fn spec(args: &[&str], terminal: bool) -> Vec<u8> {
 }
 
 /// The test side of the stdio stream protocol: connect to a port through the hybrid socket.
-async fn open_stream(agent: &Agent, port: u32) -> UnixStream {
-    hull_proto::client::open_hybrid_vsock_stream(&agent.socket, port, Duration::from_secs(5))
-        .await
-        .unwrap()
-}
-
 struct Run {
     stdin: Option<UnixStream>,
     stdout: tokio::task::JoinHandle<Vec<u8>>,
@@ -155,11 +88,11 @@ async fn create(
         .stdio_ports
         .unwrap();
     let stdin = if stdin {
-        Some(open_stream(agent, ports.stdin_port).await)
+        Some(agent.open_stream(ports.stdin_port).await)
     } else {
         None
     };
-    let out = open_stream(agent, ports.stdout_port).await;
+    let out = agent.open_stream(ports.stdout_port).await;
     Run {
         stdin,
         stdout: tokio::spawn(read_all(out)),
@@ -211,7 +144,7 @@ async fn remove(c: &AgentServiceClient, id: &str) {
 #[tokio::test(flavor = "current_thread")]
 async fn lifecycle_exit_codes_and_output() {
     let Some(agent) = start_agent() else { return };
-    let c = client(&agent).await;
+    let c = agent.client().await;
 
     let run = create(&c, &agent, "t1", &["true"], false, false).await;
     assert_eq!(start_and_wait(&c, "t1").await, 0);
@@ -254,7 +187,7 @@ async fn lifecycle_exit_codes_and_output() {
 #[tokio::test(flavor = "current_thread")]
 async fn signals_exec_stdin_and_pause() {
     let Some(agent) = start_agent() else { return };
-    let c = client(&agent).await;
+    let c = agent.client().await;
 
     let run = create(&c, &agent, "s1", &["sleep", "100"], false, false).await;
     c.start_container(
@@ -281,7 +214,7 @@ async fn signals_exec_stdin_and_pause() {
         .unwrap()
         .stdio_ports
         .unwrap();
-    let out = tokio::spawn(read_all(open_stream(&agent, ports.stdout_port).await));
+    let out = tokio::spawn(read_all(agent.open_stream(ports.stdout_port).await));
     c.start_exec(
         ctx(),
         &StartExecRequest {
@@ -365,7 +298,7 @@ async fn signals_exec_stdin_and_pause() {
 #[tokio::test(flavor = "current_thread")]
 async fn tty_and_window_size() {
     let Some(agent) = start_agent() else { return };
-    let c = client(&agent).await;
+    let c = agent.client().await;
     let run = create(
         &c,
         &agent,
@@ -404,7 +337,7 @@ async fn tty_and_window_size() {
 #[tokio::test(flavor = "current_thread")]
 async fn bad_input_gets_clear_errors() {
     let Some(agent) = start_agent() else { return };
-    let c = client(&agent).await;
+    let c = agent.client().await;
     let status = |r: ttrpc::Result<CreateContainerResponse>| match r {
         Err(ttrpc::Error::RpcStatus(s)) => s,
         other => panic!("expected an error, got {other:?}"),
@@ -419,7 +352,7 @@ async fn bad_input_gets_clear_errors() {
     assert_eq!(s.code(), Code::INVALID_ARGUMENT);
     assert!(s.message.contains("oci_spec_json"), "{}", s.message);
 
-    std::os::unix::fs::symlink("/etc", agent.dir.path().join("shared/evil")).unwrap();
+    std::os::unix::fs::symlink("/etc", agent.shared_dir().join("evil")).unwrap();
     let escape = CreateContainerRequest {
         oci_spec_json: spec(&["true"], false),
         rootfs_path: "evil".into(),
