@@ -81,11 +81,7 @@ impl Control {
         })
     }
 
-    /// The outcome, once the VM has ended.
-    pub fn exit(&self) -> Option<&VmExit> {
-        self.exit.as_ref()
-    }
-
+    /// The outcome, once the VM has ended (taken once).
     pub fn take_exit(&mut self) -> Option<VmExit> {
         self.exit.take()
     }
