@@ -184,7 +184,7 @@ impl Runtime {
         spec: Process,
         stdio_req: &StdioRequest,
     ) -> Result<Arc<ProcessEntry>> {
-        let stdio = ProcessStdio::new(&self.hub, stdio_req)
+        let stdio = ProcessStdio::new(&self.hub, stdio_req, console_size(&spec))
             .map_err(|e| internal(format!("creating stdio: {e}")))?;
         Ok(Arc::new(ProcessEntry {
             exec_id: exec_id.to_string(),
@@ -653,6 +653,14 @@ impl Runtime {
             Err(internal(problems.join("; ")))
         }
     }
+}
+
+/// The spec's `process.consoleSize` as (rows, columns), when both are set and fit a winsize.
+fn console_size(process: &Process) -> Option<(u16, u16)> {
+    let size = process.console_size()?;
+    let rows = u16::try_from(size.height()).ok()?;
+    let columns = u16::try_from(size.width()).ok()?;
+    (rows > 0 && columns > 0).then_some((rows, columns))
 }
 
 fn id_maps_of(spec: &Spec) -> IdMaps {

@@ -157,8 +157,14 @@ pub struct ProcessStdio {
 }
 
 impl ProcessStdio {
-    /// Allocates ports and creates pipes (or a pty) for `request`.
-    pub fn new(hub: &Arc<StreamHub>, request: &StdioRequest) -> io::Result<ProcessStdio> {
+    /// Allocates ports and creates pipes (or a pty) for `request`. A pty starts with
+    /// `console_size` (rows, columns) when given, as runc applies the spec's `consoleSize` before
+    /// the process runs: a later TtyWinResize may arrive after the process already asked.
+    pub fn new(
+        hub: &Arc<StreamHub>,
+        request: &StdioRequest,
+        console_size: Option<(u16, u16)>,
+    ) -> io::Result<ProcessStdio> {
         let mut ports = StdioPorts::default();
         let take = |wanted: bool, port: &mut u32| {
             wanted.then(|| {
@@ -183,7 +189,13 @@ impl ProcessStdio {
             hub: Arc::clone(hub),
         };
         if request.terminal {
-            let pty = nix::pty::openpty(None, None).map_err(io::Error::from)?;
+            let size = console_size.map(|(rows, columns)| nix::pty::Winsize {
+                ws_row: rows,
+                ws_col: columns,
+                ws_xpixel: 0,
+                ws_ypixel: 0,
+            });
+            let pty = nix::pty::openpty(size.as_ref(), None).map_err(io::Error::from)?;
             let slave = pty.slave;
             stdio.child = Some([slave.try_clone()?, slave.try_clone()?, slave]);
             stdio.pty_master = Some(Arc::new(pty.master));

@@ -295,6 +295,45 @@ async fn signals_exec_stdin_and_pause() {
     remove(&c, "i1").await;
 }
 
+/// Waits (up to 10 s) until the pty has a window size, then prints it: a resize sent after Start
+/// must reach the process whenever it arrives.
+const WAIT_FOR_WINDOW_THEN_PRINT: &str = "i=0; \
+    while [ -z \"$(stty size 2>/dev/null)\" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done; \
+    stty size";
+
+#[tokio::test(flavor = "current_thread")]
+async fn tty_starts_with_the_spec_console_size() {
+    let Some(agent) = start_agent() else { return };
+    let c = agent.client().await;
+    let mut spec: serde_json::Value =
+        serde_json::from_slice(&spec(&["stty", "size"], true)).unwrap();
+    spec["process"]["consoleSize"] = serde_json::json!({"height": 41, "width": 132});
+    let req = CreateContainerRequest {
+        container_id: "p2".into(),
+        oci_spec_json: spec.to_string().into_bytes(),
+        rootfs_path: "c/rootfs".into(),
+        stdio: Some(StdioRequest {
+            stdout: true,
+            terminal: true,
+            ..Default::default()
+        })
+        .into(),
+        ..Default::default()
+    };
+    let ports = c
+        .create_container(ctx(), &req)
+        .await
+        .unwrap()
+        .stdio_ports
+        .unwrap();
+    let stdout = tokio::spawn(read_all(agent.open_stream(ports.stdout_port).await));
+    // No TtyWinResize at all: the size comes from the spec, before the process runs (as runc does).
+    assert_eq!(start_and_wait(&c, "p2").await, 0);
+    let out = String::from_utf8(stdout.await.unwrap()).unwrap();
+    assert_eq!(out.trim(), "41 132");
+    remove(&c, "p2").await;
+}
+
 #[tokio::test(flavor = "current_thread")]
 async fn tty_and_window_size() {
     let Some(agent) = start_agent() else { return };
@@ -303,7 +342,7 @@ async fn tty_and_window_size() {
         &c,
         &agent,
         "p1",
-        &["sh", "-c", "sleep 0.3; stty size"],
+        &["sh", "-c", WAIT_FOR_WINDOW_THEN_PRINT],
         false,
         true,
     )

@@ -391,30 +391,56 @@ fn scenario_stdin(c: &Containerd) {
 }
 
 fn scenario_tty(c: &Containerd) {
-    // ctr -t needs a terminal on its side: give it one with `script`.
+    tty_run(c, RUNTIME);
+}
+
+/// `ctr run -t` under `script` (ctr needs a terminal on its side). Checks, as for runc, that stdin
+/// and stdout are the container's pty and that the window size ctr sends reaches that pty.
+///
+/// Two properties of ctr, the same for runc (run this with `io.containerd.runc.v2` to see):
+/// - on Linux ctr sends the window size only with ResizePty *after* Start, so the process waits
+///   until its pty has a size instead of racing that call;
+/// - `script` whose stdin reaches EOF types an EOF character into ctr's terminal, which ctr
+///   forwards to the container (it shows up as `^@`): stdin is kept open instead.
+fn tty_run(c: &Containerd, runtime: &str) {
+    use std::io::Read as _;
     if !which("script") {
         eprintln!("SKIPPED tty: `script` (bsdutils) missing");
         return;
     }
-    // script's pty gets its size from script's stdin, which is not a terminal here, so it may be 0x0:
-    // give it a known size first; ctr passes it to the shim, which must pass it to the container's pty.
+    let container = "readlink /proc/self/fd/0; readlink /proc/self/fd/1; i=0; \
+        while [ -z \"$(stty size 2>/dev/null)\" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done; \
+        stty size";
+    // script's own pty takes its size from script's stdin, which is not a terminal: set it.
     let cmd = format!(
-        "stty rows 24 cols 80; ctr -a {} -n {NS} run --rm -t --runtime {RUNTIME} {IMAGE} tty1 sh -c 'readlink /proc/self/fd/0; readlink /proc/self/fd/1; stty size'",
+        "stty rows 24 cols 80; ctr -a {} -n {NS} run --rm -t --runtime {runtime} {IMAGE} tty1 sh -c '{container}'",
         c.sock().display()
     );
-    let out = Command::new("script")
-        .args(["-qec", &cmd, "/dev/null"])
-        .stdin(Stdio::null())
-        .output()
+    let mut child = Command::new("timeout")
+        .args(["60", "script", "-qec", &cmd, "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    // Like runc: stdin and stdout are the pty.
-    assert_eq!(stdout.matches("/dev/pts/").count(), 2, "{}", text(&out));
-    assert!(
-        stdout.lines().any(|l| l.trim() == "24 80"),
-        "stty size (want 24 80): {}",
-        text(&out)
-    );
+    let stdin_kept_open = child.stdin.take();
+    let mut stdout = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
+    drop(stdin_kept_open);
+    let out = child.wait_with_output().unwrap();
+    let report = format!("{}\nstdout: {stdout:?}", text(&out));
+    assert!(out.status.success(), "{report}");
+    let lines: Vec<&str> = stdout.lines().map(str::trim).collect();
+    // Like runc: stdin and stdout are the same pty, then the size ctr set on its terminal.
+    assert_eq!(lines.len(), 3, "{report}");
+    assert!(lines[0].starts_with("/dev/pts/"), "{report}");
+    assert_eq!(lines[1], lines[0], "{report}");
+    assert_eq!(lines[2], "24 80", "{report}");
 }
 
 fn scenario_exec_kill_metrics_pause(c: &Containerd) {
@@ -480,27 +506,15 @@ fn containerd_or_skip(what: &str) -> Option<Containerd> {
     Some(Containerd::start())
 }
 
-/// The TTY scenario on its own. KNOWN BUG, so it is not in the default run: on an idle machine the
-/// container's `stty size` often sees a 0x0 window and part of the output is lost (a leading NUL byte,
-/// a missing line), although ctr sends ResizePty before Start. Run it with
-/// `cargo test -p hull-runtime --test containerd -- --ignored containerd_tty`.
-#[test]
-#[ignore]
-fn containerd_tty() {
-    let Some(c) = containerd_or_skip("containerd tty") else {
-        return;
-    };
-    scenario_tty(&c);
-}
-
 #[test]
 fn containerd_scenarios() {
     let Some(c) = containerd_or_skip("containerd scenarios") else {
         return;
     };
     type Scenario = fn(&Containerd);
-    let scenarios: [(&str, Scenario); 5] = [
+    let scenarios: [(&str, Scenario); 6] = [
         ("echo", scenario_echo),
+        ("tty", scenario_tty),
         ("exit codes", scenario_exit_codes),
         ("stdin", scenario_stdin),
         ("exec/kill/metrics/pause", scenario_exec_kill_metrics_pause),
