@@ -391,6 +391,7 @@ async fn bad_input_gets_clear_errors() {
     assert_eq!(s.code(), Code::INVALID_ARGUMENT);
     assert!(s.message.contains("oci_spec_json"), "{}", s.message);
 
+    let _ = std::fs::remove_file(agent.shared_dir().join("evil"));
     std::os::unix::fs::symlink("/etc", agent.shared_dir().join("evil")).unwrap();
     let escape = CreateContainerRequest {
         oci_spec_json: spec(&["true"], false),
@@ -421,4 +422,62 @@ async fn bad_input_gets_clear_errors() {
     assert_eq!(s.code(), Code::ALREADY_EXISTS);
     remove(&c, "b1").await;
     c.health(ctx(), &HealthRequest::new()).await.unwrap();
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn user_namespace_maps_ids() {
+    let Some(agent) = start_agent() else { return };
+    let c = agent.client().await;
+    let mut spec: serde_json::Value = serde_json::from_slice(&spec(
+        &[
+            "sh",
+            "-c",
+            "cat /proc/self/uid_map /proc/self/gid_map; id -u; id -g",
+        ],
+        false,
+    ))
+    .unwrap();
+    spec["linux"]["namespaces"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({"type": "user"}));
+    spec["linux"]["uidMappings"] =
+        serde_json::json!([{"containerID": 0, "hostID": 200000, "size": 65536}]);
+    spec["linux"]["gidMappings"] =
+        serde_json::json!([{"containerID": 0, "hostID": 300000, "size": 65536}]);
+    let req = CreateContainerRequest {
+        container_id: "u1".into(),
+        oci_spec_json: spec.to_string().into_bytes(),
+        rootfs_path: "c/rootfs".into(),
+        stdio: Some(StdioRequest {
+            stdout: true,
+            ..Default::default()
+        })
+        .into(),
+        ..Default::default()
+    };
+    let ports = c
+        .create_container(ctx(), &req)
+        .await
+        .unwrap()
+        .stdio_ports
+        .unwrap();
+    let stdout = tokio::spawn(read_all(agent.open_stream(ports.stdout_port).await));
+    assert_eq!(start_and_wait(&c, "u1").await, 0);
+    let out = String::from_utf8(stdout.await.unwrap()).unwrap();
+    let fields: Vec<Vec<&str>> = out
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        fields,
+        [
+            vec!["0", "200000", "65536"],
+            vec!["0", "300000", "65536"],
+            vec!["0"],
+            vec!["0"]
+        ],
+        "{out}"
+    );
+    remove(&c, "u1").await;
 }

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::busybox::{create, ctx, spec, start, wait, BusyboxAgent};
+use common::busybox::{create, ctx, has_cgroup_controllers, spec, start, wait, BusyboxAgent};
 use hull_proto::agent::*;
 use ttrpc::Code;
 
@@ -60,26 +60,12 @@ async fn the_long_poll_does_not_block_other_rpcs_and_ends_at_power_off() {
 
 #[tokio::test(flavor = "current_thread")]
 async fn an_oom_killed_container_exits_137_and_is_reported() {
-    let root = match hull_agent::container::cgroup::find_root() {
-        Ok(root) => root,
-        Err(err) => {
-            println!("SKIPPED (no memory controller: {err}; covered in the lab)");
-            return;
-        }
-    };
-    let available = hull_agent::container::cgroup::controllers(&root);
-    if !available.iter().any(|c| c == "memory") {
-        println!(
-            "SKIPPED (no memory controller in the cgroup v2 hierarchy at {} (controllers: {:?}): \
-             memory is on cgroup v1 here; covered in the lab)",
-            root.display(),
-            available
-        );
-        return;
-    }
     let Some(agent) = BusyboxAgent::start() else {
         return;
     };
+    if !has_cgroup_controllers(&agent, &["memory"]) {
+        return;
+    }
     let c = agent.client().await;
     let poller = c.clone();
     let poll = tokio::spawn(async move {

@@ -7,6 +7,7 @@
 #   make lab-hangrate  LAB_ARGS="--n 20 --vmm qemu ..." (reliability measurements)
 #   make lab-demo      for `make demo` on a PVM host: our guest booted by hull-vmm in the lab
 #   make lab-assets    only build/refresh the cached L1 assets
+#   make lab-suite-bins  the agent suite (static test executables) and fsbench for L1
 #   make lab-selftest  host-side tests of the lab's own pieces (seconds)
 #
 # LAB_ARGS passes options to tests/lab/lab.py (see `python3 tests/lab/lab.py -h`).
@@ -14,11 +15,15 @@
 
 BUILD_DIR ?= build
 HULL_CACHE ?= /var/cache/hull
-LAB_INPUTS ?= static-bins guest
+LAB_INPUTS ?= static-bins guest lab-suite-bins
 LAB_ARGS ?=
 LAB_PY = python3 -B tests/lab/lab.py --build-dir $(BUILD_DIR) --cache $(HULL_CACHE)
 
-.PHONY: lab-smoke lab-test lab-bench lab-hangrate lab-demo lab-assets lab-selftest lab-clean
+.PHONY: lab-suite-bins lab-smoke lab-test lab-bench lab-hangrate lab-demo lab-assets lab-selftest lab-clean
+
+# The agent's test suite as static executables and fsbench, run in L1 against a microVM.
+lab-suite-bins:
+	python3 -B tests/lab/build_suite.py $(BUILD_DIR)
 
 lab-selftest:
 	python3 -B -m unittest discover -s tests/lab -p 'test_*.py'

@@ -41,6 +41,9 @@ HULL_CMDLINE = "console=ttyS0 reboot=k panic=-1 hull.poweroff=1"
 SERVE_CMDLINE = "console=ttyS0 reboot=k panic=-1"
 HEALTH_EXTRA_S = 15  # a health run boots, waits for the agent, then makes calls: more time than a boot
 CTR_TIMEOUT_S = 90  # containerd -> shim -> virtiofsd + hull-vmm boot -> container -> teardown
+SUITE_TIMEOUT_S = 300  # per agent-suite test executable run in L1 against the microVM
+# fsbench in the smoke (CI) is small; test and bench use run.sh's default (64 MiB, 10000 files).
+SMOKE_FSBENCH_ARGS = "--mib 8 --files 500"
 PEER_CMDLINE = "console=ttyS0 reboot=t panic=-1 hull.poweroff=1"
 DEFAULT_EXTRA = ""
 KEEP_LOGS = 40
@@ -70,6 +73,9 @@ class Lab:
         self.assets = None
         self.l1_boots = []  # L1Outcome per boot
         self.ctr_bench = {}  # runtime -> [wall ms or None] from LAB-CTR-BENCH lines
+        self.ctr_pss = {}  # runtime -> PSS KiB of one idle container (shim and descendants), LAB-CTR-PSS
+        self.suite = []  # fields of LAB-SUITE lines (one per test executable)
+        self.fsbench = {}  # where (guest | l1) -> fields of its LAB-FSBENCH line
         self.tag = time.strftime("%Y%m%d-%H%M%S")
         prune_logs(self.work_dir / "logs", keep=KEEP_LOGS)
 
@@ -117,6 +123,14 @@ class Lab:
             timeout_s=CTR_TIMEOUT_S, attempts=self.args.l2_attempts, kind="ctr",
         )  # fmt: skip
 
+    def suite_spec(self, name):
+        """The agent's own test suite from L1 against hull-agent as PID 1 of a microVM (issues 5, 6)."""
+        cmdline = " ".join(p for p in (SERVE_CMDLINE, self.args.extra) if p)
+        return RunSpec(
+            name=name, vmm="hull", mem_mib=512, vcpus=1, cmdline=cmdline,
+            timeout_s=SUITE_TIMEOUT_S, attempts=self.args.l2_attempts, kind="suite",
+        )  # fmt: skip
+
     def execute(self, runs, max_l1_boots):
         """Run all specs, re-booting L1 (with the runs not finished yet) after an L1 hang.
 
@@ -158,7 +172,16 @@ class Lab:
             f = lab_l1.parse_fields(text)
             walls = f.get("wall_ms", "").split()
             self.ctr_bench[f.get("runtime", "?")] = [None if w == "fail" else _num(w) for w in walls]
-        if text.startswith(("LAB-RESULT", "LAB-KVM", "LAB-CTR", "LAB-L1 event=init", "LAB-L1 event=error")):
+        if text.startswith("LAB-CTR-PSS "):
+            f = lab_l1.parse_fields(text)
+            self.ctr_pss[f.get("runtime", "?")] = _num(f.get("pss_kib"))
+        if text.startswith("LAB-SUITE "):
+            self.suite.append(lab_l1.parse_fields(text))
+        if text.startswith("LAB-FSBENCH "):
+            f = lab_l1.parse_fields(text)
+            self.fsbench[f.get("where", "?")] = f
+        if text.startswith(("LAB-RESULT", "LAB-KVM", "LAB-CTR", "LAB-SUITE", "LAB-FSBENCH", "LAB-L1 event=init",
+                            "LAB-L1 event=error")):  # fmt: skip
             log("  " + text)
 
     def l1_summary(self):
@@ -204,6 +227,8 @@ def check_boot(lab, name, attempts, allowed, require_boot_ms=True):
     """Judge one run's attempts. Returns (exit code, message)."""
     if attempts and attempts[-1].kind == "ctr":
         return check_ctr(name, attempts, allowed)
+    if attempts and attempts[-1].kind == "suite":
+        return check_suite(lab, name, attempts, allowed)
     code, msg = check_guest(lab, name, attempts, allowed, require_boot_ms)
     if code != EXIT_OK or attempts[-1].kind != "health":
         return code, msg
@@ -248,6 +273,51 @@ def check_ctr(name, attempts, allowed):
         f"    container's / in the guest: {rootfs or 'unknown (second container gave no answer)'}"
         + (" (virtio-fs share from L1)" if " virtiofs " in f" {rootfs} " else "")
     )
+
+
+FSBENCH_KEYS = (("write_mib_s", "seq write MiB/s"), ("read_mib_s", "seq read MiB/s"),
+                ("create_per_s", "create/s"), ("stat_per_s", "stat/s"), ("unlink_per_s", "unlink/s"))  # fmt: skip
+
+
+def fsbench_lines(fsbench):
+    """fsbench in the guest (virtio-fs) vs in L1 on the directory behind the share, with ratios."""
+    guest, l1 = fsbench.get("guest"), fsbench.get("l1")
+    if not guest or not l1:
+        return [f"    fsbench: no figures (guest: {bool(guest)}, L1: {bool(l1)})"]
+    lines = [f"    fsbench ({guest.get('mib')} MiB, {guest.get('files')} files; guest on virtio-fs vs L1 on the "
+             "shared directory; emulated, so the ratio matters more than the number):"]  # fmt: skip
+    for key, label in FSBENCH_KEYS:
+        g, h = _num(guest.get(key)), _num(l1.get(key))
+        ratio = f"{g / h:.2f}x" if g and h and g > 0 and h > 0 else "?"
+        lines.append(f"      {label:<16} guest {fmt_num(g):>10}  L1 {fmt_num(h):>10}  guest/L1 {ratio}")
+    return lines
+
+
+def check_suite(lab, name, attempts, allowed):
+    """Every agent-suite executable passed against the microVM, and hull-vmm exited 0 after PowerOff."""
+    last = attempts[-1]
+    if last.status == "hang":
+        return EXIT_LAB_HANG, (
+            f"{name}: LAB HANG: the guest never served its API in any of {len(attempts)} of {allowed} attempts\n"
+            + tail_text(last)
+        )
+    per_test = ", ".join(
+        f"{s.get('test')} {s.get('status')} ({s.get('passed')} passed, {s.get('failed')} failed, {s.get('ms')} ms)"
+        for s in lab.suite
+    )
+    if last.status != "ok":
+        return EXIT_PRODUCT, (
+            f"{name}: PRODUCT FAILURE: agent suite against the microVM: {per_test or 'no test ran'}; "
+            f"setup '{last.detail}', hull-vmm exit {last.rc}\n" + tail_text(last)
+        )
+    lines = [
+        f"{name}: ok: the agent's test suite ran from L1 against hull-agent as PID 1 of the microVM "
+        f"(hybrid vsock + virtio-fs share): {last.fields.get('passed')} tests passed; hull-vmm exit {last.rc} "
+        f"after PowerOff",
+        f"    {per_test}",
+        f"    guest served its API {last.fields.get('ready_ms')} ms after the VMM started",
+    ]
+    return EXIT_OK, "\n".join(lines + fsbench_lines(lab.fsbench))
 
 
 def parse_health(detail):
@@ -313,6 +383,15 @@ def cmd_smoke(lab, extra_runs=()):
     runs = [lab.spec("smoke", vmm)]
     if vmm == "hull" and not lab.args.no_health:
         runs.append(lab.health_spec("vsock-health"))
+    if vmm == "hull" and not lab.args.no_suite:
+        if not lab.assets.has_suite:
+            raise lab_assets.AssetError(
+                "the agent-suite step needs build/bin/agent-suite and build/bin/fsbench (`make lab-suite-bins`), "
+                "build/bin/hull (`make static-bins`) and virtiofsd (cargo install virtiofsd); or pass --no-suite"
+            )
+        if not extra_runs:  # the smoke (CI): a small fsbench
+            lab.config.fsbench_args = SMOKE_FSBENCH_ARGS
+        runs.append(lab.suite_spec("agent-suite"))
     runs += list(extra_runs)
     code, lines, results = boot_runs(lab, runs, lab.args.l1_boots, require_boot_ms=vmm == "hull")
     log("")
@@ -320,7 +399,7 @@ def cmd_smoke(lab, extra_runs=()):
     log(lab.l1_summary())
     for line in lines:
         log(line)
-    ok = [a for r in runs for a in results[r.name] if a.status == "ok" and a.kind != "ctr"]
+    ok = [a for r in runs for a in results[r.name] if a.status == "ok" and a.kind not in ("ctr", "suite")]
     if ok:
         log(f"guest_boot_ms: {fmt_stats([a.boot_ms for a in ok if a.boot_ms >= 0], 'ms')}")
         log(
@@ -379,8 +458,11 @@ def cmd_test(lab):
 
 
 def cmd_ctr(lab):
-    """Only the containerd step (issue 7): a container in a microVM through containerd and our shim."""
+    """Only the containerd step (issue 7): a container in a microVM through containerd and our shim;
+    with --ctr-bench also the `ctr run` timing (--n runs each) and PSS of hull vs runc."""
     lab.prepare(need_hull=True)
+    if lab.args.ctr_bench:
+        lab.config.ctr_bench = lab.args.n
     if not lab.assets.has_containerd:
         raise lab_assets.AssetError("containerd, ctr, virtiofsd or build/bin/containerd-shim-hull-v2 missing")
     runs = [lab.ctr_spec("ctr-run")]
@@ -389,6 +471,8 @@ def cmd_ctr(lab):
     log("")
     log(lab.l1_summary())
     log(msg)
+    bench_ctr_runtimes(lab.ctr_bench)
+    bench_ctr_pss(lab.ctr_pss)
     return code
 
 
@@ -442,6 +526,7 @@ def cmd_bench(lab):
         log(f"  {vmm} agent lines: {sorted({a.agent for a in ok[vmm]})}")
     bench_extras(results, extra)
     bench_ctr_runtimes(lab.ctr_bench)
+    bench_ctr_pss(lab.ctr_pss)
     return EXIT_OK if ok["hull"] and not fails else EXIT_PRODUCT
 
 
@@ -479,6 +564,19 @@ def bench_ctr_runtimes(walls):
         f"`ctr run --rm IMG ID true` in L1, median: hull {fmt_num(h)} ms (n={len(ok.get('hull', []))}, "
         f"failed {fails.get('hull', 0)}), runc {fmt_num(r)} ms (n={len(ok.get('runc', []))}, "
         f"failed {fails.get('runc', 0)}), hull/runc {ratio}"
+    )
+
+
+def bench_ctr_pss(pss):
+    """Host memory per idle container: PSS of the shim and everything under it."""
+    if not pss:
+        return
+    h, r = pss.get("hull", -1), pss.get("runc", -1)
+    ratio = f"{h / r:.1f}x" if h > 0 and r > 0 else "-"
+    log(
+        "one idle container (`sleep 1000`), PSS of its shim and all its descendants in L1: "
+        f"hull {fmt_num(h / 1024 if h > 0 else None)} MiB (shim + hull-vmm with the guest's touched memory + "
+        f"virtiofsd), runc {fmt_num(r / 1024 if r > 0 else None)} MiB (shim + container), hull/runc {ratio}"
     )
 
 
@@ -559,6 +657,8 @@ def parse_args(argv):
     ap.add_argument("--vcpus", type=int, default=1, help="hangrate: L2 vCPUs")
     ap.add_argument("--mem", type=int, default=256, help="hangrate: L2 MiB")
     ap.add_argument("--no-health", action="store_true", help="smoke/test: skip the vsock Health run")
+    ap.add_argument("--ctr-bench", action="store_true", help="ctr: also time `ctr run` and measure PSS, vs runc")
+    ap.add_argument("--no-suite", action="store_true", help="smoke/test: skip the agent suite against a microVM")
     ap.add_argument("--guest-kernel", default=None)
     ap.add_argument("--guest-initramfs", default=None)
     args = ap.parse_args(argv)

@@ -43,6 +43,7 @@ class L1Assets:
     has_hull_vmm: bool
     has_guest: bool
     has_containerd: bool = False  # containerd, ctr, virtiofsd, the shim and the busybox image are on the disk
+    has_suite: bool = False  # the agent suite executables, fsbench, hull, virtiofsd (`make lab-suite-bins`)
 
 
 def run(cmd, **kw):
@@ -549,6 +550,11 @@ def build(cache_root, build_dir, qemu, guest_kernel, guest_initramfs):
         inputs["guest/initramfs.cpio"] = guest_initramfs
     ctr_inputs = containerd_inputs(build_lab, busybox)
     inputs.update(ctr_inputs)
+    # The agent's own test suite run against a microVM, and fsbench (`make lab-suite-bins`).
+    suite_dir, fsbench = Path(build_dir) / "bin/agent-suite", Path(build_dir) / "bin/fsbench"
+    if (suite_dir / "ORDER").exists() and fsbench.exists():
+        inputs["bin/agent-suite"] = suite_dir
+        inputs["bin/fsbench"] = fsbench
     disk = data_disk(build_lab, inputs)
     return L1Assets(
         kernel=kernel_dir / "vmlinuz",
@@ -558,4 +564,5 @@ def build(cache_root, build_dir, qemu, guest_kernel, guest_initramfs):
         has_hull_vmm=hull_vmm.exists(),
         has_guest=has_guest,
         has_containerd=bool(ctr_inputs) and "bin/containerd-shim-hull-v2" in inputs,
+        has_suite="bin/agent-suite" in inputs and "bin/hull" in inputs and "bin/virtiofsd" in inputs,
     )

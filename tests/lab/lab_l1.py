@@ -73,7 +73,10 @@ class RunSpec:
 
 
 # run.sh function per RunSpec.kind
-PLAN_FUNCTIONS = {"boot": "lab_run", "health": "lab_health", "ctr": "lab_ctr"}
+PLAN_FUNCTIONS = {"boot": "lab_run", "health": "lab_health", "ctr": "lab_ctr", "suite": "lab_suite"}
+# A suite run's timeout_s bounds each of its test executables; the run as a whole (boot, 4
+# executables, fsbench, power-off) gets this many times that in L1's budget.
+SUITE_BUDGET_FACTOR = 5
 
 
 @dataclass
@@ -110,9 +113,12 @@ class L1Outcome:
     log: Path = None
 
 
-def plan_script(runs, kvm_amd_options, pin_cpu=None, show_lines=0, health_peer=False, ctr_bench=0):
-    """The plan run.sh sources: load KVM, then one lab_run (lab_health, lab_ctr) line per RunSpec."""
+def plan_script(runs, kvm_amd_options, pin_cpu=None, show_lines=0, health_peer=False, ctr_bench=0,
+                fsbench_args=""):  # fmt: skip
+    """The plan run.sh sources: load KVM, then one lab_run (lab_health, lab_ctr, lab_suite) line per RunSpec."""
     lines = ["# written by tests/lab/lab.py", f"lab_kvm {shlex.quote(kvm_amd_options)}"]
+    if fsbench_args:
+        lines.append(f"LAB_FSBENCH_ARGS={shlex.quote(fsbench_args)}")
     if health_peer:
         lines.append("LAB_HEALTH_PEER=1")
     if ctr_bench:
@@ -124,7 +130,7 @@ def plan_script(runs, kvm_amd_options, pin_cpu=None, show_lines=0, health_peer=F
     for r in runs:
         if r.kind == "boot":
             args = [r.name, r.vmm, r.timeout_s, r.attempts, r.mem_mib, r.vcpus, r.cmdline]
-        else:  # lab_health / lab_ctr: hull-vmm only
+        else:  # lab_health / lab_ctr / lab_suite: hull-vmm only
             args = [r.name, r.timeout_s, r.attempts, r.mem_mib, r.vcpus, r.cmdline]
         lines.append(PLAN_FUNCTIONS[r.kind] + " " + " ".join(shlex.quote(str(a)) for a in args))
     return "\n".join(lines) + "\n"
@@ -171,7 +177,7 @@ class L1Config:
 
     def __init__(self, qemu="qemu-system-x86_64", accel="tcg,thread=single", cpu="EPYC,+svm,+npt", smp=1, mem_mib=4096,
                  kvm_amd_options="", pin_cpu=None, append="", show_lines=0, health_peer=False,
-                 ctr_bench=0):  # fmt: skip
+                 ctr_bench=0, fsbench_args=""):  # fmt: skip
         self.qemu = qemu
         self.accel = accel
         self.cpu = cpu
@@ -183,6 +189,7 @@ class L1Config:
         self.show_lines = show_lines  # guest console lines shown for good runs too (demo)
         self.health_peer = health_peer  # health runs also time hull-agent on a plain Unix socket in L1 (bench)
         self.ctr_bench = ctr_bench  # ctr runs also time N x `ctr run --rm IMG true`, hull vs runc (bench)
+        self.fsbench_args = fsbench_args  # suite runs: fsbench's arguments (default: run.sh's)
 
 
 def monitor_dump(sock_path, commands=("info status", "info registers -a", "info lapic", "info pic")):
@@ -216,7 +223,8 @@ def boot(assets, config, runs, work_dir, tag, on_line=None):
     work_dir.mkdir(parents=True, exist_ok=True)
     (work_dir / "logs").mkdir(exist_ok=True)
     plan = plan_script(
-        runs, config.kvm_amd_options, config.pin_cpu, config.show_lines, config.health_peer, config.ctr_bench
+        runs, config.kvm_amd_options, config.pin_cpu, config.show_lines, config.health_peer, config.ctr_bench,
+        config.fsbench_args,
     ).encode()
     plan_img = work_dir / f"plan-{tag}.img"
     # A raw disk: whole sectors; l1-init.sh drops the zero padding.
@@ -226,7 +234,9 @@ def boot(assets, config, runs, work_dir, tag, on_line=None):
     log_path = work_dir / "logs" / f"{tag}.log"
     for p in (pidfile, monitor):
         p.unlink(missing_ok=True)
-    budget = BOOT_S + 30 + sum(r.attempts * (r.timeout_s + 15) for r in runs)
+    budget = BOOT_S + 30 + sum(
+        r.attempts * (r.timeout_s * (SUITE_BUDGET_FACTOR if r.kind == "suite" else 1) + 15) for r in runs
+    )
     append = " ".join(p for p in ("console=ttyS0 panic=-1 quiet", config.append) if p)
     cmd = [
         "timeout", "-s", "KILL", str(budget), config.qemu,

@@ -264,6 +264,51 @@ ctr_bench() {
         echo "LAB-CTR-BENCH runtime=$runtime wall_ms=\"${list# }\""
     done
     rm -f "$TMP/bench.out" "$TMP/bench.err"
+    for runtime in hull runc; do ctr_pss "$runtime"; done
+}
+
+# pss_tree PID: the summed Pss (KiB) of PID and all its descendants, from smaps_rollup.
+pss_tree() {
+    # "pid ppid" of every process (comm may hold spaces: the ppid follows the last ") S").
+    pids=$(cat /proc/[0-9]*/stat 2>/dev/null | sed -n 's/^\([0-9]*\) .*) . \([0-9]*\) .*/\1 \2/p' |
+        awk -v root="$1" '{ parent[$1] = $2 }
+            END { print root; for (p in parent) { q = p; while ((q in parent) && q != root && q > 1) q = parent[q]; if (q == root && p != root) print p } }')
+    total=0
+    for p in $pids; do
+        kib=$(awk '/^Pss:/ { print $2; exit }' "/proc/$p/smaps_rollup" 2>/dev/null)
+        total=$((total + ${kib:-0}))
+    done
+    echo "$total"
+}
+
+# ctr_pss RUNTIME: one idle container (`sleep 1000`, detached); prints
+# LAB-CTR-PSS runtime=.. pss_kib=<shim and all its descendants: for hull the VMM (guest memory
+# it touched) and virtiofsd, for runc the container's processes>.
+ctr_pss() {
+    id=pss-$1
+    if ! ctr_cmd run -d --snapshotter native --runtime "io.containerd.$1.v2" "$CTR_IMAGE" "$id" sleep 1000 \
+        > /dev/null 2>"$TMP/pss.err"; then
+        tail -n 5 "$TMP/pss.err" | printable | sed "s/^/LAB-TAIL name=ctr-pss attempt=1 stream=$1 | /"
+        echo "LAB-CTR-PSS runtime=$1 pss_kib=-1"
+        return
+    fi
+    sleep 3  # let the guest and the shim settle
+    shim=
+    for c in /proc/[0-9]*/cmdline; do
+        if tr '\0' ' ' < "$c" 2>/dev/null | grep -q "containerd-shim-$1-v2 .*-id $id "; then
+            shim=${c#/proc/}
+            shim=${shim%/cmdline}
+            break
+        fi
+    done
+    pss=-1
+    [ -n "$shim" ] && pss=$(pss_tree "$shim")
+    echo "LAB-CTR-PSS runtime=$1 pss_kib=$pss shim_pid=${shim:--1}"
+    ctr_cmd task kill -s KILL "$id" > /dev/null 2>&1
+    sleep 1
+    ctr_cmd task delete -f "$id" > /dev/null 2>&1
+    ctr_cmd container delete "$id" > /dev/null 2>&1
+    rm -f "$TMP/pss.err"
 }
 
 ctr_setup() {
@@ -387,6 +432,125 @@ ctr_teardown() {
     ctr_kill_sandboxes
     [ -n "$ctrd_pid" ] && kill -TERM "$ctrd_pid" 2>/dev/null && wait "$ctrd_pid" 2>/dev/null
     ctrd_pid=
+}
+
+# lab_suite NAME TIMEOUT_S ATTEMPTS MEM_MIB VCPUS CMDLINE
+# Issues 5 and 6: the agent's own integration tests (static test executables in
+# $LAB/bin/agent-suite, in the order of its ORDER file) against hull-agent as PID 1 of a
+# microVM. hull-vmm gets a hybrid vsock device and a virtio-fs device served by virtiofsd
+# (sandboxed, as the shim runs it) from $S/share, which holds the busybox rootfs at c/rootfs;
+# `hull agent create-sandbox` mounts the share in the guest first. fsbench runs in a container
+# on the share (the shared_fs executable's ignored bench test) and in L1 on the same directory.
+# The last executable (oom) ends with PowerOff, after which hull-vmm must exit 0. TIMEOUT_S
+# bounds each executable; the guest must serve its API within LAB_SUITE_BOOT_S (default 60).
+#   LAB-SUITE name=.. test=<executable> status=ok|fail passed=N failed=N ms=N
+#   LAB-FSBENCH name=.. where=guest|l1 <fsbench's fields>
+#   LAB-RESULT name=.. kind=suite status=ok|fail|hang rc=<hull-vmm exit> ...
+lab_suite() {
+    name=$1 vmm=hull timeout=$2 attempts=$3 mem=$4 vcpus=$5 cmdline=$6
+    attempt=1
+    while :; do
+        suite_once
+        [ "$status" = hang ] && [ "$attempt" -lt "$attempts" ] || break
+        attempt=$((attempt + 1))
+    done
+}
+
+suite_once() {
+    S=$TMP/suite
+    rm -rf "$S"
+    mkdir -p "$S/share/c/rootfs/bin" "$S/logs"
+    for d in proc dev tmp etc mnt; do mkdir -p "$S/share/c/rootfs/$d"; done
+    cp /bin/busybox "$S/share/c/rootfs/bin/busybox"
+    for a in $(/bin/busybox --list); do
+        [ "$a" = busybox ] || ln -s busybox "$S/share/c/rootfs/bin/$a"
+    done
+    cp "$LAB/bin/fsbench" "$S/share/c/rootfs/fsbench"
+    cp -a "$LAB/sysroot/." / 2>/dev/null  # virtiofsd is a dynamic build
+    out=$S/logs/console.out err=$S/logs/vmm.err sum=$S/logs/vmm.sum pidf=$S/vmm.pid
+    $LAB/bin/virtiofsd --socket-path "$S/vfs.sock" --shared-dir "$S/share" --sandbox namespace \
+        --seccomp kill --announce-submounts --cache auto --inode-file-handles=prefer --log-level warn \
+        > "$S/logs/virtiofsd.log" 2>&1 &
+    vfs_pid=$!
+    i=0
+    while [ ! -S "$S/vfs.sock" ] && [ "$i" -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+    $WATCH -t $((timeout * 5)) -o "$out" -e "$err" -m agent=HULL-AGENT -- \
+        sh -c 'echo $$ > "$0"; exec "$@"' "$pidf" \
+        $LAB/bin/hull-vmm --kernel $LAB/guest/vmlinux --initrd $LAB/guest/initramfs.cpio \
+        --mem-mib "$mem" --vcpus "$vcpus" --cmdline "$cmdline" \
+        --vsock-cid 3 --vsock-uds "$S/vsock.sock" --fs "tag=hullfs,socket=$S/vfs.sock" > "$sum" &
+    watch_pid=$!
+    t0=$(uptime_s)
+    setup=$($LAB/bin/hull agent create-sandbox --uds "$S/vsock.sock" --id suite --shared-fs-tag hullfs \
+        --timeout "${LAB_SUITE_BOOT_S:-60}" 2>&1)
+    setup_rc=$?
+    ready_ms=$(ms_between "$t0" "$(uptime_s)")
+    passed_all=0 failed_all=0 suite_status=ok
+    if [ "$setup_rc" = 0 ]; then
+        for t in $(cat "$LAB/bin/agent-suite/ORDER"); do
+            extra=
+            [ "$t" = shared_fs ] && extra=--include-ignored
+            log=$S/logs/$t.log
+            t1=$(uptime_s)
+            HULL_TEST_AGENT_SOCKET=$S/vsock.sock HULL_TEST_AGENT_SHARED_DIR=$S/share \
+                HULL_FSBENCH_ARGS="${LAB_FSBENCH_ARGS:---mib 64 --files 10000}" \
+                $WATCH -t "$timeout" -o "$log" -e "$log.err" -- \
+                "$LAB/bin/agent-suite/$t" --test-threads=1 --nocapture $extra > "$S/logs/$t.sum"
+            ms=$(ms_between "$t1" "$(uptime_s)")
+            result=$(grep -a '^test result:' "$log" | tail -n 1)
+            passed=$(printf '%s' "$result" | sed -n 's/.* \([0-9]*\) passed.*/\1/p')
+            failed=$(printf '%s' "$result" | sed -n 's/.* \([0-9]*\) failed.*/\1/p')
+            case $result in "test result: ok."*) st=ok ;; *) st=fail suite_status=fail ;; esac
+            echo "LAB-SUITE name=$name test=$t status=$st passed=${passed:-0} failed=${failed:-0} ms=$ms"
+            passed_all=$((passed_all + ${passed:-0}))
+            failed_all=$((failed_all + ${failed:-0}))
+            grep -a '^FSBENCH ' "$log" | head -n 1 | printable | sed "s/^FSBENCH /LAB-FSBENCH name=$name where=guest /"
+            if [ "$st" != ok ]; then
+                cat "$log" "$log.err" 2>/dev/null | grep -av '^ *[0-9]*: \|^ *at ' | tail -n 40 | printable |
+                    sed "s/^/LAB-TAIL name=$name attempt=$attempt stream=$t | /"
+            fi
+            if [ "$t" = shared_fs ]; then
+                # The same program in L1 on the directory behind the share.
+                "$LAB/bin/fsbench" "$S/share/c/rootfs" ${LAB_FSBENCH_ARGS:---mib 64 --files 10000} 2>&1 |
+                    head -n 1 | printable | sed "s/^FSBENCH /LAB-FSBENCH name=$name where=l1 /"
+            fi
+        done
+    else
+        suite_status=setup
+    fi
+    # The oom executable powered the guest off; make sure the VMM goes either way.
+    i=0
+    while kill -0 "$watch_pid" 2>/dev/null && [ "$i" -lt 300 ]; do sleep 0.1; i=$((i + 1)); done
+    vmm_pid=$(cat "$pidf" 2>/dev/null)
+    [ -n "$vmm_pid" ] && kill -TERM "$vmm_pid" 2>/dev/null
+    wait "$watch_pid"
+    kill -TERM "$vfs_pid" 2>/dev/null
+    wait "$vfs_pid" 2>/dev/null
+    rc=-1 timedout=0 wall_ms=-1 maxrss_kib=-1 agent_ms=-1
+    for kv in $(cat "$sum" 2>/dev/null); do
+        case $kv in
+            rc=* | timedout=* | wall_ms=* | maxrss_kib=* | agent_ms=*) eval "${kv%%=*}=\${kv#*=}" ;;
+        esac
+    done
+    agent=$(grep -m1 HULL-AGENT "$out" 2>/dev/null | printable | sed 's/.*HULL-AGENT/HULL-AGENT/; s/"/'"'"'/g')
+    detail=$(printf '%s\n' "$setup" | printable | tr '\n' ';' | sed 's/"/'"'"'/g; s/;$//')
+    if [ "$suite_status" = ok ] && [ "$rc" = 0 ]; then
+        status=ok
+    elif [ "$suite_status" = setup ] && [ -z "$agent" ]; then
+        status=hang  # the guest never reached its agent: the lab's known L2 hang
+    else
+        status=fail
+    fi
+    echo "LAB-RESULT name=$name attempt=$attempt vmm=hull kind=suite status=$status rc=$rc wall_ms=$wall_ms agent_ms=$agent_ms ready_ms=$ready_ms rss_kib=$maxrss_kib passed=$passed_all failed=$failed_all agent=\"$agent\" detail=\"$detail\""
+    if [ "$status" != ok ]; then
+        tail -n 25 "$out" 2>/dev/null | printable | sed "s/^/LAB-TAIL name=$name attempt=$attempt stream=console | /"
+        sed "s/${ESC}\[[0-9;]*m//g" "$err" 2>/dev/null | tail -n 15 | printable |
+            sed "s/^/LAB-TAIL name=$name attempt=$attempt stream=stderr | /"
+        grep -a ' WARN \| ERROR ' "$out" 2>/dev/null | tail -n 15 | printable |
+            sed "s/^/LAB-TAIL name=$name attempt=$attempt stream=agent-warnings | /"
+        tail -n 10 "$S/logs/virtiofsd.log" 2>/dev/null | printable |
+            sed "s/^/LAB-TAIL name=$name attempt=$attempt stream=virtiofsd | /"
+    fi
 }
 
 echo "LAB-L1 event=plan uptime=$(uptime_s)"

@@ -357,5 +357,47 @@ class HealthJudgementTest(unittest.TestCase):
         self.assertIn("lab_ctr c 90 2 512 1 x\n", plan)
 
 
+class SuiteJudgementTest(unittest.TestCase):
+    def lab_with(self, suite, fsbench):
+        return type("FakeLab", (), {"suite": suite, "fsbench": fsbench})
+
+    def result(self, status="ok", rc=0):
+        line = (
+            f'name=s attempt=1 vmm=hull kind=suite status={status} rc={rc} wall_ms=9 agent_ms=5 ready_ms=4000 '
+            f'rss_kib=1 passed=14 failed=0 agent="HULL-AGENT version=0.1.0" detail="sandbox suite created"'
+        )
+        return lab_l1.parse_result(line)
+
+    def test_passing_suite_prints_counts_and_fsbench_ratios(self):
+        fb = "write_mib_s=50.0 read_mib_s=100.0 create_per_s=500.0 stat_per_s=1000.0 unlink_per_s=800.0 mib=16 files=2000"
+        lab_ = self.lab_with(
+            [lab_l1.parse_fields("test=containers status=ok passed=6 failed=0 ms=9000")],
+            {"guest": lab_l1.parse_fields("where=guest " + fb),
+             "l1": lab_l1.parse_fields("where=l1 " + fb.replace("write_mib_s=50.0", "write_mib_s=200.0"))},
+        )  # fmt: skip
+        code, msg = lab.check_boot(lab_, "s", [self.result()], 3)
+        self.assertEqual(code, lab.EXIT_OK, msg)
+        self.assertIn("14 tests passed", msg)
+        self.assertIn("containers ok (6 passed", msg)
+        self.assertIn("guest/L1 0.25x", msg)
+        self.assertIn("guest/L1 1.00x", msg)
+
+    def test_failed_suite_is_a_product_failure_naming_the_executable(self):
+        lab_ = self.lab_with([lab_l1.parse_fields("test=limits status=fail passed=0 failed=1 ms=900")], {})
+        code, msg = lab.check_boot(lab_, "s", [self.result("fail")], 3)
+        self.assertEqual(code, lab.EXIT_PRODUCT)
+        self.assertIn("limits fail (0 passed, 1 failed", msg)
+
+    def test_setup_hangs_are_a_lab_hang(self):
+        code, _ = lab.check_boot(self.lab_with([], {}), "s", [self.result("hang"), self.result("hang")], 2)
+        self.assertEqual(code, lab.EXIT_LAB_HANG)
+
+    def test_plan_sets_fsbench_args_and_the_suite_line(self):
+        runs = [lab_l1.RunSpec("s", "hull", 512, 1, "console=ttyS0", 300, 2, kind="suite")]
+        plan = lab_l1.plan_script(runs, "", fsbench_args="--mib 16 --files 2000")
+        self.assertIn("LAB_FSBENCH_ARGS='--mib 16 --files 2000'\n", plan)
+        self.assertIn("lab_suite s 300 2 512 1 console=ttyS0\n", plan)
+
+
 if __name__ == "__main__":
     unittest.main()

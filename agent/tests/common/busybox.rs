@@ -10,18 +10,29 @@ use hull_proto::agent_ttrpc::AgentServiceClient;
 use tokio::io::AsyncReadExt as _;
 use tokio::net::UnixStream;
 
-/// The agent process; killed on drop (its log is printed if the test panicked).
+/// Where the suite finds an agent that is already running (the lab's microVM): the hull-vmm
+/// hybrid-vsock socket, and the directory (in this machine) that the VM shares with the agent
+/// through virtio-fs, holding the busybox rootfs at `c/rootfs`. The agent must have been given
+/// that share with CreateSandbox already (`hull agent create-sandbox`).
+const REMOTE_SOCKET_ENV: &str = "HULL_TEST_AGENT_SOCKET";
+const REMOTE_SHARED_ENV: &str = "HULL_TEST_AGENT_SHARED_DIR";
+
+/// The agent under test: a process started here (killed on drop, its log printed if the test
+/// panicked), or a remote agent named by the environment (see [`REMOTE_SOCKET_ENV`]).
 pub struct BusyboxAgent {
-    child: Child,
-    dir: tempfile::TempDir,
+    child: Option<Child>,
+    dir: Option<tempfile::TempDir>,
+    shared: PathBuf,
     /// The hybrid-vsock socket.
     pub socket: PathBuf,
 }
 
 impl Drop for BusyboxAgent {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
         if std::thread::panicking() {
             eprintln!("---- agent log ----\n{}", self.log());
         }
@@ -29,21 +40,25 @@ impl Drop for BusyboxAgent {
 }
 
 impl BusyboxAgent {
-    /// Starts the agent; None (after printing SKIPPED) when not root.
+    /// Starts the agent, or uses the remote one; None (after printing SKIPPED) when not root.
     pub fn start() -> Option<BusyboxAgent> {
         if !nix::unistd::geteuid().is_root() {
             eprintln!("SKIPPED: container tests need root");
             return None;
         }
+        if let Some(remote) = Self::remote() {
+            return Some(remote);
+        }
         let dir = tempfile::tempdir().unwrap();
-        busybox_rootfs(&dir.path().join("shared/c/rootfs"));
+        let shared = dir.path().join("shared");
+        busybox_rootfs(&shared.join("c/rootfs"));
         let socket = dir.path().join("agent.sock");
         let log = std::fs::File::create(dir.path().join("agent.log")).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_hull-agent"))
             .arg("--listen")
             .arg(format!("hybrid://{}", socket.display()))
             .arg("--shared-dir")
-            .arg(dir.path().join("shared"))
+            .arg(&shared)
             .env("RUST_LOG", "debug")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
@@ -55,22 +70,57 @@ impl BusyboxAgent {
             assert!(Instant::now() < deadline, "agent did not listen");
             std::thread::sleep(Duration::from_millis(5));
         }
-        Some(BusyboxAgent { child, dir, socket })
+        Some(BusyboxAgent {
+            child: Some(child),
+            dir: Some(dir),
+            shared,
+            socket,
+        })
     }
 
-    /// The agent's pid on the host.
+    fn remote() -> Option<BusyboxAgent> {
+        let socket = PathBuf::from(std::env::var_os(REMOTE_SOCKET_ENV)?);
+        let shared = std::env::var_os(REMOTE_SHARED_ENV).map(PathBuf::from);
+        let shared = shared.unwrap_or_else(|| {
+            panic!("{REMOTE_SOCKET_ENV} is set: {REMOTE_SHARED_ENV} must name the shared directory")
+        });
+        assert!(
+            shared.join("c/rootfs/bin/busybox").is_file(),
+            "{}: no busybox rootfs at c/rootfs",
+            shared.display()
+        );
+        Some(BusyboxAgent {
+            child: None,
+            dir: None,
+            shared,
+            socket,
+        })
+    }
+
+    /// Whether the agent runs elsewhere (a microVM) rather than as a child of this test.
+    pub fn is_remote(&self) -> bool {
+        self.child.is_none()
+    }
+
+    /// The agent's pid on the host (a local agent only).
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.child
+            .as_ref()
+            .expect("a remote agent has no local pid")
+            .id()
     }
 
     /// The shared directory (the rootfs is `c/rootfs` in it).
     pub fn shared_dir(&self) -> PathBuf {
-        self.dir.path().join("shared")
+        self.shared.clone()
     }
 
     /// What the agent logged so far.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("agent.log")).unwrap_or_default()
+        match &self.dir {
+            Some(dir) => std::fs::read_to_string(dir.path().join("agent.log")).unwrap_or_default(),
+            None => "(remote agent: its log is on the microVM's console)".to_string(),
+        }
     }
 
     /// A ttrpc client through the hybrid socket.
@@ -255,4 +305,35 @@ pub async fn remove(c: &AgentServiceClient, id: &str) {
     )
     .await
     .unwrap();
+}
+
+/// Whether the agent's machine has the cgroup v2 `controllers` the test needs. A remote agent (the
+/// lab's microVM) always should: its kernel and PID 1 set them up, so nothing is skipped there.
+/// Locally it prints SKIPPED with the reason and returns false when one is missing (this host
+/// keeps memory/pids/cpu on cgroup v1).
+pub fn has_cgroup_controllers(agent: &BusyboxAgent, needed: &[&str]) -> bool {
+    if agent.is_remote() {
+        return true;
+    }
+    let root = match hull_agent::container::cgroup::find_root() {
+        Ok(root) => root,
+        Err(err) => {
+            println!("SKIPPED (no cgroup v2 hierarchy: {err}; covered in the lab)");
+            return false;
+        }
+    };
+    let available = hull_agent::container::cgroup::controllers(&root);
+    let missing: Vec<_> = needed
+        .iter()
+        .filter(|c| !available.iter().any(|a| a == *c))
+        .collect();
+    if !missing.is_empty() {
+        println!(
+            "SKIPPED (cgroup v2 at {} lacks {missing:?} (has {available:?}): they are on cgroup v1 \
+             here; covered in the lab)",
+            root.display()
+        );
+        return false;
+    }
+    true
 }

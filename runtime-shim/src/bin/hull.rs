@@ -3,6 +3,8 @@
 //! - `hull check`: is KVM here (and is it PVM)? the guest image? the VMM? virtiofsd?
 //! - `hull agent health --uds PATH`: Health + Version of an agent through a hybrid-vsock socket
 //!   (hull-vmm's `--vsock-uds`, or a host agent's hybrid listener)
+//! - `hull agent create-sandbox --uds PATH --id ID [--shared-fs-tag TAG]`: CreateSandbox alone, e.g.
+//!   to mount a VM's virtio-fs share before driving containers through the agent API directly
 //! - `hull version`
 
 use std::path::PathBuf;
@@ -11,7 +13,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use hull_proto::agent::{HealthRequest, VersionRequest};
+use hull_proto::agent::{CreateSandboxRequest, HealthRequest, SharedFs, VersionRequest};
 use hull_proto::agent_ttrpc::AgentServiceClient;
 
 #[derive(Parser)]
@@ -52,6 +54,30 @@ enum AgentCommand {
         #[arg(long, default_value_t = 5)]
         timeout: u64,
     },
+    /// CreateSandbox through a hybrid-vsock socket (mounts the virtio-fs share in the guest).
+    CreateSandbox {
+        /// The hybrid-vsock Unix socket.
+        #[arg(long)]
+        uds: PathBuf,
+        /// The sandbox id.
+        #[arg(long)]
+        id: String,
+        /// The guest's hostname (default: the id).
+        #[arg(long)]
+        hostname: Option<String>,
+        /// The virtio-fs tag to mount (hull-vmm's `--fs tag=...`); none: no shared directory.
+        #[arg(long)]
+        shared_fs_tag: Option<String>,
+        /// Where the guest mounts the share.
+        #[arg(long, default_value = hull_runtime::sandbox::GUEST_SHARED_DIR)]
+        shared_fs_mount_point: String,
+        /// The agent's API port.
+        #[arg(long, default_value_t = hull_proto::AGENT_API_PORT)]
+        port: u32,
+        /// Seconds to keep retrying the connection while the guest boots.
+        #[arg(long, default_value_t = 5)]
+        timeout: u64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -69,6 +95,32 @@ fn main() -> ExitCode {
         Command::Agent {
             command: AgentCommand::Health { uds, port, timeout },
         } => agent_health(uds, port, Duration::from_secs(timeout)),
+        Command::Agent {
+            command:
+                AgentCommand::CreateSandbox {
+                    uds,
+                    id,
+                    hostname,
+                    shared_fs_tag,
+                    shared_fs_mount_point,
+                    port,
+                    timeout,
+                },
+        } => {
+            let request = CreateSandboxRequest {
+                hostname: hostname.unwrap_or_else(|| id.clone()),
+                sandbox_id: id,
+                shared_fs: shared_fs_tag
+                    .map(|tag| SharedFs {
+                        tag,
+                        mount_point: shared_fs_mount_point,
+                        ..Default::default()
+                    })
+                    .into(),
+                ..Default::default()
+            };
+            agent_create_sandbox(uds, port, Duration::from_secs(timeout), request)
+        }
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
@@ -95,21 +147,56 @@ fn check(config: Option<PathBuf>) -> anyhow::Result<bool> {
     Ok(findings.iter().all(|f| f.ok))
 }
 
-fn agent_health(uds: PathBuf, port: u32, timeout: Duration) -> anyhow::Result<bool> {
+fn block_on<T>(work: impl std::future::Future<Output = T>) -> anyhow::Result<T> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(async move {
-        let started = std::time::Instant::now();
-        let client = loop {
-            match hull_proto::client::connect_hybrid_vsock(&uds, port).await {
-                Ok(c) => break AgentServiceClient::new(c),
-                Err(e) if started.elapsed() >= timeout => {
-                    return Err(e).context("connecting to the agent")
-                }
-                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+    Ok(runtime.block_on(work))
+}
+
+/// Connects to the agent, retrying for `timeout` while the guest boots.
+async fn connect(
+    uds: &std::path::Path,
+    port: u32,
+    timeout: Duration,
+) -> anyhow::Result<AgentServiceClient> {
+    let started = std::time::Instant::now();
+    loop {
+        match hull_proto::client::connect_hybrid_vsock(uds, port).await {
+            Ok(c) => return Ok(AgentServiceClient::new(c)),
+            Err(e) if started.elapsed() >= timeout => {
+                return Err(e)
+                    .with_context(|| format!("connecting to the agent through {}", uds.display()))
             }
-        };
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+fn call_context() -> ttrpc::context::Context {
+    ttrpc::context::with_timeout(Duration::from_secs(30).as_nanos() as i64)
+}
+
+fn agent_create_sandbox(
+    uds: PathBuf,
+    port: u32,
+    timeout: Duration,
+    request: CreateSandboxRequest,
+) -> anyhow::Result<bool> {
+    block_on(async move {
+        let client = connect(&uds, port, timeout).await?;
+        client
+            .create_sandbox(call_context(), &request)
+            .await
+            .context("CreateSandbox")?;
+        println!("sandbox {} created", request.sandbox_id);
+        Ok(true)
+    })?
+}
+
+fn agent_health(uds: PathBuf, port: u32, timeout: Duration) -> anyhow::Result<bool> {
+    block_on(async move {
+        let client = connect(&uds, port, timeout).await?;
         let ctx = || ttrpc::context::with_timeout(Duration::from_secs(5).as_nanos() as i64);
         let health = client
             .health(ctx(), &HealthRequest::default())
@@ -126,5 +213,5 @@ fn agent_health(uds: PathBuf, port: u32, timeout: Duration) -> anyhow::Result<bo
             version.api_version
         );
         Ok(hull_proto::check_api_version(&version).is_ok())
-    })
+    })?
 }
