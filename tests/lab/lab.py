@@ -288,7 +288,7 @@ def fsbench_lines(fsbench):
              "shared directory; emulated, so the ratio matters more than the number):"]  # fmt: skip
     for key, label in FSBENCH_KEYS:
         g, h = _num(guest.get(key)), _num(l1.get(key))
-        ratio = f"{g / h:.2f}x" if g and h and g > 0 and h > 0 else "?"
+        ratio = f"{g / h:.3g}x" if g and h and g > 0 and h > 0 else "?"
         lines.append(f"      {label:<16} guest {fmt_num(g):>10}  L1 {fmt_num(h):>10}  guest/L1 {ratio}")
     return lines
 

@@ -504,7 +504,7 @@ suite_once() {
             echo "LAB-SUITE name=$name test=$t status=$st passed=${passed:-0} failed=${failed:-0} ms=$ms"
             passed_all=$((passed_all + ${passed:-0}))
             failed_all=$((failed_all + ${failed:-0}))
-            grep -a '^FSBENCH ' "$log" | head -n 1 | printable | sed "s/^FSBENCH /LAB-FSBENCH name=$name where=guest /"
+            grep -a 'FSBENCH ' "$log" | head -n 1 | printable | sed "s/.*FSBENCH /LAB-FSBENCH name=$name where=guest /"
             if [ "$st" != ok ]; then
                 cat "$log" "$log.err" 2>/dev/null | grep -av '^ *[0-9]*: \|^ *at ' | tail -n 40 | printable |
                     sed "s/^/LAB-TAIL name=$name attempt=$attempt stream=$t | /"

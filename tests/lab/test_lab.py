@@ -380,7 +380,7 @@ class SuiteJudgementTest(unittest.TestCase):
         self.assertIn("14 tests passed", msg)
         self.assertIn("containers ok (6 passed", msg)
         self.assertIn("guest/L1 0.25x", msg)
-        self.assertIn("guest/L1 1.00x", msg)
+        self.assertIn("guest/L1 1x", msg)
 
     def test_failed_suite_is_a_product_failure_naming_the_executable(self):
         lab_ = self.lab_with([lab_l1.parse_fields("test=limits status=fail passed=0 failed=1 ms=900")], {})
