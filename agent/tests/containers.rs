@@ -67,9 +67,21 @@ async fn create(
     stdin: bool,
     terminal: bool,
 ) -> Run {
+    create_with_spec(c, agent, id, spec(args, terminal), stdin, terminal).await
+}
+
+/// [`create`] from a spec the test built itself.
+async fn create_with_spec(
+    c: &AgentServiceClient,
+    agent: &Agent,
+    id: &str,
+    spec_json: Vec<u8>,
+    stdin: bool,
+    terminal: bool,
+) -> Run {
     let req = CreateContainerRequest {
         container_id: id.into(),
-        oci_spec_json: spec(args, terminal),
+        oci_spec_json: spec_json,
         rootfs_path: "c/rootfs".into(),
         stdio: Some(StdioRequest {
             stdin,
@@ -308,28 +320,10 @@ async fn tty_starts_with_the_spec_console_size() {
     let mut spec: serde_json::Value =
         serde_json::from_slice(&spec(&["stty", "size"], true)).unwrap();
     spec["process"]["consoleSize"] = serde_json::json!({"height": 41, "width": 132});
-    let req = CreateContainerRequest {
-        container_id: "p2".into(),
-        oci_spec_json: spec.to_string().into_bytes(),
-        rootfs_path: "c/rootfs".into(),
-        stdio: Some(StdioRequest {
-            stdout: true,
-            terminal: true,
-            ..Default::default()
-        })
-        .into(),
-        ..Default::default()
-    };
-    let ports = c
-        .create_container(ctx(), &req)
-        .await
-        .unwrap()
-        .stdio_ports
-        .unwrap();
-    let stdout = tokio::spawn(read_all(agent.open_stream(ports.stdout_port).await));
+    let run = create_with_spec(&c, &agent, "p2", spec.to_string().into_bytes(), false, true).await;
     // No TtyWinResize at all: the size comes from the spec, before the process runs (as runc does).
     assert_eq!(start_and_wait(&c, "p2").await, 0);
-    let out = String::from_utf8(stdout.await.unwrap()).unwrap();
+    let out = String::from_utf8(run.stdout.await.unwrap()).unwrap();
     assert_eq!(out.trim(), "41 132");
     remove(&c, "p2").await;
 }
@@ -445,26 +439,17 @@ async fn user_namespace_maps_ids() {
         serde_json::json!([{"containerID": 0, "hostID": 200000, "size": 65536}]);
     spec["linux"]["gidMappings"] =
         serde_json::json!([{"containerID": 0, "hostID": 300000, "size": 65536}]);
-    let req = CreateContainerRequest {
-        container_id: "u1".into(),
-        oci_spec_json: spec.to_string().into_bytes(),
-        rootfs_path: "c/rootfs".into(),
-        stdio: Some(StdioRequest {
-            stdout: true,
-            ..Default::default()
-        })
-        .into(),
-        ..Default::default()
-    };
-    let ports = c
-        .create_container(ctx(), &req)
-        .await
-        .unwrap()
-        .stdio_ports
-        .unwrap();
-    let stdout = tokio::spawn(read_all(agent.open_stream(ports.stdout_port).await));
+    let run = create_with_spec(
+        &c,
+        &agent,
+        "u1",
+        spec.to_string().into_bytes(),
+        false,
+        false,
+    )
+    .await;
     assert_eq!(start_and_wait(&c, "u1").await, 0);
-    let out = String::from_utf8(stdout.await.unwrap()).unwrap();
+    let out = String::from_utf8(run.stdout.await.unwrap()).unwrap();
     let fields: Vec<Vec<&str>> = out
         .lines()
         .map(|l| l.split_whitespace().collect())

@@ -10,8 +10,7 @@ use std::path::PathBuf;
 
 use std::time::Duration;
 
-use common::busybox::{create, remove, spec, start, BusyboxAgent};
-use hull_proto::agent::WaitProcessRequest;
+use common::busybox::{create, remove, spec, start, wait_within, BusyboxAgent};
 use hull_proto::agent_ttrpc::AgentServiceClient;
 
 /// Runs `script` in a fresh container; returns its exit status and output.
@@ -34,17 +33,7 @@ async fn run_within(
 ) -> (i32, String) {
     let out = create(c, agent, id, &spec(&["sh", "-c", script])).await;
     start(c, id).await;
-    let status = c
-        .wait_process(
-            ttrpc::context::with_duration(deadline),
-            &WaitProcessRequest {
-                container_id: id.into(),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap()
-        .exit_status;
+    let status = wait_within(c, id, "", deadline).await;
     let text = String::from_utf8(out.await.unwrap()).unwrap();
     remove(c, id).await;
     (status, text)

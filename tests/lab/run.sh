@@ -21,6 +21,27 @@ uptime_s() { read -r up _ < /proc/uptime; echo "$up"; }
 # Keep only printable ASCII: the guest console is untrusted.
 printable() { tr -cd ' -~\n' | cut -c1-240; }
 
+# parse_summary TEXT: rc, timedout, wall_ms, maxrss_kib and agent_ms from labwatch's summary
+# (-1, or 0 for timedout, when absent).
+parse_summary() {
+    rc=-1 timedout=0 wall_ms=-1 maxrss_kib=-1 agent_ms=-1
+    for kv in $1; do
+        case $kv in
+            rc=* | timedout=* | wall_ms=* | maxrss_kib=* | agent_ms=*) eval "${kv%%=*}=\${kv#*=}" ;;
+        esac
+    done
+}
+
+# agent_line CONSOLE_FILE: the guest agent's first HULL-AGENT line, printable, no double quotes.
+agent_line() {
+    grep -m1 HULL-AGENT "$1" 2>/dev/null | printable | sed 's/.*HULL-AGENT/HULL-AGENT/; s/"/'"'"'/g'
+}
+
+# boot_ms_of VMM_STDERR_FILE: hull-vmm's guest_boot_ms (empty when it logged none).
+boot_ms_of() {
+    sed "s/${ESC}\[[0-9;]*m//g" "$1" 2>/dev/null | sed -n 's/.*guest_boot_ms=\([0-9.]*\).*/\1/p' | head -n1
+}
+
 # lab_kvm "KVM_AMD_OPTIONS": load irqbypass, kvm, kvm-amd (the order file lists
 # them dependencies first); the options go to kvm-amd.
 lab_kvm() {
@@ -74,14 +95,9 @@ run_once() {
             return
             ;;
     esac
-    rc=-1 timedout=0 wall_ms=-1 maxrss_kib=-1 agent_ms=-1
-    for kv in $summary; do
-        case $kv in
-            rc=* | timedout=* | wall_ms=* | maxrss_kib=* | agent_ms=*) eval "${kv%%=*}=\${kv#*=}" ;;
-        esac
-    done
-    agent=$(grep -m1 HULL-AGENT "$out" 2>/dev/null | printable | sed 's/.*HULL-AGENT/HULL-AGENT/; s/"/'"'"'/g')
-    boot_ms=$(sed "s/${ESC}\[[0-9;]*m//g" "$err" 2>/dev/null | sed -n 's/.*guest_boot_ms=\([0-9.]*\).*/\1/p' | head -n1)
+    parse_summary "$summary"
+    agent=$(agent_line "$out")
+    boot_ms=$(boot_ms_of "$err")
     # The guest kernel's own clock at its last console message (printk time stamp).
     kmsg_s=$(sed -n 's/^\[ *\([0-9]*\.[0-9]*\)\].*/\1/p' "$out" 2>/dev/null | tail -n1)
     if [ "$timedout" = 1 ]; then
@@ -184,14 +200,9 @@ health_once() {
     [ -n "$vmm_pid" ] && kill -TERM "$vmm_pid" 2>/dev/null
     wait "$watch_pid"
     summary=$(cat "$sum" 2>/dev/null)
-    rc=-1 timedout=0 wall_ms=-1 maxrss_kib=-1 agent_ms=-1
-    for kv in $summary; do
-        case $kv in
-            rc=* | timedout=* | wall_ms=* | maxrss_kib=* | agent_ms=*) eval "${kv%%=*}=\${kv#*=}" ;;
-        esac
-    done
-    agent=$(grep -m1 HULL-AGENT "$out" 2>/dev/null | printable | sed 's/.*HULL-AGENT/HULL-AGENT/; s/"/'"'"'/g')
-    boot_ms=$(sed "s/${ESC}\[[0-9;]*m//g" "$err" 2>/dev/null | sed -n 's/.*guest_boot_ms=\([0-9.]*\).*/\1/p' | head -n1)
+    parse_summary "$summary"
+    agent=$(agent_line "$out")
+    boot_ms=$(boot_ms_of "$err")
     answer=$(printf '%s\n' "$health" | printable | tr '\n' ';' | sed 's/"/'"'"'/g; s/;$//')
     if [ "$health_rc" = 0 ] && [ "$rc" = 0 ]; then
         status=ok
@@ -248,10 +259,7 @@ ctr_bench() {
             s=$($WATCH -t "$timeout" -o "$TMP/bench.out" -e "$TMP/bench.err" -- $LAB/bin/ctr \
                 --address "$D/run/containerd.sock" --namespace lab run --rm --snapshotter native \
                 --runtime "io.containerd.$runtime.v2" "$CTR_IMAGE" "bench-$runtime-$i" true)
-            rc=-1 wall_ms=-1
-            for kv in $s; do
-                case $kv in rc=* | wall_ms=*) eval "${kv%%=*}=\${kv#*=}" ;; esac
-            done
+            parse_summary "$s"
             if [ "$rc" = 0 ]; then
                 list="$list $wall_ms"
             else
@@ -371,12 +379,7 @@ ctr_once() {
     id=$name-$attempt
     summary=$($WATCH -t "$timeout" -o "$out" -e "$err" -- $LAB/bin/ctr --address "$D/run/containerd.sock" \
         --namespace lab run --rm --snapshotter native --runtime io.containerd.hull.v2 "$CTR_IMAGE" "$id" uname -r)
-    rc=-1 timedout=0 wall_ms=-1
-    for kv in $summary; do
-        case $kv in
-            rc=* | timedout=* | wall_ms=*) eval "${kv%%=*}=\${kv#*=}" ;;
-        esac
-    done
+    parse_summary "$summary"
     output=$(printable < "$out" | tr -d '\r' | tr '\n' ';' | sed 's/"/'"'"'/g; s/;$//')
     if [ "$timedout" = 1 ]; then
         status=hang
@@ -526,13 +529,8 @@ suite_once() {
     wait "$watch_pid"
     kill -TERM "$vfs_pid" 2>/dev/null
     wait "$vfs_pid" 2>/dev/null
-    rc=-1 timedout=0 wall_ms=-1 maxrss_kib=-1 agent_ms=-1
-    for kv in $(cat "$sum" 2>/dev/null); do
-        case $kv in
-            rc=* | timedout=* | wall_ms=* | maxrss_kib=* | agent_ms=*) eval "${kv%%=*}=\${kv#*=}" ;;
-        esac
-    done
-    agent=$(grep -m1 HULL-AGENT "$out" 2>/dev/null | printable | sed 's/.*HULL-AGENT/HULL-AGENT/; s/"/'"'"'/g')
+    parse_summary "$(cat "$sum" 2>/dev/null)"
+    agent=$(agent_line "$out")
     detail=$(printf '%s\n' "$setup" | printable | tr '\n' ';' | sed 's/"/'"'"'/g; s/;$//')
     if [ "$suite_status" = ok ] && [ "$rc" = 0 ]; then
         status=ok

@@ -278,9 +278,19 @@ pub async fn exec(
 
 /// WaitProcess; returns the exit status.
 pub async fn wait(c: &AgentServiceClient, id: &str, exec_id: &str) -> i32 {
+    wait_within(c, id, exec_id, Duration::from_secs(30)).await
+}
+
+/// [`wait`] allowing the process `deadline` to exit.
+pub async fn wait_within(
+    c: &AgentServiceClient,
+    id: &str,
+    exec_id: &str,
+    deadline: Duration,
+) -> i32 {
     let r = c
         .wait_process(
-            ctx(),
+            ttrpc::context::with_duration(deadline),
             &WaitProcessRequest {
                 container_id: id.into(),
                 exec_id: exec_id.into(),
