@@ -30,6 +30,11 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// After the process exited, how long a pty may stay silent before its output is considered
 /// drained (a pty's line discipline delivers to the master asynchronously).
 const PTY_DRAIN_IDLE: Duration = Duration::from_millis(200);
+/// Longest a pty is drained after its process exited.
+const PTY_DRAIN_MAX: Duration = Duration::from_secs(2);
+/// Most bytes forwarded after a process exited: more than a pipe can hold (the largest pipe an
+/// unprivileged process can ask for is 1 MiB by default), so only descendants can write beyond it.
+const MAX_DRAIN: usize = 2 * 1024 * 1024;
 /// Buffer size of the forwarders.
 const CHUNK: usize = 32 * 1024;
 
@@ -424,22 +429,7 @@ async fn forward_output(
                 host_open = send_chunk(&mut dst, host_open, &buf[..n]).await;
             }
             _ = async { exited.wait_for(|e| *e).await.is_ok() } => {
-                // Everything the process wrote is in the pipe now: drain what is there.
-                loop {
-                    let result = if is_pty {
-                        match tokio::time::timeout(PTY_DRAIN_IDLE, read_fd(&src, &mut buf)).await {
-                            Ok(result) => result,
-                            Err(_) => break,
-                        }
-                    } else {
-                        read_now(src.get_ref(), &mut buf)
-                    };
-                    if is_end(&result) {
-                        break;
-                    }
-                    let n = result.unwrap_or(0);
-                    host_open = send_chunk(&mut dst, host_open, &buf[..n]).await;
-                }
+                host_open = drain_after_exit(&src, &mut dst, host_open, is_pty, &mut buf).await;
                 break;
             }
         }
@@ -451,6 +441,43 @@ async fn forward_output(
         }
     }
     let _ = done.send(true);
+}
+
+/// After the process exited, forwards what it left in the pipe or pty; returns whether the host
+/// is still reading. Everything the process wrote is already in a pipe's buffer, so the drain
+/// stops at the first empty read: descendants that inherited the pipe (`sh -c 'cmd &'`) may keep
+/// it open for as long as they live, and neither WaitProcess nor the agent waits for them. A
+/// pty's line discipline delivers asynchronously, so there the drain stops after
+/// [`PTY_DRAIN_IDLE`] of silence. Either way at most [`MAX_DRAIN`] bytes or [`PTY_DRAIN_MAX`]
+/// are spent, so a descendant writing without pause cannot hold the exit back.
+async fn drain_after_exit(
+    src: &AsyncFd<OwnedFd>,
+    dst: &mut Stream,
+    mut host_open: bool,
+    is_pty: bool,
+    buf: &mut [u8],
+) -> bool {
+    let deadline = tokio::time::Instant::now() + PTY_DRAIN_MAX;
+    let mut drained = 0usize;
+    while drained < MAX_DRAIN {
+        let result = if is_pty {
+            let idle_end = (tokio::time::Instant::now() + PTY_DRAIN_IDLE).min(deadline);
+            match tokio::time::timeout_at(idle_end, read_fd(src, buf)).await {
+                Ok(result) => result,
+                Err(_) => break,
+            }
+        } else {
+            read_now(src.get_ref(), buf)
+        };
+        let n = match result {
+            Ok(n) if n > 0 => n,
+            // EOF, EAGAIN (drained: only descendants hold the pipe), EIO (pty closed), errors.
+            _ => break,
+        };
+        host_open = send_chunk(dst, host_open, &buf[..n]).await;
+        drained += n;
+    }
+    host_open
 }
 
 /// Writes `data` to the host if it is still reading; returns whether it still is. When the
@@ -476,4 +503,82 @@ async fn forward_stdin(mut src: Stream, dst: AsyncFd<OwnedFd>, close: Arc<Notify
         }
     }
     // Dropping `dst` closes the process's stdin (for a pty: our duplicate of the master).
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicBool;
+
+    /// Runs `forward_output` for a pipe whose process has exited, on a runtime of its own (a
+    /// forwarder that never yields would otherwise hang the test instead of failing it). Returns
+    /// what the host received and whether the forwarder finished while `descendant` (another
+    /// holder of the pipe's write end) was still alive: the descendant lets go after 20 s.
+    fn forward_after_exit(
+        reader: OwnedFd,
+        descendant: impl FnOnce() + Send + 'static,
+    ) -> (Vec<u8>, bool) {
+        let released = Arc::new(AtomicBool::new(false));
+        let released_by_descendant = Arc::clone(&released);
+        std::thread::spawn(move || {
+            descendant();
+            released_by_descendant.store(true, Ordering::SeqCst);
+        });
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let output = rt.block_on(async {
+            let (agent_end, mut host_end) = tokio::net::UnixStream::pair().unwrap();
+            let host = tokio::spawn(async move {
+                let mut got = Vec::new();
+                host_end.read_to_end(&mut got).await.unwrap();
+                got
+            });
+            set_nonblocking(&reader).unwrap();
+            let (_exited_tx, exited_rx) = watch::channel(true);
+            let (done_tx, mut done_rx) = watch::channel(false);
+            forward_output(
+                register(reader).unwrap(),
+                Box::pin(agent_end),
+                exited_rx,
+                false,
+                done_tx,
+            )
+            .await;
+            assert!(*done_rx.borrow_and_update());
+            host.await.unwrap()
+        });
+        (output, !released.load(Ordering::SeqCst))
+    }
+
+    #[test]
+    fn output_ends_at_exit_while_a_descendant_holds_the_pipe() {
+        let (reader, writer) = pipe().unwrap();
+        nix::unistd::write(&writer, b"written before exit\n").unwrap();
+        let (output, in_time) = forward_after_exit(reader, move || {
+            // `sh -c 'cmd &'`: the background child keeps stdout open and stays silent.
+            std::thread::sleep(Duration::from_secs(20));
+            drop(writer);
+        });
+        assert_eq!(output, b"written before exit\n");
+        assert!(
+            in_time,
+            "the forwarder waited for the descendant to close the pipe"
+        );
+    }
+
+    #[test]
+    fn a_descendant_writing_without_pause_cannot_hold_the_exit_back() {
+        let (reader, writer) = pipe().unwrap();
+        let (output, in_time) = forward_after_exit(reader, move || {
+            let chunk = [b'x'; 4096];
+            let until = std::time::Instant::now() + Duration::from_secs(20);
+            // Ends with EPIPE once the forwarder has dropped the read end.
+            while std::time::Instant::now() < until && nix::unistd::write(&writer, &chunk).is_ok() {
+            }
+        });
+        assert!(in_time, "the forwarder kept draining a descendant's output");
+        assert!(output.len() <= MAX_DRAIN + CHUNK, "{} bytes", output.len());
+    }
 }

@@ -466,3 +466,43 @@ async fn user_namespace_maps_ids() {
     );
     remove(&c, "u1").await;
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn an_exec_that_leaves_a_background_child_still_ends() {
+    let Some(agent) = start_agent() else {
+        return;
+    };
+    let c = agent.client().await;
+    let spec = common::busybox::spec(&["sleep", "1000"]);
+    let _init_out = common::busybox::create(&c, &agent, "bg", &spec).await;
+    common::busybox::start(&c, "bg").await;
+    // The background sleep inherits stdout and outlives the shell by far; the shell's exit ends
+    // the process's output and WaitProcess, and the agent keeps serving meanwhile.
+    let (_pid, out) = common::busybox::exec(
+        &c,
+        &agent,
+        "bg",
+        "e1",
+        &["sh", "-c", "echo before; sleep 600 & echo after"],
+    )
+    .await;
+    let status = common::busybox::wait_within(&c, "bg", "e1", Duration::from_secs(60)).await;
+    assert_eq!(status, 0);
+    assert_eq!(out.await.unwrap(), b"before\nafter\n");
+    let list = c
+        .list_processes(
+            ctx(),
+            &ListProcessesRequest {
+                container_id: "bg".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(
+        list.processes.len() >= 2,
+        "the background sleep should still run: {:?}",
+        list.processes
+    );
+    remove(&c, "bg").await;
+}
