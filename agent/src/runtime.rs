@@ -564,15 +564,21 @@ impl Runtime {
             }
         }
         self.oom.unwatch(&container.id);
-        if let Some(cg) = &container.cgroup {
-            if cg.is_frozen() {
-                let _ = cg.set_frozen(false);
-            }
-            for pid in cg.pids() {
-                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-            }
-            cg.remove()
-                .map_err(|e| internal(format!("removing the cgroup: {e}")))?;
+        if let Some(cg) = container.cgroup.clone() {
+            // Thawing and rmdir wait for the kernel (up to 5 s and 2 s): off the agent's only
+            // thread, so the reaper and other calls go on meanwhile.
+            let removed = tokio::task::spawn_blocking(move || {
+                if cg.is_frozen() {
+                    let _ = cg.set_frozen(false);
+                }
+                for pid in cg.pids() {
+                    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+                }
+                cg.remove()
+            })
+            .await
+            .map_err(|e| internal(format!("removing the cgroup: {e}")))?;
+            removed.map_err(|e| internal(format!("removing the cgroup: {e}")))?;
         }
         self.containers
             .lock()

@@ -350,8 +350,10 @@ impl AgentService for AgentApi {
     ) -> ttrpc::Result<PauseContainerResponse> {
         check("PauseContainer", &req)?;
         let cgroup = failed("PauseContainer", self.runtime.cgroup(&req.container_id))?;
-        cgroup
-            .set_frozen(true)
+        // The freezer may take a while (up to 5 s) to settle: off the agent's only thread.
+        tokio::task::spawn_blocking(move || cgroup.set_frozen(true))
+            .await
+            .map_err(|e| status(Code::INTERNAL, format!("PauseContainer: {e}")))?
             .map_err(|e| status(Code::INTERNAL, format!("PauseContainer: {e}")))?;
         Ok(PauseContainerResponse::default())
     }
@@ -363,8 +365,10 @@ impl AgentService for AgentApi {
     ) -> ttrpc::Result<ResumeContainerResponse> {
         check("ResumeContainer", &req)?;
         let cgroup = failed("ResumeContainer", self.runtime.cgroup(&req.container_id))?;
-        cgroup
-            .set_frozen(false)
+        // The freezer may take a while (up to 5 s) to settle: off the agent's only thread.
+        tokio::task::spawn_blocking(move || cgroup.set_frozen(false))
+            .await
+            .map_err(|e| status(Code::INTERNAL, format!("ResumeContainer: {e}")))?
             .map_err(|e| status(Code::INTERNAL, format!("ResumeContainer: {e}")))?;
         Ok(ResumeContainerResponse::default())
     }
