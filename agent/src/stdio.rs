@@ -133,6 +133,15 @@ fn set_nonblocking(fd: &OwnedFd) -> io::Result<()> {
     Ok(())
 }
 
+fn set_cloexec(fd: &OwnedFd) -> io::Result<()> {
+    nix::fcntl::fcntl(
+        fd,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    )
+    .map(drop)
+    .map_err(io::Error::from)
+}
+
 fn devnull() -> io::Result<OwnedFd> {
     Ok(std::fs::OpenOptions::new()
         .read(true)
@@ -201,6 +210,9 @@ impl ProcessStdio {
                 ws_ypixel: 0,
             });
             let pty = nix::pty::openpty(size.as_ref(), None).map_err(io::Error::from)?;
+            // openpty leaves both ends inheritable: every later helper and container would get them.
+            set_cloexec(&pty.master)?;
+            set_cloexec(&pty.slave)?;
             let slave = pty.slave;
             stdio.child = Some([slave.try_clone()?, slave.try_clone()?, slave]);
             stdio.pty_master = Some(Arc::new(pty.master));

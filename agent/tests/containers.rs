@@ -506,3 +506,41 @@ async fn an_exec_that_leaves_a_background_child_still_ends() {
     );
     remove(&c, "bg").await;
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn processes_inherit_no_descriptors_beyond_their_stdio() {
+    let Some(agent) = start_agent() else {
+        return;
+    };
+    let c = agent.client().await;
+    // A terminal container and an exec with a terminal: their ptys must not reach the others.
+    let _tty = create(&c, &agent, "tty", &["sleep", "1000"], true, true).await;
+    c.start_container(
+        ctx(),
+        &StartContainerRequest {
+            container_id: "tty".into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    // The shell lists its own descriptors (`; true` keeps it from exec'ing ls).
+    let list_fds = "ls /proc/$$/fd; true";
+    let (_pid, exec_out) =
+        common::busybox::exec(&c, &agent, "tty", "fds", &["sh", "-c", list_fds]).await;
+    assert_eq!(wait(&c, "tty", "fds").await, 0);
+    let other = create(&c, &agent, "other", &["sh", "-c", list_fds], false, false).await;
+    assert_eq!(start_and_wait(&c, "other").await, 0);
+    assert_eq!(
+        String::from_utf8(other.stdout.await.unwrap()).unwrap(),
+        "0\n1\n2\n",
+        "a second container's descriptors"
+    );
+    assert_eq!(
+        String::from_utf8(exec_out.await.unwrap()).unwrap(),
+        "0\n1\n2\n",
+        "an exec's descriptors"
+    );
+    remove(&c, "other").await;
+    remove(&c, "tty").await;
+}

@@ -28,6 +28,8 @@ pub fn run() -> ! {
         &control,
         nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
     );
+    // Whatever else the agent let us inherit must not reach the container process.
+    close_on_exec_from(CONTROL_FD + 1);
     let mut channel = Channel::new(control);
     let outcome = channel.read_request().and_then(|request| match request {
         SetupRequest::Init(config) => run_init(&mut channel, &config),
@@ -80,6 +82,34 @@ impl Channel {
             line.push(b'\n');
             let _ = self.writer.write_all(&line);
         }
+    }
+}
+
+/// Marks every descriptor from `first` on close-on-exec (close_range(2); on kernels without it,
+/// one by one from /proc/self/fd).
+fn close_on_exec_from(first: i32) {
+    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only changes descriptor flags.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first as libc::c_uint,
+            libc::c_uint::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if rc == 0 {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir("/proc/self/fd") else {
+        return;
+    };
+    let fds: Vec<i32> = entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|fd| *fd >= first)
+        .collect();
+    for fd in fds {
+        // SAFETY: F_SETFD on a descriptor number; a stale one (the directory's) fails harmlessly.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
     }
 }
 
