@@ -4,8 +4,6 @@
 //! [`reap_exited_children`] returns what it reaped so such a registry can claim entries.
 
 use nix::errno::Errno;
-use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-use nix::unistd::Pid;
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::{debug, warn};
 
@@ -18,29 +16,43 @@ pub struct ReapedChild {
     pub exit_status: i32,
 }
 
-/// Reaps every child that has exited, without blocking.
+/// Reaps every child that has exited, without blocking. Raw waitpid(2): nix's wrapper knows
+/// signals 1-31 only and fails, after the kernel has reaped the child, on a real-time one.
 pub fn reap_exited_children() -> Vec<ReapedChild> {
     let mut reaped = Vec::new();
     loop {
-        match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::Exited(pid, code)) => reaped.push(ReapedChild {
-                pid: pid.as_raw(),
-                exit_status: code,
-            }),
-            Ok(WaitStatus::Signaled(pid, signal, _core)) => reaped.push(ReapedChild {
-                pid: pid.as_raw(),
-                exit_status: 128 + signal as i32,
-            }),
+        let mut status: libc::c_int = 0;
+        // SAFETY: waitpid writes the status into a local integer.
+        let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+        if pid == 0 {
             // Nothing more has exited right now.
-            Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => return reaped,
-            // Stopped/continued children are not exits; keep looking.
-            Ok(_) => continue,
-            Err(Errno::EINTR) => continue,
-            Err(err) => {
-                warn!(%err, "waitpid");
-                return reaped;
+            return reaped;
+        }
+        if pid < 0 {
+            match Errno::last() {
+                Errno::EINTR => continue,
+                Errno::ECHILD => return reaped,
+                err => {
+                    warn!(%err, "waitpid");
+                    return reaped;
+                }
             }
         }
+        if let Some(exit_status) = exit_status_of(status) {
+            reaped.push(ReapedChild { pid, exit_status });
+        }
+    }
+}
+
+/// A wait status as runc reports it: the exit code, or 128 + the signal number (1-64); None for
+/// anything that is not an exit.
+fn exit_status_of(status: libc::c_int) -> Option<i32> {
+    if libc::WIFEXITED(status) {
+        Some(libc::WEXITSTATUS(status))
+    } else if libc::WIFSIGNALED(status) {
+        Some(128 + libc::WTERMSIG(status))
+    } else {
+        None
     }
 }
 
@@ -95,10 +107,17 @@ mod tests {
             .spawn()
             .unwrap();
         nix::sys::signal::kill(
-            Pid::from_raw(killed.id() as i32),
+            nix::unistd::Pid::from_raw(killed.id() as i32),
             nix::sys::signal::Signal::SIGKILL,
         )
         .unwrap();
         assert_eq!(reap_until(killed.id() as i32).exit_status, 128 + 9);
+
+        // A real-time signal: outside nix's Signal, still an exit.
+        let realtime = std::process::Command::new("sh")
+            .args(["-c", "kill -s 40 $$"])
+            .spawn()
+            .unwrap();
+        assert_eq!(reap_until(realtime.id() as i32).exit_status, 128 + 40);
     }
 }

@@ -439,8 +439,13 @@ impl Runtime {
                 .map(|c| c.pids())
                 .unwrap_or_default()
         } else {
-            let pid = process.pid().filter(|_| process.exit.borrow().is_none());
-            vec![pid.ok_or_else(|| precondition("the process is not running"))?]
+            if process.exit.borrow().is_some() {
+                // As runc's shim answers: containerd takes NotFound as "nothing left to signal".
+                return Err((Code::NOT_FOUND, "process already finished".into()));
+            }
+            vec![process
+                .pid()
+                .ok_or_else(|| precondition("the process has not been started"))?]
         };
         for pid in pids {
             // SAFETY: kill(2) with a checked signal number (validated 1..=64).

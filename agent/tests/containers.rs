@@ -544,3 +544,43 @@ async fn processes_inherit_no_descriptors_beyond_their_stdio() {
     remove(&c, "other").await;
     remove(&c, "tty").await;
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn realtime_signal_exits_and_signals_after_the_exit() {
+    let Some(agent) = start_agent() else {
+        return;
+    };
+    let c = agent.client().await;
+    let spec = common::busybox::spec(&["sleep", "1000"]);
+    let _init_out = common::busybox::create(&c, &agent, "rt", &spec).await;
+    common::busybox::start(&c, "rt").await;
+    // Killed by SIGRTMIN+6 (40): 128 + 40, as runc reports it.
+    let (_pid, _out) =
+        common::busybox::exec(&c, &agent, "rt", "rt40", &["sh", "-c", "kill -s 40 $$"]).await;
+    assert_eq!(wait(&c, "rt", "rt40").await, 168);
+    // A real-time signal through SignalProcess.
+    let (_pid, _out) = common::busybox::exec(&c, &agent, "rt", "sleeper", &["sleep", "600"]).await;
+    let signal = |exec_id: &str, signal: u32| SignalProcessRequest {
+        container_id: "rt".into(),
+        exec_id: exec_id.into(),
+        signal,
+        ..Default::default()
+    };
+    c.signal_process(ctx(), &signal("sleeper", 34))
+        .await
+        .unwrap();
+    assert_eq!(wait(&c, "rt", "sleeper").await, 128 + 34);
+    // Signalling a process that has finished: NotFound, as runc's shim answers.
+    let err = c
+        .signal_process(ctx(), &signal("rt40", 9))
+        .await
+        .unwrap_err();
+    match err {
+        ttrpc::Error::RpcStatus(s) => {
+            assert_eq!(s.code(), Code::NOT_FOUND, "{}", s.message);
+            assert!(s.message.contains("already finished"), "{}", s.message);
+        }
+        other => panic!("unexpected error {other:?}"),
+    }
+    remove(&c, "rt").await;
+}
