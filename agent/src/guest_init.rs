@@ -139,6 +139,32 @@ pub enum MountError {
     },
 }
 
+/// Where PID 1 binds the initramfs before standing on it.
+const INITRAMFS_BIND: &str = "/.hull-root";
+
+/// Makes PID 1's root a bind mount of the initramfs instead of the initramfs itself. The
+/// initramfs is the root of the mount tree, and pivot_root(2) refuses to move away from a root
+/// without a parent mount; containers would be left with chroot, which a process holding
+/// CAP_SYS_CHROOT escapes. On the bind (whose parent is the initramfs) pivot_root works, and
+/// nothing is copied. Run first, before any other mount.
+pub fn leave_the_initramfs_root() -> Result<(), Errno> {
+    let bind = Path::new(INITRAMFS_BIND);
+    if !bind.is_dir() {
+        std::fs::create_dir(bind).map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(0)))?;
+    }
+    mount(
+        Some("/"),
+        bind,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )?;
+    nix::unistd::chdir(bind)?;
+    mount(Some("."), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>)?;
+    nix::unistd::chroot(".")?;
+    nix::unistd::chdir("/")
+}
+
 /// Makes one mount, creating its mount point first.
 pub fn mount_one(spec: &MountSpec) -> Result<bool, MountError> {
     if !Path::new(spec.target).is_dir() {

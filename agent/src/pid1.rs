@@ -13,11 +13,15 @@ use crate::{guest_info, logging};
 
 /// Runs the guest agent as init. Never returns.
 pub fn run() -> ! {
+    let root = guest_init::leave_the_initramfs_root();
     let mounts = guest_init::mount_basics();
     let console = guest_init::ensure_console_stdio();
     logging::init(false);
     if let Err(err) = console {
         warn!(%err, "opening /dev/console for stdio");
+    }
+    if let Err(err) = root {
+        error!(%err, "binding the initramfs as the root: containers cannot be created (pivot_root)");
     }
     if !log_mounts(&mounts) {
         error!("an essential mount failed; powering off");

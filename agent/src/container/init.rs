@@ -280,20 +280,14 @@ fn populate_dev(sys: &dyn Syscall, rootfs: &Path, spec: &Spec) -> Result<(), Set
     Ok(())
 }
 
-/// Switches the root to `rootfs`: pivot_root, or MS_MOVE + chroot where pivot_root cannot
-/// work (the current root is the initramfs).
+/// Switches the root to `rootfs` with pivot_root and detaches the old root, so nothing of the
+/// agent's file system stays reachable. There is no chroot fallback: a chroot can be escaped by
+/// a process holding CAP_SYS_CHROOT. (In the guest, pivot_root works because PID 1 stands on a
+/// bind mount of the initramfs, see `guest_init::leave_the_initramfs_root`.)
 fn switch_root(sys: &dyn Syscall, rootfs: &Path) -> Result<(), SetupError> {
     sys.chdir(rootfs)?;
-    match sys.pivot_root(Path::new("."), Path::new(".")) {
-        Ok(()) => {
-            sys.umount2(Path::new("."), MntFlags::MNT_DETACH)?;
-        }
-        Err(err) if err.errno == Errno::EINVAL => {
-            sys.mount(Some(rootfs), Path::new("/"), None, MsFlags::MS_MOVE, None)?;
-            sys.chroot(Path::new("."))?;
-        }
-        Err(err) => return Err(err.into()),
-    }
+    sys.pivot_root(Path::new("."), Path::new("."))?;
+    sys.umount2(Path::new("."), MntFlags::MNT_DETACH)?;
     sys.chdir(Path::new("/"))?;
     Ok(())
 }

@@ -59,8 +59,6 @@ pub trait Syscall {
     fn umount2(&self, target: &Path, flags: MntFlags) -> SysResult;
     /// pivot_root(2).
     fn pivot_root(&self, new_root: &Path, put_old: &Path) -> SysResult;
-    /// chroot(2).
-    fn chroot(&self, path: &Path) -> SysResult;
     /// chdir(2).
     fn chdir(&self, path: &Path) -> SysResult;
     /// sethostname(2).
@@ -140,10 +138,6 @@ impl Syscall for LinuxSyscall {
     fn pivot_root(&self, new_root: &Path, put_old: &Path) -> SysResult {
         nix::unistd::pivot_root(new_root, put_old)
             .map_err(fail(format!("pivot_root {}", new_root.display())))
-    }
-
-    fn chroot(&self, path: &Path) -> SysResult {
-        nix::unistd::chroot(path).map_err(fail(format!("chroot {}", path.display())))
     }
 
     fn chdir(&self, path: &Path) -> SysResult {
@@ -381,9 +375,6 @@ impl Syscall for RecordingSyscall {
     }
     fn pivot_root(&self, new_root: &Path, put_old: &Path) -> SysResult {
         self.record(format!("pivot_root {} {}", show(new_root), show(put_old)))
-    }
-    fn chroot(&self, path: &Path) -> SysResult {
-        self.record(format!("chroot {}", show(path)))
     }
     fn chdir(&self, path: &Path) -> SysResult {
         self.record(format!("chdir {}", show(path)))
