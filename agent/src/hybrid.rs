@@ -2,7 +2,7 @@
 //! vsock socket speaks. Each connection sends `CONNECT <port>\n` (read byte by byte, at most
 //! [`MAX_CONNECT_LINE`] bytes, within [`HANDSHAKE_TIMEOUT`]); the agent answers `OK <port>\n`
 //! and treats the rest of the stream as a vsock connection to that port: the API port goes to
-//! the ttrpc server, a stdio port to its process. Anything else is closed without a reply,
+//! the ttrpc server, the log port to the log forwarder, a stdio port to its process. Anything else is closed without a reply,
 //! as the VMM does when nothing listens on a port.
 
 use std::sync::Arc;
@@ -13,7 +13,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
-use crate::stdio::StreamHub;
+use crate::stdio::{Stream, StreamHub};
 
 /// Longest `CONNECT <port>\n` line.
 pub const MAX_CONNECT_LINE: usize = 32;
@@ -49,6 +49,7 @@ async fn read_connect(stream: &mut UnixStream) -> Option<u32> {
 pub async fn accept_loop(
     listener: UnixListener,
     api: mpsc::Sender<UnixStream>,
+    logs: mpsc::Sender<Stream>,
     hub: Arc<StreamHub>,
 ) {
     loop {
@@ -61,12 +62,18 @@ pub async fn accept_loop(
             }
         };
         let api = api.clone();
+        let logs = logs.clone();
         let hub = Arc::clone(&hub);
-        tokio::spawn(async move { route(stream, api, hub).await });
+        tokio::spawn(async move { route(stream, api, logs, hub).await });
     }
 }
 
-async fn route(mut stream: UnixStream, api: mpsc::Sender<UnixStream>, hub: Arc<StreamHub>) {
+async fn route(
+    mut stream: UnixStream,
+    api: mpsc::Sender<UnixStream>,
+    logs: mpsc::Sender<Stream>,
+    hub: Arc<StreamHub>,
+) {
     let Ok(Some(port)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, read_connect(&mut stream)).await
     else {
         debug!("hybrid vsock connection without a valid CONNECT line; closed");
@@ -76,6 +83,10 @@ async fn route(mut stream: UnixStream, api: mpsc::Sender<UnixStream>, hub: Arc<S
     if port == hull_proto::AGENT_API_PORT {
         if stream.write_all(reply.as_bytes()).await.is_ok() {
             let _ = api.send(stream).await;
+        }
+    } else if port == hull_proto::AGENT_LOG_PORT {
+        if stream.write_all(reply.as_bytes()).await.is_ok() {
+            let _ = logs.send(Box::pin(stream)).await;
         }
     } else if hub.is_pending(port) {
         if stream.write_all(reply.as_bytes()).await.is_ok() && !hub.deliver(port, Box::pin(stream))

@@ -90,14 +90,23 @@ pub async fn serve(
         address: listen.to_string(),
         source,
     };
+    // The agent's own logs for the host, on the log port.
+    let (logs_tx, logs_rx) = tokio::sync::mpsc::channel(4);
+    if let Some(buffer) = crate::logging::buffer() {
+        tokio::spawn(crate::logging::forward_logs(buffer, logs_rx));
+    }
     let server = ttrpc::asynchronous::Server::new();
     let server = match listen {
         ListenAddress::Hybrid(path) => {
             let listener = tokio::net::UnixListener::bind(path)
                 .map_err(|e| bind_error(ttrpc::Error::Others(e.to_string())))?;
             let (api_tx, api_rx) = tokio::sync::mpsc::channel(16);
-            tokio::spawn(crate::hybrid::accept_loop(listener, api_tx, hub));
+            tokio::spawn(crate::hybrid::accept_loop(listener, api_tx, logs_tx, hub));
             server.add_listener(crate::hybrid::api_listener(api_rx))
+        }
+        ListenAddress::Vsock { .. } => {
+            tokio::spawn(crate::logging::accept_vsock_log_connections(logs_tx));
+            server.bind(&listen.ttrpc_address()).map_err(bind_error)?
         }
         _ => server.bind(&listen.ttrpc_address()).map_err(bind_error)?,
     };

@@ -584,3 +584,37 @@ async fn realtime_signal_exits_and_signals_after_the_exit() {
     }
     remove(&c, "rt").await;
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn the_agent_sends_its_log_on_the_log_port() {
+    let Some(agent) = start_agent() else {
+        return;
+    };
+    let c = agent.client().await;
+    let mut log = agent.open_stream(hull_proto::AGENT_LOG_PORT).await;
+    // A failing call is logged as a warning naming the container.
+    let err = c
+        .start_container(
+            ctx(),
+            &StartContainerRequest {
+                container_id: "log-probe".into(),
+                ..Default::default()
+            },
+        )
+        .await;
+    assert!(err.is_err());
+    let mut text = String::new();
+    let mut buf = vec![0u8; 4096];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !text.contains("\"log-probe\"") {
+        let n = tokio::time::timeout_at(deadline, log.read(&mut buf))
+            .await
+            .unwrap_or_else(|_| panic!("no log line about log-probe; got {text:?}"))
+            .unwrap();
+        assert!(n > 0, "the log stream ended; got {text:?}");
+        text.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    let line = text.lines().find(|l| l.contains("\"log-probe\"")).unwrap();
+    assert!(line.contains("WARN"), "{line}");
+    assert!(line.contains("StartContainer"), "{line}");
+}

@@ -16,6 +16,6 @@ mod version;
 
 pub use generated::{agent, agent_ttrpc, network, stats};
 pub use version::{
-    agent_service_rpc_names, check_api_version, ApiVersionError, AGENT_API_PORT, API_VERSION,
-    STDIO_PORT_BASE,
+    agent_service_rpc_names, check_api_version, ApiVersionError, AGENT_API_PORT, AGENT_LOG_PORT,
+    API_VERSION, STDIO_PORT_BASE,
 };

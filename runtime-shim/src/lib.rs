@@ -1,6 +1,7 @@
 //! Hull's containerd runtime: the shim v2 (`containerd-shim-hull-v2`) that runs each pod in a
 //! microVM (or, for tests only, behind a host agent) and the `hull` command line tool.
 
+pub mod agent_log;
 pub mod check;
 pub mod config;
 pub mod convert;

@@ -269,6 +269,9 @@ impl Sandbox {
                     return Err(e);
                 }
             };
+        if config.sandbox.mode == SandboxMode::Vm {
+            follow_agent_log(&paths, sandbox_id).await;
+        }
         let sandbox = Sandbox {
             id: sandbox_id.to_string(),
             paths,
@@ -449,6 +452,29 @@ fn spawn_logged(
     let child = cmd.spawn().map_err(spawn_error)?;
     tracing::info!(name, pid = child.id(), "started sandbox process");
     Ok((name, child))
+}
+
+/// Starts copying the agent's log port into `agent.log` of the sandbox directory (and its
+/// warnings into the shim's log); the copy ends with the VM.
+async fn follow_agent_log(paths: &SandboxPaths, sandbox_id: &str) {
+    let stream = hull_proto::client::open_hybrid_vsock_stream(
+        &paths.vsock_socket,
+        hull_proto::AGENT_LOG_PORT,
+        Duration::from_secs(5),
+    )
+    .await;
+    match stream {
+        Ok(stream) => {
+            let file = paths.dir.join("agent.log");
+            let sandbox_id = sandbox_id.to_string();
+            tokio::spawn(async move {
+                crate::agent_log::follow_agent_log(stream, &file, &sandbox_id).await;
+            });
+        }
+        Err(err) => {
+            tracing::warn!(sandbox = sandbox_id, %err, "connecting to the agent's log port")
+        }
+    }
 }
 
 fn monitor_child(
