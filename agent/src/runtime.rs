@@ -21,6 +21,9 @@ use crate::exits::{ExitInfo, ExitRegistry};
 use crate::oom::OomMonitor;
 use crate::stdio::{Forwarding, ProcessStdio, StreamHub};
 
+/// The exit status WaitProcess reports for an exec that could not be started.
+pub const NOT_STARTED_STATUS: i32 = 255;
+
 /// An RPC failure: status code and message.
 pub type Failure = (Code, String);
 type Result<T> = std::result::Result<T, Failure>;
@@ -396,6 +399,12 @@ impl Runtime {
         if container.control.lock().await.is_some() {
             return Err(precondition(format!("container {id:?} is not started")));
         }
+        if container.cgroup.as_ref().is_some_and(|c| c.is_frozen()) {
+            // The set-up helper would freeze on joining the cgroup.
+            return Err(precondition(format!(
+                "container {id:?} is paused: resume it before exec"
+            )));
+        }
         let child_fds = process
             .stdio
             .lock()
@@ -415,15 +424,25 @@ impl Runtime {
                 .and_then(|l| l.seccomp().clone()),
         }));
         Self::connect_and_forward(&process).await?;
-        let (pid, _) = launch::launch(
+        let launched = launch::launch(
             &request,
             child_fds,
             container.cgroup.as_ref(),
             &IdMaps::default(),
             &self.exits,
         )
-        .await
-        .map_err(|e| precondition(format!("exec {exec_id:?}: {e}")))?;
+        .await;
+        let (pid, _) = match launched {
+            Ok(launched) => launched,
+            Err(err) => {
+                // It will never run: WaitProcess (and the output streams) end with 255.
+                process.exit.send_replace(Some(ExitInfo {
+                    status: NOT_STARTED_STATUS,
+                    at: std::time::SystemTime::now(),
+                }));
+                return Err(precondition(format!("exec {exec_id:?}: {err}")));
+            }
+        };
         *process.pid.lock().unwrap_or_else(|p| p.into_inner()) = Some(pid);
         self.watch_exit(&process, pid);
         Ok(pid as u32)

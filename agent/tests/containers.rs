@@ -618,3 +618,93 @@ async fn the_agent_sends_its_log_on_the_log_port() {
     assert!(line.contains("WARN"), "{line}");
     assert!(line.contains("StartContainer"), "{line}");
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn execs_that_cannot_start_fail_clearly_and_their_wait_ends() {
+    let Some(agent) = start_agent() else {
+        return;
+    };
+    let c = agent.client().await;
+    let spec = common::busybox::spec(&["sleep", "1000"]);
+    let _init_out = common::busybox::create(&c, &agent, "nostart", &spec).await;
+    common::busybox::start(&c, "nostart").await;
+    let start_exec = |exec_id: &str, args: &[&str]| {
+        let process = serde_json::json!({
+            "args": args, "env": ["PATH=/bin"], "cwd": "/", "user": {"uid": 0, "gid": 0}
+        });
+        let exec_id = exec_id.to_string();
+        let c = c.clone();
+        async move {
+            c.exec_process(
+                ctx(),
+                &ExecProcessRequest {
+                    container_id: "nostart".into(),
+                    exec_id: exec_id.clone(),
+                    oci_process_json: process.to_string().into_bytes(),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+            c.start_exec(
+                ctx(),
+                &StartExecRequest {
+                    container_id: "nostart".into(),
+                    exec_id,
+                    ..Default::default()
+                },
+            )
+            .await
+        }
+    };
+    let status_of = |err: ttrpc::Error| match err {
+        ttrpc::Error::RpcStatus(s) => (s.code(), s.message),
+        other => panic!("unexpected error {other:?}"),
+    };
+
+    // A missing executable: the error names it, and WaitProcess answers 255 instead of hanging.
+    let (code, message) = status_of(
+        start_exec("missing", &["no-such-program"])
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(code, Code::FAILED_PRECONDITION, "{message}");
+    assert!(message.contains("no-such-program"), "{message}");
+    assert_eq!(wait(&c, "nostart", "missing").await, 255);
+
+    // A paused container: the exec is refused (its set-up would freeze with the container).
+    c.pause_container(
+        ctx(),
+        &PauseContainerRequest {
+            container_id: "nostart".into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let (code, message) = status_of(start_exec("paused", &["true"]).await.unwrap_err());
+    assert_eq!(code, Code::FAILED_PRECONDITION, "{message}");
+    assert!(message.contains("paused"), "{message}");
+    c.resume_container(
+        ctx(),
+        &ResumeContainerRequest {
+            container_id: "nostart".into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    // Resumed, the same exec starts.
+    c.start_exec(
+        ctx(),
+        &StartExecRequest {
+            container_id: "nostart".into(),
+            exec_id: "paused".into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(wait(&c, "nostart", "paused").await, 0);
+    remove(&c, "nostart").await;
+}

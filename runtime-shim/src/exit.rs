@@ -6,6 +6,9 @@ use protobuf::well_known_types::timestamp::Timestamp;
 /// or the agent could not be asked: the status kata and runc shims use for "unknown".
 pub const SANDBOX_LOST_EXIT_STATUS: u32 = 255;
 
+/// Exit status of a process whose Start failed (it never ran), as the agent reports it too.
+pub const NOT_STARTED_EXIT_STATUS: u32 = 255;
+
 /// Status reported by `delete` for a task whose shim is gone: killed (128 + SIGKILL), as runc.
 pub const KILLED_EXIT_STATUS: u32 = 128 + 9;
 

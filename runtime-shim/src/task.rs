@@ -549,7 +549,7 @@ impl Task for HullTask {
             ));
         }
         let sandbox = self.sandbox().await?;
-        if req.exec_id.is_empty() {
+        let started = if req.exec_id.is_empty() {
             let request = agent::StartContainerRequest {
                 container_id: req.id.clone(),
                 ..Default::default()
@@ -558,7 +558,8 @@ impl Task for HullTask {
                 .agent()
                 .start_container(call_context(), &request)
                 .await
-                .map_err(|e| agent_error("StartContainer", e))?;
+                .map(drop)
+                .map_err(|e| agent_error("StartContainer", e))
         } else {
             let request = agent::StartExecRequest {
                 container_id: req.id.clone(),
@@ -569,7 +570,17 @@ impl Task for HullTask {
                 .agent()
                 .start_exec(call_context(), &request)
                 .await
-                .map_err(|e| agent_error("StartExec", e))?;
+                .map(drop)
+                .map_err(|e| agent_error("StartExec", e))
+        };
+        if let Err(err) = started {
+            // It will not run: a Wait already pending (containerd waits before it starts an
+            // exec) returns 255 instead of hanging, and Delete finds it stopped.
+            process.record_exit(ExitRecord {
+                status: exit::NOT_STARTED_EXIT_STATUS,
+                exited_at: exit::now(),
+            });
+            return Err(err);
         }
         process.set_status(Status::RUNNING);
         self.spawn_waiter(sandbox, process.clone());

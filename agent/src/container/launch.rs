@@ -5,6 +5,7 @@
 use std::os::fd::{AsRawFd as _, OwnedFd};
 use std::os::unix::process::CommandExt as _;
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::net::UnixStream;
@@ -17,6 +18,9 @@ use crate::exits::ExitRegistry;
 pub struct Control {
     reader: BufReader<UnixStream>,
 }
+
+/// Longest the set-up of a process (and, for a container, its exec at Start) may take.
+pub const SETUP_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Longest message accepted from the helper.
 const MAX_MESSAGE: u64 = 64 * 1024;
@@ -52,10 +56,19 @@ impl Control {
             .map_err(|e| format!("bad message from the set-up helper: {e}"))
     }
 
-    /// Tells the waiting container process to exec and waits for the outcome.
+    /// Tells the waiting container process to exec and waits (at most [`SETUP_TIMEOUT`]) for
+    /// the outcome.
     pub async fn start(mut self) -> Result<(), String> {
         self.send(AgentMessage::Start).await?;
-        match self.next().await? {
+        let outcome = tokio::time::timeout(SETUP_TIMEOUT, self.next())
+            .await
+            .map_err(|_| {
+                format!(
+                    "the container process did not exec within {} s",
+                    SETUP_TIMEOUT.as_secs()
+                )
+            })?;
+        match outcome? {
             None => Ok(()),
             Some(SetupMessage::Error(err)) => Err(err),
             Some(other) => Err(format!("unexpected message {other:?} at start")),
@@ -131,31 +144,63 @@ pub async fn launch(
 
     let is_init = matches!(request, SetupRequest::Init(_));
     let mut pid = None;
+    let followed = tokio::time::timeout(
+        SETUP_TIMEOUT,
+        follow(&mut control, helper_pid, id_maps, is_init, &mut pid),
+    )
+    .await;
+    drop(helper_exit);
+    match followed {
+        Ok(Ok(Some(init_pid))) => Ok((init_pid, Some(control))),
+        Ok(Ok(None)) => match pid {
+            Some(pid) => Ok((pid, None)),
+            None => Err("the set-up helper exited without finishing".into()),
+        },
+        Ok(Err(err)) => Err(err),
+        Err(_) => {
+            // A helper stuck (in a frozen cgroup, on a hung mount): it and its child go.
+            for stuck in [Some(helper_pid), pid].into_iter().flatten() {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(stuck),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            Err(format!(
+                "the set-up did not finish within {} s",
+                SETUP_TIMEOUT.as_secs()
+            ))
+        }
+    }
+}
+
+/// Follows the helper's messages: Some(pid) when a container's init is ready for Start, None
+/// when an exec's helper is done (the pid, if reported, is in `pid`).
+async fn follow(
+    control: &mut Control,
+    helper_pid: i32,
+    id_maps: &IdMaps,
+    is_init: bool,
+    pid: &mut Option<i32>,
+) -> Result<Option<i32>, String> {
     loop {
         match control.next().await? {
             Some(SetupMessage::NeedIdMaps) => {
                 write_id_maps(helper_pid, id_maps)?;
                 control.send(AgentMessage::IdMapsDone).await?;
             }
-            Some(SetupMessage::Pid(p)) if p > 0 => pid = Some(p),
+            Some(SetupMessage::Pid(p)) if p > 0 => *pid = Some(p),
             Some(SetupMessage::Pid(p)) => return Err(format!("helper reported pid {p}")),
             Some(SetupMessage::Ready) if is_init => {
-                let pid = match pid {
-                    Some(pid) => pid,
-                    None => wait_for_pid(&mut control).await?,
+                let init_pid = match *pid {
+                    Some(init_pid) => init_pid,
+                    None => wait_for_pid(control).await?,
                 };
-                drop(helper_exit);
-                return Ok((pid, Some(control)));
+                return Ok(Some(init_pid));
             }
             Some(SetupMessage::Ready) => return Err("unexpected Ready for an exec".into()),
             Some(SetupMessage::Error(err)) => return Err(err),
-            None => {
-                drop(helper_exit);
-                return match (pid, is_init) {
-                    (Some(pid), false) => Ok((pid, None)),
-                    _ => Err("the set-up helper exited without finishing".into()),
-                };
-            }
+            None if is_init => return Err("the set-up helper exited without finishing".into()),
+            None => return Ok(None),
         }
     }
 }
