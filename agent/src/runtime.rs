@@ -76,7 +76,24 @@ pub struct Runtime {
     hub: Arc<StreamHub>,
     exits: ExitRegistry,
     containers: Mutex<HashMap<String, Arc<ContainerEntry>>>,
+    /// Ids whose CreateContainer is under way (not yet in `containers`).
+    creating: Mutex<std::collections::HashSet<String>>,
     oom: Arc<OomMonitor>,
+}
+
+/// Holds an id in [`Runtime::creating`] for the duration of one CreateContainer.
+struct CreatingId<'a> {
+    ids: &'a Mutex<std::collections::HashSet<String>>,
+    id: String,
+}
+
+impl Drop for CreatingId<'_> {
+    fn drop(&mut self) {
+        self.ids
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.id);
+    }
 }
 
 fn parse_json<T: serde::de::DeserializeOwned>(field: &str, bytes: &[u8]) -> Result<T> {
@@ -92,6 +109,7 @@ impl Runtime {
             hub,
             exits,
             containers: Mutex::new(HashMap::new()),
+            creating: Mutex::new(std::collections::HashSet::new()),
             oom: OomMonitor::new(),
         }
     }
@@ -209,17 +227,7 @@ impl Runtime {
         rootfs_path: &str,
         stdio_req: &StdioRequest,
     ) -> Result<StdioPorts> {
-        if self
-            .containers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains_key(id)
-        {
-            return Err((
-                Code::ALREADY_EXISTS,
-                format!("container {id:?} already exists"),
-            ));
-        }
+        let _creating = self.reserve_id(id)?;
         let mut spec: Spec = parse_json("oci_spec_json", spec_json)?;
         let shared = self.shared_dir()?;
         let rootfs = canonical_inside(&shared.join(rootfs_path), &[&shared])
@@ -275,8 +283,13 @@ impl Runtime {
             Ok(ok) => ok,
             Err(err) => {
                 self.oom.unwatch(id);
-                if let Some(cg) = &cgroup {
-                    let _ = cg.remove();
+                if let Some(cg) = cgroup {
+                    // rmdir waits for the failed process to be gone: off the runtime's thread.
+                    let _ = tokio::task::spawn_blocking(move || {
+                        cg.kill_all();
+                        cg.remove()
+                    })
+                    .await;
                 }
                 return Err(precondition(format!("creating container {id:?}: {err}")));
             }
@@ -304,6 +317,23 @@ impl Runtime {
             .unwrap_or_else(|p| p.into_inner())
             .insert(id.to_string(), entry);
         Ok(ports)
+    }
+
+    /// Claims `id` for a CreateContainer: ALREADY_EXISTS if a container has it or another
+    /// CreateContainer is making one with it right now.
+    fn reserve_id(&self, id: &str) -> Result<CreatingId<'_>> {
+        let containers = self.containers.lock().unwrap_or_else(|p| p.into_inner());
+        let mut creating = self.creating.lock().unwrap_or_else(|p| p.into_inner());
+        if containers.contains_key(id) || !creating.insert(id.to_string()) {
+            return Err((
+                Code::ALREADY_EXISTS,
+                format!("container {id:?} already exists"),
+            ));
+        }
+        Ok(CreatingId {
+            ids: &self.creating,
+            id: id.to_string(),
+        })
     }
 
     fn watch_exit(&self, process: &Arc<ProcessEntry>, pid: i32) {
@@ -595,9 +625,7 @@ impl Runtime {
                 if cg.is_frozen() {
                     let _ = cg.set_frozen(false);
                 }
-                for pid in cg.pids() {
-                    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-                }
+                cg.kill_all();
                 cg.remove()
             })
             .await

@@ -387,8 +387,10 @@ impl AgentService for AgentApi {
                 )
             })?;
         let cgroup = failed("UpdateContainer", self.runtime.cgroup(&req.container_id))?;
-        cgroup
-            .apply(&resources)
+        // Lowering memory.max makes the kernel reclaim inside the write: off the only thread.
+        tokio::task::spawn_blocking(move || cgroup.apply(&resources))
+            .await
+            .map_err(|e| status(Code::INTERNAL, format!("UpdateContainer: {e}")))?
             .map_err(|e| status(Code::FAILED_PRECONDITION, format!("UpdateContainer: {e}")))?;
         Ok(UpdateContainerResponse::default())
     }

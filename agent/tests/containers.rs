@@ -708,3 +708,35 @@ async fn execs_that_cannot_start_fail_clearly_and_their_wait_ends() {
     assert_eq!(wait(&c, "nostart", "paused").await, 0);
     remove(&c, "nostart").await;
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn concurrent_creates_with_one_id_make_one_container() {
+    let Some(agent) = start_agent() else {
+        return;
+    };
+    let c = agent.client().await;
+    let request = CreateContainerRequest {
+        container_id: "twin".into(),
+        oci_spec_json: common::busybox::spec(&["sleep", "1000"])
+            .to_string()
+            .into_bytes(),
+        rootfs_path: "c/rootfs".into(),
+        ..Default::default()
+    };
+    let (a, b) = tokio::join!(
+        c.create_container(ctx(), &request),
+        c.create_container(ctx(), &request)
+    );
+    let refused = match (a, b) {
+        (Ok(_), Err(e)) | (Err(e), Ok(_)) => e,
+        (a, b) => panic!("expected one success and one refusal, got {a:?} and {b:?}"),
+    };
+    match refused {
+        ttrpc::Error::RpcStatus(s) => assert_eq!(s.code(), Code::ALREADY_EXISTS, "{}", s.message),
+        other => panic!("unexpected error {other:?}"),
+    }
+    remove(&c, "twin").await;
+    // The id is free again.
+    c.create_container(ctx(), &request).await.unwrap();
+    remove(&c, "twin").await;
+}
