@@ -511,6 +511,8 @@ async fn forward_stdin(mut src: Stream, dst: AsyncFd<OwnedFd>, close: Arc<Notify
     let mut buf = vec![0u8; CHUNK];
     loop {
         tokio::select! {
+            // Bytes already received go first: CloseStdin closes after them.
+            biased;
             result = src.read(&mut buf) => match result {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {

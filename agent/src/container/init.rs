@@ -165,6 +165,24 @@ fn create_mount_point(dest: &Path, source_is_file: bool) -> Result<(), SetupErro
     Ok(())
 }
 
+/// The flags for remounting a bind mount with the spec's `requested` flags, given the flags
+/// the bound mount already has: a remount replaces them all, so without this a `nosuid` bind
+/// of a `nodev` share would lose `nodev` (and inside a user namespace, where such flags are
+/// locked, the remount would fail). Read-only, nosuid, nodev and noexec are kept; the
+/// access-time flags are kept unless the spec names its own.
+fn bind_remount_flags(requested: MsFlags, existing: MsFlags) -> MsFlags {
+    let kept = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    let atime = MsFlags::MS_NOATIME
+        | MsFlags::MS_NODIRATIME
+        | MsFlags::MS_RELATIME
+        | MsFlags::MS_STRICTATIME;
+    let mut flags = requested | (existing & kept);
+    if !requested.intersects(atime) {
+        flags |= existing & atime;
+    }
+    flags
+}
+
 /// Mounts one spec mount inside `rootfs`.
 fn mount_one(sys: &dyn Syscall, rootfs: &Path, mount: &Mount) -> Result<(), SetupError> {
     let options = parse_mount_options(mount.options().as_deref().unwrap_or_default());
@@ -184,11 +202,12 @@ fn mount_one(sys: &dyn Syscall, rootfs: &Path, mount: &Mount) -> Result<(), Setu
         sys.mount(Some(source), &dest, None, flags, None)?;
         let extra = options.flags - MsFlags::MS_REMOUNT;
         if !extra.is_empty() {
+            let existing = sys.mount_flags(&dest)?;
             sys.mount(
                 None,
                 &dest,
                 None,
-                extra | MsFlags::MS_BIND | MsFlags::MS_REMOUNT,
+                bind_remount_flags(extra, existing) | MsFlags::MS_BIND | MsFlags::MS_REMOUNT,
                 None,
             )?;
         }
@@ -227,6 +246,19 @@ fn mount_one(sys: &dyn Syscall, rootfs: &Path, mount: &Mount) -> Result<(), Setu
                     MsFlags::MS_BIND | MsFlags::MS_REC,
                     None,
                 )?;
+                // The spec's flags (ro, nosuid, ...) still apply to the bind.
+                if !options.flags.is_empty() {
+                    let existing = sys.mount_flags(&dest)?;
+                    sys.mount(
+                        None,
+                        &dest,
+                        None,
+                        bind_remount_flags(options.flags - MsFlags::MS_REMOUNT, existing)
+                            | MsFlags::MS_BIND
+                            | MsFlags::MS_REMOUNT,
+                        None,
+                    )?;
+                }
             }
             Err(err) => return Err(err.into()),
         }

@@ -57,6 +57,9 @@ pub trait Syscall {
     ) -> SysResult;
     /// umount2(2).
     fn umount2(&self, target: &Path, flags: MntFlags) -> SysResult;
+    /// The flags of the mount `path` is on (statvfs(2)), as mount flags: read-only, nosuid,
+    /// nodev, noexec and the access-time ones.
+    fn mount_flags(&self, path: &Path) -> SysResult<MsFlags>;
     /// pivot_root(2).
     fn pivot_root(&self, new_root: &Path, put_old: &Path) -> SysResult;
     /// chdir(2).
@@ -133,6 +136,24 @@ impl Syscall for LinuxSyscall {
 
     fn umount2(&self, target: &Path, flags: MntFlags) -> SysResult {
         nix::mount::umount2(target, flags).map_err(fail(format!("umount {}", target.display())))
+    }
+    fn mount_flags(&self, path: &Path) -> SysResult<MsFlags> {
+        use nix::sys::statvfs::FsFlags;
+        let stat = nix::sys::statvfs::statvfs(path)
+            .map_err(fail(format!("statvfs {}", path.display())))?;
+        let pairs = [
+            (FsFlags::ST_RDONLY, MsFlags::MS_RDONLY),
+            (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
+            (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
+            (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+            (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
+            (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
+            (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
+        ];
+        Ok(pairs
+            .iter()
+            .filter(|(st, _)| stat.flags().contains(*st))
+            .fold(MsFlags::empty(), |acc, (_, ms)| acc | *ms))
     }
 
     fn pivot_root(&self, new_root: &Path, put_old: &Path) -> SysResult {
@@ -372,6 +393,9 @@ impl Syscall for RecordingSyscall {
     }
     fn umount2(&self, target: &Path, _flags: MntFlags) -> SysResult {
         self.record(format!("umount {}", show(target)))
+    }
+    fn mount_flags(&self, _path: &Path) -> SysResult<MsFlags> {
+        Ok(MsFlags::empty())
     }
     fn pivot_root(&self, new_root: &Path, put_old: &Path) -> SysResult {
         self.record(format!("pivot_root {} {}", show(new_root), show(put_old)))

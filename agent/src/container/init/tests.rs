@@ -147,3 +147,26 @@ fn mount_options_parse() {
     assert!(parsed.bind && !parsed.recursive);
     assert_eq!(parsed.data, "mode=755,size=64k");
 }
+
+#[test]
+fn bind_remounts_keep_the_restrictions_of_the_bound_mount() {
+    let share = MsFlags::MS_NODEV | MsFlags::MS_NOSUID | MsFlags::MS_RELATIME;
+    // `rbind,nosuid` of a nodev share stays nodev and keeps its atime behaviour.
+    assert_eq!(
+        bind_remount_flags(MsFlags::MS_NOSUID, share),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_RELATIME
+    );
+    // A read-only source stays read-only; the spec's own atime flag wins.
+    assert_eq!(
+        bind_remount_flags(
+            MsFlags::MS_NOATIME,
+            MsFlags::MS_RDONLY | MsFlags::MS_RELATIME
+        ),
+        MsFlags::MS_NOATIME | MsFlags::MS_RDONLY
+    );
+    // Nothing to keep: the request as it is.
+    assert_eq!(
+        bind_remount_flags(MsFlags::MS_RDONLY, MsFlags::empty()),
+        MsFlags::MS_RDONLY
+    );
+}
