@@ -21,6 +21,23 @@ use crate::exits::{ExitInfo, ExitRegistry};
 use crate::oom::OomMonitor;
 use crate::stdio::{Forwarding, ProcessStdio, StreamHub};
 
+/// Most exec processes a container keeps; beyond it the oldest exited ones are forgotten.
+pub const MAX_EXECS_PER_CONTAINER: usize = 256;
+
+/// Forgets the exited exec processes that exited first, down to half of
+/// [`MAX_EXECS_PER_CONTAINER`] (running and not yet started ones stay).
+fn forget_oldest_exited(execs: &mut HashMap<String, Arc<ProcessEntry>>) {
+    let mut exited: Vec<(std::time::SystemTime, String)> = execs
+        .iter()
+        .filter_map(|(exec_id, p)| p.exit.borrow().map(|e| (e.at, exec_id.clone())))
+        .collect();
+    exited.sort();
+    let excess = execs.len().saturating_sub(MAX_EXECS_PER_CONTAINER / 2);
+    for (_, exec_id) in exited.into_iter().take(excess) {
+        execs.remove(&exec_id);
+    }
+}
+
 /// The exit status WaitProcess reports for an exec that could not be started.
 pub const NOT_STARTED_STATUS: i32 = 255;
 
@@ -406,6 +423,18 @@ impl Runtime {
                 format!("exec {exec_id:?} already exists"),
             ));
         }
+        if execs.len() >= MAX_EXECS_PER_CONTAINER {
+            forget_oldest_exited(&mut execs);
+        }
+        if execs.len() >= MAX_EXECS_PER_CONTAINER {
+            return Err((
+                Code::RESOURCE_EXHAUSTED,
+                format!(
+                    "container {id:?} has {MAX_EXECS_PER_CONTAINER} exec processes that have not \
+                     exited; remove some first"
+                ),
+            ));
+        }
         let process = self.new_process(exec_id, spec, stdio_req)?;
         let ports = process
             .stdio
@@ -415,6 +444,20 @@ impl Runtime {
             .unwrap_or_default();
         execs.insert(exec_id.to_string(), process);
         Ok(ports)
+    }
+
+    /// RemoveProcess: forgets an exec that has exited or never started.
+    pub fn remove_process(&self, id: &str, exec_id: &str) -> Result<()> {
+        let (container, process) = self.process(id, exec_id)?;
+        if process.pid().is_some() && process.exit.borrow().is_none() {
+            return Err(precondition(format!("exec {exec_id:?} is still running")));
+        }
+        container
+            .execs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(exec_id);
+        Ok(())
     }
 
     /// StartExec.

@@ -16,7 +16,7 @@ use crate::runtime::{Failure, Runtime};
 use crate::validate::Validate;
 
 /// The RPCs this agent implements; reported in GetGuestDetails capabilities.
-pub const IMPLEMENTED_RPCS: [&str; 21] = [
+pub const IMPLEMENTED_RPCS: [&str; 22] = [
     "Health",
     "Version",
     "GetGuestDetails",
@@ -26,6 +26,7 @@ pub const IMPLEMENTED_RPCS: [&str; 21] = [
     "RemoveContainer",
     "ExecProcess",
     "StartExec",
+    "RemoveProcess",
     "SignalProcess",
     "WaitProcess",
     "ListProcesses",
@@ -243,6 +244,17 @@ impl AgentService for AgentApi {
             .await;
         failed("RemoveContainer", result)?;
         Ok(RemoveContainerResponse::default())
+    }
+
+    async fn remove_process(
+        &self,
+        _ctx: &TtrpcContext,
+        req: RemoveProcessRequest,
+    ) -> ttrpc::Result<RemoveProcessResponse> {
+        check("RemoveProcess", &req)?;
+        let result = self.runtime.remove_process(&req.container_id, &req.exec_id);
+        failed("RemoveProcess", result)?;
+        Ok(RemoveProcessResponse::default())
     }
 
     async fn exec_process(

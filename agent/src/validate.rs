@@ -461,6 +461,13 @@ impl Validate for RemoveContainerRequest {
     }
 }
 
+impl Validate for RemoveProcessRequest {
+    fn validate(&self) -> Result {
+        check_id("container_id", &self.container_id)?;
+        check_id("exec_id", &self.exec_id)
+    }
+}
+
 impl Validate for ExecProcessRequest {
     fn validate(&self) -> Result {
         check_id("container_id", &self.container_id)?;

@@ -740,3 +740,74 @@ async fn concurrent_creates_with_one_id_make_one_container() {
     c.create_container(ctx(), &request).await.unwrap();
     remove(&c, "twin").await;
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn exited_execs_are_removed_and_bounded() {
+    let Some(agent) = start_agent() else {
+        return;
+    };
+    let c = agent.client().await;
+    let spec = common::busybox::spec(&["sleep", "1000"]);
+    let _init_out = common::busybox::create(&c, &agent, "execs", &spec).await;
+    common::busybox::start(&c, "execs").await;
+    let remove_process = |exec_id: &str| RemoveProcessRequest {
+        container_id: "execs".into(),
+        exec_id: exec_id.into(),
+        ..Default::default()
+    };
+    let code_of = |err: ttrpc::Error| match err {
+        ttrpc::Error::RpcStatus(s) => s.code(),
+        other => panic!("unexpected error {other:?}"),
+    };
+
+    let (_pid, _out) = common::busybox::exec(&c, &agent, "execs", "long", &["sleep", "600"]).await;
+    let err = c
+        .remove_process(ctx(), &remove_process("long"))
+        .await
+        .unwrap_err();
+    assert_eq!(code_of(err), Code::FAILED_PRECONDITION, "a running exec");
+
+    let (_pid, _out) = common::busybox::exec(&c, &agent, "execs", "short", &["true"]).await;
+    assert_eq!(wait(&c, "execs", "short").await, 0);
+    c.remove_process(ctx(), &remove_process("short"))
+        .await
+        .unwrap();
+    let err = c
+        .wait_process(
+            ctx(),
+            &WaitProcessRequest {
+                container_id: "execs".into(),
+                exec_id: "short".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(code_of(err), Code::NOT_FOUND, "a removed exec");
+
+    // A host that never removes its execs (a probe every few seconds for days) leaves the agent
+    // with a bounded number: the oldest exited ones are forgotten. Hundreds of execs take a while
+    // in the nested lab, so this part runs against a local agent only.
+    if agent.is_remote() {
+        remove(&c, "execs").await;
+        return;
+    }
+    for i in 0..300 {
+        let exec_id = format!("probe{i}");
+        let (_pid, _out) = common::busybox::exec(&c, &agent, "execs", &exec_id, &["true"]).await;
+        assert_eq!(wait(&c, "execs", &exec_id).await, 0);
+    }
+    let err = c
+        .remove_process(ctx(), &remove_process("probe0"))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        code_of(err),
+        Code::NOT_FOUND,
+        "the oldest exec was forgotten"
+    );
+    c.remove_process(ctx(), &remove_process("probe299"))
+        .await
+        .unwrap();
+    remove(&c, "execs").await;
+}

@@ -909,6 +909,21 @@ impl Task for HullTask {
             ));
         }
         if !req.exec_id.is_empty() {
+            // The agent forgets it too (best effort: it also bounds what it keeps).
+            if let Ok(sandbox) = self.sandbox().await {
+                let request = agent::RemoveProcessRequest {
+                    container_id: req.id.clone(),
+                    exec_id: req.exec_id.clone(),
+                    ..Default::default()
+                };
+                if let Err(e) = sandbox
+                    .agent()
+                    .remove_process(call_context(), &request)
+                    .await
+                {
+                    tracing::warn!(container = req.id, exec = req.exec_id, %e, "agent RemoveProcess");
+                }
+            }
             let mut all = self.state.lock().await;
             if let Some(c) = all.containers.get_mut(&req.id) {
                 c.execs.remove(&req.exec_id);
