@@ -363,12 +363,18 @@ impl Runtime {
         });
     }
 
-    async fn connect_and_forward(process: &Arc<ProcessEntry>) -> Result<()> {
+    /// Waits for the host's stdio connections and starts forwarding; returns the child's ends
+    /// of the stdio if they were still there (an exec's: its helper gets them next). If a stream
+    /// is late, nothing is consumed and Start can be called again.
+    async fn connect_and_forward(
+        process: &Arc<ProcessEntry>,
+    ) -> Result<Option<[std::os::fd::OwnedFd; 3]>> {
         let mut guard = process.stdio.lock().await;
         let stdio = guard
             .as_mut()
             .ok_or_else(|| precondition("the process was already started"))?;
         let streams = stdio.wait_connected().await.map_err(precondition)?;
+        let child_fds = stdio.take_child_fds();
         let (exited_tx, exited_rx) = watch::channel(false);
         let mut exit_rx = process.exit.subscribe();
         tokio::spawn(async move {
@@ -380,7 +386,7 @@ impl Runtime {
             .map_err(|e| internal(e.to_string()))?;
         *process.forwarding.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(forwarding));
         *guard = None;
-        Ok(())
+        Ok(child_fds)
     }
 
     /// StartContainer.
@@ -392,6 +398,7 @@ impl Runtime {
                 "container {id:?} was already started"
             )));
         }
+        // The init's stdio ends went to its helper at create.
         Self::connect_and_forward(&container.init).await?;
         let control = control
             .take()
@@ -478,13 +485,6 @@ impl Runtime {
                 "container {id:?} is paused: resume it before exec"
             )));
         }
-        let child_fds = process
-            .stdio
-            .lock()
-            .await
-            .as_mut()
-            .and_then(|s| s.take_child_fds());
-        let child_fds = child_fds.ok_or_else(|| precondition("the exec was already started"))?;
         let request = SetupRequest::Exec(Box::new(ExecConfig {
             container_id: id.to_string(),
             init_pid,
@@ -496,7 +496,9 @@ impl Runtime {
                 .as_ref()
                 .and_then(|l| l.seccomp().clone()),
         }));
-        Self::connect_and_forward(&process).await?;
+        let child_fds = Self::connect_and_forward(&process)
+            .await?
+            .ok_or_else(|| precondition("the exec was already started"))?;
         let launched = launch::launch(
             &request,
             child_fds,

@@ -162,6 +162,9 @@ pub struct ProcessStdio {
     stdin_conn: Option<oneshot::Receiver<Stream>>,
     stdout_conn: Option<oneshot::Receiver<Stream>>,
     stderr_conn: Option<oneshot::Receiver<Stream>>,
+    stdin_stream: Option<Stream>,
+    stdout_stream: Option<Stream>,
+    stderr_stream: Option<Stream>,
     stdin_writer: Option<OwnedFd>,
     stdout_reader: Option<OwnedFd>,
     stderr_reader: Option<OwnedFd>,
@@ -195,6 +198,9 @@ impl ProcessStdio {
             stdin_conn,
             stdout_conn,
             stderr_conn,
+            stdin_stream: None,
+            stdout_stream: None,
+            stderr_stream: None,
             stdin_writer: None,
             stdout_reader: None,
             stderr_reader: None,
@@ -253,24 +259,35 @@ impl ProcessStdio {
     /// Waits until every requested stream is connected (at most [`CONNECT_TIMEOUT`]).
     pub async fn wait_connected(&mut self) -> Result<ConnectedStreams, String> {
         let deadline = tokio::time::Instant::now() + CONNECT_TIMEOUT;
-        let wait = |rx: Option<oneshot::Receiver<Stream>>, name: &'static str, port: u32| async move {
-            match rx {
-                None => Ok(None),
-                Some(rx) => match tokio::time::timeout_at(deadline, rx).await {
-                    Ok(Ok(stream)) => Ok(Some(stream)),
-                    _ => Err(format!(
-                        "the {name} stream (port {port}) was not connected within {CONNECT_TIMEOUT:?}"
-                    )),
-                },
-            }
-        };
-        let stdin = wait(self.stdin_conn.take(), "stdin", self.ports.stdin_port).await?;
-        let stdout = wait(self.stdout_conn.take(), "stdout", self.ports.stdout_port).await?;
-        let stderr = wait(self.stderr_conn.take(), "stderr", self.ports.stderr_port).await?;
+        // What connects is kept even when another stream is late: Start may be called again.
+        wait_for_stream(
+            &mut self.stdin_conn,
+            &mut self.stdin_stream,
+            deadline,
+            "stdin",
+            self.ports.stdin_port,
+        )
+        .await?;
+        wait_for_stream(
+            &mut self.stdout_conn,
+            &mut self.stdout_stream,
+            deadline,
+            "stdout",
+            self.ports.stdout_port,
+        )
+        .await?;
+        wait_for_stream(
+            &mut self.stderr_conn,
+            &mut self.stderr_stream,
+            deadline,
+            "stderr",
+            self.ports.stderr_port,
+        )
+        .await?;
         Ok(ConnectedStreams {
-            stdin,
-            stdout,
-            stderr,
+            stdin: self.stdin_stream.take(),
+            stdout: self.stdout_stream.take(),
+            stderr: self.stderr_stream.take(),
         })
     }
 
@@ -332,6 +349,35 @@ impl ProcessStdio {
 impl Drop for ProcessStdio {
     fn drop(&mut self) {
         self.release_ports();
+    }
+}
+
+/// Waits until `deadline` for the connection `pending` announces, moving it to `connected`.
+async fn wait_for_stream(
+    pending: &mut Option<oneshot::Receiver<Stream>>,
+    connected: &mut Option<Stream>,
+    deadline: tokio::time::Instant,
+    name: &str,
+    port: u32,
+) -> Result<(), String> {
+    let Some(rx) = pending.as_mut() else {
+        return Ok(());
+    };
+    match tokio::time::timeout_at(deadline, rx).await {
+        Ok(Ok(stream)) => {
+            *connected = Some(stream);
+            *pending = None;
+            Ok(())
+        }
+        Ok(Err(_)) => {
+            *pending = None;
+            Err(format!(
+                "the {name} stream (port {port}) can no longer be connected"
+            ))
+        }
+        Err(_) => Err(format!(
+            "the {name} stream (port {port}) was not connected within {CONNECT_TIMEOUT:?}"
+        )),
     }
 }
 

@@ -811,3 +811,55 @@ async fn exited_execs_are_removed_and_bounded() {
         .unwrap();
     remove(&c, "execs").await;
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn start_waits_for_the_streams_and_can_be_retried() {
+    let Some(agent) = start_agent() else {
+        return;
+    };
+    let c = agent.client().await;
+    let spec = common::busybox::spec(&["sleep", "1000"]);
+    let _init_out = common::busybox::create(&c, &agent, "retry", &spec).await;
+    common::busybox::start(&c, "retry").await;
+    let process = serde_json::json!({
+        "args": ["echo", "connected late"], "env": ["PATH=/bin"], "cwd": "/",
+        "user": {"uid": 0, "gid": 0}
+    });
+    let ports = c
+        .exec_process(
+            ctx(),
+            &ExecProcessRequest {
+                container_id: "retry".into(),
+                exec_id: "late".into(),
+                oci_process_json: process.to_string().into_bytes(),
+                stdio: Some(StdioRequest {
+                    stdout: true,
+                    ..Default::default()
+                })
+                .into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap()
+        .stdio_ports
+        .unwrap();
+    let start = StartExecRequest {
+        container_id: "retry".into(),
+        exec_id: "late".into(),
+        ..Default::default()
+    };
+    // The stdout stream is not connected: Start fails after its wait, and consumes nothing.
+    match c.start_exec(ctx(), &start).await.unwrap_err() {
+        ttrpc::Error::RpcStatus(s) => {
+            assert_eq!(s.code(), Code::FAILED_PRECONDITION, "{}", s.message);
+            assert!(s.message.contains("stdout"), "{}", s.message);
+        }
+        other => panic!("unexpected error {other:?}"),
+    }
+    let out = tokio::spawn(read_all(agent.open_stream(ports.stdout_port).await));
+    c.start_exec(ctx(), &start).await.unwrap();
+    assert_eq!(wait(&c, "retry", "late").await, 0);
+    assert_eq!(out.await.unwrap(), b"connected late\n");
+    remove(&c, "retry").await;
+}
