@@ -255,6 +255,12 @@ impl Runtime {
                 rootfs.display()
             )));
         }
+        if rootfs == shared {
+            return Err(invalid(
+                "rootfs_path: names the shared directory itself (it holds every container's \
+                 files); give the container's own directory below it",
+            ));
+        }
         validate_spec(&mut spec, &shared, &rootfs)?;
         let process_spec = spec
             .process()
@@ -782,6 +788,48 @@ fn id_maps_of(spec: &Spec) -> IdMaps {
 
 /// Checks what the agent needs from a spec and makes bind sources canonical, refusing any
 /// that leave the shared directory or the rootfs.
+/// A container may set only sysctls its own namespaces isolate (as runc allows): the IPC ones
+/// with an IPC namespace, `net.*` with a network namespace, the host and domain name with a
+/// UTS namespace. Any other would change the whole guest, other containers included.
+fn check_container_sysctl(spec: &Spec, key: &str) -> std::result::Result<(), String> {
+    let well_formed = !key.is_empty()
+        && key.len() <= 256
+        && !key.starts_with(['.', '/'])
+        && !key.contains("..")
+        && key.chars().all(|c| {
+            c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '.' | '-' | '/')
+        });
+    if !well_formed {
+        return Err("not a sysctl name of [a-z0-9_.-/]".into());
+    }
+    let name = key.replace('/', ".");
+    const IPC: [&str; 8] = [
+        "kernel.msgmax",
+        "kernel.msgmnb",
+        "kernel.msgmni",
+        "kernel.sem",
+        "kernel.shmall",
+        "kernel.shmmax",
+        "kernel.shmmni",
+        "kernel.shm_rmid_forced",
+    ];
+    let needs = if IPC.contains(&name.as_str()) || name.starts_with("fs.mqueue.") {
+        LinuxNamespaceType::Ipc
+    } else if name.starts_with("net.") {
+        LinuxNamespaceType::Network
+    } else if name == "kernel.hostname" || name == "kernel.domainname" {
+        LinuxNamespaceType::Uts
+    } else {
+        return Err("not isolated by a namespace: it would change the whole guest".into());
+    };
+    if !wants_namespace(spec, needs) {
+        return Err(format!(
+            "needs the container's own {needs:?} namespace, which the spec does not ask for"
+        ));
+    }
+    Ok(())
+}
+
 fn validate_spec(spec: &mut Spec, shared: &Path, rootfs: &Path) -> Result<()> {
     let process = spec
         .process()
@@ -804,6 +852,12 @@ fn validate_spec(spec: &mut Spec, shared: &Path, rootfs: &Path) -> Result<()> {
             return Err(invalid(
                 "oci_spec_json: a user namespace needs linux.uidMappings",
             ));
+        }
+    }
+    if let Some(sysctls) = spec.linux().as_ref().and_then(|l| l.sysctl().as_ref()) {
+        for key in sysctls.keys() {
+            check_container_sysctl(spec, key)
+                .map_err(|why| invalid(format!("oci_spec_json: linux.sysctl {key:?}: {why}")))?;
         }
     }
     if let Some(mounts) = spec.mounts_mut() {

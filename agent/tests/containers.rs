@@ -396,6 +396,54 @@ async fn bad_input_gets_clear_errors() {
     assert_eq!(s.code(), Code::INVALID_ARGUMENT);
     assert!(s.message.contains("outside"), "{}", s.message);
 
+    // The shared directory itself as the rootfs: it holds every container's files.
+    let whole_share = CreateContainerRequest {
+        oci_spec_json: spec(&["true"], false),
+        rootfs_path: ".".into(),
+        ..base.clone()
+    };
+    let s = status(c.create_container(ctx(), &whole_share).await);
+    assert_eq!(s.code(), Code::INVALID_ARGUMENT);
+    assert!(
+        s.message.contains("shared directory itself"),
+        "{}",
+        s.message
+    );
+
+    // Sysctls: only those the container's own namespaces isolate.
+    let with_sysctl = |key: &str| {
+        let mut spec = common::busybox::spec(&["true"]);
+        spec["linux"]["sysctl"] = serde_json::json!({ key: "1" });
+        CreateContainerRequest {
+            oci_spec_json: spec.to_string().into_bytes(),
+            ..base.clone()
+        }
+    };
+    for (key, why) in [
+        ("kernel.core_pattern", "whole guest"),
+        ("net.ipv4.ip_forward", "Network namespace"),
+        ("kernel/../../etc/passwd", "not a sysctl name"),
+    ] {
+        let s = status(c.create_container(ctx(), &with_sysctl(key)).await);
+        assert_eq!(s.code(), Code::INVALID_ARGUMENT, "{key}");
+        assert!(s.message.contains(why), "{key}: {}", s.message);
+    }
+    // An IPC sysctl in the container's own IPC namespace is fine, and set.
+    let mut shm = common::busybox::spec(&["cat", "/proc/sys/kernel/shm_rmid_forced"]);
+    shm["linux"]["sysctl"] = serde_json::json!({"kernel.shm_rmid_forced": "1"});
+    let run = create_with_spec(
+        &c,
+        &agent,
+        "shm",
+        shm.to_string().into_bytes(),
+        false,
+        false,
+    )
+    .await;
+    assert_eq!(start_and_wait(&c, "shm").await, 0);
+    assert_eq!(run.stdout.await.unwrap(), b"1\n");
+    remove(&c, "shm").await;
+
     let unknown = c
         .start_container(
             ctx(),
