@@ -266,6 +266,14 @@ impl Runtime {
             .process()
             .clone()
             .ok_or_else(|| invalid("oci_spec_json: no process"))?;
+        let device_rules = crate::container::devices::rules_for(
+            spec.linux()
+                .as_ref()
+                .and_then(|l| l.resources().as_ref())
+                .and_then(|r| r.devices().as_deref())
+                .unwrap_or_default(),
+        )
+        .map_err(|e| invalid(format!("oci_spec_json: {e}")))?;
         let init = self.new_process("", process_spec, stdio_req)?;
 
         let cgroup = match cgroup::find_root() {
@@ -277,6 +285,12 @@ impl Runtime {
                         let _ = cg.remove();
                         return Err(precondition(err.to_string()));
                     }
+                }
+                if let Err(err) = crate::container::devices::attach(cg.dir(), &device_rules) {
+                    let _ = cg.remove();
+                    return Err(internal(format!(
+                        "container {id:?}: device access control: {err}"
+                    )));
                 }
                 self.watch_oom(id, &cg);
                 Some(cg)

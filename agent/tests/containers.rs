@@ -911,3 +911,42 @@ async fn start_waits_for_the_streams_and_can_be_retried() {
     assert_eq!(out.await.unwrap(), b"connected late\n");
     remove(&c, "retry").await;
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn device_nodes_outside_the_allowed_set_cannot_be_opened() {
+    let Some(agent) = start_agent() else {
+        return;
+    };
+    let c = agent.client().await;
+    // Root with CAP_MKNOD may create any node (as with runc), but opening one is up to the
+    // device rules: /dev/zero is in the default set, /dev/console (5:1) and /dev/mem are not.
+    let script = "mknod /dev/zero2 c 1 5 && head -c 3 /dev/zero2 | wc -c; \
+                  mknod /dev/console2 c 5 1 && (: > /dev/console2) 2>&1; \
+                  mknod /dev/mem2 c 1 1 && (head -c 1 /dev/mem2 >/dev/null) 2>&1; echo done";
+    let mut spec = common::busybox::spec(&["sh", "-c", script]);
+    spec["process"]["capabilities"] = serde_json::json!({
+        "bounding": ["CAP_MKNOD"], "effective": ["CAP_MKNOD"], "permitted": ["CAP_MKNOD"]
+    });
+    // containerd's rule list: deny everything (the defaults still come after it).
+    spec["linux"]["resources"] =
+        serde_json::json!({"devices": [{"allow": false, "access": "rwm"}]});
+    let run = create_with_spec(
+        &c,
+        &agent,
+        "dev",
+        spec.to_string().into_bytes(),
+        false,
+        false,
+    )
+    .await;
+    assert_eq!(start_and_wait(&c, "dev").await, 0);
+    let text = String::from_utf8(run.stdout.await.unwrap()).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 4, "{text}");
+    assert_eq!(lines[0], "3", "{text}");
+    for denied in &lines[1..3] {
+        assert!(denied.contains("Operation not permitted"), "{text}");
+    }
+    assert_eq!(lines[3], "done", "{text}");
+    remove(&c, "dev").await;
+}

@@ -3,6 +3,7 @@
 pub mod caps;
 pub mod cgroup;
 pub mod config;
+pub mod devices;
 pub mod helper;
 pub mod init;
 pub mod launch;
