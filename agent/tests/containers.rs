@@ -396,6 +396,19 @@ async fn bad_input_gets_clear_errors() {
     assert_eq!(s.code(), Code::INVALID_ARGUMENT);
     assert!(s.message.contains("outside"), "{}", s.message);
 
+    // A missing executable fails the create, as with runc.
+    let missing = CreateContainerRequest {
+        oci_spec_json: spec(&["no-such-program"], false),
+        ..base.clone()
+    };
+    let s = status(c.create_container(ctx(), &missing).await);
+    assert_eq!(s.code(), Code::FAILED_PRECONDITION);
+    assert!(
+        s.message.contains("\"no-such-program\" not found"),
+        "{}",
+        s.message
+    );
+
     // The shared directory itself as the rootfs: it holds every container's files.
     let whole_share = CreateContainerRequest {
         oci_spec_json: spec(&["true"], false),

@@ -208,6 +208,9 @@ fn run_init(channel: &mut Channel, config: &InitConfig) -> Result<(), String> {
         std::process::exit(0);
     }
     init::prepare_rootfs(&sys, &config.rootfs, spec).map_err(|e| e.to_string())?;
+    // As runc: a missing executable fails CreateContainer, not StartContainer.
+    let process = spec.process().as_ref().ok_or("the spec has no process")?;
+    check_executable(process)?;
     channel.send(&SetupMessage::Ready);
     if channel.read_message()? != AgentMessage::Start {
         return Err("expected Start".into());
@@ -262,6 +265,24 @@ fn run_exec(channel: &mut Channel, config: &ExecConfig) -> Result<(), String> {
         std::process::exit(0);
     }
     exec_process(&config.process, config.terminal, config.seccomp.as_ref())
+}
+
+/// Whether the process's executable exists in the (new) root: on its PATH, or at its path
+/// (relative to its cwd).
+fn check_executable(process: &Process) -> Result<(), String> {
+    let args = process.args().clone().unwrap_or_default();
+    let arg0 = args.first().ok_or("process.args is empty")?;
+    if arg0.contains('/') {
+        let path = process.cwd().join(arg0);
+        if std::fs::metadata(&path).is_err() {
+            return Err(format!("executable {arg0:?} not found in the container"));
+        }
+        return Ok(());
+    }
+    let env = process.env().clone().unwrap_or_default();
+    init::find_executable(arg0, &env)
+        .map(drop)
+        .ok_or_else(|| format!("executable {arg0:?} not found in the container's PATH"))
 }
 
 /// Process set-up and execve; returns only on failure.
