@@ -19,7 +19,7 @@ use crate::container::launch::{self, Control, IdMaps};
 use crate::container::paths::canonical_inside;
 use crate::exits::{ExitInfo, ExitRegistry};
 use crate::oom::OomMonitor;
-use crate::stdio::{Forwarding, ProcessStdio, StreamHub};
+use crate::stdio::{ConnectedStreams, Forwarding, ProcessStdio, StreamHub};
 
 /// Most exec processes a container keeps; beyond it the oldest exited ones are forgotten.
 pub const MAX_EXECS_PER_CONTAINER: usize = 256;
@@ -64,7 +64,8 @@ pub struct ProcessEntry {
     pid: Mutex<Option<i32>>,
     exit: watch::Sender<Option<ExitInfo>>,
     forwarding: Mutex<Option<Arc<Forwarding>>>,
-    pty: Option<Arc<std::os::fd::OwnedFd>>,
+    /// The pty master (terminal mode), once the process opened its pty.
+    pty: Mutex<Option<Arc<std::os::fd::OwnedFd>>>,
 }
 
 impl ProcessEntry {
@@ -222,12 +223,12 @@ impl Runtime {
         spec: Process,
         stdio_req: &StdioRequest,
     ) -> Result<Arc<ProcessEntry>> {
-        let stdio = ProcessStdio::new(&self.hub, stdio_req, console_size(&spec))
+        let stdio = ProcessStdio::new(&self.hub, stdio_req)
             .map_err(|e| internal(format!("creating stdio: {e}")))?;
         Ok(Arc::new(ProcessEntry {
             exec_id: exec_id.to_string(),
             terminal: stdio_req.terminal,
-            pty: stdio.pty(),
+            pty: Mutex::new(None),
             spec,
             stdio: tokio::sync::Mutex::new(Some(stdio)),
             pid: Mutex::new(None),
@@ -306,6 +307,7 @@ impl Runtime {
             rootfs: rootfs.clone(),
             spec: spec.clone(),
             terminal: stdio_req.terminal,
+            console_size: spec.process().as_ref().and_then(console_size),
         }));
         let child_fds = init
             .stdio
@@ -316,7 +318,11 @@ impl Runtime {
         let child_fds = child_fds.ok_or_else(|| internal("stdio already used"))?;
         let launched =
             launch::launch(&request, child_fds, cgroup.as_ref(), &id_maps, &self.exits).await;
-        let (pid, control) = match launched {
+        let launch::Launched {
+            pid,
+            control,
+            pty_master,
+        } = match launched {
             Ok(ok) => ok,
             Err(err) => {
                 self.oom.unwatch(id);
@@ -333,6 +339,12 @@ impl Runtime {
         };
         *init.pid.lock().unwrap_or_else(|p| p.into_inner()) = Some(pid);
         self.watch_exit(&init, pid);
+        if let Some(master) = pty_master {
+            if let Some(stdio) = init.stdio.lock().await.as_mut() {
+                *init.pty.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some(stdio.set_pty_master(master));
+            }
+        }
         let ports = init
             .stdio
             .lock()
@@ -383,18 +395,34 @@ impl Runtime {
         });
     }
 
-    /// Waits for the host's stdio connections and starts forwarding; returns the child's ends
-    /// of the stdio if they were still there (an exec's: its helper gets them next). If a stream
-    /// is late, nothing is consumed and Start can be called again.
-    async fn connect_and_forward(
+    /// Waits for the host's stdio connections; returns them and the child's ends of the stdio
+    /// if they were still there (an exec's: its helper gets them next). If a stream is late,
+    /// nothing is consumed and Start can be called again.
+    async fn connect(
         process: &Arc<ProcessEntry>,
-    ) -> Result<Option<[std::os::fd::OwnedFd; 3]>> {
+    ) -> Result<(ConnectedStreams, Option<[std::os::fd::OwnedFd; 3]>)> {
         let mut guard = process.stdio.lock().await;
         let stdio = guard
             .as_mut()
             .ok_or_else(|| precondition("the process was already started"))?;
         let streams = stdio.wait_connected().await.map_err(precondition)?;
-        let child_fds = stdio.take_child_fds();
+        Ok((streams, stdio.take_child_fds()))
+    }
+
+    /// Starts forwarding `streams` (with the pty master the process opened, if it has one).
+    async fn forward(
+        process: &Arc<ProcessEntry>,
+        streams: ConnectedStreams,
+        pty_master: Option<std::os::fd::OwnedFd>,
+    ) -> Result<()> {
+        let mut guard = process.stdio.lock().await;
+        let stdio = guard
+            .as_mut()
+            .ok_or_else(|| precondition("the process was already started"))?;
+        if let Some(master) = pty_master {
+            *process.pty.lock().unwrap_or_else(|p| p.into_inner()) =
+                Some(stdio.set_pty_master(master));
+        }
         let (exited_tx, exited_rx) = watch::channel(false);
         let mut exit_rx = process.exit.subscribe();
         tokio::spawn(async move {
@@ -406,7 +434,7 @@ impl Runtime {
             .map_err(|e| internal(e.to_string()))?;
         *process.forwarding.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(forwarding));
         *guard = None;
-        Ok(child_fds)
+        Ok(())
     }
 
     /// StartContainer.
@@ -418,8 +446,9 @@ impl Runtime {
                 "container {id:?} was already started"
             )));
         }
-        // The init's stdio ends went to its helper at create.
-        Self::connect_and_forward(&container.init).await?;
+        // The init's stdio ends went to its helper at create (and its pty master came back).
+        let (streams, _) = Self::connect(&container.init).await?;
+        Self::forward(&container.init, streams, None).await?;
         let control = control
             .take()
             .ok_or_else(|| precondition("already started"))?;
@@ -510,15 +539,15 @@ impl Runtime {
             init_pid,
             process: process.spec.clone(),
             terminal: process.terminal,
+            console_size: console_size(&process.spec),
             seccomp: container
                 .spec
                 .linux()
                 .as_ref()
                 .and_then(|l| l.seccomp().clone()),
         }));
-        let child_fds = Self::connect_and_forward(&process)
-            .await?
-            .ok_or_else(|| precondition("the exec was already started"))?;
+        let (streams, child_fds) = Self::connect(&process).await?;
+        let child_fds = child_fds.ok_or_else(|| precondition("the exec was already started"))?;
         let launched = launch::launch(
             &request,
             child_fds,
@@ -527,7 +556,9 @@ impl Runtime {
             &self.exits,
         )
         .await;
-        let (pid, _) = match launched {
+        let launch::Launched {
+            pid, pty_master, ..
+        } = match launched {
             Ok(launched) => launched,
             Err(err) => {
                 // It will never run: WaitProcess (and the output streams) end with 255.
@@ -540,6 +571,7 @@ impl Runtime {
         };
         *process.pid.lock().unwrap_or_else(|p| p.into_inner()) = Some(pid);
         self.watch_exit(&process, pid);
+        Self::forward(&process, streams, pty_master).await?;
         Ok(pid as u32)
     }
 
@@ -637,9 +669,11 @@ impl Runtime {
         let (_c, process) = self.process(id, exec_id)?;
         let pty = process
             .pty
-            .as_ref()
-            .ok_or_else(|| precondition("the process has no terminal"))?;
-        crate::stdio::resize_pty(pty, rows, columns)
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or_else(|| precondition("the process has no terminal (or it is not started)"))?;
+        crate::stdio::resize_pty(&pty, rows, columns)
             .map_err(|e| internal(format!("resizing the pty: {e}")))
     }
 

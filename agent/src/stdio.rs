@@ -133,15 +133,6 @@ fn set_nonblocking(fd: &OwnedFd) -> io::Result<()> {
     Ok(())
 }
 
-fn set_cloexec(fd: &OwnedFd) -> io::Result<()> {
-    nix::fcntl::fcntl(
-        fd,
-        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
-    )
-    .map(drop)
-    .map_err(io::Error::from)
-}
-
 fn devnull() -> io::Result<OwnedFd> {
     Ok(std::fs::OpenOptions::new()
         .read(true)
@@ -174,14 +165,9 @@ pub struct ProcessStdio {
 }
 
 impl ProcessStdio {
-    /// Allocates ports and creates pipes (or a pty) for `request`. A pty starts with
-    /// `console_size` (rows, columns) when given, as runc applies the spec's `consoleSize` before
-    /// the process runs: a later TtyWinResize may arrive after the process already asked.
-    pub fn new(
-        hub: &Arc<StreamHub>,
-        request: &StdioRequest,
-        console_size: Option<(u16, u16)>,
-    ) -> io::Result<ProcessStdio> {
+    /// Allocates ports and creates pipes for `request` (for a terminal, the process makes its
+    /// pty itself, see [`ProcessStdio::set_pty_master`]).
+    pub fn new(hub: &Arc<StreamHub>, request: &StdioRequest) -> io::Result<ProcessStdio> {
         let mut ports = StdioPorts::default();
         let take = |wanted: bool, port: &mut u32| {
             wanted.then(|| {
@@ -209,19 +195,10 @@ impl ProcessStdio {
             hub: Arc::clone(hub),
         };
         if request.terminal {
-            let size = console_size.map(|(rows, columns)| nix::pty::Winsize {
-                ws_row: rows,
-                ws_col: columns,
-                ws_xpixel: 0,
-                ws_ypixel: 0,
-            });
-            let pty = nix::pty::openpty(size.as_ref(), None).map_err(io::Error::from)?;
-            // openpty leaves both ends inheritable: every later helper and container would get them.
-            set_cloexec(&pty.master)?;
-            set_cloexec(&pty.slave)?;
-            let slave = pty.slave;
-            stdio.child = Some([slave.try_clone()?, slave.try_clone()?, slave]);
-            stdio.pty_master = Some(Arc::new(pty.master));
+            // The process opens its pty in the container's own devpts and the agent receives
+            // the master ([`ProcessStdio::set_pty_master`]); until then its fds 0-2 are
+            // /dev/null.
+            stdio.child = Some([devnull()?, devnull()?, devnull()?]);
         } else {
             let stdin = if request.stdin {
                 let (r, w) = pipe()?;
@@ -254,6 +231,13 @@ impl ProcessStdio {
     /// The pty master, for window resizes.
     pub fn pty(&self) -> Option<Arc<OwnedFd>> {
         self.pty_master.clone()
+    }
+
+    /// The master of the pty the process opened (terminal mode).
+    pub fn set_pty_master(&mut self, master: OwnedFd) -> Arc<OwnedFd> {
+        let master = Arc::new(master);
+        self.pty_master = Some(Arc::clone(&master));
+        master
     }
 
     /// Waits until every requested stream is connected (at most [`CONNECT_TIMEOUT`]).

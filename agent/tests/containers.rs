@@ -963,3 +963,72 @@ async fn device_nodes_outside_the_allowed_set_cannot_be_opened() {
     assert_eq!(lines[3], "done", "{text}");
     remove(&c, "dev").await;
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_terminal_is_a_tty_of_the_container_itself() {
+    let Some(agent) = start_agent() else {
+        return;
+    };
+    let c = agent.client().await;
+    // The pty lives in the container's own devpts: `tty` names it and the node is there.
+    let script = "tty && test -c \"$(tty)\" && echo is-a-node";
+    let run = create(&c, &agent, "ttyown", &["sh", "-c", script], false, true).await;
+    assert_eq!(start_and_wait(&c, "ttyown").await, 0);
+    let text = String::from_utf8(run.stdout.await.unwrap()).unwrap();
+    assert_eq!(text, "/dev/pts/0\r\nis-a-node\r\n");
+
+    // The same for an exec with a terminal, in a running container.
+    let _sleeper = create(&c, &agent, "ttyexec", &["sleep", "1000"], false, false).await;
+    c.start_container(
+        ctx(),
+        &StartContainerRequest {
+            container_id: "ttyexec".into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let process = serde_json::json!({
+        "terminal": true, "args": ["sh", "-c", script], "env": ["PATH=/bin"], "cwd": "/",
+        "user": {"uid": 0, "gid": 0}
+    });
+    let ports = c
+        .exec_process(
+            ctx(),
+            &ExecProcessRequest {
+                container_id: "ttyexec".into(),
+                exec_id: "t".into(),
+                oci_process_json: process.to_string().into_bytes(),
+                stdio: Some(StdioRequest {
+                    stdout: true,
+                    terminal: true,
+                    ..Default::default()
+                })
+                .into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap()
+        .stdio_ports
+        .unwrap();
+    let out = tokio::spawn(read_all(agent.open_stream(ports.stdout_port).await));
+    c.start_exec(
+        ctx(),
+        &StartExecRequest {
+            container_id: "ttyexec".into(),
+            exec_id: "t".into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(wait(&c, "ttyexec", "t").await, 0);
+    let text = String::from_utf8(out.await.unwrap()).unwrap();
+    assert!(
+        text.starts_with("/dev/pts/") && text.ends_with("\r\nis-a-node\r\n"),
+        "{text:?}"
+    );
+    remove(&c, "ttyown").await;
+    remove(&c, "ttyexec").await;
+}

@@ -24,6 +24,9 @@ pub struct InitConfig {
     pub spec: Spec,
     /// Whether the process has a terminal on fds 0-2.
     pub terminal: bool,
+    /// The terminal's first window size (rows, columns), from the spec's `consoleSize`.
+    #[serde(default)]
+    pub console_size: Option<(u16, u16)>,
 }
 
 /// Run an extra process in a running container.
@@ -37,6 +40,9 @@ pub struct ExecConfig {
     pub process: Process,
     /// Whether the process has a terminal on fds 0-2.
     pub terminal: bool,
+    /// The terminal's first window size (rows, columns), from the process's `consoleSize`.
+    #[serde(default)]
+    pub console_size: Option<(u16, u16)>,
     /// The container's seccomp profile, applied to the exec as well.
     pub seccomp: Option<oci_spec::runtime::LinuxSeccomp>,
 }
@@ -57,6 +63,8 @@ pub enum AgentMessage {
     IdMapsDone,
     /// Run the container process.
     Start,
+    /// The agent has its copy of the pty master ([`SetupMessage::PtyMaster`]).
+    PtyTaken,
 }
 
 /// Helper/container -> agent messages.
@@ -68,6 +76,10 @@ pub enum SetupMessage {
     Pid(i32),
     /// The container is set up and waits for Start.
     Ready,
+    /// The process opened its terminal in the container's own devpts (so that the container
+    /// sees its tty), with the master at this fd number in the process; the agent takes a copy
+    /// (pidfd_getfd) and answers [`AgentMessage::PtyTaken`].
+    PtyMaster(i32),
     /// Set-up failed; the process exits.
     Error(String),
 }

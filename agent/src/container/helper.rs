@@ -211,6 +211,9 @@ fn run_init(channel: &mut Channel, config: &InitConfig) -> Result<(), String> {
     // As runc: a missing executable fails CreateContainer, not StartContainer.
     let process = spec.process().as_ref().ok_or("the spec has no process")?;
     check_executable(process)?;
+    if config.terminal {
+        hand_over_container_pty(channel, config.console_size)?;
+    }
     channel.send(&SetupMessage::Ready);
     if channel.read_message()? != AgentMessage::Start {
         return Err("expected Start".into());
@@ -264,7 +267,81 @@ fn run_exec(channel: &mut Channel, config: &ExecConfig) -> Result<(), String> {
         channel.send(&SetupMessage::Pid(pid));
         std::process::exit(0);
     }
+    if config.terminal {
+        hand_over_container_pty(channel, config.console_size)?;
+    }
     exec_process(&config.process, config.terminal, config.seccomp.as_ref())
+}
+
+/// Opens a pty in the container's devpts (its /dev/ptmx: we are in its mount namespace and
+/// root), makes the slave fds 0-2, and lets the agent take the master (which is close-on-exec,
+/// so the process keeps only the slave). A pty from the agent's devpts would not exist in the
+/// container's /dev/pts: `tty` and ttyname(3) would fail there.
+fn hand_over_container_pty(
+    channel: &mut Channel,
+    console_size: Option<(u16, u16)>,
+) -> Result<(), String> {
+    use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
+    let ptmx = c"/dev/ptmx";
+    // SAFETY: open(2) of a constant path; the descriptor is owned right below.
+    let master = unsafe {
+        libc::open(
+            ptmx.as_ptr(),
+            libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+        )
+    };
+    if master < 0 {
+        return Err(format!(
+            "opening the container's /dev/ptmx: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    // SAFETY: a descriptor open(2) just returned.
+    let master = unsafe { OwnedFd::from_raw_fd(master) };
+    let unlock: libc::c_int = 0;
+    // SAFETY: TIOCSPTLCK reads an int that lives across the call.
+    if unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSPTLCK, &unlock) } != 0 {
+        return Err(format!(
+            "unlocking the pty: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    if let Some((rows, columns)) = console_size {
+        crate::stdio::resize_pty(&master, rows, columns)
+            .map_err(|e| format!("setting the terminal size: {e}"))?;
+    }
+    // SAFETY: TIOCGPTPEER opens the slave of this very master (in the same devpts) and
+    // returns a new descriptor, owned right below.
+    let slave = unsafe {
+        libc::ioctl(
+            master.as_raw_fd(),
+            libc::TIOCGPTPEER,
+            libc::O_RDWR | libc::O_NOCTTY,
+        )
+    };
+    if slave < 0 {
+        return Err(format!(
+            "opening the pty's slave: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    // SAFETY: a descriptor the ioctl just returned.
+    let slave = unsafe { OwnedFd::from_raw_fd(slave) };
+    for target in 0..3 {
+        // SAFETY: dup2 onto the standard descriptors of this single-threaded process.
+        if unsafe { libc::dup2(slave.as_raw_fd(), target) } < 0 {
+            return Err(format!(
+                "dup2 of the pty: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+    }
+    drop(slave);
+    channel.send(&SetupMessage::PtyMaster(master.as_raw_fd()));
+    match channel.read_message()? {
+        AgentMessage::PtyTaken => Ok(()),
+        other => Err(format!("expected PtyTaken, got {other:?}")),
+    }
 }
 
 /// Whether the process's executable exists in the (new) root: on its PATH, or at its path

@@ -85,15 +85,25 @@ pub struct IdMaps {
     pub gid_map: String,
 }
 
+/// A process the helper set up.
+pub struct Launched {
+    /// Its pid (in the agent's pid namespace).
+    pub pid: i32,
+    /// For a container's init: the channel that starts it.
+    pub control: Option<Control>,
+    /// With a terminal: the master of the pty it opened in the container's devpts.
+    pub pty_master: Option<OwnedFd>,
+}
+
 /// Spawns the helper and runs the request until the container process is ready (Init) or has
-/// exec'd (Exec). Returns its pid and, for Init, the control channel for Start.
+/// exec'd (Exec).
 pub async fn launch(
     request: &SetupRequest,
     stdio: [OwnedFd; 3],
     cgroup: Option<&Cgroup>,
     id_maps: &IdMaps,
     exits: &ExitRegistry,
-) -> Result<(i32, Option<Control>), String> {
+) -> Result<Launched, String> {
     let (ours, theirs) = std::os::unix::net::UnixStream::pair()
         .map_err(|e| format!("creating the control socket: {e}"))?;
     let theirs_fd = theirs.as_raw_fd();
@@ -144,16 +154,32 @@ pub async fn launch(
 
     let is_init = matches!(request, SetupRequest::Init(_));
     let mut pid = None;
+    let mut pty_master = None;
     let followed = tokio::time::timeout(
         SETUP_TIMEOUT,
-        follow(&mut control, helper_pid, id_maps, is_init, &mut pid),
+        follow(
+            &mut control,
+            helper_pid,
+            id_maps,
+            is_init,
+            &mut pid,
+            &mut pty_master,
+        ),
     )
     .await;
     drop(helper_exit);
     match followed {
-        Ok(Ok(Some(init_pid))) => Ok((init_pid, Some(control))),
+        Ok(Ok(Some(init_pid))) => Ok(Launched {
+            pid: init_pid,
+            control: Some(control),
+            pty_master,
+        }),
         Ok(Ok(None)) => match pid {
-            Some(pid) => Ok((pid, None)),
+            Some(pid) => Ok(Launched {
+                pid,
+                control: None,
+                pty_master,
+            }),
             None => Err("the set-up helper exited without finishing".into()),
         },
         Ok(Err(err)) => Err(err),
@@ -181,9 +207,24 @@ async fn follow(
     id_maps: &IdMaps,
     is_init: bool,
     pid: &mut Option<i32>,
+    pty_master: &mut Option<OwnedFd>,
 ) -> Result<Option<i32>, String> {
     loop {
         match control.next().await? {
+            Some(SetupMessage::PtyMaster(fd)) if pty_master.is_none() => {
+                // The helper reports the process's pid before or after this; it is needed.
+                let owner = match *pid {
+                    Some(owner) => owner,
+                    None => {
+                        let owner = wait_for_pid(control).await?;
+                        *pid = Some(owner);
+                        owner
+                    }
+                };
+                *pty_master = Some(take_fd(owner, fd)?);
+                control.send(AgentMessage::PtyTaken).await?;
+            }
+            Some(SetupMessage::PtyMaster(_)) => return Err("a second pty master".into()),
             Some(SetupMessage::NeedIdMaps) => {
                 write_id_maps(helper_pid, id_maps)?;
                 control.send(AgentMessage::IdMapsDone).await?;
@@ -203,6 +244,31 @@ async fn follow(
             None => return Ok(None),
         }
     }
+}
+
+/// A copy of descriptor `fd` of process `pid` (pidfd_getfd(2); close-on-exec).
+fn take_fd(pid: i32, fd: i32) -> Result<OwnedFd, String> {
+    use std::os::fd::FromRawFd as _;
+    // SAFETY: pidfd_open with integer arguments; the result is owned right below.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if pidfd < 0 {
+        return Err(format!(
+            "pidfd_open {pid}: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    // SAFETY: a descriptor pidfd_open just returned.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd as i32) };
+    // SAFETY: pidfd_getfd with integer arguments; the result is owned right below.
+    let copy = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) };
+    if copy < 0 {
+        return Err(format!(
+            "taking the pty master (fd {fd} of {pid}): {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    // SAFETY: a descriptor pidfd_getfd just returned.
+    Ok(unsafe { OwnedFd::from_raw_fd(copy as i32) })
 }
 
 async fn wait_for_pid(control: &mut Control) -> Result<i32, String> {
