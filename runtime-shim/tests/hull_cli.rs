@@ -123,3 +123,16 @@ fn a_missing_socket_is_named_in_the_error() {
         text(&out)
     );
 }
+
+#[test]
+fn agent_logs_prints_the_agent_log_from_boot_on() {
+    let Some(agent) = start_agent() else {
+        return;
+    };
+    let socket = agent.socket.to_str().unwrap();
+    let out = hull(&["agent", "logs", "--uds", socket, "--for", "2"]);
+    assert!(out.status.success(), "{}", text(&out));
+    // Logged before anybody connected: kept for the first reader.
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("serving the agent API"), "{}", text(&out));
+}

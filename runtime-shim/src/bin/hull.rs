@@ -5,6 +5,8 @@
 //!   (hull-vmm's `--vsock-uds`, or a host agent's hybrid listener)
 //! - `hull agent create-sandbox --uds PATH --id ID [--shared-fs-tag TAG]`: CreateSandbox alone, e.g.
 //!   to mount a VM's virtio-fs share before driving containers through the agent API directly
+//! - `hull agent logs --uds PATH`: the agent's own log from its log port (boot lines first); it
+//!   takes the stream over from whoever read it (the shim, which keeps `agent.log`)
 //! - `hull version`
 
 use std::path::PathBuf;
@@ -54,6 +56,19 @@ enum AgentCommand {
         #[arg(long, default_value_t = 5)]
         timeout: u64,
     },
+    /// Prints the agent's log from its log port until the guest ends (or for --for seconds).
+    /// Takes the stream over from the current reader (the shim's copy in agent.log stops).
+    Logs {
+        /// The hybrid-vsock Unix socket.
+        #[arg(long)]
+        uds: PathBuf,
+        /// Seconds to keep retrying the connection while the guest boots.
+        #[arg(long, default_value_t = 5)]
+        timeout: u64,
+        /// Stop after this many seconds.
+        #[arg(long = "for")]
+        for_secs: Option<u64>,
+    },
     /// CreateSandbox through a hybrid-vsock socket (mounts the virtio-fs share in the guest).
     CreateSandbox {
         /// The hybrid-vsock Unix socket.
@@ -95,6 +110,18 @@ fn main() -> ExitCode {
         Command::Agent {
             command: AgentCommand::Health { uds, port, timeout },
         } => agent_health(uds, port, Duration::from_secs(timeout)),
+        Command::Agent {
+            command:
+                AgentCommand::Logs {
+                    uds,
+                    timeout,
+                    for_secs,
+                },
+        } => agent_logs(
+            uds,
+            Duration::from_secs(timeout),
+            for_secs.map(Duration::from_secs),
+        ),
         Command::Agent {
             command:
                 AgentCommand::CreateSandbox {
@@ -213,5 +240,44 @@ fn agent_health(uds: PathBuf, port: u32, timeout: Duration) -> anyhow::Result<bo
             version.api_version
         );
         Ok(hull_proto::check_api_version(&version).is_ok())
+    })?
+}
+
+fn agent_logs(uds: PathBuf, timeout: Duration, for_time: Option<Duration>) -> anyhow::Result<bool> {
+    block_on(async move {
+        let started = std::time::Instant::now();
+        let mut stream = loop {
+            match hull_proto::client::open_hybrid_vsock_stream(
+                &uds,
+                hull_proto::AGENT_LOG_PORT,
+                Duration::from_secs(5),
+            )
+            .await
+            {
+                Ok(stream) => break stream,
+                Err(e) if started.elapsed() >= timeout => {
+                    return Err(anyhow::anyhow!("{e}")).with_context(|| {
+                        format!(
+                            "connecting to the agent's log port through {}",
+                            uds.display()
+                        )
+                    })
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        };
+        let mut stdout = tokio::io::stdout();
+        let copy = tokio::io::copy(&mut stream, &mut stdout);
+        match for_time {
+            Some(limit) => {
+                let _ = tokio::time::timeout(limit, copy).await;
+            }
+            None => {
+                copy.await.context("copying the agent's log")?;
+            }
+        }
+        use tokio::io::AsyncWriteExt as _;
+        stdout.flush().await?;
+        Ok(true)
     })?
 }
