@@ -1,6 +1,6 @@
 //! Logs go through `tracing` (level from `RUST_LOG`, default `info`) to stderr (the console when
-//! PID 1) and into a bounded in-memory buffer that [`forward_logs`] sends to the host on the log
-//! port ([`hull_proto::AGENT_LOG_PORT`]). Writing a log line never waits for the host: when the
+//! PID 1) and into a bounded in-memory buffer that [`forward_logs`] sends to the host's readers
+//! on the log port ([`hull_proto::AGENT_LOG_PORT`]). Writing a log line never waits for the host: when the
 //! host does not read, the oldest lines are dropped and the next delivery says how many bytes.
 
 use std::collections::VecDeque;
@@ -137,25 +137,45 @@ impl std::io::Write for BufferWriter {
     }
 }
 
-/// Sends the buffer's contents to the newest host connection from `connections`, as they come.
-/// A connection that fails is dropped (what it did not take goes to the next one). Returns when
-/// `connections` closes and no connection is left.
+/// Most readers of the log at once (the shim, plus a few `hull agent logs`).
+pub const MAX_LOG_READERS: usize = 4;
+/// How long one reader may take to accept one chunk before it is dropped.
+const READER_WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Sends the buffer's contents, as they come, to every host connection from `connections` (at
+/// most [`MAX_LOG_READERS`]: a new one beyond that replaces the oldest). A reader that fails or
+/// does not take a chunk within 2 s is dropped; with no reader left, the bytes wait in the
+/// buffer. Returns when `connections` closes and no reader is left.
 pub async fn forward_logs(buffer: Arc<LogBuffer>, mut connections: mpsc::Receiver<Stream>) {
-    let mut current: Option<Stream> = None;
+    let mut readers: Vec<Stream> = Vec::new();
+    let mut open = true;
     loop {
+        if !open && readers.is_empty() {
+            return;
+        }
         tokio::select! {
-            connection = connections.recv() => match connection {
-                Some(stream) => current = Some(stream),
-                None if current.is_none() => return,
-                None => {}
-            },
-            chunk = buffer.take(), if current.is_some() => {
-                let Some(stream) = current.as_mut() else { continue };
-                let sent = stream.write_all(&chunk).await;
-                if sent.is_err() {
-                    buffer.put_back(&chunk);
-                    current = None;
+            connection = connections.recv(), if open => match connection {
+                Some(stream) => {
+                    if readers.len() >= MAX_LOG_READERS {
+                        readers.remove(0);
+                    }
+                    readers.push(stream);
                 }
+                None => open = false,
+            },
+            chunk = buffer.take(), if !readers.is_empty() => {
+                let mut kept = Vec::with_capacity(readers.len());
+                for mut reader in readers.drain(..) {
+                    let sent =
+                        tokio::time::timeout(READER_WRITE_TIMEOUT, reader.write_all(&chunk)).await;
+                    if matches!(sent, Ok(Ok(()))) {
+                        kept.push(reader);
+                    }
+                }
+                if kept.is_empty() {
+                    buffer.put_back(&chunk);
+                }
+                readers = kept;
             }
         }
     }
@@ -209,27 +229,40 @@ mod tests {
     }
 
     #[tokio::test(flavor = "current_thread")]
-    async fn logs_reach_the_newest_connection_and_survive_a_failed_one() {
+    async fn logs_reach_every_reader_and_wait_when_there_is_none() {
         let buffer = Arc::new(LogBuffer::new(1024));
         buffer.push(b"before anyone connected\n");
         let (tx, rx) = mpsc::channel(4);
         let forwarder = tokio::spawn(forward_logs(Arc::clone(&buffer), rx));
 
-        let (agent_end, mut host) = tokio::net::UnixStream::pair().unwrap();
+        let (agent_end, mut first) = tokio::net::UnixStream::pair().unwrap();
         tx.send(Box::pin(agent_end)).await.unwrap();
         let mut got = vec![0u8; 24];
-        host.read_exact(&mut got).await.unwrap();
+        first.read_exact(&mut got).await.unwrap();
         assert_eq!(got, b"before anyone connected\n");
 
-        // The host goes away; a line logged meanwhile waits for the next connection.
-        drop(host);
+        // A second reader: both get what is logged from now on.
+        let (agent_end, mut second) = tokio::net::UnixStream::pair().unwrap();
+        tx.send(Box::pin(agent_end)).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        buffer.push(b"for both\n");
+        for reader in [&mut first, &mut second] {
+            let mut got = vec![0u8; 9];
+            reader.read_exact(&mut got).await.unwrap();
+            assert_eq!(got, b"for both\n");
+        }
+
+        // Both go away; a line logged meanwhile waits for the next reader.
+        drop(first);
+        drop(second);
         buffer.push(b"while nobody listened\n");
-        let (agent_end, mut host) = tokio::net::UnixStream::pair().unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        let (agent_end, mut third) = tokio::net::UnixStream::pair().unwrap();
         tx.send(Box::pin(agent_end)).await.unwrap();
         drop(tx);
         let mut all = Vec::new();
         let reader = tokio::spawn(async move {
-            let _ = host.read_to_end(&mut all).await;
+            let _ = third.read_to_end(&mut all).await;
             all
         });
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;

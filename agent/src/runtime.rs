@@ -66,6 +66,8 @@ pub struct ProcessEntry {
     forwarding: Mutex<Option<Arc<Forwarding>>>,
     /// The pty master (terminal mode), once the process opened its pty.
     pty: Mutex<Option<Arc<std::os::fd::OwnedFd>>>,
+    /// A StartExec is under way (RemoveProcess must wait for its outcome).
+    starting: std::sync::atomic::AtomicBool,
 }
 
 impl ProcessEntry {
@@ -229,6 +231,7 @@ impl Runtime {
             exec_id: exec_id.to_string(),
             terminal: stdio_req.terminal,
             pty: Mutex::new(None),
+            starting: std::sync::atomic::AtomicBool::new(false),
             spec,
             stdio: tokio::sync::Mutex::new(Some(stdio)),
             pid: Mutex::new(None),
@@ -505,7 +508,8 @@ impl Runtime {
     /// RemoveProcess: forgets an exec that has exited or never started.
     pub fn remove_process(&self, id: &str, exec_id: &str) -> Result<()> {
         let (container, process) = self.process(id, exec_id)?;
-        if process.pid().is_some() && process.exit.borrow().is_none() {
+        let starting = process.starting.load(std::sync::atomic::Ordering::SeqCst);
+        if starting || (process.pid().is_some() && process.exit.borrow().is_none()) {
             return Err(precondition(format!("exec {exec_id:?} is still running")));
         }
         container
@@ -534,6 +538,29 @@ impl Runtime {
                 "container {id:?} is paused: resume it before exec"
             )));
         }
+        if process
+            .starting
+            .swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            return Err(precondition(format!("exec {exec_id:?} is being started")));
+        }
+        let started = self
+            .start_exec_process(id, exec_id, &container, &process, init_pid)
+            .await;
+        process
+            .starting
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        started
+    }
+
+    async fn start_exec_process(
+        &self,
+        id: &str,
+        exec_id: &str,
+        container: &Arc<ContainerEntry>,
+        process: &Arc<ProcessEntry>,
+        init_pid: i32,
+    ) -> Result<u32> {
         let request = SetupRequest::Exec(Box::new(ExecConfig {
             container_id: id.to_string(),
             init_pid,
@@ -546,7 +573,7 @@ impl Runtime {
                 .as_ref()
                 .and_then(|l| l.seccomp().clone()),
         }));
-        let (streams, child_fds) = Self::connect(&process).await?;
+        let (streams, child_fds) = Self::connect(process).await?;
         let child_fds = child_fds.ok_or_else(|| precondition("the exec was already started"))?;
         let launched = launch::launch(
             &request,
@@ -570,8 +597,8 @@ impl Runtime {
             }
         };
         *process.pid.lock().unwrap_or_else(|p| p.into_inner()) = Some(pid);
-        self.watch_exit(&process, pid);
-        Self::forward(&process, streams, pty_master).await?;
+        self.watch_exit(process, pid);
+        Self::forward(process, streams, pty_master).await?;
         Ok(pid as u32)
     }
 
@@ -834,8 +861,6 @@ fn id_maps_of(spec: &Spec) -> IdMaps {
     }
 }
 
-/// Checks what the agent needs from a spec and makes bind sources canonical, refusing any
-/// that leave the shared directory or the rootfs.
 /// A container may set only sysctls its own namespaces isolate (as runc allows): the IPC ones
 /// with an IPC namespace, `net.*` with a network namespace, the host and domain name with a
 /// UTS namespace. Any other would change the whole guest, other containers included.
@@ -878,6 +903,8 @@ fn check_container_sysctl(spec: &Spec, key: &str) -> std::result::Result<(), Str
     Ok(())
 }
 
+/// Checks what the agent needs from a spec and makes bind sources canonical, refusing any
+/// that leave the shared directory or the rootfs.
 fn validate_spec(spec: &mut Spec, shared: &Path, rootfs: &Path) -> Result<()> {
     let process = spec
         .process()

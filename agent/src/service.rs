@@ -399,11 +399,28 @@ impl AgentService for AgentApi {
                 )
             })?;
         let cgroup = failed("UpdateContainer", self.runtime.cgroup(&req.container_id))?;
+        let device_rules = match resources.devices() {
+            Some(rules) => Some(crate::container::devices::rules_for(rules).map_err(|e| {
+                status(
+                    Code::INVALID_ARGUMENT,
+                    format!("UpdateContainer: oci_resources_json: {e}"),
+                )
+            })?),
+            None => None,
+        };
         // Lowering memory.max makes the kernel reclaim inside the write: off the only thread.
-        tokio::task::spawn_blocking(move || cgroup.apply(&resources))
-            .await
-            .map_err(|e| status(Code::INTERNAL, format!("UpdateContainer: {e}")))?
-            .map_err(|e| status(Code::FAILED_PRECONDITION, format!("UpdateContainer: {e}")))?;
+        tokio::task::spawn_blocking(move || {
+            cgroup.apply(&resources)?;
+            if let Some(rules) = device_rules {
+                // Replaces the container's device program.
+                crate::container::devices::attach(cgroup.dir(), &rules)
+                    .map_err(crate::container::cgroup::CgroupError::Devices)?;
+            }
+            Ok::<(), crate::container::cgroup::CgroupError>(())
+        })
+        .await
+        .map_err(|e| status(Code::INTERNAL, format!("UpdateContainer: {e}")))?
+        .map_err(|e| status(Code::FAILED_PRECONDITION, format!("UpdateContainer: {e}")))?;
         Ok(UpdateContainerResponse::default())
     }
 

@@ -353,12 +353,10 @@ async fn wait_for_stream(
             *pending = None;
             Ok(())
         }
-        Ok(Err(_)) => {
-            *pending = None;
-            Err(format!(
-                "the {name} stream (port {port}) can no longer be connected"
-            ))
-        }
+        // Kept pending: a retried Start fails the same way instead of running without it.
+        Ok(Err(_)) => Err(format!(
+            "the {name} stream (port {port}) can no longer be connected"
+        )),
         Err(_) => Err(format!(
             "the {name} stream (port {port}) was not connected within {CONNECT_TIMEOUT:?}"
         )),

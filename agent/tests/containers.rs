@@ -574,7 +574,8 @@ async fn processes_inherit_no_descriptors_beyond_their_stdio() {
         return;
     };
     let c = agent.client().await;
-    // A terminal container and an exec with a terminal: their ptys must not reach the others.
+    // A terminal container: its pty must not reach the others (a plain exec and a second
+    // container are checked; `a_terminal_is_a_tty_of_the_container_itself` covers tty execs).
     let _tty = create(&c, &agent, "tty", &["sleep", "1000"], true, true).await;
     c.start_container(
         ctx(),
@@ -932,10 +933,11 @@ async fn device_nodes_outside_the_allowed_set_cannot_be_opened() {
     };
     let c = agent.client().await;
     // Root with CAP_MKNOD may create any node (as with runc), but opening one is up to the
-    // device rules: /dev/zero is in the default set, /dev/console (5:1) and /dev/mem are not.
+    // device rules: /dev/zero is in the default set, /dev/console (5:1) and a virtio disk
+    // (254:0) are not.
     let script = "mknod /dev/zero2 c 1 5 && head -c 3 /dev/zero2 | wc -c; \
                   mknod /dev/console2 c 5 1 && (: > /dev/console2) 2>&1; \
-                  mknod /dev/mem2 c 1 1 && (head -c 1 /dev/mem2 >/dev/null) 2>&1; echo done";
+                  mknod /dev/vda9 b 254 0 && (head -c 1 /dev/vda9 >/dev/null) 2>&1; echo done";
     let mut spec = common::busybox::spec(&["sh", "-c", script]);
     spec["process"]["capabilities"] = serde_json::json!({
         "bounding": ["CAP_MKNOD"], "effective": ["CAP_MKNOD"], "permitted": ["CAP_MKNOD"]
@@ -962,6 +964,40 @@ async fn device_nodes_outside_the_allowed_set_cannot_be_opened() {
     }
     assert_eq!(lines[3], "done", "{text}");
     remove(&c, "dev").await;
+
+    // UpdateContainer replaces the rules: the console becomes writable for a running container.
+    let mut spec =
+        common::busybox::spec(&["sh", "-c", "mknod /dev/console2 c 5 1 && exec sleep 1000"]);
+    spec["process"]["capabilities"] = serde_json::json!({
+        "bounding": ["CAP_MKNOD"], "effective": ["CAP_MKNOD"], "permitted": ["CAP_MKNOD"]
+    });
+    let _out = common::busybox::create(&c, &agent, "dev2", &spec).await;
+    common::busybox::start(&c, "dev2").await;
+    let open_console = "(: > /dev/console2) 2>&1; echo done";
+    let (_pid, out) =
+        common::busybox::exec(&c, &agent, "dev2", "before", &["sh", "-c", open_console]).await;
+    assert_eq!(wait(&c, "dev2", "before").await, 0);
+    let text = String::from_utf8(out.await.unwrap()).unwrap();
+    assert!(text.contains("Operation not permitted"), "{text}");
+    let update = serde_json::json!({"devices": [
+        {"allow": false, "access": "rwm"},
+        {"allow": true, "type": "c", "major": 5, "minor": 1, "access": "rw"}
+    ]});
+    c.update_container(
+        ctx(),
+        &UpdateContainerRequest {
+            container_id: "dev2".into(),
+            oci_resources_json: update.to_string().into_bytes(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let (_pid, out) =
+        common::busybox::exec(&c, &agent, "dev2", "after", &["sh", "-c", open_console]).await;
+    assert_eq!(wait(&c, "dev2", "after").await, 0);
+    assert_eq!(out.await.unwrap(), b"done\n");
+    remove(&c, "dev2").await;
 }
 
 #[tokio::test(flavor = "current_thread")]

@@ -9,8 +9,8 @@ pub const API_VERSION: u32 = 1;
 /// The vsock port the agent serves the ttrpc API on.
 pub const AGENT_API_PORT: u32 = 1024;
 
-/// The vsock port on which the agent sends its own log lines to the host (one reader at a
-/// time: the newest connection gets them; lines logged while nobody reads wait, bounded).
+/// The vsock port on which the agent sends its own log lines to the host (to every connected
+/// reader, a few at most; lines logged while nobody reads wait, bounded).
 pub const AGENT_LOG_PORT: u32 = 1025;
 
 /// The first vsock port the agent hands out for process stdio streams.

@@ -575,7 +575,9 @@ impl Task for HullTask {
         };
         if let Err(err) = started {
             // It will not run: a Wait already pending (containerd waits before it starts an
-            // exec) returns 255 instead of hanging, and Delete finds it stopped.
+            // exec) returns 255 instead of hanging, and Delete finds it stopped. containerd does
+            // not retry a Start, so refusals the agent would let pass (late streams, a paused
+            // container) end the process here too.
             process.record_exit(ExitRecord {
                 status: exit::NOT_STARTED_EXIT_STATUS,
                 exited_at: exit::now(),

@@ -26,6 +26,9 @@ pub enum CgroupError {
         /// The limit asked for.
         what: &'static str,
     },
+    /// The device program could not be set.
+    #[error("device access control: {0}")]
+    Devices(String),
     /// A file operation failed.
     #[error("{path}: {source}")]
     Io {

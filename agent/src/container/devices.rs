@@ -51,8 +51,9 @@ const fn allow_char(major: u32, minor: Option<u32>) -> DeviceRule {
 }
 
 /// What every container may use whatever its spec says (runc's defaults): creating device
-/// nodes (not opening them), and null, zero, full, random, urandom, tty, ptmx and the ptys.
-pub const DEFAULT_RULES: [DeviceRule; 10] = [
+/// nodes (not opening them), and null, zero, full, random, urandom, tty, ptmx, the ptys and
+/// /dev/net/tun.
+pub const DEFAULT_RULES: [DeviceRule; 11] = [
     DeviceRule {
         allow: true,
         kind: Some(KIND_CHAR),
@@ -67,14 +68,15 @@ pub const DEFAULT_RULES: [DeviceRule; 10] = [
         minor: None,
         access: ACCESS_MKNOD,
     },
-    allow_char(1, Some(3)), // null
-    allow_char(1, Some(5)), // zero
-    allow_char(1, Some(7)), // full
-    allow_char(1, Some(8)), // random
-    allow_char(1, Some(9)), // urandom
-    allow_char(5, Some(0)), // tty
-    allow_char(5, Some(2)), // ptmx
-    allow_char(136, None),  // the ptys
+    allow_char(1, Some(3)),    // null
+    allow_char(1, Some(5)),    // zero
+    allow_char(1, Some(7)),    // full
+    allow_char(1, Some(8)),    // random
+    allow_char(1, Some(9)),    // urandom
+    allow_char(5, Some(0)),    // tty
+    allow_char(5, Some(2)),    // ptmx
+    allow_char(136, None),     // the ptys
+    allow_char(10, Some(200)), // /dev/net/tun
 ];
 
 /// The rules for a container: the spec's, then [`DEFAULT_RULES`] (runc appends its defaults

@@ -178,7 +178,12 @@ fn bind_remount_flags(requested: MsFlags, existing: MsFlags) -> MsFlags {
         | MsFlags::MS_STRICTATIME;
     let mut flags = requested | (existing & kept);
     if !requested.intersects(atime) {
-        flags |= existing & atime;
+        // statvfs has no flag for strictatime: a mount with none of the others has it.
+        flags |= if existing.intersects(atime) {
+            existing & atime
+        } else {
+            MsFlags::MS_STRICTATIME
+        };
     }
     flags
 }
@@ -462,6 +467,9 @@ pub fn prepare_process(
     sys.setsid()?;
     if terminal {
         sys.set_controlling_terminal(0)?;
+        // The process's own tty, as runc gives it: a non-root user can reopen it by name.
+        let user = process.user();
+        sys.chown_fd(0, user.uid(), user.gid())?;
     }
     if let Some(score) = process.oom_score_adj() {
         sys.write_file(Path::new("/proc/self/oom_score_adj"), &score.to_string())?;

@@ -17,6 +17,8 @@ use crate::exits::ExitRegistry;
 /// Control channel to a container process waiting for Start.
 pub struct Control {
     reader: BufReader<UnixStream>,
+    /// The container process (killed if it does not exec in time).
+    pid: Option<i32>,
 }
 
 /// Longest the set-up of a process (and, for a container, its exec at Start) may take.
@@ -60,14 +62,18 @@ impl Control {
     /// the outcome.
     pub async fn start(mut self) -> Result<(), String> {
         self.send(AgentMessage::Start).await?;
-        let outcome = tokio::time::timeout(SETUP_TIMEOUT, self.next())
-            .await
-            .map_err(|_| {
-                format!(
-                    "the container process did not exec within {} s",
-                    SETUP_TIMEOUT.as_secs()
-                )
-            })?;
+        let Ok(outcome) = tokio::time::timeout(SETUP_TIMEOUT, self.next()).await else {
+            if let Some(pid) = self.pid {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            return Err(format!(
+                "the container process did not exec within {} s (killed)",
+                SETUP_TIMEOUT.as_secs()
+            ));
+        };
         match outcome? {
             None => Ok(()),
             Some(SetupMessage::Error(err)) => Err(err),
@@ -147,6 +153,7 @@ pub async fn launch(
     let stream = UnixStream::from_std(ours).map_err(|e| format!("control socket: {e}"))?;
     let mut control = Control {
         reader: BufReader::new(stream),
+        pid: None,
     };
     let mut line = serde_json::to_vec(request).map_err(|e| e.to_string())?;
     line.push(b'\n');
@@ -171,7 +178,10 @@ pub async fn launch(
     match followed {
         Ok(Ok(Some(init_pid))) => Ok(Launched {
             pid: init_pid,
-            control: Some(control),
+            control: Some(Control {
+                pid: Some(init_pid),
+                ..control
+            }),
             pty_master,
         }),
         Ok(Ok(None)) => match pid {

@@ -88,6 +88,8 @@ pub trait Syscall {
     fn setsid(&self) -> SysResult;
     /// ioctl(fd, TIOCSCTTY): make the terminal on `fd` the controlling terminal.
     fn set_controlling_terminal(&self, fd: i32) -> SysResult;
+    /// fchown(2) of an open descriptor.
+    fn chown_fd(&self, fd: i32, uid: u32, gid: u32) -> SysResult;
     /// Writes `value` to a (proc/sys) file.
     fn write_file(&self, path: &Path, value: &str) -> SysResult;
 }
@@ -297,6 +299,13 @@ impl Syscall for LinuxSyscall {
         nix::unistd::setsid().map(drop).map_err(fail("setsid"))
     }
 
+    fn chown_fd(&self, fd: i32, uid: u32, gid: u32) -> SysResult {
+        // SAFETY: fchown with integer arguments.
+        let rc = unsafe { libc::fchown(fd, uid, gid) };
+        Errno::result(rc)
+            .map(drop)
+            .map_err(fail(format!("fchown fd {fd} to {uid}:{gid}")))
+    }
     fn set_controlling_terminal(&self, fd: i32) -> SysResult {
         // SAFETY: ioctl on a caller-provided fd with an integer argument.
         let rc = unsafe { libc::ioctl(fd, libc::TIOCSCTTY, 0) };
@@ -441,6 +450,9 @@ impl Syscall for RecordingSyscall {
     }
     fn set_controlling_terminal(&self, fd: i32) -> SysResult {
         self.record(format!("tiocsctty {fd}"))
+    }
+    fn chown_fd(&self, fd: i32, uid: u32, gid: u32) -> SysResult {
+        self.record(format!("fchown {fd} {uid}:{gid}"))
     }
     fn write_file(&self, path: &Path, value: &str) -> SysResult {
         self.record(format!("write {} {value}", show(path)))

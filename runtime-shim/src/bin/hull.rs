@@ -5,8 +5,8 @@
 //!   (hull-vmm's `--vsock-uds`, or a host agent's hybrid listener)
 //! - `hull agent create-sandbox --uds PATH --id ID [--shared-fs-tag TAG]`: CreateSandbox alone, e.g.
 //!   to mount a VM's virtio-fs share before driving containers through the agent API directly
-//! - `hull agent logs --uds PATH`: the agent's own log from its log port (boot lines first); it
-//!   takes the stream over from whoever read it (the shim, which keeps `agent.log`)
+//! - `hull agent logs --uds PATH`: the agent's own log from its log port, from the moment it
+//!   connects (lines nobody has read yet, boot lines included, come first); the shim reads it too
 //! - `hull version`
 
 use std::path::PathBuf;
@@ -56,8 +56,9 @@ enum AgentCommand {
         #[arg(long, default_value_t = 5)]
         timeout: u64,
     },
-    /// Prints the agent's log from its log port until the guest ends (or for --for seconds).
-    /// Takes the stream over from the current reader (the shim's copy in agent.log stops).
+    /// Prints the agent's log from its log port until the guest ends (or for --for seconds):
+    /// what is logged from now on, after any lines nobody has read yet (the shim's copy in the
+    /// sandbox's agent.log goes on).
     Logs {
         /// The hybrid-vsock Unix socket.
         #[arg(long)]

@@ -50,7 +50,9 @@ fn rootfs_set_up_order() {
         ),
         format!(
             "mount - {r}/data - {:#x} -",
-            (MsFlags::MS_RDONLY | MsFlags::MS_BIND | MsFlags::MS_REMOUNT).bits()
+            // The recorder reports no flags for the source: a strictatime mount, kept so.
+            (MsFlags::MS_RDONLY | MsFlags::MS_STRICTATIME | MsFlags::MS_BIND | MsFlags::MS_REMOUNT)
+                .bits()
         ),
         format!(
             "mount - {r}/data - {:#x} -",
@@ -113,6 +115,7 @@ fn process_set_up_order_drops_privileges_before_no_new_privs() {
     let mut expected = vec![
         "setsid".to_string(),
         "tiocsctty 0".to_string(),
+        "fchown 0 1000:1000".to_string(),
         format!("setrlimit {} 100 200", libc::RLIMIT_NOFILE),
     ];
     expected.extend(
@@ -164,9 +167,9 @@ fn bind_remounts_keep_the_restrictions_of_the_bound_mount() {
         ),
         MsFlags::MS_NOATIME | MsFlags::MS_RDONLY
     );
-    // Nothing to keep: the request as it is.
+    // A strictatime source (no atime flag in statvfs) stays strictatime.
     assert_eq!(
         bind_remount_flags(MsFlags::MS_RDONLY, MsFlags::empty()),
-        MsFlags::MS_RDONLY
+        MsFlags::MS_RDONLY | MsFlags::MS_STRICTATIME
     );
 }
