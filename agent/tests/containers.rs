@@ -973,7 +973,9 @@ async fn device_nodes_outside_the_allowed_set_cannot_be_opened() {
     });
     let _out = common::busybox::create(&c, &agent, "dev2", &spec).await;
     common::busybox::start(&c, "dev2").await;
-    let open_console = "(: > /dev/console2) 2>&1; echo done";
+    // (The init makes the node once it runs: wait for it, or `>` would create a plain file.)
+    let open_console =
+        "while [ ! -c /dev/console2 ]; do sleep 0.1; done; (: > /dev/console2) 2>&1; echo done";
     let (_pid, out) =
         common::busybox::exec(&c, &agent, "dev2", "before", &["sh", "-c", open_console]).await;
     assert_eq!(wait(&c, "dev2", "before").await, 0);
