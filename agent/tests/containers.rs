@@ -1030,37 +1030,12 @@ async fn a_terminal_is_a_tty_of_the_container_itself() {
         "terminal": true, "args": ["sh", "-c", script], "env": ["PATH=/bin"], "cwd": "/",
         "user": {"uid": 0, "gid": 0}
     });
-    let ports = c
-        .exec_process(
-            ctx(),
-            &ExecProcessRequest {
-                container_id: "ttyexec".into(),
-                exec_id: "t".into(),
-                oci_process_json: process.to_string().into_bytes(),
-                stdio: Some(StdioRequest {
-                    stdout: true,
-                    terminal: true,
-                    ..Default::default()
-                })
-                .into(),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap()
-        .stdio_ports
-        .unwrap();
-    let out = tokio::spawn(read_all(agent.open_stream(ports.stdout_port).await));
-    c.start_exec(
-        ctx(),
-        &StartExecRequest {
-            container_id: "ttyexec".into(),
-            exec_id: "t".into(),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let stdio = StdioRequest {
+        stdout: true,
+        terminal: true,
+        ..Default::default()
+    };
+    let (_pid, out) = common::busybox::exec_with(&c, &agent, "ttyexec", "t", &process, stdio).await;
     assert_eq!(wait(&c, "ttyexec", "t").await, 0);
     let text = String::from_utf8(out.await.unwrap()).unwrap();
     assert!(

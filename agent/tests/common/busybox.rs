@@ -243,15 +243,28 @@ pub async fn exec(
     let process = serde_json::json!({
         "args": args, "env": ["PATH=/bin"], "cwd": "/", "user": {"uid": 0, "gid": 0}
     });
+    let stdio = StdioRequest {
+        stdout: true,
+        ..Default::default()
+    };
+    exec_with(c, agent, id, exec_id, &process, stdio).await
+}
+
+/// ExecProcess of an OCI `process` with `stdio` (which must ask for stdout), then StartExec;
+/// returns the pid and the task collecting stdout.
+pub async fn exec_with(
+    c: &AgentServiceClient,
+    agent: &BusyboxAgent,
+    id: &str,
+    exec_id: &str,
+    process: &serde_json::Value,
+    stdio: StdioRequest,
+) -> (u32, tokio::task::JoinHandle<Vec<u8>>) {
     let req = ExecProcessRequest {
         container_id: id.into(),
         exec_id: exec_id.into(),
         oci_process_json: process.to_string().into_bytes(),
-        stdio: Some(StdioRequest {
-            stdout: true,
-            ..Default::default()
-        })
-        .into(),
+        stdio: Some(stdio).into(),
         ..Default::default()
     };
     let ports = c
