@@ -331,11 +331,7 @@ impl Runtime {
                 self.oom.unwatch(id);
                 if let Some(cg) = cgroup {
                     // rmdir waits for the failed process to be gone: off the runtime's thread.
-                    let _ = tokio::task::spawn_blocking(move || {
-                        cg.kill_all();
-                        cg.remove()
-                    })
-                    .await;
+                    let _ = tokio::task::spawn_blocking(move || cg.kill_and_remove()).await;
                 }
                 return Err(precondition(format!("creating container {id:?}: {err}")));
             }
@@ -747,15 +743,9 @@ impl Runtime {
         if let Some(cg) = container.cgroup.clone() {
             // Thawing and rmdir wait for the kernel (up to 5 s and 2 s): off the agent's only
             // thread, so the reaper and other calls go on meanwhile.
-            let removed = tokio::task::spawn_blocking(move || {
-                if cg.is_frozen() {
-                    let _ = cg.set_frozen(false);
-                }
-                cg.kill_all();
-                cg.remove()
-            })
-            .await
-            .map_err(|e| internal(format!("removing the cgroup: {e}")))?;
+            let removed = tokio::task::spawn_blocking(move || cg.kill_and_remove())
+                .await
+                .map_err(|e| internal(format!("removing the cgroup: {e}")))?;
             removed.map_err(|e| internal(format!("removing the cgroup: {e}")))?;
         }
         self.containers
@@ -865,14 +855,7 @@ fn id_maps_of(spec: &Spec) -> IdMaps {
 /// with an IPC namespace, `net.*` with a network namespace, the host and domain name with a
 /// UTS namespace. Any other would change the whole guest, other containers included.
 fn check_container_sysctl(spec: &Spec, key: &str) -> std::result::Result<(), String> {
-    let well_formed = !key.is_empty()
-        && key.len() <= 256
-        && !key.starts_with(['.', '/'])
-        && !key.contains("..")
-        && key.chars().all(|c| {
-            c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '.' | '-' | '/')
-        });
-    if !well_formed {
+    if !crate::validate::is_sysctl_name(key) || key.starts_with('/') {
         return Err("not a sysctl name of [a-z0-9_.-/]".into());
     }
     let name = key.replace('/', ".");

@@ -106,6 +106,19 @@ fn not_yet<T>(rpc: &str, request: &impl Validate) -> ttrpc::Result<T> {
 }
 
 /// Turns a validation failure into INVALID_ARGUMENT naming the RPC and the field.
+/// Runs blocking cgroup work (freezer waits, limit writes) off the agent's only thread; its
+/// error becomes a `code` status named after `rpc`.
+async fn off_thread<E: std::fmt::Display + Send + 'static>(
+    rpc: &str,
+    code: Code,
+    work: impl FnOnce() -> Result<(), E> + Send + 'static,
+) -> ttrpc::Result<()> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| status(Code::INTERNAL, format!("{rpc}: {e}")))?
+        .map_err(|e| status(code, format!("{rpc}: {e}")))
+}
+
 fn check(rpc: &str, request: &impl Validate) -> ttrpc::Result<()> {
     request.validate().map_err(|err| {
         warn!(rpc, %err, "refusing invalid request");
@@ -362,11 +375,11 @@ impl AgentService for AgentApi {
     ) -> ttrpc::Result<PauseContainerResponse> {
         check("PauseContainer", &req)?;
         let cgroup = failed("PauseContainer", self.runtime.cgroup(&req.container_id))?;
-        // The freezer may take a while (up to 5 s) to settle: off the agent's only thread.
-        tokio::task::spawn_blocking(move || cgroup.set_frozen(true))
-            .await
-            .map_err(|e| status(Code::INTERNAL, format!("PauseContainer: {e}")))?
-            .map_err(|e| status(Code::INTERNAL, format!("PauseContainer: {e}")))?;
+        // The freezer may take a while (up to 5 s) to settle.
+        off_thread("PauseContainer", Code::INTERNAL, move || {
+            cgroup.set_frozen(true)
+        })
+        .await?;
         Ok(PauseContainerResponse::default())
     }
 
@@ -377,11 +390,11 @@ impl AgentService for AgentApi {
     ) -> ttrpc::Result<ResumeContainerResponse> {
         check("ResumeContainer", &req)?;
         let cgroup = failed("ResumeContainer", self.runtime.cgroup(&req.container_id))?;
-        // The freezer may take a while (up to 5 s) to settle: off the agent's only thread.
-        tokio::task::spawn_blocking(move || cgroup.set_frozen(false))
-            .await
-            .map_err(|e| status(Code::INTERNAL, format!("ResumeContainer: {e}")))?
-            .map_err(|e| status(Code::INTERNAL, format!("ResumeContainer: {e}")))?;
+        // The freezer may take a while (up to 5 s) to settle.
+        off_thread("ResumeContainer", Code::INTERNAL, move || {
+            cgroup.set_frozen(false)
+        })
+        .await?;
         Ok(ResumeContainerResponse::default())
     }
 
@@ -391,25 +404,24 @@ impl AgentService for AgentApi {
         req: UpdateContainerRequest,
     ) -> ttrpc::Result<UpdateContainerResponse> {
         check("UpdateContainer", &req)?;
-        let resources: oci_spec::runtime::LinuxResources =
-            serde_json::from_slice(&req.oci_resources_json).map_err(|e| {
-                status(
-                    Code::INVALID_ARGUMENT,
-                    format!("UpdateContainer: oci_resources_json: {e}"),
-                )
-            })?;
-        let cgroup = failed("UpdateContainer", self.runtime.cgroup(&req.container_id))?;
-        let device_rules = match resources.devices() {
-            Some(rules) => Some(crate::container::devices::rules_for(rules).map_err(|e| {
-                status(
-                    Code::INVALID_ARGUMENT,
-                    format!("UpdateContainer: oci_resources_json: {e}"),
-                )
-            })?),
-            None => None,
+        let bad_resources = |e: String| {
+            status(
+                Code::INVALID_ARGUMENT,
+                format!("UpdateContainer: oci_resources_json: {e}"),
+            )
         };
-        // Lowering memory.max makes the kernel reclaim inside the write: off the only thread.
-        tokio::task::spawn_blocking(move || {
+        let resources: oci_spec::runtime::LinuxResources =
+            serde_json::from_slice(&req.oci_resources_json)
+                .map_err(|e| bad_resources(e.to_string()))?;
+        let cgroup = failed("UpdateContainer", self.runtime.cgroup(&req.container_id))?;
+        let device_rules = resources
+            .devices()
+            .as_deref()
+            .map(crate::container::devices::rules_for)
+            .transpose()
+            .map_err(bad_resources)?;
+        // Lowering memory.max makes the kernel reclaim inside the write.
+        off_thread("UpdateContainer", Code::FAILED_PRECONDITION, move || {
             cgroup.apply(&resources)?;
             if let Some(rules) = device_rules {
                 // Replaces the container's device program.
@@ -418,9 +430,7 @@ impl AgentService for AgentApi {
             }
             Ok::<(), crate::container::cgroup::CgroupError>(())
         })
-        .await
-        .map_err(|e| status(Code::INTERNAL, format!("UpdateContainer: {e}")))?
-        .map_err(|e| status(Code::FAILED_PRECONDITION, format!("UpdateContainer: {e}")))?;
+        .await?;
         Ok(UpdateContainerResponse::default())
     }
 

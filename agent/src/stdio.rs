@@ -228,11 +228,6 @@ impl ProcessStdio {
         self.child.take()
     }
 
-    /// The pty master, for window resizes.
-    pub fn pty(&self) -> Option<Arc<OwnedFd>> {
-        self.pty_master.clone()
-    }
-
     /// The master of the pty the process opened (terminal mode).
     pub fn set_pty_master(&mut self, master: OwnedFd) -> Arc<OwnedFd> {
         let master = Arc::new(master);

@@ -405,16 +405,21 @@ fn check_dns(dns: &Dns) -> Result {
     Ok(())
 }
 
-fn check_sysctl(key: &str, value: &str) -> Result {
-    let field = format!("sysctls[{key:?}]");
-    let key_ok = !key.is_empty()
+/// Whether `key` is a sysctl name: dotted (or slashed) [a-z0-9_.-/], no `..`, not starting with
+/// a dot, at most [`MAX_SYSCTL_LEN`] bytes.
+pub fn is_sysctl_name(key: &str) -> bool {
+    !key.is_empty()
         && key.len() <= MAX_SYSCTL_LEN
         && !key.starts_with('.')
         && !key.contains("..")
         && key.chars().all(|c| {
             c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '.' | '-' | '/')
-        });
-    if !key_ok {
+        })
+}
+
+fn check_sysctl(key: &str, value: &str) -> Result {
+    let field = format!("sysctls[{key:?}]");
+    if !is_sysctl_name(key) {
         return Err(ValidationError::new(
             field,
             "key must be a dotted sysctl name of [a-z0-9_.-/]",

@@ -265,6 +265,16 @@ impl Cgroup {
         totals
     }
 
+    /// Kills every process in the cgroup (after thawing it: up to 5 s) and removes it (up to 2 s
+    /// more). Blocking: call it off the async runtime.
+    pub fn kill_and_remove(&self) -> Result<(), CgroupError> {
+        if self.is_frozen() {
+            let _ = self.set_frozen(false);
+        }
+        self.kill_all();
+        self.remove()
+    }
+
     /// Removes the cgroup (waits up to 2 s for its processes to be gone).
     pub fn remove(&self) -> Result<(), CgroupError> {
         let deadline = Instant::now() + Duration::from_secs(2);

@@ -64,10 +64,7 @@ impl Control {
         self.send(AgentMessage::Start).await?;
         let Ok(outcome) = tokio::time::timeout(SETUP_TIMEOUT, self.next()).await else {
             if let Some(pid) = self.pid {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
+                kill_now(pid);
             }
             return Err(format!(
                 "the container process did not exec within {} s (killed)",
@@ -141,10 +138,7 @@ pub async fn launch(
     let helper_exit = exits.watch(helper_pid);
     if let Some(cgroup) = cgroup {
         if let Err(err) = cgroup.add_process(helper_pid) {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(helper_pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
+            kill_now(helper_pid);
             return Err(format!("joining the cgroup: {err}"));
         }
     }
@@ -196,10 +190,7 @@ pub async fn launch(
         Err(_) => {
             // A helper stuck (in a frozen cgroup, on a hung mount): it and its child go.
             for stuck in [Some(helper_pid), pid].into_iter().flatten() {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(stuck),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
+                kill_now(stuck);
             }
             Err(format!(
                 "the set-up did not finish within {} s",
@@ -254,6 +245,14 @@ async fn follow(
             None => return Ok(None),
         }
     }
+}
+
+/// SIGKILL to `pid` (a helper or container process the agent gives up on).
+fn kill_now(pid: i32) {
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    );
 }
 
 /// A copy of descriptor `fd` of process `pid` (pidfd_getfd(2); close-on-exec).
