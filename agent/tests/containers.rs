@@ -371,10 +371,7 @@ async fn tty_and_window_size() {
 async fn bad_input_gets_clear_errors() {
     let Some(agent) = start_agent() else { return };
     let c = agent.client().await;
-    let status = |r: ttrpc::Result<CreateContainerResponse>| match r {
-        Err(ttrpc::Error::RpcStatus(s)) => s,
-        other => panic!("expected an error, got {other:?}"),
-    };
+    let status = common::rpc_status::<CreateContainerResponse>;
     let base = CreateContainerRequest {
         container_id: "b1".into(),
         oci_spec_json: b"{not json".to_vec(),
@@ -633,17 +630,9 @@ async fn realtime_signal_exits_and_signals_after_the_exit() {
         .unwrap();
     assert_eq!(wait(&c, "rt", "sleeper").await, 128 + 34);
     // Signalling a process that has finished: NotFound, as runc's shim answers.
-    let err = c
-        .signal_process(ctx(), &signal("rt40", 9))
-        .await
-        .unwrap_err();
-    match err {
-        ttrpc::Error::RpcStatus(s) => {
-            assert_eq!(s.code(), Code::NOT_FOUND, "{}", s.message);
-            assert!(s.message.contains("already finished"), "{}", s.message);
-        }
-        other => panic!("unexpected error {other:?}"),
-    }
+    let s = common::rpc_status(c.signal_process(ctx(), &signal("rt40", 9)).await);
+    assert_eq!(s.code(), Code::NOT_FOUND, "{}", s.message);
+    assert!(s.message.contains("already finished"), "{}", s.message);
     remove(&c, "rt").await;
 }
 
@@ -719,17 +708,13 @@ async fn execs_that_cannot_start_fail_clearly_and_their_wait_ends() {
             .await
         }
     };
-    let status_of = |err: ttrpc::Error| match err {
-        ttrpc::Error::RpcStatus(s) => (s.code(), s.message),
-        other => panic!("unexpected error {other:?}"),
+    let status_of = |result| {
+        let s = common::rpc_status(result);
+        (s.code(), s.message)
     };
 
     // A missing executable: the error names it, and WaitProcess answers 255 instead of hanging.
-    let (code, message) = status_of(
-        start_exec("missing", &["no-such-program"])
-            .await
-            .unwrap_err(),
-    );
+    let (code, message) = status_of(start_exec("missing", &["no-such-program"]).await);
     assert_eq!(code, Code::FAILED_PRECONDITION, "{message}");
     assert!(message.contains("no-such-program"), "{message}");
     assert_eq!(wait(&c, "nostart", "missing").await, 255);
@@ -744,7 +729,7 @@ async fn execs_that_cannot_start_fail_clearly_and_their_wait_ends() {
     )
     .await
     .unwrap();
-    let (code, message) = status_of(start_exec("paused", &["true"]).await.unwrap_err());
+    let (code, message) = status_of(start_exec("paused", &["true"]).await);
     assert_eq!(code, Code::FAILED_PRECONDITION, "{message}");
     assert!(message.contains("paused"), "{message}");
     c.resume_container(
@@ -793,10 +778,8 @@ async fn concurrent_creates_with_one_id_make_one_container() {
         (Ok(_), Err(e)) | (Err(e), Ok(_)) => e,
         (a, b) => panic!("expected one success and one refusal, got {a:?} and {b:?}"),
     };
-    match refused {
-        ttrpc::Error::RpcStatus(s) => assert_eq!(s.code(), Code::ALREADY_EXISTS, "{}", s.message),
-        other => panic!("unexpected error {other:?}"),
-    }
+    let s = common::rpc_status::<()>(Err(refused));
+    assert_eq!(s.code(), Code::ALREADY_EXISTS, "{}", s.message);
     remove(&c, "twin").await;
     // The id is free again.
     c.create_container(ctx(), &request).await.unwrap();
@@ -817,24 +800,17 @@ async fn exited_execs_are_removed_and_bounded() {
         exec_id: exec_id.into(),
         ..Default::default()
     };
-    let code_of = |err: ttrpc::Error| match err {
-        ttrpc::Error::RpcStatus(s) => s.code(),
-        other => panic!("unexpected error {other:?}"),
-    };
 
     let (_pid, _out) = common::busybox::exec(&c, &agent, "execs", "long", &["sleep", "600"]).await;
-    let err = c
-        .remove_process(ctx(), &remove_process("long"))
-        .await
-        .unwrap_err();
-    assert_eq!(code_of(err), Code::FAILED_PRECONDITION, "a running exec");
+    let s = common::rpc_status(c.remove_process(ctx(), &remove_process("long")).await);
+    assert_eq!(s.code(), Code::FAILED_PRECONDITION, "a running exec");
 
     let (_pid, _out) = common::busybox::exec(&c, &agent, "execs", "short", &["true"]).await;
     assert_eq!(wait(&c, "execs", "short").await, 0);
     c.remove_process(ctx(), &remove_process("short"))
         .await
         .unwrap();
-    let err = c
+    let waited = c
         .wait_process(
             ctx(),
             &WaitProcessRequest {
@@ -843,9 +819,12 @@ async fn exited_execs_are_removed_and_bounded() {
                 ..Default::default()
             },
         )
-        .await
-        .unwrap_err();
-    assert_eq!(code_of(err), Code::NOT_FOUND, "a removed exec");
+        .await;
+    assert_eq!(
+        common::rpc_status(waited).code(),
+        Code::NOT_FOUND,
+        "a removed exec"
+    );
 
     // A host that never removes its execs (a probe every few seconds for days) leaves the agent
     // with a bounded number: the oldest exited ones are forgotten. Hundreds of execs take a while
@@ -859,15 +838,8 @@ async fn exited_execs_are_removed_and_bounded() {
         let (_pid, _out) = common::busybox::exec(&c, &agent, "execs", &exec_id, &["true"]).await;
         assert_eq!(wait(&c, "execs", &exec_id).await, 0);
     }
-    let err = c
-        .remove_process(ctx(), &remove_process("probe0"))
-        .await
-        .unwrap_err();
-    assert_eq!(
-        code_of(err),
-        Code::NOT_FOUND,
-        "the oldest exec was forgotten"
-    );
+    let s = common::rpc_status(c.remove_process(ctx(), &remove_process("probe0")).await);
+    assert_eq!(s.code(), Code::NOT_FOUND, "the oldest exec was forgotten");
     c.remove_process(ctx(), &remove_process("probe299"))
         .await
         .unwrap();
@@ -912,13 +884,9 @@ async fn start_waits_for_the_streams_and_can_be_retried() {
         ..Default::default()
     };
     // The stdout stream is not connected: Start fails after its wait, and consumes nothing.
-    match c.start_exec(ctx(), &start).await.unwrap_err() {
-        ttrpc::Error::RpcStatus(s) => {
-            assert_eq!(s.code(), Code::FAILED_PRECONDITION, "{}", s.message);
-            assert!(s.message.contains("stdout"), "{}", s.message);
-        }
-        other => panic!("unexpected error {other:?}"),
-    }
+    let s = common::rpc_status(c.start_exec(ctx(), &start).await);
+    assert_eq!(s.code(), Code::FAILED_PRECONDITION, "{}", s.message);
+    assert!(s.message.contains("stdout"), "{}", s.message);
     let out = tokio::spawn(read_all(agent.open_stream(ports.stdout_port).await));
     c.start_exec(ctx(), &start).await.unwrap();
     assert_eq!(wait(&c, "retry", "late").await, 0);

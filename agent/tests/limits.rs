@@ -30,6 +30,11 @@ async fn stats(c: &AgentServiceClient, id: &str) -> ContainerStats {
     .expect("StatsContainer without stats")
 }
 
+/// The agent, if it has the cgroup v2 `controllers` (None after printing SKIPPED otherwise).
+fn agent_with(controllers: &[&str]) -> Option<BusyboxAgent> {
+    BusyboxAgent::start().filter(|agent| has_cgroup_controllers(agent, controllers))
+}
+
 /// `args` with the given `linux.resources`.
 fn limited(args: &[&str], resources: serde_json::Value) -> serde_json::Value {
     let mut spec = spec(args);
@@ -71,12 +76,9 @@ const READ_LIMITS: &str =
 
 #[tokio::test(flavor = "current_thread")]
 async fn spec_limits_and_updates_reach_the_cgroup() {
-    let Some(agent) = BusyboxAgent::start() else {
+    let Some(agent) = agent_with(&["memory", "pids", "cpu"]) else {
         return;
     };
-    if !has_cgroup_controllers(&agent, &["memory", "pids", "cpu"]) {
-        return;
-    }
     let c = agent.client().await;
     let spec = limited(
         &["sleep", "1000"],
@@ -116,12 +118,9 @@ async fn spec_limits_and_updates_reach_the_cgroup() {
 
 #[tokio::test(flavor = "current_thread")]
 async fn the_pids_limit_is_enforced() {
-    let Some(agent) = BusyboxAgent::start() else {
+    let Some(agent) = agent_with(&["pids"]) else {
         return;
     };
-    if !has_cgroup_controllers(&agent, &["pids"]) {
-        return;
-    }
     let c = agent.client().await;
     // 6 pids in all: the shell, its subshell and a few sleeps; the fork that would pass the
     // limit fails inside the container. The sleeps go with the container's pid namespace.
@@ -144,12 +143,9 @@ async fn the_pids_limit_is_enforced() {
 
 #[tokio::test(flavor = "current_thread")]
 async fn the_container_sees_its_own_limits_through_its_cgroup_namespace() {
-    let Some(agent) = BusyboxAgent::start() else {
+    let Some(agent) = agent_with(&["memory", "pids", "cpu"]) else {
         return;
     };
-    if !has_cgroup_controllers(&agent, &["memory", "pids", "cpu"]) {
-        return;
-    }
     let c = agent.client().await;
     // A cpu quota above what the guest's vCPUs can use: cpu.max is checked, throttling is not.
     let spec = with_cgroup_namespace(limited(
@@ -174,12 +170,9 @@ async fn the_container_sees_its_own_limits_through_its_cgroup_namespace() {
 
 #[tokio::test(flavor = "current_thread")]
 async fn execs_see_the_limits_and_their_updates_and_are_held_to_them() {
-    let Some(agent) = BusyboxAgent::start() else {
+    let Some(agent) = agent_with(&["memory", "pids", "cpu"]) else {
         return;
     };
-    if !has_cgroup_controllers(&agent, &["memory", "pids", "cpu"]) {
-        return;
-    }
     let c = agent.client().await;
     let spec = with_cgroup_namespace(limited(
         &["sleep", "1000"],

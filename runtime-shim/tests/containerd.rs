@@ -9,9 +9,13 @@
 //! Run: `cargo build -p hull-agent -p hull-runtime && cargo test -p hull-runtime --test containerd -- --nocapture --test-threads=1`
 //! Benchmark: `... --test containerd -- --ignored bench --nocapture`
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
+
+use common::text;
 
 const IMAGE: &str = "docker.io/library/busybox:hull";
 const NS: &str = "hulltest";
@@ -258,15 +262,6 @@ state = "{d}/state"
             .collect();
         lines[lines.len().saturating_sub(30)..].join("\n")
     }
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "status {:?}\nstdout: {}\nstderr: {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 fn wait_for_status(c: &Containerd, id: &str, want: &str) {

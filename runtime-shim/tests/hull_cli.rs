@@ -2,9 +2,13 @@
 //! hull-vmm's socket). Needs a built hull-agent next to the test binaries
 //! (`cargo build -p hull-agent`); prints SKIPPED otherwise.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
+
+use common::text;
 
 struct Agent {
     child: Child,
@@ -60,15 +64,6 @@ fn hull(args: &[&str]) -> Output {
         .args(args)
         .output()
         .unwrap()
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "status {:?}\nstdout: {}\nstderr: {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 #[test]
