@@ -15,20 +15,9 @@ use tracing::{debug, warn};
 
 use crate::stdio::{Stream, StreamHub};
 
-/// Longest `CONNECT <port>\n` line.
-pub const MAX_CONNECT_LINE: usize = 32;
+pub use hull_proto::handshake::{parse_connect, MAX_CONNECT_LINE};
 /// How long a client may take to send its CONNECT line.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Parses `CONNECT <port>\n`.
-pub fn parse_connect(line: &[u8]) -> Option<u32> {
-    let text = std::str::from_utf8(line).ok()?;
-    let port = text.strip_prefix("CONNECT ")?.strip_suffix('\n')?;
-    if port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    port.parse().ok()
-}
 
 async fn read_connect(stream: &mut UnixStream) -> Option<u32> {
     let mut line = Vec::with_capacity(MAX_CONNECT_LINE);
@@ -79,7 +68,7 @@ async fn route(
         debug!("hybrid vsock connection without a valid CONNECT line; closed");
         return;
     };
-    let reply = format!("OK {port}\n");
+    let reply = hull_proto::handshake::ok_line(port);
     if port == hull_proto::AGENT_API_PORT {
         if stream.write_all(reply.as_bytes()).await.is_ok() {
             let _ = api.send(stream).await;

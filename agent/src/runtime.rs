@@ -17,6 +17,7 @@ use crate::container::config::{ExecConfig, InitConfig, SetupRequest};
 use crate::container::init::wants_namespace;
 use crate::container::launch::{self, Control, IdMaps};
 use crate::container::paths::canonical_inside;
+use hull_proto::POD_SHM_SOURCE;
 use crate::exits::{ExitInfo, ExitRegistry};
 use crate::oom::OomMonitor;
 use crate::stdio::{ConnectedStreams, Forwarding, ProcessStdio, StreamHub};
@@ -93,6 +94,8 @@ pub struct Runtime {
     shared_dir: Mutex<Option<PathBuf>>,
     /// The shared directory when CreateSandbox mounted it (DestroySandbox unmounts it).
     shared_mount: Mutex<Option<PathBuf>>,
+    /// The pod's /dev/shm tmpfs when CreateSandbox mounted one.
+    pod_shm: Mutex<Option<PathBuf>>,
     hub: Arc<StreamHub>,
     exits: ExitRegistry,
     containers: Mutex<HashMap<String, Arc<ContainerEntry>>>,
@@ -126,6 +129,7 @@ impl Runtime {
         Runtime {
             shared_dir: Mutex::new(shared_dir),
             shared_mount: Mutex::new(None),
+            pod_shm: Mutex::new(None),
             hub,
             exits,
             containers: Mutex::new(HashMap::new()),
@@ -175,6 +179,25 @@ impl Runtime {
             *self.shared_dir.lock().unwrap_or_else(|p| p.into_inner()) = None;
         }
         mount
+    }
+
+    /// Records the pod's /dev/shm tmpfs (CreateSandbox).
+    pub fn set_pod_shm(&self, dir: PathBuf) {
+        *self.pod_shm.lock().unwrap_or_else(|p| p.into_inner()) = Some(dir);
+    }
+
+    /// Forgets the pod's /dev/shm and returns it (to unmount it).
+    pub fn take_pod_shm(&self) -> Option<PathBuf> {
+        self.pod_shm.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+
+    /// The shared directory given on the command line or by CreateSandbox, if any.
+    pub fn configured_shared_dir(&self) -> Option<PathBuf> {
+        self.shared_dir.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn pod_shm(&self) -> Option<PathBuf> {
+        self.pod_shm.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     fn shared_dir(&self) -> Result<PathBuf> {
@@ -265,7 +288,7 @@ impl Runtime {
                  files); give the container's own directory below it",
             ));
         }
-        validate_spec(&mut spec, &shared, &rootfs)?;
+        validate_spec(&mut spec, &shared, &rootfs, self.pod_shm().as_deref())?;
         let process_spec = spec
             .process()
             .clone()
@@ -887,8 +910,14 @@ fn check_container_sysctl(spec: &Spec, key: &str) -> std::result::Result<(), Str
 }
 
 /// Checks what the agent needs from a spec and makes bind sources canonical, refusing any
-/// that leave the shared directory or the rootfs.
-fn validate_spec(spec: &mut Spec, shared: &Path, rootfs: &Path) -> Result<()> {
+/// that leave the shared directory or the rootfs. The source [`POD_SHM_SOURCE`] names the pod's
+/// /dev/shm (`pod_shm`, if CreateSandbox made one).
+fn validate_spec(
+    spec: &mut Spec,
+    shared: &Path,
+    rootfs: &Path,
+    pod_shm: Option<&Path>,
+) -> Result<()> {
     let process = spec
         .process()
         .as_ref()
@@ -935,6 +964,16 @@ fn validate_spec(spec: &mut Spec, shared: &Path, rootfs: &Path) -> Result<()> {
                 .source()
                 .clone()
                 .ok_or_else(|| invalid(format!("oci_spec_json: mounts[{i}] bind has no source")))?;
+            if source == Path::new(POD_SHM_SOURCE) {
+                let dir = pod_shm.ok_or_else(|| {
+                    invalid(format!(
+                        "oci_spec_json: mounts[{i}].source {POD_SHM_SOURCE}: the sandbox has no \
+                         pod /dev/shm (CreateSandbox had shm_size_bytes = 0)"
+                    ))
+                })?;
+                mount.set_source(Some(dir.to_path_buf()));
+                continue;
+            }
             let source = if source.is_absolute() {
                 source
             } else {

@@ -9,14 +9,11 @@ use std::path::{Component, Path};
 use hull_proto::agent::*;
 use hull_proto::network::{Interface, IpAddress, IpFamily, Route};
 
-/// Longest sandbox/container/exec id.
-pub const MAX_ID_LEN: usize = 128;
-/// Largest OCI runtime spec (config.json).
-pub const MAX_OCI_SPEC_BYTES: usize = 1024 * 1024;
-/// Largest OCI process object of an exec.
-pub const MAX_OCI_PROCESS_BYTES: usize = 256 * 1024;
-/// Largest OCI linux.resources object.
-pub const MAX_OCI_RESOURCES_BYTES: usize = 64 * 1024;
+pub use hull_proto::contract::{
+    MAX_ID_LEN, MAX_OCI_PROCESS_BYTES, MAX_OCI_RESOURCES_BYTES, MAX_OCI_SPEC_BYTES,
+};
+/// Largest pod /dev/shm (tmpfs pages are only used when written).
+pub const MAX_POD_SHM_BYTES: u64 = 64 << 30;
 /// Longest path accepted anywhere.
 pub const MAX_PATH_LEN: usize = 4096;
 /// Longest hostname (Linux HOST_NAME_MAX).
@@ -84,10 +81,7 @@ pub fn check_id(field: &str, id: &str) -> Result {
             format!("{} bytes, at most {MAX_ID_LEN} allowed", id.len()),
         ));
     }
-    if let Some(bad) = id
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')))
-    {
+    if let Some(bad) = hull_proto::contract::invalid_id_char(id) {
         return Err(ValidationError::new(
             field,
             format!("character {bad:?} not allowed (only A-Z a-z 0-9 _ . -)"),
@@ -362,6 +356,15 @@ impl Validate for CreateSandboxRequest {
         }
         for (key, value) in &self.sysctls {
             check_sysctl(key, value)?;
+        }
+        if self.shm_size_bytes > MAX_POD_SHM_BYTES {
+            return Err(ValidationError::new(
+                "shm_size_bytes",
+                format!(
+                    "{} bytes, at most {MAX_POD_SHM_BYTES} allowed",
+                    self.shm_size_bytes
+                ),
+            ));
         }
         Ok(())
     }

@@ -19,8 +19,7 @@ use tokio::net::UnixStream;
 /// How long [`connect_hybrid_vsock`] waits for the socket connection and the `OK` reply.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The longest reply line accepted (`OK 4294967295\n` is 14 bytes).
-const MAX_REPLY_LEN: usize = 32;
+use crate::handshake::MAX_OK_LINE as MAX_REPLY_LEN;
 
 /// A failed hybrid-vsock handshake.
 #[derive(Debug, thiserror::Error)]
@@ -133,11 +132,11 @@ async fn handshake(path: &Path, port: u32) -> Result<UnixStream, HybridVsockErro
         source,
     };
     stream
-        .write_all(format!("CONNECT {port}\n").as_bytes())
+        .write_all(crate::handshake::connect_line(port).as_bytes())
         .await
         .map_err(io_error)?;
     let line = read_reply_line(&mut stream, path, port).await?;
-    parse_ok_reply(&line).ok_or_else(|| HybridVsockError::UnexpectedReply {
+    crate::handshake::parse_ok(&line).ok_or_else(|| HybridVsockError::UnexpectedReply {
         path: path.to_path_buf(),
         port,
         reply: String::from_utf8_lossy(&line).into_owned(),
@@ -183,16 +182,6 @@ async fn read_reply_line(
     }
 }
 
-/// Parses `OK <host-port>\n` and returns the host port.
-fn parse_ok_reply(line: &[u8]) -> Option<u32> {
-    let text = std::str::from_utf8(line).ok()?;
-    let number = text.strip_prefix("OK ")?.strip_suffix('\n')?;
-    if number.is_empty() || !number.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    number.parse().ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -200,8 +189,8 @@ mod tests {
 
     #[test]
     fn ok_reply_parsing() {
-        assert_eq!(parse_ok_reply(b"OK 1\n"), Some(1));
-        assert_eq!(parse_ok_reply(b"OK 4294967295\n"), Some(u32::MAX));
+        assert_eq!(crate::handshake::parse_ok(b"OK 1\n"), Some(1));
+        assert_eq!(crate::handshake::parse_ok(b"OK 4294967295\n"), Some(u32::MAX));
         for bad in [
             &b"OK\n"[..],
             b"OK \n",
@@ -215,7 +204,7 @@ mod tests {
             b"OK 1\r\n",
         ] {
             assert_eq!(
-                parse_ok_reply(bad),
+                crate::handshake::parse_ok(bad),
                 None,
                 "{:?}",
                 String::from_utf8_lossy(bad)

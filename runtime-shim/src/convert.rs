@@ -92,32 +92,10 @@ pub fn config_path_from_options(any: &Any) -> Option<String> {
     None
 }
 
-/// CRI annotation naming the container type ("sandbox" or "container").
-pub const CRI_CONTAINER_TYPE: &str = "io.kubernetes.cri.container-type";
-/// CRI annotation naming the pod sandbox of a container.
-pub const CRI_SANDBOX_ID: &str = "io.kubernetes.cri.sandbox-id";
-
-/// The sandbox a container belongs to: the CRI sandbox id for a CRI "container", else the
-/// container itself (a CRI sandbox, or a plain `ctr run`, is a pod of its own).
-pub fn sandbox_id_for(
-    container_id: &str,
-    annotations: Option<&std::collections::HashMap<String, String>>,
-) -> String {
-    if let Some(a) = annotations {
-        if a.get(CRI_CONTAINER_TYPE).map(String::as_str) == Some("container") {
-            if let Some(sandbox) = a.get(CRI_SANDBOX_ID).filter(|s| !s.is_empty()) {
-                return sandbox.clone();
-            }
-        }
-    }
-    container_id.to_string()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use hull_proto::stats::{CpuStats, IoStats, MemoryStats, PidsStats};
-    use std::collections::HashMap;
 
     #[test]
     fn stats_map_field_by_field() {
@@ -190,16 +168,5 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(config_path_from_options(&garbage), None);
-    }
-
-    #[test]
-    fn sandbox_grouping_follows_cri_annotations() {
-        assert_eq!(sandbox_id_for("c1", None), "c1");
-        let mut a = HashMap::new();
-        a.insert(CRI_CONTAINER_TYPE.to_string(), "sandbox".to_string());
-        a.insert(CRI_SANDBOX_ID.to_string(), "pod1".to_string());
-        assert_eq!(sandbox_id_for("pod1", Some(&a)), "pod1");
-        a.insert(CRI_CONTAINER_TYPE.to_string(), "container".to_string());
-        assert_eq!(sandbox_id_for("c2", Some(&a)), "pod1");
     }
 }

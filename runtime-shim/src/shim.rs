@@ -12,7 +12,8 @@ use containerd_shim::{Config as ShimConfig, Error as ShimError, Flags, StartOpts
 use containerd_shim_protos::api::DeleteResponse;
 
 use crate::config::{Config, CONFIG_ENV};
-use crate::convert::{config_path_from_options, sandbox_id_for};
+use crate::convert::config_path_from_options;
+use crate::cri::sandbox_id_for;
 use crate::exit::{self, KILLED_EXIT_STATUS};
 use crate::sandbox::{cleanup_after_crash, valid_id, SandboxPaths};
 use crate::task::{HullTask, BUNDLE_SANDBOX_FILE};

@@ -439,7 +439,7 @@ impl Task for HullTask {
         }
         let bundle = PathBuf::from(&req.bundle);
         let (spec_bytes, spec) = read_bundle_spec(&bundle)?;
-        let sandbox_id = crate::convert::sandbox_id_for(&id, spec.annotations().as_ref());
+        let sandbox_id = crate::cri::sandbox_id_for(&id, spec.annotations().as_ref());
         if !valid_id(&sandbox_id) {
             return Err(status_error(
                 Code::INVALID_ARGUMENT,

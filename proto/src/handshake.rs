@@ -1,0 +1,67 @@
+//! The hybrid-vsock handshake, both sides: a host client connects to the Unix socket, writes
+//! `CONNECT <port>\n` and reads `OK <host-port>\n` (one byte at a time: what follows the line
+//! is the stream). The client ([`crate::client`]) and the agent's host-mode listener use these;
+//! hull-vmm's device speaks the same lines.
+
+/// Longest `CONNECT <port>\n` line a listener reads.
+pub const MAX_CONNECT_LINE: usize = 32;
+/// Longest `OK <port>\n` reply a client reads.
+pub const MAX_OK_LINE: usize = 32;
+
+/// The line a client sends to reach guest `port`.
+pub fn connect_line(port: u32) -> String {
+    format!("CONNECT {port}\n")
+}
+
+/// The line a listener answers a CONNECT with.
+pub fn ok_line(host_port: u32) -> String {
+    format!("OK {host_port}\n")
+}
+
+/// Parses `CONNECT <port>\n` (decimal digits only).
+pub fn parse_connect(line: &[u8]) -> Option<u32> {
+    parse_number_line(line, "CONNECT ")
+}
+
+/// Parses `OK <host-port>\n` and returns the host port.
+pub fn parse_ok(line: &[u8]) -> Option<u32> {
+    parse_number_line(line, "OK ")
+}
+
+fn parse_number_line(line: &[u8], prefix: &str) -> Option<u32> {
+    let text = std::str::from_utf8(line).ok()?;
+    let number = text.strip_prefix(prefix)?.strip_suffix('\n')?;
+    if number.is_empty() || !number.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    number.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_round_trip() {
+        assert_eq!(parse_connect(connect_line(1024).as_bytes()), Some(1024));
+        assert_eq!(parse_ok(ok_line(77).as_bytes()), Some(77));
+    }
+
+    #[test]
+    fn malformed_lines_are_refused() {
+        for bad in [
+            &b"CONNECT\n"[..],
+            b"CONNECT 1",
+            b"CONNECT -1\n",
+            b"CONNECT +1\n",
+            b"CONNECT 99999999999\n",
+            b"connect 1\n",
+            b"CONNECT 1 \n",
+            b"\xffCONNECT 1\n",
+        ] {
+            assert_eq!(parse_connect(bad), None, "{bad:?}");
+        }
+        assert_eq!(parse_ok(b"OK\n"), None);
+        assert_eq!(parse_ok(b"ERR 1\n"), None);
+    }
+}
