@@ -51,7 +51,7 @@ pub fn run_checks(config: &Config) -> Vec<Finding> {
         }),
     });
     let virtiofsd = if config.virtiofsd.as_os_str().is_empty() {
-        hull_vmm::virtio::fs::virtiofsd::find_virtiofsd()
+        crate::sandbox::virtiofsd::find_virtiofsd()
     } else {
         Some(config.virtiofsd.clone()).filter(|p| p.is_file())
     };

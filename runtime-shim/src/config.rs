@@ -11,10 +11,12 @@
 //! kernel = "/usr/share/hull/vmlinux"          # guest kernel (ELF vmlinux)
 //! initramfs = "/usr/share/hull/initramfs.cpio" # guest initramfs with hull-agent as PID 1
 //! vmm = "hull-vmm"                             # path, or a name searched next to the shim, then $PATH
-//! vcpus = 1
+//! vcpus = 1                                    # the smallest VM: a pod without limits gets this
 //! mem_mib = 256
+//! pod_vcpu_overhead = 0                        # vCPUs added to a pod's CPU limit (quota/period)
+//! pod_mem_overhead_mib = 128                   # MiB added to a pod's memory limit (guest kernel, agent)
 //! kernel_params = ""                           # appended to hull-vmm's default command line
-//! virtiofsd = ""                               # empty: hull-vmm's search ($HULL_VIRTIOFSD, $PATH, ~/.cargo/bin, ...)
+//! virtiofsd = ""                               # empty: the shim's search ($HULL_VIRTIOFSD, $PATH, ~/.cargo/bin, ...)
 //! debug = false                                # debug logs into containerd's log
 //!
 //! [sandbox]
@@ -91,9 +93,13 @@ pub struct Config {
     pub vcpus: u8,
     /// Guest memory per sandbox VM, MiB.
     pub mem_mib: u64,
+    /// vCPUs added to a pod's CPU limit to size its VM.
+    pub pod_vcpu_overhead: u8,
+    /// MiB added to a pod's memory limit to size its VM.
+    pub pod_mem_overhead_mib: u64,
     /// Extra kernel command line parameters.
     pub kernel_params: String,
-    /// virtiofsd binary; empty = hull-vmm's search.
+    /// virtiofsd binary; empty = the shim's search (see `sandbox::virtiofsd`).
     pub virtiofsd: PathBuf,
     /// Debug logging.
     pub debug: bool,
@@ -109,6 +115,8 @@ impl Default for Config {
             vmm: PathBuf::from("hull-vmm"),
             vcpus: 1,
             mem_mib: 256,
+            pod_vcpu_overhead: 0,
+            pod_mem_overhead_mib: 128,
             kernel_params: String::new(),
             virtiofsd: PathBuf::new(),
             debug: false,
@@ -150,6 +158,18 @@ pub enum ConfigError {
 }
 
 impl Config {
+    /// How pod VMs are sized from this configuration.
+    pub fn sizing_policy(&self) -> crate::cri::sizing::SizingPolicy {
+        crate::cri::sizing::SizingPolicy {
+            floor: crate::cri::sizing::VmSize {
+                vcpus: self.vcpus as u32,
+                mem_mib: self.mem_mib,
+            },
+            vcpu_overhead: self.pod_vcpu_overhead as u32,
+            mem_overhead_mib: self.pod_mem_overhead_mib,
+        }
+    }
+
     /// Parses and validates the TOML text of a configuration file (`path` only names it in errors).
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
@@ -172,6 +192,12 @@ impl Config {
             return Err(invalid(format!(
                 "mem_mib = {} (must be 64..=65536)",
                 self.mem_mib
+            )));
+        }
+        if self.pod_vcpu_overhead > 32 || self.pod_mem_overhead_mib > 65536 {
+            return Err(invalid(format!(
+                "pod_vcpu_overhead = {} / pod_mem_overhead_mib = {} (at most 32 / 65536)",
+                self.pod_vcpu_overhead, self.pod_mem_overhead_mib
             )));
         }
         if !self.sandbox.run_dir.is_absolute() {

@@ -1,9 +1,10 @@
-//! Container root file systems: containerd's `CreateTaskRequest.rootfs` mounts, parsed and
-//! mounted at `<shared>/<container-id>/rootfs` where the agent finds them.
+//! Container root file systems: containerd's `CreateTaskRequest.rootfs` mounts, parsed for
+//! mount(2) (the shim mounts them at `<shared>/<container-id>/rootfs` through
+//! [`crate::shared_dir::SharedDir`], where the agent finds them).
 
 use std::path::{Path, PathBuf};
 
-use nix::mount::{MntFlags, MsFlags};
+use nix::mount::MsFlags;
 
 /// One rootfs mount as containerd sends it (`type`, `source`, `options`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -120,74 +121,26 @@ pub fn parse_mount(spec: &MountSpec) -> Result<ParsedMount, MountError> {
     })
 }
 
-/// Picks the rootfs: one mount from containerd, or (none given) a bind mount of the bundle's
-/// `rootfs` directory, which then was prepared by the client.
-pub fn rootfs_mount(specs: &[MountSpec], bundle: &Path) -> Result<ParsedMount, MountError> {
+/// Picks the rootfs: one mount from containerd, or (none given) a bind mount of the spec's
+/// `root.path` (absolute as given, as runc takes it; relative to the bundle; default `rootfs`),
+/// which the client prepared.
+pub fn rootfs_mount(
+    specs: &[MountSpec],
+    bundle: &Path,
+    root_path: Option<&Path>,
+) -> Result<ParsedMount, MountError> {
     match specs {
         [] => Ok(ParsedMount {
             fs_type: "none".into(),
-            source: bundle.join("rootfs").to_string_lossy().into_owned(),
+            source: bundle
+                .join(root_path.unwrap_or(Path::new("rootfs")))
+                .to_string_lossy()
+                .into_owned(),
             flags: MsFlags::MS_BIND | MsFlags::MS_REC,
             data: String::new(),
         }),
         [one] => parse_mount(one),
         many => Err(MountError::TooMany(many.len())),
-    }
-}
-
-/// Mounts `mount` on `target` (created if missing). Bind mounts with `ro` are remounted
-/// read-only, as mount(2) ignores MS_RDONLY on the first bind.
-pub fn mount_at(mount: &ParsedMount, target: &Path) -> Result<(), MountError> {
-    let sys = |action, source| MountError::Sys {
-        action,
-        path: target.to_path_buf(),
-        source,
-    };
-    std::fs::create_dir_all(target).map_err(|e| sys("creating", e))?;
-    let data = (!mount.data.is_empty()).then_some(mount.data.as_str());
-    nix::mount::mount(
-        Some(mount.source.as_str()),
-        target,
-        Some(mount.fs_type.as_str()),
-        mount.flags,
-        data,
-    )
-    .map_err(|e| sys("mounting rootfs on", e.into()))?;
-    if mount.is_bind() && mount.flags.contains(MsFlags::MS_RDONLY) {
-        let remount = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
-        if let Err(e) = nix::mount::mount(None::<&str>, target, None::<&str>, remount, None::<&str>)
-        {
-            let _ = nix::mount::umount2(target, MntFlags::MNT_DETACH);
-            return Err(sys("remounting read-only", e.into()));
-        }
-    }
-    Ok(())
-}
-
-/// Unmounts everything mounted on `target` (lazily) and removes the directory. Absent targets
-/// and targets with nothing mounted are fine.
-pub fn unmount_and_remove(target: &Path) -> Result<(), MountError> {
-    loop {
-        match nix::mount::umount2(target, MntFlags::MNT_DETACH) {
-            Ok(()) => continue,
-            Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => break,
-            Err(e) => {
-                return Err(MountError::Sys {
-                    action: "unmounting",
-                    path: target.to_path_buf(),
-                    source: e.into(),
-                })
-            }
-        }
-    }
-    match std::fs::remove_dir(target) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(source) => Err(MountError::Sys {
-            action: "removing",
-            path: target.to_path_buf(),
-            source,
-        }),
     }
 }
 
@@ -253,37 +206,19 @@ mod tests {
         ));
         let two = [spec("bind", "/a", &[]), spec("bind", "/b", &[])];
         assert!(matches!(
-            rootfs_mount(&two, Path::new("/b")),
+            rootfs_mount(&two, Path::new("/b"), None),
             Err(MountError::TooMany(2))
         ));
     }
 
     #[test]
     fn no_mount_binds_the_bundle_rootfs() {
-        let m = rootfs_mount(&[], Path::new("/bundle")).unwrap();
+        let m = rootfs_mount(&[], Path::new("/bundle"), None).unwrap();
         assert_eq!(m.source, "/bundle/rootfs");
         assert!(m.is_bind());
-    }
-
-    #[test]
-    fn bind_mount_and_unmount_for_real() {
-        if !nix::unistd::geteuid().is_root() {
-            eprintln!("SKIPPED: needs root for mount(2)");
-            return;
-        }
-        let dir = tempfile::tempdir().unwrap();
-        let source = dir.path().join("src");
-        std::fs::create_dir(&source).unwrap();
-        std::fs::write(source.join("marker"), b"x").unwrap();
-        let target = dir.path().join("shared/c1/rootfs");
-        let m = parse_mount(&spec("bind", source.to_str().unwrap(), &["rbind", "ro"])).unwrap();
-        mount_at(&m, &target).unwrap();
-        assert_eq!(std::fs::read(target.join("marker")).unwrap(), b"x");
-        let err = std::fs::write(target.join("new"), b"y").unwrap_err();
-        assert_eq!(err.raw_os_error(), Some(libc::EROFS));
-        unmount_and_remove(&target).unwrap();
-        assert!(!target.exists());
-        assert!(source.join("marker").exists());
-        unmount_and_remove(&target).unwrap();
+        let m = rootfs_mount(&[], Path::new("/bundle"), Some(Path::new("/srv/root"))).unwrap();
+        assert_eq!(m.source, "/srv/root", "an absolute root.path is used as it is");
+        let m = rootfs_mount(&[], Path::new("/bundle"), Some(Path::new("fs"))).unwrap();
+        assert_eq!(m.source, "/bundle/fs");
     }
 }

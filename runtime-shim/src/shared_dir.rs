@@ -13,6 +13,8 @@ use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
 use nix::mount::{MntFlags, MsFlags};
 use nix::sys::stat::Mode;
 
+use crate::mounts::ParsedMount;
+
 /// A failed operation under the shared directory.
 #[derive(Debug, thiserror::Error)]
 #[error("{action} {path} (under the shared directory {shared}): {errno}")]
@@ -120,9 +122,7 @@ impl SharedDir {
         Ok(dir)
     }
 
-    /// Binds host path `source` at `rel` (created as `kind`), read-only if asked: the bind is
-    /// made on a descriptor of the target, then remounted read-only through a descriptor of
-    /// the new mount.
+    /// Binds host path `source` at `rel` (created as `kind`), read-only if asked.
     pub fn bind(
         &self,
         source: &Path,
@@ -130,10 +130,32 @@ impl SharedDir {
         kind: TargetKind,
         read_only: bool,
     ) -> Result<(), SharedDirError> {
+        let mut flags = MsFlags::MS_BIND | MsFlags::MS_REC;
+        if read_only {
+            flags |= MsFlags::MS_RDONLY;
+        }
+        let mount = ParsedMount {
+            fs_type: "none".into(),
+            source: source.to_string_lossy().into_owned(),
+            flags,
+            data: String::new(),
+        };
+        self.mount(&mount, rel, kind)
+    }
+
+    /// Mounts `mount` at `rel` (created as `kind`): the mount is made on a descriptor of the
+    /// target; a read-only bind is then remounted read-only through a descriptor of the new
+    /// mount (mount(2) ignores MS_RDONLY on the first bind).
+    pub fn mount(
+        &self,
+        mount: &ParsedMount,
+        rel: &Path,
+        kind: TargetKind,
+    ) -> Result<(), SharedDirError> {
         let parent = rel.parent().unwrap_or(Path::new(""));
         let name = rel
             .file_name()
-            .ok_or_else(|| self.error("binding onto", rel, Errno::EINVAL))?;
+            .ok_or_else(|| self.error("mounting onto", rel, Errno::EINVAL))?;
         let dir = self.create_dirs(parent)?;
         match kind {
             TargetKind::Dir => {
@@ -152,22 +174,23 @@ impl SharedDir {
         }
         let target =
             openat2(dir.as_fd(), name, beneath()).map_err(|e| self.error("opening", rel, e))?;
+        let data = (!mount.data.is_empty()).then_some(mount.data.as_str());
         nix::mount::mount(
-            Some(source),
+            Some(mount.source.as_str()),
             &proc_fd(&target),
-            None::<&str>,
-            MsFlags::MS_BIND | MsFlags::MS_REC,
-            None::<&str>,
+            Some(mount.fs_type.as_str()),
+            mount.flags,
+            data,
         )
-        .map_err(|e| self.error("binding onto", rel, e))?;
-        if read_only {
+        .map_err(|e| self.error("mounting onto", rel, e))?;
+        if mount.is_bind() && mount.flags.contains(MsFlags::MS_RDONLY) {
             let remount = || -> Result<(), Errno> {
                 let mounted = openat2(dir.as_fd(), name, beneath())?;
                 nix::mount::mount(
                     None::<&str>,
                     &proc_fd(&mounted),
                     None::<&str>,
-                    MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_REC,
+                    MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
                     None::<&str>,
                 )
             };
@@ -203,6 +226,28 @@ impl SharedDir {
                 Err(e) => return Err(self.error("unmounting", rel, e)),
             }
         }
+    }
+
+    /// The names in directory `rel` (resolved beneath, no links). Absent: empty.
+    pub fn list(&self, rel: &Path) -> Result<Vec<std::ffi::OsString>, SharedDirError> {
+        let how = OpenHow::new()
+            .flags(OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC)
+            .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS);
+        let fd = match openat2(self.fd.as_fd(), rel, how) {
+            Ok(fd) => fd,
+            Err(Errno::ENOENT) => return Ok(Vec::new()),
+            Err(e) => return Err(self.error("listing", rel, e)),
+        };
+        let mut dir = nix::dir::Dir::from_fd(fd).map_err(|e| self.error("listing", rel, e))?;
+        Ok(dir
+            .iter()
+            .filter_map(|entry| entry.ok())
+            .map(|entry| {
+                use std::os::unix::ffi::OsStrExt;
+                OsStr::from_bytes(entry.file_name().to_bytes()).to_os_string()
+            })
+            .filter(|name| name != "." && name != "..")
+            .collect())
     }
 
     /// Removes the file or empty directory `rel` (its parents resolved beneath the shared

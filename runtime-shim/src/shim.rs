@@ -171,12 +171,9 @@ pub async fn cleanup_container(bundle: &Path, container_id: &str) {
         return;
     }
     let paths = SandboxPaths::new(run_dir, &sandbox_id);
-    let rootfs = paths.rootfs(container_id);
-    if let Err(e) = crate::mounts::unmount_and_remove(&rootfs) {
-        tracing::warn!(%e, "delete: unmounting rootfs");
-    }
-    if let Some(parent) = rootfs.parent() {
-        let _ = std::fs::remove_dir(parent);
+    match crate::shared_dir::SharedDir::open(&paths.shared) {
+        Ok(shared) => crate::sandbox::cleanup::remove_container_dir(&shared, container_id),
+        Err(e) => tracing::info!(%e, "delete: no shared directory"),
     }
     if sandbox_id == container_id {
         cleanup_after_crash(&paths).await;

@@ -20,7 +20,7 @@ use virtio_queue::{Queue, QueueT};
 use vm_memory::{Bytes, GuestAddress};
 use vmm_sys_util::eventfd::EventFd;
 
-use super::virtiofsd::{find_virtiofsd, virtiofsd_command};
+use hull_runtime::sandbox::virtiofsd::{find_virtiofsd, virtiofsd_command};
 use super::*;
 use crate::memory::{create_guest_ram, GuestRam};
 

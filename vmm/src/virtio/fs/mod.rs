@@ -19,7 +19,6 @@
 
 pub mod config;
 pub mod vhost_user;
-pub mod virtiofsd;
 
 #[cfg(test)]
 mod backend_tests;
@@ -35,7 +34,6 @@ use vmm_sys_util::eventfd::EventFd;
 
 pub use config::{FsConfig, FsConfigError};
 pub use vhost_user::FsError;
-pub use virtiofsd::virtiofsd_command;
 
 use self::vhost_user::{BackendConnection, VringLayout, CONNECT_TIMEOUT};
 use super::{device_type, ActivateError, IrqTrigger, VirtioDevice, INT_VRING, VIRTIO_F_VERSION_1};

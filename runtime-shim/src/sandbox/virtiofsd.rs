@@ -1,8 +1,8 @@
 //! Starting virtiofsd, the vhost-user back-end of the virtio-fs device.
 //!
-//! The VMM does not own virtiofsd: whoever owns the sandbox (the shim, or a test) starts it with
-//! [`virtiofsd_command`], waits for nothing (the device retries the connection while the socket
-//! appears) and stops it when the VM is gone. virtiofsd serves exactly one connection and exits
+//! The VMM does not own virtiofsd: the sandbox owner (the shim; hull-vmm's own virtio-fs tests
+//! use the same command) starts it with [`virtiofsd_command`], waits for its socket (the VMM's
+//! device also retries the connection while it appears) and stops it when the VM is gone. virtiofsd serves exactly one connection and exits
 //! when the VMM closes it.
 
 use std::ffi::OsString;

@@ -1,0 +1,438 @@
+//! One pod's sandbox: the processes that hold it (virtiofsd + hull-vmm, or a host hull-agent in
+//! test mode), the agent connection, and its directory `<run_dir>/<sandbox-id>/`:
+//!
+//! - `shared/`        shared with the guest (virtio-fs tag [`SHARED_FS_TAG`]); each container
+//!   has `shared/<container-id>/rootfs` and its host binds in `shared/<container-id>/mounts/<n>`
+//! - `pod-shm/`       host-agent mode only: the pod's /dev/shm tmpfs (the agent mounts it)
+//! - `vsock.sock`     hull-vmm's hybrid-vsock socket (or the host agent's hybrid listener)
+//! - `virtiofsd.sock` virtiofsd's vhost-user socket
+//! - `pids`           "name pid" lines of the sandbox processes, for `delete` after a shim crash
+//! - `*.log`          stdout/stderr of those processes
+
+pub mod cleanup;
+pub mod launch;
+pub mod processes;
+pub mod virtiofsd;
+
+#[cfg(test)]
+mod tests;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hull_proto::agent::{CreateSandboxRequest, SharedFs};
+use hull_proto::agent_ttrpc::AgentServiceClient;
+use tokio::net::UnixStream;
+use tokio::sync::watch;
+
+pub use hull_proto::valid_id;
+
+use crate::agent_client::{AgentClient, AgentError};
+use crate::config::{Config, SandboxMode};
+use crate::cri::sizing::VmSize;
+use crate::shared_dir::SharedDir;
+use processes::{monitor_child, spawn_logged, stop_processes, write_pids_file};
+
+/// virtio-fs tag of the shared directory.
+pub const SHARED_FS_TAG: &str = "hullfs";
+/// Where the guest agent mounts the shared directory.
+pub const GUEST_SHARED_DIR: &str = "/run/hull/shared";
+/// Guest CID given to every sandbox VM (each VM has its own vsock device; the CID is local).
+pub const GUEST_CID: u64 = 3;
+/// The pod /dev/shm size when the host's gives none.
+pub const DEFAULT_POD_SHM_BYTES: u64 = 64 << 20;
+
+/// A sandbox that could not be started or reached.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    /// The configuration does not allow a sandbox on this machine.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// A file system operation on the sandbox directory failed.
+    #[error("{action} {path}: {source}")]
+    Io {
+        /// What was done.
+        action: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// A process of the sandbox could not be started.
+    #[error("starting {name} ({binary}): {source}")]
+    Spawn {
+        /// "virtiofsd", "hull-vmm" or "hull-agent".
+        name: &'static str,
+        /// The binary.
+        binary: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The agent did not answer in time.
+    #[error("the agent of sandbox {sandbox_id} did not answer within {timeout:?}: {last_error}")]
+    AgentUnreachable {
+        /// The sandbox.
+        sandbox_id: String,
+        /// The boot timeout.
+        timeout: Duration,
+        /// The last connection error.
+        last_error: String,
+    },
+    /// The agent refused a call.
+    #[error(transparent)]
+    Agent(#[from] AgentError),
+    /// A sandbox process died while starting.
+    #[error("sandbox process died during start-up: {0}")]
+    Died(String),
+}
+
+/// The paths of one sandbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SandboxPaths {
+    /// `<run_dir>/<sandbox-id>`.
+    pub dir: PathBuf,
+    /// Shared directory.
+    pub shared: PathBuf,
+    /// Hybrid-vsock socket.
+    pub vsock_socket: PathBuf,
+    /// virtiofsd socket.
+    pub virtiofsd_socket: PathBuf,
+    /// Pid file for crash clean-up.
+    pub pids_file: PathBuf,
+}
+
+impl SandboxPaths {
+    /// The paths of sandbox `sandbox_id` under `run_dir`.
+    pub fn new(run_dir: &Path, sandbox_id: &str) -> SandboxPaths {
+        let dir = run_dir.join(sandbox_id);
+        SandboxPaths {
+            shared: dir.join("shared"),
+            vsock_socket: dir.join("vsock.sock"),
+            virtiofsd_socket: dir.join("virtiofsd.sock"),
+            pids_file: dir.join("pids"),
+            dir,
+        }
+    }
+
+    /// Where the rootfs of `container_id` is mounted, relative to the shared directory (the
+    /// agent's `rootfs_path`).
+    pub fn rootfs_rel(container_id: &str) -> PathBuf {
+        Path::new(container_id).join("rootfs")
+    }
+}
+
+/// What the pod asks of its sandbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SandboxRequest {
+    /// VM size (from the pod's resources and the configuration).
+    pub size: VmSize,
+    /// The pod's /dev/shm in bytes; 0 = none (a plain container keeps its own tmpfs).
+    pub shm_size_bytes: u64,
+    /// The guest's hostname (the pod's, else one made from the sandbox id).
+    pub hostname: String,
+}
+
+/// A running sandbox.
+pub struct Sandbox {
+    /// Sandbox id (the pod's, or the container's for a plain `ctr run`).
+    pub id: String,
+    /// Its paths.
+    pub paths: SandboxPaths,
+    /// What it was started with.
+    pub request: SandboxRequest,
+    mode: SandboxMode,
+    agent: AgentClient,
+    pids: Vec<(&'static str, u32)>,
+    stopping: Arc<AtomicBool>,
+    death: watch::Receiver<Option<String>>,
+}
+
+impl Sandbox {
+    /// Starts the sandbox processes for `sandbox_id`, waits for the agent, checks its API
+    /// version and sends CreateSandbox.
+    pub async fn start(
+        config: &Config,
+        sandbox_id: &str,
+        request: SandboxRequest,
+    ) -> Result<Sandbox, SandboxError> {
+        config.check_sandbox_prerequisites()?;
+        let paths = SandboxPaths::new(&config.sandbox.run_dir, sandbox_id);
+        let io = |action, path: &Path| {
+            let path = path.to_path_buf();
+            move |source| SandboxError::Io {
+                action,
+                path,
+                source,
+            }
+        };
+        std::fs::create_dir_all(&paths.shared).map_err(io("creating", &paths.shared))?;
+        let _ = std::fs::remove_file(&paths.vsock_socket);
+        let _ = std::fs::remove_file(&paths.virtiofsd_socket);
+
+        let mut children = Vec::new();
+        match config.sandbox.mode {
+            SandboxMode::HostAgent => {
+                tracing::warn!(
+                    sandbox = sandbox_id,
+                    "SANDBOX MODE host-agent: containers run on the HOST through hull-agent with NO \
+                     isolation (test-only mode, never use it in production)"
+                );
+                let (agent, cmd) = launch::host_agent_command(config, &paths);
+                children.push(spawn_logged(
+                    "hull-agent",
+                    agent,
+                    cmd,
+                    &paths.dir.join("agent.log"),
+                )?);
+            }
+            SandboxMode::Vm => {
+                launch::make_shared_mount(&paths.shared)?;
+                let (binary, cmd) = launch::virtiofsd_command(config, &paths);
+                children.push(spawn_logged(
+                    "virtiofsd",
+                    binary,
+                    cmd,
+                    &paths.dir.join("virtiofsd.log"),
+                )?);
+                launch::wait_for_socket(&paths.virtiofsd_socket, Duration::from_secs(5)).await;
+                tracing::info!(
+                    sandbox = sandbox_id,
+                    vcpus = request.size.vcpus,
+                    mem_mib = request.size.mem_mib,
+                    "booting the sandbox VM"
+                );
+                let (vmm, cmd) = launch::vmm_command(config, &paths, request.size);
+                children.push(spawn_logged(
+                    "hull-vmm",
+                    vmm,
+                    cmd,
+                    &paths.dir.join("vmm.log"),
+                )?);
+            }
+        }
+        let pids: Vec<(&'static str, u32)> = children
+            .iter()
+            .map(|(name, child)| (*name, child.id().unwrap_or(0)))
+            .collect();
+        write_pids_file(&paths.pids_file, &pids).map_err(io("writing", &paths.pids_file))?;
+
+        let stopping = Arc::new(AtomicBool::new(false));
+        let (death_tx, death) = watch::channel(None);
+        let death_tx = Arc::new(death_tx);
+        for (name, child) in children {
+            monitor_child(
+                name,
+                child,
+                pids.clone(),
+                stopping.clone(),
+                death_tx.clone(),
+            );
+        }
+
+        let agent =
+            match connect_agent(&paths, sandbox_id, &death, config.sandbox.boot_timeout()).await {
+                Ok(agent) => agent,
+                Err(e) => {
+                    stopping.store(true, Ordering::SeqCst);
+                    stop_processes(&pids).await;
+                    cleanup::cleanup_dir(&paths);
+                    return Err(e);
+                }
+            };
+        if config.sandbox.mode == SandboxMode::Vm {
+            follow_agent_log(&paths, sandbox_id).await;
+        }
+        let sandbox = Sandbox {
+            id: sandbox_id.to_string(),
+            paths,
+            request,
+            mode: config.sandbox.mode,
+            agent,
+            pids,
+            stopping,
+            death,
+        };
+        let create = CreateSandboxRequest {
+            sandbox_id: sandbox_id.to_string(),
+            hostname: sandbox.request.hostname.clone(),
+            shared_fs: match sandbox.mode {
+                SandboxMode::Vm => Some(SharedFs {
+                    tag: SHARED_FS_TAG.into(),
+                    mount_point: GUEST_SHARED_DIR.into(),
+                    ..Default::default()
+                })
+                .into(),
+                SandboxMode::HostAgent => None.into(),
+            },
+            shm_size_bytes: sandbox.request.shm_size_bytes,
+            ..Default::default()
+        };
+        if let Err(e) = sandbox.agent.create_sandbox(&create).await {
+            sandbox.destroy().await;
+            return Err(e.into());
+        }
+        tracing::info!(sandbox = sandbox_id, mode = ?sandbox.mode, "sandbox ready");
+        Ok(sandbox)
+    }
+
+    /// The agent client.
+    pub fn agent(&self) -> &AgentClient {
+        &self.agent
+    }
+
+    /// The shared directory, opened for link-proof operations.
+    pub fn shared_dir(&self) -> Result<SharedDir, crate::shared_dir::SharedDirError> {
+        SharedDir::open(&self.paths.shared)
+    }
+
+    /// A receiver that turns `Some(reason)` when a sandbox process dies unexpectedly.
+    pub fn death_notice(&self) -> watch::Receiver<Option<String>> {
+        self.death.clone()
+    }
+
+    /// True once a sandbox process died.
+    pub fn is_dead(&self) -> bool {
+        self.death.borrow().is_some()
+    }
+
+    /// Opens a stdio stream to guest vsock `port` (a port the agent named).
+    pub async fn open_stream(&self, port: u32) -> Result<UnixStream, SandboxError> {
+        hull_proto::client::open_hybrid_vsock_stream(
+            &self.paths.vsock_socket,
+            port,
+            Duration::from_secs(5),
+        )
+        .await
+        .map_err(|e| SandboxError::Io {
+            action: "opening stdio stream through",
+            path: self.paths.vsock_socket.clone(),
+            source: std::io::Error::other(e.to_string()),
+        })
+    }
+
+    /// Tears the sandbox down: DestroySandbox (best effort, short), stop the processes, unmount
+    /// and remove the sandbox directory.
+    pub async fn destroy(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        if !self.is_dead() {
+            if let Err(e) = self
+                .agent
+                .destroy_sandbox(&self.id, Duration::from_secs(3))
+                .await
+            {
+                tracing::debug!(%e, "DestroySandbox");
+            }
+        }
+        stop_processes(&self.pids).await;
+        cleanup::cleanup_dir(&self.paths);
+        tracing::info!(sandbox = self.id, "sandbox destroyed");
+    }
+}
+
+/// Connects to the agent through the hybrid-vsock socket, retrying while the sandbox boots
+/// (the VMM closes a host connection the guest does not answer within 5 s), then checks the
+/// agent's API version.
+async fn connect_agent(
+    paths: &SandboxPaths,
+    sandbox_id: &str,
+    death: &watch::Receiver<Option<String>>,
+    timeout: Duration,
+) -> Result<AgentClient, SandboxError> {
+    let started = Instant::now();
+    let mut last_error = String::from("no attempt");
+    while started.elapsed() < timeout {
+        if let Some(reason) = death.borrow().clone() {
+            return Err(SandboxError::Died(reason));
+        }
+        match hull_proto::client::connect_hybrid_vsock(
+            &paths.vsock_socket,
+            hull_proto::AGENT_API_PORT,
+        )
+        .await
+        {
+            Ok(client) => {
+                let agent = AgentClient::new(AgentServiceClient::new(client));
+                match agent.version(Duration::from_secs(5)).await {
+                    Ok(reply) => {
+                        hull_proto::check_api_version(&reply).map_err(|e| {
+                            SandboxError::AgentUnreachable {
+                                sandbox_id: sandbox_id.to_string(),
+                                timeout,
+                                last_error: e.to_string(),
+                            }
+                        })?;
+                        tracing::info!(
+                            agent_version = reply.agent_version,
+                            elapsed_ms = started.elapsed().as_millis() as u64,
+                            "agent answered"
+                        );
+                        return Ok(agent);
+                    }
+                    Err(e) => last_error = e.to_string(),
+                }
+            }
+            Err(e) => last_error = e.to_string(),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Err(SandboxError::AgentUnreachable {
+        sandbox_id: sandbox_id.to_string(),
+        timeout,
+        last_error,
+    })
+}
+
+/// A hostname from an id or a pod's name: at most 63 characters of [a-z0-9-].
+pub fn hostname_for(name: &str) -> String {
+    let name: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .take(63)
+        .collect();
+    let name = name.trim_matches('-').to_string();
+    if name.is_empty() {
+        "hull".into()
+    } else {
+        name
+    }
+}
+
+/// Starts copying the agent's log port into `agent.log` of the sandbox directory (and its
+/// warnings into the shim's log); the copy ends with the VM.
+async fn follow_agent_log(paths: &SandboxPaths, sandbox_id: &str) {
+    let stream = hull_proto::client::open_hybrid_vsock_stream(
+        &paths.vsock_socket,
+        hull_proto::AGENT_LOG_PORT,
+        Duration::from_secs(5),
+    )
+    .await;
+    match stream {
+        Ok(stream) => {
+            let file = paths.dir.join("agent.log");
+            let sandbox_id = sandbox_id.to_string();
+            tokio::spawn(async move {
+                crate::agent_log::follow_agent_log(stream, &file, &sandbox_id).await;
+            });
+        }
+        Err(err) => {
+            tracing::warn!(sandbox = sandbox_id, %err, "connecting to the agent's log port")
+        }
+    }
+}
+
+/// Clean-up after a crashed shim: stops the recorded sandbox processes (only if they still run
+/// the recorded program), unmounts every container's mounts and the shared directory, removes
+/// the directory.
+pub async fn cleanup_after_crash(paths: &SandboxPaths) {
+    let pids = processes::read_pids_file(&paths.pids_file);
+    stop_processes(&pids).await;
+    cleanup::cleanup_dir(paths);
+}

@@ -1,0 +1,89 @@
+use std::path::Path;
+
+use super::cleanup::{mounts_below, unescape_for_test};
+use super::processes::{process_matches, read_pids_file, write_pids_file};
+use super::*;
+
+#[test]
+fn paths_are_under_the_sandbox_dir() {
+    let p = SandboxPaths::new(Path::new("/run/hull"), "sb1");
+    assert_eq!(p.shared, Path::new("/run/hull/sb1/shared"));
+    assert_eq!(p.vsock_socket, Path::new("/run/hull/sb1/vsock.sock"));
+    assert_eq!(SandboxPaths::rootfs_rel("c1"), Path::new("c1/rootfs"));
+}
+
+#[test]
+fn hostnames_are_sanitised() {
+    assert_eq!(hostname_for("Pod_1.x"), "pod-1-x");
+    assert_eq!(hostname_for("..."), "hull");
+    assert_eq!(hostname_for(&"a".repeat(100)).len(), 63);
+}
+
+#[test]
+fn pids_file_round_trip_skips_garbage() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pids");
+    write_pids_file(&path, &[("hull-vmm", 1234), ("virtiofsd", 99)]).unwrap();
+    std::fs::write(
+        &path,
+        std::fs::read_to_string(&path).unwrap() + "junk\ninit 1\nx notanumber\n",
+    )
+    .unwrap();
+    assert_eq!(
+        read_pids_file(&path),
+        vec![
+            ("hull-vmm".to_string(), 1234),
+            ("virtiofsd".to_string(), 99)
+        ]
+    );
+}
+
+#[test]
+fn only_matching_live_processes_are_recognised() {
+    let me = std::process::id();
+    let comm = std::fs::read_to_string(format!("/proc/{me}/comm")).unwrap();
+    assert!(process_matches(me, comm.trim()));
+    assert!(!process_matches(me, "definitely-not-this"));
+    assert!(!process_matches(u32::MAX - 1, "x"));
+}
+
+#[test]
+fn mountinfo_escapes_are_decoded() {
+    assert_eq!(unescape_for_test("/a\\040b\\134c"), "/a b\\c");
+    assert_eq!(unescape_for_test("/plain"), "/plain");
+    assert_eq!(unescape_for_test("/trailing\\04"), "/trailing\\04");
+    assert!(mounts_below(Path::new("/definitely/not/mounted")).is_empty());
+}
+
+#[test]
+fn cleanup_unmounts_a_container_moved_deeper_before_removing_anything() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIPPED: needs root for mount(2)");
+        return;
+    }
+    let run = tempfile::tempdir().unwrap();
+    let paths = SandboxPaths::new(run.path(), "sb1");
+    let source = run.path().join("source");
+    std::fs::create_dir_all(&source).unwrap();
+    std::fs::write(source.join("precious"), b"x").unwrap();
+    std::fs::create_dir_all(&paths.shared).unwrap();
+    let shared = SharedDir::open(&paths.shared).unwrap();
+    shared
+        .bind(
+            &source,
+            Path::new("c1/rootfs"),
+            crate::shared_dir::TargetKind::Dir,
+            false,
+        )
+        .unwrap();
+    // The guest moves the container's directory one level deeper.
+    std::fs::create_dir(paths.shared.join("deep")).unwrap();
+    std::fs::rename(paths.shared.join("c1"), paths.shared.join("deep/c1")).unwrap();
+    cleanup::cleanup_dir(&paths);
+    assert!(
+        source.join("precious").exists(),
+        "the mounted source was emptied"
+    );
+    assert!(mounts_below(run.path()).is_empty());
+    assert!(!paths.dir.exists());
+}
