@@ -4,265 +4,19 @@
 //! host behind the same hybrid-vsock protocol as in a VM).
 //!
 //! Needs root, containerd, ctr, runc, busybox-static, python3 and a built hull-agent next to the
-//! test binaries (`cargo build -p hull-agent`). A missing piece prints SKIPPED with the reason.
+//! test binaries (`cargo build -p hull-agent`). A missing piece prints SKIPPED with the reason,
+//! or fails the test when `CI` or `HULL_REQUIRE_CRI` is set. The fixture: `common/containerd.rs`.
 //!
 //! Run: `cargo build -p hull-agent -p hull-runtime && cargo test -p hull-runtime --test containerd -- --nocapture --test-threads=1`
 //! Benchmark: `... --test containerd -- --ignored bench --nocapture`
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::containerd::{containerd_or_skip, which, Containerd, Options, IMAGE, NS, RUNTIME};
 use common::text;
-
-const IMAGE: &str = "docker.io/library/busybox:hull";
-const NS: &str = "hulltest";
-const RUNTIME: &str = "io.containerd.hull.v2";
-
-struct Containerd {
-    dir: tempfile::TempDir,
-    child: Child,
-}
-
-impl Drop for Containerd {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .arg(self.child.id().to_string())
-            .status();
-        let _ = self.child.wait();
-        // Shims and host agents this test's containerd started (their command lines name our
-        // temp dir), by pid.
-        if let Ok(out) = Command::new("pgrep")
-            .arg("-f")
-            .arg(self.dir.path())
-            .output()
-        {
-            for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-                let _ = Command::new("kill").args(["-9", pid]).status();
-            }
-        }
-        // Leave nothing mounted under the temp dir.
-        let _ = Command::new("sh")
-            .arg("-c")
-            .arg(format!(
-                "grep -o ' {}[^ ]*' /proc/self/mounts | sort -r | xargs -r -n1 umount -l",
-                self.dir.path().display()
-            ))
-            .status();
-    }
-}
-
-fn target_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_containerd-shim-hull-v2"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-fn which(name: &str) -> bool {
-    Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {name}"))
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-/// Why this machine cannot run the tests, if it cannot.
-fn skip_reason() -> Option<String> {
-    if !nix::unistd::geteuid().is_root() {
-        return Some("needs root".into());
-    }
-    for tool in ["containerd", "ctr", "runc", "python3"] {
-        if !which(tool) {
-            return Some(format!(
-                "{tool} not installed (apt-get install -y containerd runc)"
-            ));
-        }
-    }
-    if !Path::new("/bin/busybox").exists() {
-        return Some("/bin/busybox missing (apt-get install -y busybox-static)".into());
-    }
-    if !target_dir().join("hull-agent").exists() {
-        return Some("hull-agent not built (cargo build -p hull-agent)".into());
-    }
-    None
-}
-
-impl Containerd {
-    fn start() -> Containerd {
-        let dir = tempfile::Builder::new()
-            .prefix("hull-ctrd")
-            .tempdir()
-            .unwrap();
-        let d = dir.path();
-        for sub in [
-            "bin",
-            "root",
-            "state",
-            "run",
-            "hull",
-            "img/rootfs/bin",
-            "logs",
-        ] {
-            std::fs::create_dir_all(d.join(sub)).unwrap();
-        }
-        std::os::unix::fs::symlink(
-            env!("CARGO_BIN_EXE_containerd-shim-hull-v2"),
-            d.join("bin/containerd-shim-hull-v2"),
-        )
-        .unwrap();
-        std::fs::write(
-            d.join("hull.toml"),
-            format!(
-                "debug = true\n[sandbox]\nmode = \"host-agent\"\nrun_dir = \"{}\"\nagent = \"{}\"\n",
-                d.join("hull").display(),
-                target_dir().join("hull-agent").display()
-            ),
-        )
-        .unwrap();
-        std::fs::write(
-            d.join("config.toml"),
-            format!(
-                r#"version = 2
-root = "{d}/root"
-state = "{d}/state"
-[grpc]
-  address = "{d}/run/containerd.sock"
-[debug]
-  address = "{d}/run/debug.sock"
-  level = "debug"
-[plugins."io.containerd.grpc.v1.cri"]
-  restrict_oom_score_adj = true
-  disable_tcp_service = true
-[plugins."io.containerd.internal.v1.opt"]
-  path = "{d}/opt"
-"#,
-                d = d.display()
-            ),
-        )
-        .unwrap();
-        let log = std::fs::File::create(d.join("logs/containerd.log")).unwrap();
-        let child = Command::new("containerd")
-            .arg("--config")
-            .arg(d.join("config.toml"))
-            .env(
-                "PATH",
-                format!(
-                    "{}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-                    d.join("bin").display()
-                ),
-            )
-            .env("HULL_CONFIG", d.join("hull.toml"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let ctrd = Containerd { dir, child };
-        let started = Instant::now();
-        while !ctrd.sock().exists() {
-            assert!(
-                started.elapsed() < Duration::from_secs(20),
-                "containerd did not start"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        ctrd.build_image();
-        ctrd
-    }
-
-    fn sock(&self) -> PathBuf {
-        self.dir.path().join("run/containerd.sock")
-    }
-
-    fn build_image(&self) {
-        let rootfs = self.dir.path().join("img/rootfs");
-        std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
-        let list = Command::new("/bin/busybox").arg("--list").output().unwrap();
-        for applet in String::from_utf8_lossy(&list.stdout).lines() {
-            if applet != "busybox" && !applet.contains('/') {
-                let _ = std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet));
-            }
-        }
-        for sub in ["proc", "sys", "dev", "tmp", "etc"] {
-            std::fs::create_dir_all(rootfs.join(sub)).unwrap();
-        }
-        let tar = self.dir.path().join("img/busybox.tar");
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/shim/mk_oci_image.py");
-        let out = Command::new("python3")
-            .arg(script)
-            .arg(&rootfs)
-            .arg(&tar)
-            .arg(IMAGE)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let out = self.ctr(&["image", "import", tar.to_str().unwrap()]);
-        assert!(out.status.success(), "import: {}", text(&out));
-    }
-
-    fn ctr(&self, args: &[&str]) -> Output {
-        self.ctr_with_stdin(args, Stdio::null())
-    }
-
-    fn ctr_with_stdin(&self, args: &[&str], stdin: Stdio) -> Output {
-        Command::new("timeout")
-            .arg("60")
-            .arg("ctr")
-            .arg("-a")
-            .arg(self.sock())
-            .arg("-n")
-            .arg(NS)
-            .args(args)
-            .stdin(stdin)
-            .output()
-            .unwrap()
-    }
-
-    fn run(&self, id: &str, extra: &[&str], cmd: &[&str]) -> Output {
-        let mut args = vec!["run", "--rm", "--runtime", RUNTIME];
-        args.extend_from_slice(extra);
-        args.push(IMAGE);
-        args.push(id);
-        args.extend_from_slice(cmd);
-        self.ctr(&args)
-    }
-
-    /// Nothing of sandbox `id` is left: no sandbox dir, no mounts, no hull-agent for it.
-    fn assert_clean(&self, id: &str) {
-        let sandbox = self.dir.path().join("hull").join(id);
-        assert!(!sandbox.exists(), "{} left behind", sandbox.display());
-        let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
-        assert!(
-            !mounts.contains(sandbox.to_str().unwrap()),
-            "mount under {} left behind",
-            sandbox.display()
-        );
-        let ps = Command::new("pgrep")
-            .arg("-f")
-            .arg(sandbox.to_str().unwrap())
-            .output()
-            .unwrap();
-        assert!(ps.stdout.is_empty(), "processes left: {}", text(&ps));
-    }
-
-    fn log_tail(&self) -> String {
-        let log = std::fs::read_to_string(self.dir.path().join("logs/containerd.log"))
-            .unwrap_or_default();
-        let lines: Vec<_> = log
-            .lines()
-            .filter(|l| l.contains("hull") || l.contains("shim"))
-            .collect();
-        lines[lines.len().saturating_sub(30)..].join("\n")
-    }
-}
 
 fn wait_for_status(c: &Containerd, id: &str, want: &str) {
     let started = Instant::now();
@@ -474,7 +228,7 @@ fn scenario_exec_kill_metrics_pause(c: &Containerd) {
 
 fn scenario_crash_cleanup(c: &Containerd) {
     start_detached(c, "crash1", &["sleep", "1000"]);
-    let sandbox = c.dir.path().join("hull/crash1");
+    let sandbox = c.hull_run_dir().join("crash1");
     assert!(sandbox.join("shared/crash1/rootfs/bin/busybox").exists());
     // The shim's pid: the process whose cmdline has `-id crash1` without `start`.
     let ps = Command::new("pgrep")
@@ -492,18 +246,9 @@ fn scenario_crash_cleanup(c: &Containerd) {
     c.assert_clean("crash1");
 }
 
-/// Starts the test's containerd, or prints why the test is skipped and returns None.
-fn containerd_or_skip(what: &str) -> Option<Containerd> {
-    if let Some(reason) = skip_reason() {
-        eprintln!("SKIPPED {what}: {reason}");
-        return None;
-    }
-    Some(Containerd::start())
-}
-
 #[test]
 fn containerd_scenarios() {
-    let Some(c) = containerd_or_skip("containerd scenarios") else {
+    let Some(c) = containerd_or_skip("containerd scenarios", &Options::default()) else {
         return;
     };
     type Scenario = fn(&Containerd);
@@ -537,7 +282,7 @@ fn containerd_scenarios() {
 #[test]
 #[ignore]
 fn bench_ctr_run_true() {
-    let Some(c) = containerd_or_skip("bench") else {
+    let Some(c) = containerd_or_skip("bench", &Options::default()) else {
         return;
     };
     let n = 15;

@@ -1,4 +1,9 @@
 //! Helpers shared by the shim's integration tests.
+// Each test crate uses its own part of these helpers.
+#![allow(dead_code)]
+
+pub mod containerd;
+pub mod cri;
 
 use std::process::Output;
 
