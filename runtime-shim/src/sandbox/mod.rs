@@ -33,7 +33,7 @@ use crate::agent_client::{AgentClient, AgentError};
 use crate::config::{Config, SandboxMode};
 use crate::cri::sizing::VmSize;
 use crate::shared_dir::SharedDir;
-use processes::{monitor_child, spawn_logged, stop_processes, write_pids_file};
+use processes::{monitor_child, spawn_logged, stop_processes, write_pids_file, ProcessRecord};
 
 /// virtio-fs tag of the shared directory.
 pub const SHARED_FS_TAG: &str = "hullfs";
@@ -144,7 +144,7 @@ pub struct Sandbox {
     pub request: SandboxRequest,
     mode: SandboxMode,
     agent: AgentClient,
-    pids: Vec<(&'static str, u32)>,
+    pids: Vec<(&'static str, ProcessRecord)>,
     stopping: Arc<AtomicBool>,
     death: watch::Receiver<Option<String>>,
 }
@@ -212,9 +212,9 @@ impl Sandbox {
                 )?);
             }
         }
-        let pids: Vec<(&'static str, u32)> = children
+        let pids: Vec<(&'static str, ProcessRecord)> = children
             .iter()
-            .map(|(name, child)| (*name, child.id().unwrap_or(0)))
+            .filter_map(|(name, child)| Some((*name, ProcessRecord::of(child.id()?)?)))
             .collect();
         write_pids_file(&paths.pids_file, &pids).map_err(io("writing", &paths.pids_file))?;
 

@@ -43,7 +43,7 @@ pub fn spawn_logged(
 pub fn monitor_child(
     name: &'static str,
     mut child: tokio::process::Child,
-    all: Vec<(&'static str, u32)>,
+    all: Vec<(&'static str, ProcessRecord)>,
     stopping: Arc<AtomicBool>,
     death: Arc<watch::Sender<Option<String>>>,
 ) {
@@ -61,68 +61,95 @@ pub fn monitor_child(
             "sandbox process died: every task of the sandbox exits"
         );
         death.send_replace(Some(reason));
-        for (_, pid) in all {
-            if pid != 0 {
-                let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+        for (_, record) in all {
+            if record.is_alive() {
+                let _ = kill(Pid::from_raw(record.pid as i32), Signal::SIGKILL);
             }
         }
     });
 }
 
-/// Writes the `pids` file: one "name pid" line per process.
-pub fn write_pids_file(path: &Path, pids: &[(&'static str, u32)]) -> std::io::Result<()> {
-    let text: String = pids.iter().map(|(n, p)| format!("{n} {p}\n")).collect();
+/// A sandbox process as recorded for clean-up: its pid and the start time the kernel gave
+/// it, so a recycled pid is never taken for it, whatever the binary is called.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcessRecord {
+    /// The pid.
+    pub pid: u32,
+    /// Field 22 of /proc/<pid>/stat (clock ticks after boot).
+    pub start_time: u64,
+}
+
+impl ProcessRecord {
+    /// The record of live process `pid`, if it runs.
+    pub fn of(pid: u32) -> Option<ProcessRecord> {
+        Some(ProcessRecord {
+            pid,
+            start_time: start_time(pid)?,
+        })
+    }
+
+    /// Is this very process still there (same pid, same start time, not a zombie)?
+    pub fn is_alive(&self) -> bool {
+        self.pid > 1 && start_time(self.pid) == Some(self.start_time) && !is_zombie(self.pid)
+    }
+}
+
+/// Start time of `pid` from /proc/<pid>/stat (field 22; the fields after the command name,
+/// which may hold spaces and parentheses, are counted from its last `)`).
+pub fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Writes the `pids` file: one "name pid start-time" line per process.
+pub fn write_pids_file(
+    path: &Path,
+    records: &[(&'static str, ProcessRecord)],
+) -> std::io::Result<()> {
+    let text: String = records
+        .iter()
+        .map(|(n, r)| format!("{n} {} {}\n", r.pid, r.start_time))
+        .collect();
     std::fs::write(path, text)
 }
 
 /// Reads a pids file written by [`write_pids_file`]; malformed lines are skipped.
-pub fn read_pids_file(path: &Path) -> Vec<(String, u32)> {
+pub fn read_pids_file(path: &Path) -> Vec<(String, ProcessRecord)> {
     let Ok(text) = std::fs::read_to_string(path) else {
         return Vec::new();
     };
     text.lines()
         .take(16)
         .filter_map(|line| {
-            let (name, pid) = line.split_once(' ')?;
-            let pid: u32 = pid.trim().parse().ok()?;
-            (pid > 1).then(|| (name.to_string(), pid))
+            let mut fields = line.split(' ');
+            let name = fields.next()?.to_string();
+            let pid: u32 = fields.next()?.trim().parse().ok()?;
+            let start_time: u64 = fields.next()?.trim().parse().ok()?;
+            (pid > 1).then_some((name, ProcessRecord { pid, start_time }))
         })
         .collect()
 }
 
-/// Is `pid` alive and running the program `name` (checked through /proc/<pid>/comm so that a
-/// recycled pid is never killed)?
-pub fn process_matches(pid: u32, name: &str) -> bool {
-    let Ok(comm) = std::fs::read_to_string(format!("/proc/{pid}/comm")) else {
-        return false;
-    };
-    let comm = comm.trim();
-    // comm is cut at 15 characters.
-    !comm.is_empty() && name.starts_with(comm)
-}
-
-/// SIGTERM to each live process, SIGKILL to those still there after 2 s.
-pub async fn stop_processes<N: AsRef<str>>(pids: &[(N, u32)]) {
-    let live: Vec<u32> = pids
+/// SIGTERM to each recorded process that still runs, SIGKILL to those still there after 2 s.
+pub async fn stop_processes<N>(records: &[(N, ProcessRecord)]) {
+    let live: Vec<ProcessRecord> = records
         .iter()
-        .filter(|(n, p)| *p > 1 && process_matches(*p, n.as_ref()))
-        .map(|(_, p)| *p)
+        .map(|(_, r)| *r)
+        .filter(ProcessRecord::is_alive)
         .collect();
-    for pid in &live {
-        let _ = kill(Pid::from_raw(*pid as i32), Signal::SIGTERM);
+    for r in &live {
+        let _ = kill(Pid::from_raw(r.pid as i32), Signal::SIGTERM);
     }
     let deadline = Instant::now() + Duration::from_secs(2);
     while Instant::now() < deadline {
-        if live
-            .iter()
-            .all(|p| kill(Pid::from_raw(*p as i32), None).is_err() || is_zombie(*p))
-        {
+        if !live.iter().any(ProcessRecord::is_alive) {
             return;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    for pid in &live {
-        let _ = kill(Pid::from_raw(*pid as i32), Signal::SIGKILL);
+    for r in live.iter().filter(|r| r.is_alive()) {
+        let _ = kill(Pid::from_raw(r.pid as i32), Signal::SIGKILL);
     }
 }
 

@@ -1,7 +1,7 @@
 use std::path::Path;
 
 use super::cleanup::{mounts_below, unescape_for_test};
-use super::processes::{process_matches, read_pids_file, write_pids_file};
+use super::processes::{read_pids_file, stop_processes, write_pids_file, ProcessRecord};
 use super::*;
 
 #[test]
@@ -23,28 +23,54 @@ fn hostnames_are_sanitised() {
 fn pids_file_round_trip_skips_garbage() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("pids");
-    write_pids_file(&path, &[("hull-vmm", 1234), ("virtiofsd", 99)]).unwrap();
+    let vmm = ProcessRecord {
+        pid: 1234,
+        start_time: 77,
+    };
+    let fsd = ProcessRecord {
+        pid: 99,
+        start_time: 5,
+    };
+    write_pids_file(&path, &[("hull-vmm", vmm), ("virtiofsd", fsd)]).unwrap();
     std::fs::write(
         &path,
-        std::fs::read_to_string(&path).unwrap() + "junk\ninit 1\nx notanumber\n",
+        std::fs::read_to_string(&path).unwrap() + "junk\ninit 1 3\nx notanumber 1\nold 55\n",
     )
     .unwrap();
     assert_eq!(
         read_pids_file(&path),
         vec![
-            ("hull-vmm".to_string(), 1234),
-            ("virtiofsd".to_string(), 99)
+            ("hull-vmm".to_string(), vmm),
+            ("virtiofsd".to_string(), fsd)
         ]
     );
 }
 
 #[test]
-fn only_matching_live_processes_are_recognised() {
-    let me = std::process::id();
-    let comm = std::fs::read_to_string(format!("/proc/{me}/comm")).unwrap();
-    assert!(process_matches(me, comm.trim()));
-    assert!(!process_matches(me, "definitely-not-this"));
-    assert!(!process_matches(u32::MAX - 1, "x"));
+fn a_process_is_known_by_pid_and_start_time_not_by_name() {
+    let me = ProcessRecord::of(std::process::id()).unwrap();
+    assert!(me.is_alive());
+    let recycled = ProcessRecord {
+        start_time: me.start_time + 1,
+        ..me
+    };
+    assert!(
+        !recycled.is_alive(),
+        "same pid, other start time: another process"
+    );
+    assert!(ProcessRecord::of(u32::MAX - 1).is_none());
+}
+
+#[tokio::test]
+async fn stop_processes_stops_a_process_whatever_its_name() {
+    let mut child = tokio::process::Command::new("sleep")
+        .arg("100")
+        .spawn()
+        .unwrap();
+    let record = ProcessRecord::of(child.id().unwrap()).unwrap();
+    stop_processes(&[("a-name-that-is-not-sleep", record)]).await;
+    let status = child.wait().await.unwrap();
+    assert!(!status.success());
 }
 
 #[test]
