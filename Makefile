@@ -1,4 +1,5 @@
 # Hull: the commands a developer (and CI) runs. See README.md.
+#   make setup       install what building and testing needs (Debian 12; idempotent); demo and test run it first
 #   make test        Tier 1 tests (unit, tiny guests on KVM/PVM, agent on the host), lint, then the lab smoke test
 #   make demo        boot our guest kernel + agent with hull-vmm (directly on real KVM; on PVM in the nested lab,
 #                    followed by `ctr run --runtime io.containerd.hull.v2` of a busybox container in a microVM)
@@ -11,7 +12,7 @@ HULL_CACHE ?= /var/cache/hull
 CARGO ?= cargo
 export BUILD_DIR HULL_CACHE
 
-.PHONY: all build test test-tier1 lint fmt bench demo clean
+.PHONY: all build setup setup-selftest test test-tier1 lint fmt bench demo clean
 
 all: build
 
@@ -21,8 +22,18 @@ build:
 include guest-rootfs/guest.mk
 include tests/lab/lab.mk
 
+# The one set-up step (packages, rustup components, virtiofsd): installs what is missing, says
+# what; does nothing when all is there. `make demo`, `make test` and CI all start with it.
+setup:
+	scripts/setup-host.sh
+
+# The set-up step run again installs nothing and says so.
+setup-selftest:
+	@out=$$(scripts/setup-host.sh) && echo "$$out" && grep -q "nothing to install" <<< "$$out" \
+		|| { echo "setup-selftest: a second set-up run still wanted to install something"; exit 1; }
+
 # Tier 1: everything that runs on this machine, then the nested-lab smoke test (Tier 2).
-test: lint test-tier1 lab-smoke
+test: setup lint test-tier1 setup-selftest lab-smoke
 
 test-tier1:
 	$(CARGO) test --workspace --no-fail-fast
@@ -38,7 +49,7 @@ bench:
 	$(CARGO) test --release -p hull-vmm --test bench -- --ignored --nocapture --test-threads=1
 
 # On a host with real KVM boot directly; on a PVM host (or without KVM) go through the nested lab.
-demo: static-bins guest
+demo: setup static-bins guest
 	@if [ -e /dev/kvm ] && [ ! -e /sys/module/kvm_pvm ]; then \
 		echo "== real KVM: booting $(BUILD_DIR)/guest/vmlinux with hull-vmm"; \
 		$(BUILD_DIR)/bin/hull-vmm --kernel $(BUILD_DIR)/guest/vmlinux --initrd $(BUILD_DIR)/guest/initramfs.cpio \
