@@ -122,22 +122,32 @@ fn poll<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
     }
 }
 
-/// An ExecSync result as an observation: exit code and output, or the error's gRPC code.
+/// An error as kubelet tells errors apart: it acts on NotFound (the object is gone: stop and
+/// remove succeed) and DeadlineExceeded (an exec probe timed out); any other code is just "an
+/// error" to it, so runc's Unknown and a more precise code from hull count as the same.
+fn error_kind(e: &common::cri::CriError) -> String {
+    match e.code {
+        tonic::Code::NotFound | tonic::Code::DeadlineExceeded => format!("error {:?}", e.code),
+        _ => "error".into(),
+    }
+}
+
+/// An ExecSync result as an observation: exit code and output, or the kind of error.
 fn exec_obs(r: &CriResult<common::cri::Exec>) -> String {
     match r {
         Ok(e) => format!(
             "exit {} stdout {:?} stderr {:?}",
             e.code, e.stdout, e.stderr
         ),
-        Err(e) => format!("error {:?}", e.code),
+        Err(e) => error_kind(e),
     }
 }
 
-/// A CRI call's result as an observation: ok, or the error's gRPC code.
+/// A CRI call's result as an observation: ok, or the kind of error.
 fn call_obs<T>(r: &CriResult<T>) -> String {
     match r {
         Ok(_) => "ok".into(),
-        Err(e) => format!("error {:?}", e.code),
+        Err(e) => error_kind(e),
     }
 }
 
@@ -173,6 +183,10 @@ fn scenario_run_pod(x: &Ctx) -> Observed {
     assert_eq!(netns.len(), 1, "netns mounts: {netns:?}");
     // The check for leftovers after each scenario sees a running pod.
     assert!(!x.c.processes().is_empty(), "no process of the pod found");
+    if x.handler == "hull" {
+        let dir = x.c.hull_run_dir().join(&id);
+        assert!(dir.exists(), "no hull sandbox dir {}", dir.display());
+    }
     x.remove_pod(&id);
     vec!["ready, address from the CNI network, one netns".into()]
 }
@@ -182,8 +196,22 @@ fn scenario_shared_pod(x: &Ctx) -> Observed {
     let cfg = x.pod("share");
     let pod = x.run_pod(&cfg);
     let a = x.sleeper(&pod, &cfg, "a", vec![]);
-    let b = x.sleeper(&pod, &cfg, "b", vec![]);
+    let b = x.start(
+        &pod,
+        &cfg,
+        &container_config("b", IMAGE, &["sh", "-c", "exec sleep 3601"]),
+    );
     let mut obs = Vec::new();
+
+    // pid: CONTAINER (kubelet's default): each container has its own process namespace.
+    let own = x.cri.sh(&b, "ps -o args | grep -c '^[s]leep 3601'");
+    assert_eq!(own.trim(), "1", "b does not see its own process");
+    let other = x
+        .cri
+        .exec_sync(&a, &["sh", "-c", "ps -o args | grep -c '^[s]leep 3601'"])
+        .unwrap();
+    assert_eq!(other.stdout.trim(), "0", "a sees b's processes: {other:?}");
+    obs.push("each container has its own process namespace".into());
 
     let ha = x.cri.sh(&a, "hostname");
     let hb = x.cri.sh(&b, "hostname");
@@ -763,7 +791,10 @@ fn scenario_bad_input(x: &Ctx) -> Observed {
         .create_container(unknown, &container_config("c", IMAGE, &["true"]), &cfg);
     let e = r.expect_err("CreateContainer in an unknown pod");
     assert!(e.message.contains(unknown), "{e}");
-    obs.push(format!("CreateContainer in an unknown pod: {:?}", e.code));
+    obs.push(format!(
+        "CreateContainer in an unknown pod: {}",
+        error_kind(&e)
+    ));
     let r = x
         .cri
         .create_container("", &container_config("c", IMAGE, &["true"]), &cfg);
@@ -797,8 +828,8 @@ fn scenario_bad_input(x: &Ctx) -> Observed {
         gone.display()
     );
     obs.push(format!(
-        "StartContainer with a missing hostPath source: {:?}",
-        e.code
+        "StartContainer with a missing hostPath source: {}",
+        error_kind(&e)
     ));
     eprintln!("  [{}] missing hostPath source: {e}", x.handler);
     let r = x.cri.remove(&c);
@@ -844,10 +875,10 @@ fn scenario_bad_input(x: &Ctx) -> Observed {
     obs
 }
 
-/// Pod sysctls, hostname and DNS config apply inside the containers.
-fn scenario_sysctls_hostname(x: &Ctx) -> Observed {
+/// Pod sysctls apply inside the containers (CRI puts them into the sandbox's spec only; the
+/// containers see them through the pod's IPC and network namespaces).
+fn scenario_sysctls(x: &Ctx) -> Observed {
     let mut cfg = x.pod("sysctl");
-    cfg.hostname = format!("hull-sysctl-{}", x.handler);
     let linux = cfg.linux.as_mut().unwrap();
     linux
         .sysctls
@@ -855,11 +886,6 @@ fn scenario_sysctls_hostname(x: &Ctx) -> Observed {
     linux
         .sysctls
         .insert("net.ipv4.ip_unprivileged_port_start".into(), "80".into());
-    cfg.dns_config = Some(api::DnsConfig {
-        servers: vec!["10.213.250.10".into()],
-        searches: vec!["hull.svc.cluster.local".into()],
-        options: vec!["ndots:5".into()],
-    });
     let pod = x.run_pod(&cfg);
     let c = x.sleeper(&pod, &cfg, "c", vec![]);
     let mut obs = Vec::new();
@@ -880,7 +906,22 @@ fn scenario_sysctls_hostname(x: &Ctx) -> Observed {
         "shm segments left after ipcmk exited: {}",
         left.trim()
     ));
+    x.remove_pod(&pod);
+    obs
+}
 
+/// The pod's hostname and DNS config: `hostname`, `/etc/hostname`, `/etc/resolv.conf`.
+fn scenario_hostname_dns(x: &Ctx) -> Observed {
+    let mut cfg = x.pod("dns");
+    cfg.hostname = format!("hull-dns-{}", x.handler);
+    cfg.dns_config = Some(api::DnsConfig {
+        servers: vec!["10.213.250.10".into()],
+        searches: vec!["hull.svc.cluster.local".into()],
+        options: vec!["ndots:5".into()],
+    });
+    let pod = x.run_pod(&cfg);
+    let c = x.sleeper(&pod, &cfg, "c", vec![]);
+    let mut obs = Vec::new();
     assert_eq!(x.cri.sh(&c, "hostname"), format!("{}\n", cfg.hostname));
     assert_eq!(
         x.cri.sh(&c, "cat /etc/hostname"),
@@ -959,11 +1000,7 @@ fn leftovers(c: &Containerd, cri: &Cri, baseline_mounts: &[String]) -> Vec<Strin
     if !reserved.is_empty() {
         left.push(format!("CNI address reservations: {reserved:?}"));
     }
-    let prefix = format!("{}-", Containerd::bridge_name());
-    let cached: Vec<String> = entries(Path::new(common::containerd::CNI_CACHE_DIR))
-        .into_iter()
-        .filter(|n| n.starts_with(&prefix))
-        .collect();
+    let cached = c.cni_cache_files();
     if !cached.is_empty() {
         left.push(format!("CNI cached results: {cached:?}"));
     }
@@ -1007,7 +1044,7 @@ fn cri_scenarios() {
     let baseline_mounts = c.mounts();
     let handlers = env_list("HULL_CRI_HANDLERS", &["runc", "hull"]);
     let only = env_list("HULL_CRI_SCENARIOS", &[]);
-    let scenarios: [(&str, Scenario); 11] = [
+    let scenarios: [(&str, Scenario); 12] = [
         ("run-pod", scenario_run_pod),
         ("shared-pod", scenario_shared_pod),
         ("volumes", scenario_volumes),
@@ -1017,7 +1054,8 @@ fn cri_scenarios() {
         ("stop-grace", scenario_stop_grace),
         ("stop-remove-twice", scenario_stop_remove_twice),
         ("remove-running", scenario_remove_running),
-        ("sysctls-hostname", scenario_sysctls_hostname),
+        ("sysctls", scenario_sysctls),
+        ("hostname-dns", scenario_hostname_dns),
         ("bad-input", scenario_bad_input),
     ];
     let mut scenarios: Vec<(&str, Scenario)> = scenarios.to_vec();
@@ -1028,13 +1066,13 @@ fn cri_scenarios() {
 
     let started = Instant::now();
     let mut failures: Vec<String> = Vec::new();
-    let mut table: BTreeMap<(usize, String), String> = BTreeMap::new();
+    let mut table: BTreeMap<(usize, usize), String> = BTreeMap::new();
     for (n, (name, scenario)) in scenarios.iter().enumerate() {
         if !only.is_empty() && !only.iter().any(|o| o == name) {
             continue;
         }
         let mut seen: Vec<(String, Observed)> = Vec::new();
-        for handler in &handlers {
+        for (h, handler) in handlers.iter().enumerate() {
             let work = c.dir().join("work").join(name).join(handler);
             std::fs::create_dir_all(&work).unwrap();
             let ctx = Ctx {
@@ -1087,7 +1125,7 @@ fn cri_scenarios() {
             } else if let Some(obs) = observed {
                 seen.push((handler.clone(), obs));
             }
-            table.insert((n, handler.clone()), status);
+            table.insert((n, h), status);
         }
         // Same behaviour as runc's.
         if let Some((_, reference)) = seen.iter().find(|(h, _)| h == "runc") {
@@ -1098,14 +1136,16 @@ fn cri_scenarios() {
                     );
                     eprintln!("{msg}");
                     failures.push(msg);
-                    table.insert((n, handler.clone()), "FAILED: differs from runc".into());
+                    let h = handlers.iter().position(|x| x == handler).unwrap();
+                    table.insert((n, h), "FAILED: differs from runc".into());
                 }
             }
         }
     }
     std::panic::set_hook(hook);
     eprintln!("\n== CRI scenarios ({:.1?})", started.elapsed());
-    for ((n, handler), status) in &table {
+    for ((n, h), status) in &table {
+        let handler = &handlers[*h];
         let first_line = status.lines().next().unwrap_or("");
         eprintln!("{:<22} {handler:<5} {first_line}", scenarios[*n].0);
     }

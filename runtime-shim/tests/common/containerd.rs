@@ -561,6 +561,24 @@ state = "{d}/state"
         left
     }
 
+    /// libcni's cached results of this test's pods: `<network>-<pod id>-eth0` for the bridge
+    /// network and `cni-loopback-<pod id>-lo` for the loopback that containerd adds.
+    pub fn cni_cache_files(&self) -> Vec<PathBuf> {
+        let prefix = format!("{}-", Self::bridge_name());
+        let ids = self.ids.lock().unwrap();
+        std::fs::read_dir(CNI_CACHE_DIR)
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| {
+                        let name = e.file_name().to_string_lossy().into_owned();
+                        name.starts_with(&prefix) || ids.iter().any(|id| name.contains(id.as_str()))
+                    })
+                    .map(|e| e.path())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     fn cleanup(&mut self) {
         let _ = Command::new("kill")
             .arg(self.child.id().to_string())
@@ -589,13 +607,8 @@ state = "{d}/state"
                     .stderr(Stdio::null())
                     .status();
             }
-            let prefix = format!("{bridge}-");
-            if let Ok(entries) = std::fs::read_dir(CNI_CACHE_DIR) {
-                for entry in entries.flatten() {
-                    if entry.file_name().to_string_lossy().starts_with(&prefix) {
-                        let _ = std::fs::remove_file(entry.path());
-                    }
-                }
+            for file in self.cni_cache_files() {
+                let _ = std::fs::remove_file(file);
             }
             for dir in self.cgroups() {
                 remove_cgroup(&dir);

@@ -233,18 +233,33 @@ impl Cri {
         Ok(resp.items.into_iter().map(|p| p.id).collect())
     }
 
-    /// CreateContainer in pod `pod` (whose config was `pod_config`); the container's id.
+    /// CreateContainer in pod `pod` (whose config was `pod_config`); the container's id. A
+    /// container config without namespace options gets the pod's, as kubelet sends them.
     pub fn create_container(
         &self,
         pod: &str,
         config: &api::ContainerConfig,
         pod_config: &api::PodSandboxConfig,
     ) -> CriResult<String> {
+        let mut config = config.clone();
+        let pod_ns = pod_config
+            .linux
+            .as_ref()
+            .and_then(|l| l.security_context.as_ref())
+            .and_then(|s| s.namespace_options.clone());
+        let security = config
+            .linux
+            .get_or_insert_with(Default::default)
+            .security_context
+            .get_or_insert_with(Default::default);
+        if security.namespace_options.is_none() {
+            security.namespace_options = pod_ns;
+        }
         let resp = self.call(
             "CreateContainer",
             self.rs().create_container(api::CreateContainerRequest {
                 pod_sandbox_id: pod.to_string(),
-                config: Some(config.clone()),
+                config: Some(config),
                 sandbox_config: Some(pod_config.clone()),
             }),
         )?;
@@ -467,10 +482,43 @@ pub fn container_config(name: &str, image_ref: &str, command: &[&str]) -> api::C
         image: Some(image(image_ref)),
         command: command.iter().map(|s| s.to_string()).collect(),
         log_path: format!("{name}.log"),
-        linux: Some(api::LinuxContainerConfig::default()),
+        linux: Some(api::LinuxContainerConfig {
+            security_context: Some(api::LinuxContainerSecurityContext {
+                masked_paths: KUBELET_MASKED_PATHS.iter().map(|s| s.to_string()).collect(),
+                readonly_paths: KUBELET_READONLY_PATHS
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
         ..Default::default()
     }
 }
+
+/// The paths kubelet masks in every container (procMount Default).
+pub const KUBELET_MASKED_PATHS: &[&str] = &[
+    "/proc/acpi",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+];
+
+/// The paths kubelet makes read-only in every container (procMount Default).
+pub const KUBELET_READONLY_PATHS: &[&str] = &[
+    "/proc/asound",
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
 
 /// A volume: `host_path` bound at `container_path`.
 pub fn mount(host_path: &Path, container_path: &str, readonly: bool) -> api::Mount {
