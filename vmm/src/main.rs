@@ -8,6 +8,7 @@ use clap::Parser;
 use hull_vmm::cmdline::DEFAULT_CMDLINE;
 use hull_vmm::microvm::{self, SerialOutput, VmConfig, VsockConfig};
 use hull_vmm::virtio::fs::FsConfig;
+use hull_vmm::virtio::net::NetConfig;
 
 /// Hull's microVM monitor: boots a Linux vmlinux (PVH or 64-bit boot protocol) on KVM with a serial
 /// console, an i8042 reset line, a boot-time marker and virtio-mmio devices.
@@ -60,6 +61,13 @@ struct Args {
     #[arg(long, value_name = "SPEC")]
     fs: Vec<FsConfig>,
 
+    /// A virtio-net device over a tap, repeatable: `tap=NAME[,mac=MAC][,mtu=N]` opens (or creates)
+    /// the tap NAME through /dev/net/tun; `fd=N[,mac=MAC][,mtu=N]` uses an inherited tap fd opened
+    /// with IFF_TAP|IFF_NO_PI|IFF_VNET_HDR. MAC (aa:bb:cc:dd:ee:ff) and MTU are given to the guest;
+    /// checksum/TSO offloads and mergeable rx buffers are negotiated with the guest driver.
+    #[arg(long, value_name = "SPEC")]
+    net: Vec<NetConfig>,
+
     /// Log filter for the VMM's own logs on stderr (error, warn, info, debug, trace, or a
     /// tracing-subscriber directive).
     #[arg(long, value_name = "FILTER", default_value = "info")]
@@ -95,6 +103,7 @@ fn main() -> ExitCode {
                 uds_path,
             }),
         fs: args.fs,
+        net: args.net,
     };
     match microvm::run(&config, vmm_start) {
         Ok(exit) => {

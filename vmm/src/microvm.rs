@@ -29,6 +29,7 @@ use crate::memory::{self, MemoryError};
 use crate::vcpu::{self, VcpuContext};
 use crate::virtio::fs::{FsConfig, VhostUserFs};
 use crate::virtio::mmio::{MmioTransport, QUEUE_NOTIFY_OFFSET};
+use crate::virtio::net::{Net, NetConfig, NetError};
 use crate::virtio::vsock::Vsock;
 use crate::virtio::{IrqTrigger, VirtioDevice};
 use crate::vm::{self, VmError};
@@ -62,6 +63,8 @@ pub struct VmConfig {
     pub vsock: Option<VsockConfig>,
     /// virtio-fs devices backed by vhost-user file-system daemons (virtiofsd).
     pub fs: Vec<FsConfig>,
+    /// virtio-net devices, each over a tap.
+    pub net: Vec<NetConfig>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -100,6 +103,12 @@ pub enum VmmError {
         tag: String,
         #[source]
         source: crate::virtio::fs::FsError,
+    },
+    #[error("cannot create net device {index}: {source}")]
+    Net {
+        index: usize,
+        #[source]
+        source: NetError,
     },
     #[error("cannot create the vsock device: {0}")]
     Vsock(String),
@@ -262,6 +271,11 @@ pub fn run(config: &VmConfig, vmm_start: Instant) -> Result<VmExit, VmmError> {
             tag: fs.tag.clone(),
             source,
         })?;
+        attach_virtio(&vm_fd, &mut mmio_bus, &ram.memory, &mut virtio, dev)?;
+    }
+
+    for (index, net) in config.net.iter().enumerate() {
+        let dev = Net::new(net).map_err(|source| VmmError::Net { index, source })?;
         attach_virtio(&vm_fd, &mut mmio_bus, &ram.memory, &mut virtio, dev)?;
     }
 
