@@ -5,7 +5,7 @@
 //! banner, boot marker), [`server`] (ttrpc server lifecycle), [`service`] (the RPC handlers),
 //! [`validate`] (request validation), [`guest_info`] (GetGuestDetails), [`reaper`] (zombies),
 //! [`power`] (guest power-off), [`oom`] (GetOOMEvent), [`mounts`] (mount table clean-up),
-//! [`logging`].
+//! [`network`] (interfaces and routes over rtnetlink), [`logging`].
 
 pub mod cli;
 pub mod container;
@@ -15,6 +15,7 @@ pub mod guest_init;
 pub mod hybrid;
 pub mod logging;
 pub mod mounts;
+pub mod network;
 pub mod oom;
 pub mod pid1;
 pub mod power;

@@ -17,10 +17,10 @@ use crate::container::config::{ExecConfig, InitConfig, SetupRequest};
 use crate::container::init::wants_namespace;
 use crate::container::launch::{self, Control, IdMaps};
 use crate::container::paths::canonical_inside;
-use hull_proto::POD_SHM_SOURCE;
 use crate::exits::{ExitInfo, ExitRegistry};
 use crate::oom::OomMonitor;
 use crate::stdio::{ConnectedStreams, Forwarding, ProcessStdio, StreamHub};
+use hull_proto::POD_SHM_SOURCE;
 
 /// Most exec processes a container keeps; beyond it the oldest exited ones are forgotten.
 pub const MAX_EXECS_PER_CONTAINER: usize = 256;
@@ -188,16 +188,25 @@ impl Runtime {
 
     /// Forgets the pod's /dev/shm and returns it (to unmount it).
     pub fn take_pod_shm(&self) -> Option<PathBuf> {
-        self.pod_shm.lock().unwrap_or_else(|p| p.into_inner()).take()
+        self.pod_shm
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
     }
 
     /// The shared directory given on the command line or by CreateSandbox, if any.
     pub fn configured_shared_dir(&self) -> Option<PathBuf> {
-        self.shared_dir.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.shared_dir
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     fn pod_shm(&self) -> Option<PathBuf> {
-        self.pod_shm.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.pod_shm
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     fn shared_dir(&self) -> Result<PathBuf> {

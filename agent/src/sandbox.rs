@@ -13,9 +13,8 @@ pub const HOST_MODE_POD_SHM_NAME: &str = "pod-shm";
 
 /// Mounts the pod's /dev/shm: a tmpfs of `size` bytes, mode 1777 as /dev/shm always is.
 fn mount_pod_shm(dir: &std::path::Path, size: u64) -> nix::Result<()> {
-    std::fs::create_dir_all(dir).map_err(|e| {
-        nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))
-    })?;
+    std::fs::create_dir_all(dir)
+        .map_err(|e| nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))?;
     use nix::mount::MsFlags;
     nix::mount::mount(
         Some("shm"),
@@ -27,8 +26,9 @@ fn mount_pod_shm(dir: &std::path::Path, size: u64) -> nix::Result<()> {
 }
 
 /// Applies a sandbox request. Outside PID 1 (host mode) only the shared directory of the
-/// command line is used: the host's hostname, mounts, resolv.conf and sysctls are not touched.
-pub fn create(req: &CreateSandboxRequest, runtime: &Runtime) -> Result<(), Failure> {
+/// command line is used: the host's hostname, mounts, resolv.conf, sysctls and loopback are
+/// not touched.
+pub async fn create(req: &CreateSandboxRequest, runtime: &Runtime) -> Result<(), Failure> {
     let fail = |what: &str, e: &dyn std::fmt::Display| (Code::INTERNAL, format!("{what}: {e}"));
     if !crate::is_pid1() {
         // Host mode: the pod's /dev/shm beside the shared directory, nothing else of the host.
@@ -43,6 +43,9 @@ pub fn create(req: &CreateSandboxRequest, runtime: &Runtime) -> Result<(), Failu
         return Ok(());
     }
     nix::unistd::sethostname(&req.hostname).map_err(|e| fail("sethostname", &e))?;
+    crate::network::set_link_up(&crate::network::Netns::Current, "lo")
+        .await
+        .map_err(|e| (e.code(), format!("loopback: {e}")))?;
     if let Some(shared) = req.shared_fs.as_ref() {
         let mount_point = PathBuf::from(&shared.mount_point);
         std::fs::create_dir_all(&mount_point).map_err(|e| fail("creating the mount point", &e))?;

@@ -12,11 +12,12 @@ use ttrpc::{Code, Error as TtrpcError};
 use std::sync::Arc;
 
 use crate::guest_info;
+use crate::network::{NetError, Netns};
 use crate::runtime::{Failure, Runtime};
 use crate::validate::Validate;
 
 /// The RPCs this agent implements; reported in GetGuestDetails capabilities.
-pub const IMPLEMENTED_RPCS: [&str; 22] = [
+pub const IMPLEMENTED_RPCS: [&str; 25] = [
     "Health",
     "Version",
     "GetGuestDetails",
@@ -39,6 +40,9 @@ pub const IMPLEMENTED_RPCS: [&str; 22] = [
     "CreateSandbox",
     "DestroySandbox",
     "GetOOMEvent",
+    "UpdateInterface",
+    "UpdateRoutes",
+    "ListInterfaces",
 ];
 
 /// The API handlers. PowerOff does not stop anything itself: it flips the `power_off` watch,
@@ -77,6 +81,11 @@ fn failed<T>(rpc: &str, result: Result<T, Failure>) -> ttrpc::Result<T> {
         warn!(rpc, %message, "RPC failed");
         status(code, format!("{rpc}: {message}"))
     })
+}
+
+/// Maps a network failure to an RPC status naming the RPC.
+fn net_failed<T>(rpc: &str, result: Result<T, NetError>) -> ttrpc::Result<T> {
+    failed(rpc, result.map_err(|e| (e.code(), e.to_string())))
 }
 
 fn timestamp(at: std::time::SystemTime) -> protobuf::well_known_types::timestamp::Timestamp {
@@ -187,7 +196,7 @@ impl AgentService for AgentApi {
         req: CreateSandboxRequest,
     ) -> ttrpc::Result<CreateSandboxResponse> {
         check("CreateSandbox", &req)?;
-        let result = crate::sandbox::create(&req, &self.runtime);
+        let result = crate::sandbox::create(&req, &self.runtime).await;
         failed("CreateSandbox", result)?;
         Ok(CreateSandboxResponse::default())
     }
@@ -491,7 +500,14 @@ impl AgentService for AgentApi {
         _ctx: &TtrpcContext,
         req: UpdateInterfaceRequest,
     ) -> ttrpc::Result<UpdateInterfaceResponse> {
-        not_yet("UpdateInterface", &req)
+        check("UpdateInterface", &req)?;
+        let wanted = req.interface.as_ref().cloned().unwrap_or_default();
+        let configured = crate::network::update_interface(&Netns::Current, &wanted).await;
+        let interface = Some(net_failed("UpdateInterface", configured)?).into();
+        Ok(UpdateInterfaceResponse {
+            interface,
+            ..Default::default()
+        })
     }
 
     async fn update_routes(
@@ -499,7 +515,12 @@ impl AgentService for AgentApi {
         _ctx: &TtrpcContext,
         req: UpdateRoutesRequest,
     ) -> ttrpc::Result<UpdateRoutesResponse> {
-        not_yet("UpdateRoutes", &req)
+        check("UpdateRoutes", &req)?;
+        let installed = crate::network::update_routes(&Netns::Current, &req.routes).await;
+        Ok(UpdateRoutesResponse {
+            routes: net_failed("UpdateRoutes", installed)?,
+            ..Default::default()
+        })
     }
 
     async fn list_interfaces(
@@ -507,7 +528,12 @@ impl AgentService for AgentApi {
         _ctx: &TtrpcContext,
         req: ListInterfacesRequest,
     ) -> ttrpc::Result<ListInterfacesResponse> {
-        not_yet("ListInterfaces", &req)
+        check("ListInterfaces", &req)?;
+        let interfaces = crate::network::list_interfaces(&Netns::Current).await;
+        Ok(ListInterfacesResponse {
+            interfaces: net_failed("ListInterfaces", interfaces)?,
+            ..Default::default()
+        })
     }
 
     async fn set_guest_date_time(
@@ -520,74 +546,4 @@ impl AgentService for AgentApi {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn implemented_rpcs_exist_in_the_api() {
-        let declared = hull_proto::agent_service_rpc_names();
-        for rpc in IMPLEMENTED_RPCS {
-            assert!(
-                declared.iter().any(|d| d == rpc),
-                "{rpc} not in {declared:?}"
-            );
-        }
-    }
-
-    #[test]
-    fn not_yet_validates_first() {
-        let bad = StartContainerRequest {
-            container_id: "../x".into(),
-            ..Default::default()
-        };
-        match not_yet::<()>("StartContainer", &bad) {
-            Err(TtrpcError::RpcStatus(s)) => {
-                assert_eq!(s.code(), Code::INVALID_ARGUMENT);
-                assert!(s.message.contains("StartContainer"), "{}", s.message);
-                assert!(s.message.contains("container_id"), "{}", s.message);
-            }
-            other => panic!("unexpected {other:?}"),
-        }
-        let good = StartContainerRequest {
-            container_id: "c1".into(),
-            ..Default::default()
-        };
-        match not_yet::<()>("StartContainer", &good) {
-            Err(TtrpcError::RpcStatus(s)) => {
-                assert_eq!(s.code(), Code::UNIMPLEMENTED);
-                assert!(s.message.contains("StartContainer"), "{}", s.message);
-            }
-            other => panic!("unexpected {other:?}"),
-        }
-    }
-
-    fn context() -> TtrpcContext {
-        TtrpcContext {
-            mh: ttrpc::MessageHeader::default(),
-            metadata: Default::default(),
-            timeout_nano: 0,
-            connection_data: Default::default(),
-        }
-    }
-
-    #[tokio::test(flavor = "current_thread")]
-    async fn power_off_is_signalled_and_health_reports_it() {
-        let (api, requested) = AgentApi::new();
-        let serving = api.health(&context(), HealthRequest::new()).await.unwrap();
-        assert_eq!(
-            serving.status.enum_value(),
-            Ok(health_response::ServingStatus::SERVING_STATUS_SERVING)
-        );
-        assert!(!*requested.borrow());
-
-        api.power_off(&context(), PowerOffRequest::new())
-            .await
-            .unwrap();
-        assert!(*requested.borrow());
-        let after = api.health(&context(), HealthRequest::new()).await.unwrap();
-        assert_eq!(
-            after.status.enum_value(),
-            Ok(health_response::ServingStatus::SERVING_STATUS_NOT_SERVING)
-        );
-    }
-}
+mod tests;

@@ -114,16 +114,15 @@ async fn valid_requests_to_unimplemented_rpcs_answer_unimplemented() {
         poll.is_err(),
         "GetOOMEvent answered without an OOM kill: {poll:?}"
     );
-    expect_unimplemented(
-        "ListInterfaces",
-        c.list_interfaces(ctx(), &ListInterfacesRequest::new()),
-    )
-    .await;
-    expect_unimplemented(
-        "UpdateRoutes",
-        c.update_routes(ctx(), &UpdateRoutesRequest::new()),
-    )
-    .await;
+    let set_time = SetGuestDateTimeRequest {
+        time: Some(protobuf::well_known_types::timestamp::Timestamp {
+            seconds: 1,
+            ..Default::default()
+        })
+        .into(),
+        ..Default::default()
+    };
+    expect_unimplemented("SetGuestDateTime", c.set_guest_date_time(ctx(), &set_time)).await;
 }
 
 #[tokio::test(flavor = "current_thread")]

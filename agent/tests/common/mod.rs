@@ -25,11 +25,31 @@ pub struct AgentProcess {
 impl AgentProcess {
     /// Starts `hull-agent --listen unix://<tmp>/agent.sock` and waits until it accepts.
     pub fn start() -> Self {
+        Self::start_under(&[])
+    }
+
+    /// Starts the agent inside the network namespace `/run/netns/<netns>` (through
+    /// `ip netns exec`, which execs the agent: the child is the agent itself).
+    pub fn start_in_netns(netns: &str) -> Self {
+        Self::start_under(&["ip", "netns", "exec", netns])
+    }
+
+    /// Starts the agent as the last argument of `wrapper` (none: directly).
+    fn start_under(wrapper: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let socket = dir.path().join("agent.sock");
         let log = dir.path().join("agent.log");
         let log_file = std::fs::File::create(&log).expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_hull-agent"))
+        let agent = env!("CARGO_BIN_EXE_hull-agent");
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(agent);
+                command
+            }
+            None => Command::new(agent),
+        };
+        let child = command
             .arg("--listen")
             .arg(format!("unix://{}", socket.display()))
             .env("RUST_LOG", "debug")
