@@ -217,7 +217,10 @@ mod tests {
         assert_eq!(m.source, "/bundle/rootfs");
         assert!(m.is_bind());
         let m = rootfs_mount(&[], Path::new("/bundle"), Some(Path::new("/srv/root"))).unwrap();
-        assert_eq!(m.source, "/srv/root", "an absolute root.path is used as it is");
+        assert_eq!(
+            m.source, "/srv/root",
+            "an absolute root.path is used as it is"
+        );
         let m = rootfs_mount(&[], Path::new("/bundle"), Some(Path::new("fs"))).unwrap();
         assert_eq!(m.source, "/bundle/fs");
     }

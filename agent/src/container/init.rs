@@ -398,6 +398,21 @@ pub fn prepare_rootfs(sys: &dyn Syscall, rootfs: &Path, spec: &Spec) -> Result<(
     }
     switch_root(sys, rootfs)?;
     let linux = spec.linux().as_ref();
+    // Hostname and sysctls first, as runc does: the spec's readonlyPaths usually include
+    // /proc/sys (containerd's sandbox spec always does).
+    if wants_namespace(spec, LinuxNamespaceType::Uts) {
+        if let Some(hostname) = spec.hostname() {
+            sys.sethostname(hostname)?;
+        }
+    }
+    if let Some(sysctls) = linux.and_then(|l| l.sysctl().as_ref()) {
+        let mut keys: Vec<_> = sysctls.keys().collect();
+        keys.sort();
+        for key in keys {
+            let path = PathBuf::from("/proc/sys").join(key.replace('.', "/"));
+            sys.write_file(&path, &sysctls[key])?;
+        }
+    }
     if let Some(linux) = linux {
         mask_paths(sys, linux.masked_paths().as_deref().unwrap_or_default())?;
         readonly_paths(sys, linux.readonly_paths().as_deref().unwrap_or_default())?;
@@ -415,19 +430,6 @@ pub fn prepare_rootfs(sys: &dyn Syscall, rootfs: &Path, spec: &Spec) -> Result<(
             MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
             None,
         )?;
-    }
-    if wants_namespace(spec, LinuxNamespaceType::Uts) {
-        if let Some(hostname) = spec.hostname() {
-            sys.sethostname(hostname)?;
-        }
-    }
-    if let Some(sysctls) = linux.and_then(|l| l.sysctl().as_ref()) {
-        let mut keys: Vec<_> = sysctls.keys().collect();
-        keys.sort();
-        for key in keys {
-            let path = PathBuf::from("/proc/sys").join(key.replace('.', "/"));
-            sys.write_file(&path, &sysctls[key])?;
-        }
     }
     Ok(())
 }

@@ -80,14 +80,16 @@ fn rootfs_set_up_order() {
     let tail: Vec<&str> = calls[pivot + 3..].iter().map(String::as_str).collect();
     assert_eq!(
         tail,
+        // Hostname and sysctls before any read-only remount (runc's order: containerd's
+        // sandbox spec makes /proc/sys read-only and carries the pod's sysctls).
         [
+            "sethostname box",
+            "write /proc/sys/net/ipv4/ip_forward 1",
             format!(
                 "mount - / - {:#x} -",
                 (MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY).bits()
             )
             .as_str(),
-            "sethostname box",
-            "write /proc/sys/net/ipv4/ip_forward 1",
         ]
     );
     assert!(rootfs.join("dev/ptmx").symlink_metadata().is_ok());
