@@ -22,6 +22,8 @@ pub use device::{Net, NetError, NetStats};
 pub use tap::{Tap, TapError, TapIo};
 
 #[cfg(test)]
+mod tap_tests;
+#[cfg(test)]
 mod test_driver;
 #[cfg(test)]
 mod tests;

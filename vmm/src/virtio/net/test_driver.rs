@@ -23,6 +23,9 @@ pub fn guest_memory() -> Mem {
     Mem::from_ranges(&[(GuestAddress(0), MEM_SIZE as usize)]).unwrap()
 }
 
+/// A raw descriptor: (index, addr, len, flags, next).
+pub type RawDesc = (u16, u64, u32, u16, u16);
+
 /// One buffer of a chain: (length, device-writable, contents).
 pub type Part<'a> = (u32, bool, &'a [u8]);
 
@@ -101,7 +104,7 @@ impl DriverQueue {
 
     /// Publishes raw descriptors `(index, addr, len, flags, next)`; the first one is the head.
     /// The indexes are taken from the free pool when they are in it.
-    pub fn add_raw(&mut self, mem: &Mem, descs: &[(u16, u64, u32, u16, u16)]) {
+    pub fn add_raw(&mut self, mem: &Mem, descs: &[RawDesc]) {
         let mut idxs = Vec::new();
         for &(index, ..) in descs {
             if let Some(pos) = self.free.iter().position(|&f| f == index) {
@@ -113,7 +116,7 @@ impl DriverQueue {
     }
 
     /// Writes `descs` and makes the first one available; `owned` go back to the pool when used.
-    fn publish(&mut self, mem: &Mem, descs: &[(u16, u64, u32, u16, u16)], owned: Vec<u16>) {
+    fn publish(&mut self, mem: &Mem, descs: &[RawDesc], owned: Vec<u16>) {
         for &(index, addr, len, flags, next) in descs {
             let at = self.desc + 16 * u64::from(index);
             let mut raw = [0u8; 16];

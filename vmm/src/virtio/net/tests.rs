@@ -20,7 +20,7 @@ use vmm_sys_util::eventfd::EventFd;
 use super::device::{RX_QUEUE, TX_QUEUE};
 use super::frame::{ChainError, MAX_BUFFER_LEN, VNET_HDR_LEN};
 use super::tap::{offload, TapIo};
-use super::test_driver::{guest_memory, DriverQueue, Mem, MEM_SIZE, QSIZE, SLOT};
+use super::test_driver::{guest_memory, DriverQueue, Mem, RawDesc, MEM_SIZE, QSIZE, SLOT};
 use super::{Net, NetConfig};
 use crate::virtio::{IrqTrigger, VirtioDevice, VIRTIO_F_VERSION_1};
 
@@ -249,7 +249,7 @@ fn malformed_tx_chains_are_dropped_and_the_queue_goes_on() {
     let next = VRING_DESC_F_NEXT as u16;
     let write = VRING_DESC_F_WRITE as u16;
     let buf = |i: u16| TX_BUFS + u64::from(i) * SLOT;
-    let cases: Vec<(&str, Vec<(u16, u64, u32, u16, u16)>)> = vec![
+    let cases: Vec<(&str, Vec<RawDesc>)> = vec![
         ("loop", vec![(0, buf(0), 100, next, 0)]),
         (
             "two-descriptor loop",
@@ -395,7 +395,7 @@ fn malformed_rx_chains_drop_the_frame_not_the_device() {
     let next = VRING_DESC_F_NEXT as u16;
     let write = VRING_DESC_F_WRITE as u16;
     let buf = |i: u16| RX_BUFS + u64::from(i) * SLOT;
-    let cases: Vec<(&str, Vec<(u16, u64, u32, u16, u16)>)> = vec![
+    let cases: Vec<(&str, Vec<RawDesc>)> = vec![
         ("read-only", vec![(0, buf(0), 2048, 0, 0)]),
         ("loop", vec![(0, buf(0), 2048, write | next, 0)]),
         (
