@@ -35,6 +35,7 @@ fn wait_for_status(c: &Containerd, id: &str, want: &str) {
 }
 
 fn start_detached(c: &Containerd, id: &str, cmd: &[&str]) {
+    c.track(id);
     let mut args = vec!["run", "-d", "--runtime", RUNTIME, IMAGE, id];
     args.extend_from_slice(cmd);
     let out = c.ctr(&args);

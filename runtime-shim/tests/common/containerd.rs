@@ -450,6 +450,7 @@ state = "{d}/state"
 
     /// `ctr run --rm` of the busybox image with the hull runtime.
     pub fn run(&self, id: &str, extra: &[&str], cmd: &[&str]) -> Output {
+        self.track(id);
         let mut args = vec!["run", "--rm", "--runtime", RUNTIME];
         args.extend_from_slice(extra);
         args.push(IMAGE);
@@ -503,8 +504,33 @@ state = "{d}/state"
         points
     }
 
+    /// Records a container or sandbox id (ctr's container name, or a CRI id): the clean-up on
+    /// drop also stops processes left in its hull cgroup and removes that cgroup.
+    pub fn track(&self, id: &str) {
+        self.ids.lock().unwrap().insert(id.to_string());
+    }
+
+    /// Whether a process with this `/proc/<pid>/cgroup` content is in one of our cgroups: under
+    /// the test's cgroup parent (runc, CRI) or in hull's cgroup of a recorded id.
+    fn in_our_cgroup(&self, cgroup: &str) -> bool {
+        let parent = format!("{}/", Self::cgroup_parent());
+        let ids = self.ids.lock().unwrap();
+        cgroup
+            .lines()
+            .filter_map(|l| l.splitn(3, ':').nth(2))
+            .any(|path| {
+                path.starts_with(&parent)
+                    || ids.iter().any(|id| {
+                        path.strip_prefix("/hull/")
+                            .is_some_and(|rest| rest == id || rest.starts_with(&format!("{id}/")))
+                    })
+            })
+    }
+
     /// Processes that belong to this containerd's world, except containerd itself: their
-    /// command line names the temp dir (shims, host agents) or their root is in it (containers).
+    /// command line names the temp dir (shims, host agents), their root is in it (runc's
+    /// containers), or they are in one of our cgroups (containers a host agent started: they
+    /// live in the agent's mount namespace, so their root does not show the temp dir).
     pub fn processes(&self) -> Vec<(u32, String)> {
         let dir = self.dir.path().to_string_lossy().into_owned();
         let me = std::process::id();
@@ -529,7 +555,8 @@ state = "{d}/state"
             let root = std::fs::read_link(entry.path().join("root"))
                 .map(|p| p.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            if cmdline.contains(&dir) || root.starts_with(&dir) {
+            let cgroup = std::fs::read_to_string(entry.path().join("cgroup")).unwrap_or_default();
+            if cmdline.contains(&dir) || root.starts_with(&dir) || self.in_our_cgroup(&cgroup) {
                 found.push((pid, format!("{} (root {root})", cmdline.trim())));
             }
         }
@@ -610,12 +637,12 @@ state = "{d}/state"
             for file in self.cni_cache_files() {
                 let _ = std::fs::remove_file(file);
             }
-            for dir in self.cgroups() {
-                remove_cgroup(&dir);
-            }
-            for hierarchy in cgroup_hierarchies() {
-                remove_cgroup(&hierarchy.join(Self::cgroup_parent().trim_start_matches('/')));
-            }
+        }
+        for dir in self.cgroups() {
+            remove_cgroup(&dir);
+        }
+        for hierarchy in cgroup_hierarchies() {
+            remove_cgroup(&hierarchy.join(Self::cgroup_parent().trim_start_matches('/')));
         }
     }
 }
@@ -669,5 +696,11 @@ fn remove_cgroup(dir: &Path) {
             }
         }
     }
-    let _ = std::fs::remove_dir(dir);
+    // A cgroup whose last process was just killed stays busy for a moment.
+    for _ in 0..20 {
+        if std::fs::remove_dir(dir).is_ok() || !dir.exists() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
