@@ -11,6 +11,7 @@ pub mod daemon;
 pub mod events;
 pub mod exit;
 pub mod mounts;
+pub mod publisher;
 pub mod network;
 pub mod sandbox;
 pub mod shared_dir;
