@@ -446,7 +446,11 @@ fn discover_wire_frames_cross_unwire() {
     check_wired(&scratch, &wiring);
     assert_eq!(wiring.routes, pod.routes);
     // Wiring twice is refused and leaves the first wiring as it was.
-    assert!(network::wire(&scratch.path(), &pod).is_err());
+    let again = network::wire(&scratch.path(), &pod).unwrap_err();
+    assert!(
+        matches!(again, network::NetworkError::AlreadyWired(ref tap) if tap == "hulltap0"),
+        "{again}"
+    );
     check_wired(&scratch, &wiring);
     frames_cross(&scratch, &wiring);
 
@@ -497,6 +501,13 @@ fn unwire_all_cleans_up_after_a_crash() {
     network::unwire_all(&scratch.path()).unwrap();
     network::unwire(&scratch.path(), &wiring).unwrap();
     drop(wiring);
+    scratch.assert_clean();
+
+    // A wiring that fails half-way (the interface vanished after discover) is undone.
+    let mut vanished = pod.clone();
+    vanished.interfaces[0].index = 999_999;
+    let err = network::wire(&scratch.path(), &vanished).unwrap_err();
+    assert!(err.to_string().contains("ingress qdisc"), "{err}");
     scratch.assert_clean();
 
     // A namespace that is gone is clean.

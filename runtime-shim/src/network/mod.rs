@@ -76,14 +76,12 @@ pub enum NetworkError {
         /// The error.
         source: io::Error,
     },
-    /// The namespace has something we cannot carry into a guest.
-    #[error("interface {name}: {reason}")]
-    Unsupported {
-        /// The interface.
-        name: String,
-        /// Why.
-        reason: String,
-    },
+    /// The namespace already has a tap of ours (a live wiring, or a crashed one that
+    /// [`unwire_all`] clears).
+    #[error(
+        "network namespace already wired: tap {0} exists (unwire_all clears a crashed wiring)"
+    )]
+    AlreadyWired(String),
     /// The namespace thread panicked.
     #[error("the thread working in network namespace {0} panicked")]
     Panicked(PathBuf),

@@ -47,10 +47,7 @@ pub(super) fn wire(nl: &mut Netlink, network: &PodNetwork) -> Result<Wiring, Net
     // A tap of ours already here belongs to a live wiring or a crashed one: either way not
     // ours to take over or (when undoing a failure below) to delete.
     if let Some(tap) = links(nl)?.into_iter().find(LinkFacts::ours) {
-        return Err(NetworkError::Unsupported {
-            name: tap.name,
-            reason: "the namespace is already wired (unwire_all clears a crashed wiring)".into(),
-        });
+        return Err(NetworkError::AlreadyWired(tap.name));
     }
     let mut nics = Vec::new();
     for (n, interface) in network.interfaces.iter().enumerate() {
