@@ -53,7 +53,9 @@ pub async fn update_interface(netns: &Netns, wanted: &Interface) -> Result<Inter
 
     let link = link_by_index(&nl, index, name).await?;
     let addresses = addresses(&nl).await?.remove(&index).unwrap_or_default();
-    Ok(interface_of(&link, addresses))
+    let configured = interface_of(&link, addresses);
+    info!(interface = %name, mtu = configured.mtu, addresses = configured.addresses.len(), %netns, "interface configured");
+    Ok(configured)
 }
 
 /// Every link in `netns` with its name, MAC, MTU and addresses, in index order.

@@ -10,7 +10,7 @@ use netlink_packet_route::route::{
 };
 use netlink_packet_route::AddressFamily;
 use rtnetlink::RouteMessageBuilder;
-use tracing::debug;
+use tracing::{debug, info};
 
 use super::link::{link_by_name, links};
 use super::{errno_of, netlink_error, NetError, Netlink, Netns};
@@ -56,7 +56,7 @@ pub async fn update_routes(netns: &Netns, routes: &[Route]) -> Result<Vec<Route>
         {
             continue;
         }
-        debug!(route = ?old, "deleting route");
+        debug!(route = %describe_message(&old), "deleting route");
         match nl.handle.route().del(deletion_of(&old)).execute().await {
             Err(e) if errno_of(&e) == Some(libc::ESRCH) => {} // gone already
             other => other.map_err(netlink_error(format!(
@@ -101,7 +101,7 @@ pub async fn update_routes(netns: &Netns, routes: &[Route]) -> Result<Vec<Route>
         })
         .collect();
     let deviceless: Vec<&Route> = routes.iter().filter(|r| r.device.is_empty()).collect();
-    Ok(main_routes(&nl)
+    let installed: Vec<Route> = main_routes(&nl)
         .await?
         .iter()
         .filter(|m| m.header.protocol != RouteProtocol::Kernel)
@@ -112,7 +112,9 @@ pub async fn update_routes(netns: &Netns, routes: &[Route]) -> Result<Vec<Route>
                     .iter()
                     .any(|d| d.destination == r.destination && d.family == r.family)
         })
-        .collect())
+        .collect();
+    info!(requested = routes.len(), installed = installed.len(), %netns, "routes updated");
+    Ok(installed)
 }
 
 /// The main-table routes of both families.

@@ -65,8 +65,10 @@ impl BusyboxAgent {
             .stderr(log)
             .spawn()
             .unwrap();
+        // Until it accepts: the socket file exists from bind(), before listen() (a connection
+        // that says nothing is dropped by the agent's hybrid listener).
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !socket.exists() {
+        while std::os::unix::net::UnixStream::connect(&socket).is_err() {
             assert!(Instant::now() < deadline, "agent did not listen");
             std::thread::sleep(Duration::from_millis(5));
         }
