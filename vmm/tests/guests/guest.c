@@ -10,6 +10,9 @@
  *   vsock-connect=P   drive the virtio-vsock device in window 0: connect to host (CID 2) port P, send a
  *                 line, print the reply, shut the connection down
  *   vsock-listen=P    accept one host-initiated connection on port P and echo what arrives, upper-cased
+ *   net-echo      drive the virtio-net device in window 0: send one broadcast frame (ethertype 0x88b5,
+ *                 payload "hello from the tiny guest"), then print the payload of the first 0x88b5
+ *                 frame that arrives
  * and finally pulses the i8042 reset line, which makes hull-vmm exit with status 0.
  */
 typedef unsigned char u8;
@@ -272,6 +275,82 @@ static void vsock_listen(u32 port) {
     puts_serial("tiny-guest: vsock closed\n");
 }
 
+
+/* ---- a minimal polling virtio-net driver on the same queues: rx = vqs[0], tx = vqs[1] ---- */
+#define NET_HDR_LEN 12
+#define NET_ETHERTYPE_HI 0x88
+#define NET_ETHERTYPE_LO 0xb5
+
+static void net_echo(void) {
+    u64 b = vsock_base;
+    if (mmio_read32(b) != 0x74726976 || mmio_read32(b + 4) != 2 || mmio_read32(b + 8) != 1) {
+        puts_serial("tiny-guest: net: no virtio-net device in window 0\n");
+        return;
+    }
+    mmio_write32(b + 0x70, 0);
+    mmio_write32(b + 0x70, 1);
+    mmio_write32(b + 0x70, 1 | 2);
+    mmio_write32(b + 0x14, 0);
+    u32 mac_feature = mmio_read32(b + 0x10) & (1u << 5);
+    mmio_write32(b + 0x24, 0); mmio_write32(b + 0x20, mac_feature);   /* MAC if offered */
+    mmio_write32(b + 0x24, 1); mmio_write32(b + 0x20, 1);             /* VERSION_1 */
+    mmio_write32(b + 0x70, 1 | 2 | 8);
+    if (!(mmio_read32(b + 0x70) & 8)) { puts_serial("tiny-guest: net: FEATURES_OK refused\n"); return; }
+    for (u32 q = 0; q < 2; q++) {
+        mmio_write32(b + 0x30, q);
+        if (mmio_read32(b + 0x34) < QSZ) { puts_serial("tiny-guest: net: queue too small\n"); return; }
+        mmio_write32(b + 0x38, QSZ);
+        u64 d = (u64)&vqs[q].desc, a = (u64)&vqs[q].avail, u = (u64)&vqs[q].used;
+        mmio_write32(b + 0x80, (u32)d); mmio_write32(b + 0x84, (u32)(d >> 32));
+        mmio_write32(b + 0x90, (u32)a); mmio_write32(b + 0x94, (u32)(a >> 32));
+        mmio_write32(b + 0xa0, (u32)u); mmio_write32(b + 0xa4, (u32)(u >> 32));
+        mmio_write32(b + 0x44, 1);
+    }
+    mmio_write32(b + 0x70, 1 | 2 | 8 | 4);
+    u8 mac[6];
+    for (int i = 0; i < 6; i++) mac[i] = *(volatile u8 *)(b + 0x100 + i);
+    puts_serial("tiny-guest: net mac=");
+    for (int i = 0; i < 6; i++) { put_dec(mac[i]); puts_serial(i < 5 ? ":" : " (decimal)\n"); }
+    for (u16 i = 0; i < QSZ; i++) post_rx(i);
+
+    /* tx: header and a 60-byte broadcast frame in one descriptor. */
+    static const char hello[] = "hello from the tiny guest";
+    for (u32 i = 0; i < NET_HDR_LEN + 60; i++) tx_data[i] = 0;
+    u8 *f = tx_data + NET_HDR_LEN;
+    for (int i = 0; i < 6; i++) { f[i] = 0xff; f[6 + i] = mac[i]; }
+    f[12] = NET_ETHERTYPE_HI; f[13] = NET_ETHERTYPE_LO;
+    for (u32 i = 0; hello[i]; i++) f[14 + i] = (u8)hello[i];
+    struct vq *t = &vqs[1];
+    t->desc[0].addr = (u64)tx_data; t->desc[0].len = NET_HDR_LEN + 60; t->desc[0].flags = 0; t->desc[0].next = 0;
+    u16 want = (u16)(t->last_used + 1);
+    vq_publish(1, 0);
+    while ((u16)(*(volatile u16 *)&t->used.idx) != want) __asm__ volatile("pause");
+    t->last_used = want;
+    puts_serial("tiny-guest: net sent\n");
+
+    /* rx: skip anything that is not ours, print the first frame of our ethertype. */
+    struct vq *r = &vqs[0];
+    for (;;) {
+        while ((u16)(*(volatile u16 *)&r->used.idx) == r->last_used) __asm__ volatile("pause");
+        barrier();
+        struct vq_used_elem e = r->used.ring[r->last_used % QSZ];
+        r->last_used++;
+        u8 *buf = rx_bufs[e.id % QSZ];
+        u8 *g = buf + NET_HDR_LEN;
+        if (e.len > NET_HDR_LEN + 14 && g[12] == NET_ETHERTYPE_HI && g[13] == NET_ETHERTYPE_LO) {
+            puts_serial("tiny-guest: net received num_buffers=");
+            put_dec(buf[10] | (buf[11] << 8));
+            puts_serial(" len=");
+            put_dec(e.len);
+            puts_serial(": ");
+            for (u32 i = NET_HDR_LEN + 14; i < e.len && buf[i]; i++) putc_serial((char)buf[i]);
+            puts_serial("|\n");
+            return;
+        }
+        post_rx((u16)(e.id % QSZ));
+    }
+}
+
 struct e820 { u64 addr, size; u32 type; } __attribute__((packed));
 struct pvh_memmap { u64 addr, size; u32 type, reserved; };
 
@@ -347,6 +426,11 @@ void cmain(u64 pvh_info, u64 boot_params) {
             if (vc && *vc == '=') vsock_connect((u32)parse_dec(vc + 1));
             else vsock_listen((u32)parse_dec(vl + 1));
         }
+    }
+
+    if (find_arg(cmdline, "net-echo")) {
+        vsock_base = VIRTIO_MMIO_BASE;
+        net_echo();
     }
 
     if (find_arg(cmdline, "crash")) {
