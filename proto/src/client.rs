@@ -190,7 +190,10 @@ mod tests {
     #[test]
     fn ok_reply_parsing() {
         assert_eq!(crate::handshake::parse_ok(b"OK 1\n"), Some(1));
-        assert_eq!(crate::handshake::parse_ok(b"OK 4294967295\n"), Some(u32::MAX));
+        assert_eq!(
+            crate::handshake::parse_ok(b"OK 4294967295\n"),
+            Some(u32::MAX)
+        );
         for bad in [
             &b"OK\n"[..],
             b"OK \n",

@@ -41,7 +41,15 @@ mod tests {
         assert!(valid_id("c1"));
         assert!(valid_id("a.b_c-D9"));
         assert!(valid_id(&"x".repeat(MAX_ID_LEN)));
-        for bad in ["", ".", "..", "a/b", "a b", "é", &"x".repeat(MAX_ID_LEN + 1)] {
+        for bad in [
+            "",
+            ".",
+            "..",
+            "a/b",
+            "a b",
+            "é",
+            &"x".repeat(MAX_ID_LEN + 1),
+        ] {
             assert!(!valid_id(bad), "{bad:?}");
         }
         assert_eq!(invalid_id_char("ab/c"), Some('/'));

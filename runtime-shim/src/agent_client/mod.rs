@@ -9,9 +9,11 @@ use hull_proto::agent::{
     GetOOMEventRequest, ListProcessesRequest, PauseContainerRequest, RemoveContainerRequest,
     RemoveProcessRequest, ResumeContainerRequest, SignalProcessRequest, StartContainerRequest,
     StartExecRequest, StatsContainerRequest, StdioPorts, StdioRequest, TtyWinResizeRequest,
-    UpdateContainerRequest, VersionRequest, VersionResponse, WaitProcessRequest,
+    UpdateContainerRequest, UpdateInterfaceRequest, UpdateRoutesRequest, VersionRequest,
+    VersionResponse, WaitProcessRequest,
 };
 use hull_proto::agent_ttrpc::AgentServiceClient;
+use hull_proto::network::{Interface, Route};
 use hull_proto::stats::ContainerStats;
 use ttrpc::context::Context;
 use ttrpc::{Code, Error as TtrpcError};
@@ -342,6 +344,25 @@ impl AgentClient {
             ..Default::default()
         };
         call!(self, "TtyWinResize", tty_win_resize, short(), req).map(drop)
+    }
+
+    /// UpdateInterface: configures the guest NIC with `interface.hw_address` as `interface`.
+    pub async fn update_interface(&self, interface: Interface) -> Result<Interface, AgentError> {
+        let req = UpdateInterfaceRequest {
+            interface: Some(interface).into(),
+            ..Default::default()
+        };
+        let reply = call!(self, "UpdateInterface", update_interface, short(), req)?;
+        Ok(reply.interface.unwrap_or_default())
+    }
+
+    /// UpdateRoutes: the routes of the interfaces they name.
+    pub async fn update_routes(&self, routes: Vec<Route>) -> Result<(), AgentError> {
+        let req = UpdateRoutesRequest {
+            routes,
+            ..Default::default()
+        };
+        call!(self, "UpdateRoutes", update_routes, short(), req).map(drop)
     }
 
     /// GetOOMEvent (long poll, no deadline): the id of the next OOM-killed container.

@@ -92,15 +92,25 @@ pub struct GuestSpec {
     pub host_netns: Option<PathBuf>,
 }
 
-/// Rewrites `spec` of container `container_id` for the guest. `sandbox_init_pid` is the guest
-/// pid of the pod's sandbox container (needed by app containers to join its namespaces).
+/// Where the pod's guest namespaces come from.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GuestPod {
+    /// Guest pid of the pod's sandbox container once it started: app containers join its
+    /// namespaces.
+    pub sandbox_init_pid: Option<u32>,
+    /// A guest network namespace the sandbox container joins (a VM's own, where its NICs
+    /// are); `None`: a new, empty one.
+    pub sandbox_netns: Option<PathBuf>,
+}
+
+/// Rewrites `spec` of container `container_id` for the guest.
 pub fn to_guest_spec(
     mut spec: Spec,
     container_id: &str,
     role: &PodRole,
-    sandbox_init_pid: Option<u32>,
+    pod: &GuestPod,
 ) -> Result<GuestSpec, CriSpecError> {
-    let host_netns = rewrite_namespaces(&mut spec, role, sandbox_init_pid)?;
+    let host_netns = rewrite_namespaces(&mut spec, role, pod)?;
     let (binds, host_shm) = rewrite_mounts(&mut spec, container_id, role)?;
     Ok(GuestSpec {
         spec,
@@ -114,7 +124,7 @@ pub fn to_guest_spec(
 fn rewrite_namespaces(
     spec: &mut Spec,
     role: &PodRole,
-    sandbox_init_pid: Option<u32>,
+    pod: &GuestPod,
 ) -> Result<Option<PathBuf>, CriSpecError> {
     let Some(linux) = spec.linux_mut() else {
         return Ok(None);
@@ -145,20 +155,22 @@ fn rewrite_namespaces(
         };
         match role {
             PodRole::Standalone => return Err(host_path()),
-            // The pod's namespaces are new in the guest; CNI's netns stays on the host (the
+            // The pod's namespaces are the guest's; CNI's netns stays on the host (the
             // network is carried into the VM from there).
             PodRole::Sandbox if ns.typ() == LinuxNamespaceType::Network => {
                 host_netns = Some(path.clone());
-                ns.set_path(None);
+                ns.set_path(pod.sandbox_netns.clone());
             }
             PodRole::Sandbox => return Err(host_path()),
             PodRole::Container { sandbox_id } => {
                 let Some(name) = proc_ns_name(ns.typ()) else {
                     return Err(host_path());
                 };
-                let pid = sandbox_init_pid.ok_or_else(|| CriSpecError::SandboxNotStarted {
-                    sandbox_id: sandbox_id.clone(),
-                })?;
+                let pid = pod
+                    .sandbox_init_pid
+                    .ok_or_else(|| CriSpecError::SandboxNotStarted {
+                        sandbox_id: sandbox_id.clone(),
+                    })?;
                 ns.set_path(Some(PathBuf::from(format!("/proc/{pid}/ns/{name}"))));
             }
         }

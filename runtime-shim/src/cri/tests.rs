@@ -6,7 +6,7 @@ use oci_spec::runtime::{LinuxNamespaceType, Spec};
 use super::sizing::{
     vm_size, SizingPolicy, VmSize, SANDBOX_CPU_PERIOD, SANDBOX_CPU_QUOTA, SANDBOX_MEMORY,
 };
-use super::spec::{to_guest_spec, CriSpecError};
+use super::spec::{to_guest_spec, CriSpecError, GuestPod};
 use super::{sandbox_id_for, PodRole, CONTAINER_TYPE, SANDBOX_ID};
 
 const STATE: &str = "/run/containerd/io.containerd.grpc.v1.cri";
@@ -65,6 +65,13 @@ fn container_spec() -> Spec {
         ]}
     }))
     .unwrap()
+}
+
+fn pid(pid: u32) -> GuestPod {
+    GuestPod {
+        sandbox_init_pid: Some(pid),
+        sandbox_netns: None,
+    }
 }
 
 fn ns_path(spec: &Spec, kind: LinuxNamespaceType) -> Option<PathBuf> {
@@ -126,7 +133,13 @@ fn roles_and_grouping_follow_the_annotations() {
 
 #[test]
 fn sandbox_gets_new_guest_namespaces_and_keeps_the_cni_netns_on_the_host() {
-    let g = to_guest_spec(sandbox_spec(), "sb1", &PodRole::Sandbox, None).unwrap();
+    let g = to_guest_spec(
+        sandbox_spec(),
+        "sb1",
+        &PodRole::Sandbox,
+        &GuestPod::default(),
+    )
+    .unwrap();
     for kind in [
         LinuxNamespaceType::Network,
         LinuxNamespaceType::Ipc,
@@ -164,7 +177,7 @@ fn app_containers_join_the_sandbox_namespaces_in_the_guest() {
     let role = PodRole::Container {
         sandbox_id: "sb1".into(),
     };
-    let g = to_guest_spec(container_spec(), "c1", &role, Some(17)).unwrap();
+    let g = to_guest_spec(container_spec(), "c1", &role, &pid(17)).unwrap();
     assert_eq!(
         ns_path(&g.spec, LinuxNamespaceType::Network),
         Some("/proc/17/ns/net".into())
@@ -215,7 +228,7 @@ fn app_containers_join_the_sandbox_namespaces_in_the_guest() {
     let mut nss = linux.namespaces().clone().unwrap();
     nss[0].set_path(Some("/proc/4242/ns/pid".into()));
     linux.set_namespaces(Some(nss));
-    let g = to_guest_spec(shared_pid, "c1", &role, Some(17)).unwrap();
+    let g = to_guest_spec(shared_pid, "c1", &role, &pid(17)).unwrap();
     assert_eq!(
         ns_path(&g.spec, LinuxNamespaceType::Pid),
         Some("/proc/17/ns/pid".into())
@@ -227,7 +240,7 @@ fn an_app_container_before_its_sandbox_started_is_refused() {
     let role = PodRole::Container {
         sandbox_id: "sb1".into(),
     };
-    let err = to_guest_spec(container_spec(), "c1", &role, None).unwrap_err();
+    let err = to_guest_spec(container_spec(), "c1", &role, &GuestPod::default()).unwrap_err();
     assert_eq!(
         err,
         CriSpecError::SandboxNotStarted {
@@ -245,7 +258,7 @@ fn host_namespaces_are_refused_by_name() {
         (LinuxNamespaceType::Pid, "hostPID"),
     ] {
         let spec = without_namespace(sandbox_spec(), kind);
-        let err = to_guest_spec(spec, "sb1", &PodRole::Sandbox, None).unwrap_err();
+        let err = to_guest_spec(spec, "sb1", &PodRole::Sandbox, &GuestPod::default()).unwrap_err();
         assert!(err.to_string().contains(field), "{err}");
         let role = PodRole::Container {
             sandbox_id: "sb1".into(),
@@ -254,7 +267,7 @@ fn host_namespaces_are_refused_by_name() {
             without_namespace(container_spec(), kind),
             "c1",
             &role,
-            Some(1),
+            &pid(1),
         )
         .unwrap_err();
         assert!(matches!(err, CriSpecError::HostNamespace { .. }), "{err}");
@@ -266,7 +279,7 @@ fn host_namespace_paths_never_reach_the_guest() {
     // A plain container asking to join a host network namespace.
     let mut spec = container_spec();
     spec.set_annotations(None);
-    let err = to_guest_spec(spec, "c1", &PodRole::Standalone, None).unwrap_err();
+    let err = to_guest_spec(spec, "c1", &PodRole::Standalone, &GuestPod::default()).unwrap_err();
     assert!(
         matches!(err, CriSpecError::HostNamespacePath { .. }),
         "{err}"
@@ -277,7 +290,7 @@ fn host_namespace_paths_never_reach_the_guest() {
     let mut nss = linux.namespaces().clone().unwrap();
     nss[1].set_path(Some("/proc/1/ns/ipc".into()));
     linux.set_namespaces(Some(nss));
-    let err = to_guest_spec(spec, "sb1", &PodRole::Sandbox, None).unwrap_err();
+    let err = to_guest_spec(spec, "sb1", &PodRole::Sandbox, &GuestPod::default()).unwrap_err();
     assert!(err.to_string().contains("/proc/1/ns/ipc"), "{err}");
     // An app container asked to join a mount namespace.
     let mut spec = container_spec();
@@ -288,7 +301,7 @@ fn host_namespace_paths_never_reach_the_guest() {
     let role = PodRole::Container {
         sandbox_id: "sb1".into(),
     };
-    assert!(to_guest_spec(spec, "c1", &role, Some(1)).is_err());
+    assert!(to_guest_spec(spec, "c1", &role, &pid(1)).is_err());
 }
 
 #[test]
@@ -304,7 +317,13 @@ fn plain_containers_keep_their_shm_and_get_host_binds_through_the_shared_dir() {
         "linux": {"namespaces": [{"type": "mount"}, {"type": "network"}]}
     }))
     .unwrap();
-    let err = to_guest_spec(spec.clone(), "c1", &PodRole::Standalone, None).unwrap_err();
+    let err = to_guest_spec(
+        spec.clone(),
+        "c1",
+        &PodRole::Standalone,
+        &GuestPod::default(),
+    )
+    .unwrap_err();
     assert_eq!(
         err,
         CriSpecError::RelativeBindSource {
@@ -313,7 +332,7 @@ fn plain_containers_keep_their_shm_and_get_host_binds_through_the_shared_dir() {
         }
     );
     spec.mounts_mut().as_mut().unwrap().pop();
-    let g = to_guest_spec(spec, "c1", &PodRole::Standalone, None).unwrap();
+    let g = to_guest_spec(spec, "c1", &PodRole::Standalone, &GuestPod::default()).unwrap();
     assert_eq!(mount_source(&g.spec, "/dev/shm"), Path::new("shm"));
     assert_eq!(mount_source(&g.spec, "/host"), Path::new("c1/mounts/1"));
     assert_eq!(g.binds.len(), 1);

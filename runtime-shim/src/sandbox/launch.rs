@@ -1,6 +1,7 @@
 //! The commands that bring a sandbox up, one set per mode: virtiofsd and hull-vmm for a VM, or
 //! hull-agent on the host for tests.
 
+use std::os::fd::RawFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -59,9 +60,29 @@ pub fn vmm_command(
     config: &Config,
     paths: &SandboxPaths,
     size: VmSize,
+    nets: &[(RawFd, String)],
 ) -> (PathBuf, tokio::process::Command) {
     let vmm = resolve_binary(&config.vmm).unwrap_or_default();
     let mut cmd = tokio::process::Command::new(&vmm);
+    for (_, arg) in nets {
+        cmd.arg("--net").arg(arg);
+    }
+    let inherited: Vec<RawFd> = nets.iter().map(|(fd, _)| *fd).collect();
+    if !inherited.is_empty() {
+        // SAFETY: the closure runs in the child between fork and exec and only calls fcntl(2),
+        // which is async-signal-safe; it clears close-on-exec on the tap descriptors the VMM
+        // inherits under the same numbers (named in its --net fd= arguments).
+        unsafe {
+            cmd.pre_exec(move || {
+                for fd in &inherited {
+                    if libc::fcntl(*fd, libc::F_SETFD, 0) == -1 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                Ok(())
+            });
+        }
+    }
     cmd.arg("--kernel")
         .arg(&config.kernel)
         .arg("--initrd")

@@ -11,6 +11,7 @@
 
 pub mod cleanup;
 pub mod launch;
+pub mod pod_network;
 pub mod processes;
 pub mod virtiofsd;
 
@@ -33,6 +34,7 @@ use crate::agent_client::{AgentClient, AgentError};
 use crate::config::{Config, SandboxMode};
 use crate::cri::sizing::VmSize;
 use crate::shared_dir::SharedDir;
+use pod_network::PodNetwork;
 use processes::{monitor_child, spawn_logged, stop_processes, write_pids_file, ProcessRecord};
 
 /// virtio-fs tag of the shared directory.
@@ -41,6 +43,9 @@ pub const SHARED_FS_TAG: &str = "hullfs";
 pub const GUEST_SHARED_DIR: &str = "/run/hull/shared";
 /// Guest CID given to every sandbox VM (each VM has its own vsock device; the CID is local).
 pub const GUEST_CID: u64 = 3;
+/// The guest network namespace a VM pod's containers use: the guest's own (its agent is PID 1),
+/// where hull-vmm's NICs are.
+pub const GUEST_ROOT_NETNS: &str = "/proc/1/ns/net";
 /// The pod /dev/shm size when the host's gives none.
 pub const DEFAULT_POD_SHM_BYTES: u64 = 64 << 20;
 
@@ -83,6 +88,9 @@ pub enum SandboxError {
     /// The agent refused a call.
     #[error(transparent)]
     Agent(#[from] AgentError),
+    /// The pod's network could not be carried into the VM.
+    #[error("pod network: {0}")]
+    Network(#[from] crate::network::NetworkError),
     /// A sandbox process died while starting.
     #[error("sandbox process died during start-up: {0}")]
     Died(String),
@@ -132,6 +140,9 @@ pub struct SandboxRequest {
     pub shm_size_bytes: u64,
     /// The guest's hostname (the pod's, else one made from the sandbox id).
     pub hostname: String,
+    /// The pod's network namespace on the host, where CNI put its interfaces (VM mode carries
+    /// them into the guest; host-agent mode has no pod network).
+    pub host_netns: Option<PathBuf>,
 }
 
 /// A running sandbox.
@@ -144,6 +155,7 @@ pub struct Sandbox {
     pub request: SandboxRequest,
     mode: SandboxMode,
     agent: AgentClient,
+    network: std::sync::Mutex<Option<PodNetwork>>,
     pids: Vec<(&'static str, ProcessRecord)>,
     stopping: Arc<AtomicBool>,
     death: watch::Receiver<Option<String>>,
@@ -172,6 +184,7 @@ impl Sandbox {
         let _ = std::fs::remove_file(&paths.virtiofsd_socket);
 
         let mut children = Vec::new();
+        let mut network: Option<PodNetwork> = None;
         match config.sandbox.mode {
             SandboxMode::HostAgent => {
                 tracing::warn!(
@@ -188,6 +201,15 @@ impl Sandbox {
                 )?);
             }
             SandboxMode::Vm => {
+                if let Some(netns) = &request.host_netns {
+                    match PodNetwork::wire(netns, &paths.dir).await {
+                        Ok(net) => network = Some(net),
+                        Err(e) => {
+                            cleanup::cleanup_dir(&paths);
+                            return Err(e.into());
+                        }
+                    }
+                }
                 launch::make_shared_mount(&paths.shared)?;
                 let (binary, cmd) = launch::virtiofsd_command(config, &paths);
                 children.push(spawn_logged(
@@ -203,7 +225,11 @@ impl Sandbox {
                     mem_mib = request.size.mem_mib,
                     "booting the sandbox VM"
                 );
-                let (vmm, cmd) = launch::vmm_command(config, &paths, request.size);
+                let nets = network
+                    .as_ref()
+                    .map(PodNetwork::vmm_nets)
+                    .unwrap_or_default();
+                let (vmm, cmd) = launch::vmm_command(config, &paths, request.size, &nets);
                 children.push(spawn_logged(
                     "hull-vmm",
                     vmm,
@@ -237,6 +263,9 @@ impl Sandbox {
                 Err(e) => {
                     stopping.store(true, Ordering::SeqCst);
                     stop_processes(&pids).await;
+                    if let Some(net) = network {
+                        net.unwire().await;
+                    }
                     cleanup::cleanup_dir(&paths);
                     return Err(e);
                 }
@@ -250,6 +279,7 @@ impl Sandbox {
             request,
             mode: config.sandbox.mode,
             agent,
+            network: std::sync::Mutex::new(network),
             pids,
             stopping,
             death,
@@ -273,8 +303,27 @@ impl Sandbox {
             sandbox.destroy().await;
             return Err(e.into());
         }
+        if let Err(e) = sandbox.configure_guest_network().await {
+            sandbox.destroy().await;
+            return Err(e.into());
+        }
         tracing::info!(sandbox = sandbox_id, mode = ?sandbox.mode, "sandbox ready");
         Ok(sandbox)
+    }
+
+    /// Configures the guest's NICs and routes as CNI configured the pod's host interfaces.
+    async fn configure_guest_network(&self) -> Result<(), AgentError> {
+        let network = self
+            .network
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        let Some(network) = network else {
+            return Ok(());
+        };
+        let result = network.configure_guest(&self.agent).await;
+        *self.network.lock().unwrap_or_else(|p| p.into_inner()) = Some(network);
+        result
     }
 
     /// The agent client.
@@ -326,6 +375,14 @@ impl Sandbox {
             }
         }
         stop_processes(&self.pids).await;
+        let network = self
+            .network
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(network) = network {
+            network.unwire().await;
+        }
         cleanup::cleanup_dir(&self.paths);
         tracing::info!(sandbox = self.id, "sandbox destroyed");
     }
@@ -434,5 +491,6 @@ async fn follow_agent_log(paths: &SandboxPaths, sandbox_id: &str) {
 pub async fn cleanup_after_crash(paths: &SandboxPaths) {
     let pids = processes::read_pids_file(&paths.pids_file);
     stop_processes(&pids).await;
+    pod_network::unwire_recorded(&paths.dir).await;
     cleanup::cleanup_dir(paths);
 }

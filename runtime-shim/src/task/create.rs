@@ -9,11 +9,14 @@ use oci_spec::runtime::Spec;
 use ttrpc::{Code, Error as TtrpcError};
 
 use super::{record_sandbox_dir, status_error, Container, HullTask, Process};
-use crate::cri::spec::{to_guest_spec, GuestSpec};
+use crate::config::SandboxMode;
+use crate::cri::spec::{to_guest_spec, GuestPod, GuestSpec};
 use crate::cri::{sizing, PodRole};
 use crate::mounts::{self, MountSpec, ParsedMount};
 use crate::sandbox::cleanup::remove_container_dir;
-use crate::sandbox::{hostname_for, SandboxPaths, SandboxRequest, DEFAULT_POD_SHM_BYTES};
+use crate::sandbox::{
+    hostname_for, SandboxPaths, SandboxRequest, DEFAULT_POD_SHM_BYTES, GUEST_ROOT_NETNS,
+};
 use crate::shared_dir::{SharedDir, TargetKind};
 use crate::stdio::StdioPaths;
 
@@ -102,6 +105,7 @@ fn sandbox_request(hull: &HullTask, prepared: &Prepared, guest: &GuestSpec) -> S
         size,
         shm_size_bytes,
         hostname,
+        host_netns: guest.host_netns.clone(),
     }
 }
 
@@ -120,13 +124,13 @@ impl HullTask {
         bundle: &str,
         sandbox_init_pid: Option<u32>,
     ) -> Result<Container, TtrpcError> {
-        let guest = to_guest_spec(
-            prepared.spec.clone(),
-            &prepared.id,
-            &prepared.role,
+        let pod = GuestPod {
             sandbox_init_pid,
-        )
-        .map_err(|e| status_error(Code::INVALID_ARGUMENT, e.to_string()))?;
+            sandbox_netns: (self.config.sandbox.mode == SandboxMode::Vm)
+                .then(|| GUEST_ROOT_NETNS.into()),
+        };
+        let guest = to_guest_spec(prepared.spec.clone(), &prepared.id, &prepared.role, &pod)
+            .map_err(|e| status_error(Code::INVALID_ARGUMENT, e.to_string()))?;
         let request = sandbox_request(self, &prepared, &guest);
         let sandbox = self.ensure_sandbox(&prepared.sandbox_id, request).await?;
         record_sandbox_dir(Path::new(bundle), &sandbox.paths.dir);
