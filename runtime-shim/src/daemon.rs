@@ -8,18 +8,20 @@ use std::path::Path;
 use std::sync::Arc;
 
 use containerd_shim::asynchronous::ExitSignal;
-use containerd_shim::publisher::RemotePublisher;
 use containerd_shim::Flags;
 use containerd_shim_protos::shim_async::create_task;
 use ttrpc::asynchronous::Server;
 
 use crate::config::Config;
+use crate::publisher::EventPublisher;
 use crate::task::HullTask;
 
 /// Task service name containerd 2.x calls.
 pub const TASK_SERVICE_V3: &str = "containerd.task.v3.Task";
 /// Task service name containerd 1.6/1.7 call.
 pub const TASK_SERVICE_V2: &str = "containerd.task.v2.Task";
+/// Longest wait at exit for the queued events to reach containerd.
+const FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// A daemon that could not serve.
 #[derive(Debug, thiserror::Error)]
@@ -35,8 +37,8 @@ pub enum DaemonError {
         /// The error.
         source: std::io::Error,
     },
-    /// Connecting to containerd's event socket failed.
-    #[error("connecting to containerd's ttrpc socket: {0}")]
+    /// containerd did not say where its event socket is.
+    #[error("containerd's ttrpc socket: {0}")]
     Publisher(String),
     /// The ttrpc server failed.
     #[error("ttrpc server: {0}")]
@@ -68,16 +70,23 @@ pub async fn serve(flags: &Flags) -> Result<(), DaemonError> {
         return Ok(());
     };
     let ttrpc_address = std::env::var("TTRPC_ADDRESS").unwrap_or_default();
-    let publisher = RemotePublisher::new(&ttrpc_address)
-        .await
-        .map_err(|e| DaemonError::Publisher(e.to_string()))?;
+    if ttrpc_address.is_empty() {
+        return Err(DaemonError::Publisher("TTRPC_ADDRESS is not set".into()));
+    }
+    // Connects lazily and reconnects (containerd may restart while we run).
+    let publisher = EventPublisher::connect(&ttrpc_address);
     let exit = Arc::new(ExitSignal::default());
     let task = match config {
-        Ok(config) => HullTask::new(config, &flags.namespace, publisher, exit.clone()),
+        Ok(config) => HullTask::new(config, &flags.namespace, publisher.clone(), exit.clone()),
         Err(e) => {
             tracing::error!(%e, "hull configuration");
-            HullTask::new(Config::default(), &flags.namespace, publisher, exit.clone())
-                .with_config_error(e.to_string())
+            HullTask::new(
+                Config::default(),
+                &flags.namespace,
+                publisher.clone(),
+                exit.clone(),
+            )
+            .with_config_error(e.to_string())
         }
     };
     let task: Arc<dyn containerd_shim_protos::shim_async::Task + Send + Sync> = Arc::new(task);
@@ -109,6 +118,10 @@ pub async fn serve(flags: &Flags) -> Result<(), DaemonError> {
     tokio::select! {
         _ = exit.wait() => {}
         _ = term.recv() => tracing::info!("SIGTERM"),
+    }
+    // The last events (TaskExit, TaskDelete) must reach containerd before we exit.
+    if let Err(e) = publisher.flush(FLUSH_TIMEOUT).await {
+        tracing::warn!(%e, "exiting with events undelivered");
     }
     // Let the Shutdown reply go out; containerd keeps its connection open until we exit, so
     // do not wait for it to close.

@@ -15,6 +15,7 @@ use crate::config::{Config, CONFIG_ENV};
 use crate::convert::config_path_from_options;
 use crate::cri::sandbox_id_for;
 use crate::exit::{self, KILLED_EXIT_STATUS};
+use crate::publisher::EventPublisher;
 use crate::sandbox::{cleanup_after_crash, valid_id, SandboxPaths};
 use crate::task::{HullTask, BUNDLE_SANDBOX_FILE};
 
@@ -80,6 +81,9 @@ impl Shim for HullShim {
     }
 
     async fn create_task_service(&self, publisher: RemotePublisher) -> HullTask {
+        // The crate's publisher does not reconnect after a containerd restart: ours, on the
+        // same address (`$TTRPC_ADDRESS`), replaces it.
+        let publisher = EventPublisher::connect(&publisher.address);
         match Config::load(None) {
             Ok(config) => HullTask::new(config, &self.namespace, publisher, self.exit.clone()),
             Err(e) => {

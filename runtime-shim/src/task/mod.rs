@@ -18,7 +18,6 @@ use std::path::Path;
 use std::sync::Arc;
 
 use containerd_shim::asynchronous::ExitSignal;
-use containerd_shim::publisher::RemotePublisher;
 use containerd_shim_protos::api;
 use hull_proto::agent;
 use tokio::sync::Mutex;
@@ -28,6 +27,7 @@ use crate::config::Config;
 use crate::cri::PodRole;
 use crate::events::TaskEvent;
 use crate::exit::{self, ExitRecord, SANDBOX_LOST_EXIT_STATUS};
+use crate::publisher::EventPublisher;
 use crate::sandbox::{Sandbox, SandboxRequest};
 use crate::stdio::{self, ProcessIo, StdioPaths};
 use process::Process;
@@ -64,7 +64,7 @@ struct State {
 pub struct HullTask {
     config: Arc<Config>,
     namespace: String,
-    publisher: Arc<RemotePublisher>,
+    publisher: EventPublisher,
     exit: Arc<ExitSignal>,
     state: Arc<Mutex<State>>,
     /// Serialises starting the sandbox (only Creates wait on it).
@@ -78,13 +78,13 @@ impl HullTask {
     pub fn new(
         config: Config,
         namespace: &str,
-        publisher: RemotePublisher,
+        publisher: EventPublisher,
         exit: Arc<ExitSignal>,
     ) -> HullTask {
         HullTask {
             config: Arc::new(config),
             namespace: namespace.to_string(),
-            publisher: Arc::new(publisher),
+            publisher,
             exit,
             state: Arc::new(Mutex::new(State::default())),
             boot: Arc::new(Mutex::new(())),
@@ -98,8 +98,9 @@ impl HullTask {
         self
     }
 
-    async fn publish(&self, event: TaskEvent) {
-        publish(&self.publisher, &self.namespace, event).await;
+    /// Queues `event` for containerd (never blocks; see [`EventPublisher`]).
+    fn publish(&self, event: TaskEvent) {
+        self.publisher.publish_task_event(&self.namespace, &event);
     }
 
     async fn process(&self, id: &str, exec_id: &str) -> Result<Arc<Process>, TtrpcError> {
@@ -212,17 +213,15 @@ impl HullTask {
                 let _ = output.await;
             }
             if process.record_exit(record.clone()) {
-                publish(
-                    &publisher,
+                publisher.publish_task_event(
                     &namespace,
-                    TaskEvent::Exit {
+                    &TaskEvent::Exit {
                         container_id: process.container_id.clone(),
                         exec_id: process.exec_id.clone(),
                         pid: shim_pid(),
                         exit: record,
                     },
-                )
-                .await;
+                );
             }
         });
     }
@@ -256,28 +255,13 @@ fn shim_pid() -> u32 {
     std::process::id()
 }
 
-async fn publish(publisher: &RemotePublisher, namespace: &str, event: TaskEvent) {
-    let topic = event.topic();
-    if let Err(e) = publisher
-        .publish(
-            ttrpc::context::Context::default(),
-            topic,
-            namespace,
-            event.to_message(),
-        )
-        .await
-    {
-        tracing::warn!(topic, %e, "publishing event");
-    }
-}
-
 /// Long-polls GetOOMEvent and publishes TaskOOM until the agent goes away.
-fn spawn_oom_watch(sandbox: Arc<Sandbox>, publisher: Arc<RemotePublisher>, namespace: String) {
+fn spawn_oom_watch(sandbox: Arc<Sandbox>, publisher: EventPublisher, namespace: String) {
     tokio::spawn(async move {
         loop {
             match sandbox.agent().get_oom_event().await {
                 Ok(container_id) => {
-                    publish(&publisher, &namespace, TaskEvent::Oom { container_id }).await;
+                    publisher.publish_task_event(&namespace, &TaskEvent::Oom { container_id });
                 }
                 Err(e) if e.code() == Some(Code::INTERNAL) => {
                     tracing::warn!(%e, "ignoring a bad OOM event");

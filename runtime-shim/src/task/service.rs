@@ -67,8 +67,7 @@ impl Task for HullTask {
             stderr: stdio.stderr.clone(),
             terminal: stdio.terminal,
             pid: shim_pid(),
-        })
-        .await;
+        });
         Ok(api::CreateTaskResponse {
             pid: shim_pid(),
             ..Default::default()
@@ -128,7 +127,7 @@ impl Task for HullTask {
                 pid: shim_pid(),
             }
         };
-        self.publish(event).await;
+        self.publish(event);
         Ok(api::StartResponse {
             pid: shim_pid(),
             ..Default::default()
@@ -201,8 +200,7 @@ impl Task for HullTask {
         self.publish(TaskEvent::ExecAdded {
             container_id: req.id,
             exec_id: req.exec_id,
-        })
-        .await;
+        });
         Ok(Empty::new())
     }
 
@@ -295,8 +293,7 @@ impl Task for HullTask {
         process.set_status(Status::PAUSED);
         self.publish(TaskEvent::Paused {
             container_id: req.id,
-        })
-        .await;
+        });
         Ok(Empty::new())
     }
 
@@ -310,8 +307,7 @@ impl Task for HullTask {
         process.set_status(Status::RUNNING);
         self.publish(TaskEvent::Resumed {
             container_id: req.id,
-        })
-        .await;
+        });
         Ok(Empty::new())
     }
 
@@ -487,8 +483,7 @@ impl HullTask {
             container_id: id.to_string(),
             pid: shim_pid(),
             exit: record.clone(),
-        })
-        .await;
+        });
         self.teardown_if_empty().await;
         record
     }

@@ -225,8 +225,26 @@ state = "{d}/state"
             .unwrap();
         }
         std::fs::write(d.join("config.toml"), config).unwrap();
-        let log = std::fs::File::create(d.join("logs/containerd.log")).unwrap();
-        let child = Command::new("containerd")
+        let child = Self::spawn(d);
+        let ctrd = Containerd {
+            dir,
+            child,
+            opts: opts.clone(),
+            ids: Arc::default(),
+        };
+        ctrd.wait_ready();
+        ctrd.build_images();
+        ctrd
+    }
+
+    /// Starts containerd on the config in `d` (its log appended to `d/logs/containerd.log`).
+    fn spawn(d: &Path) -> Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(d.join("logs/containerd.log"))
+            .unwrap();
+        Command::new("containerd")
             .arg("--config")
             .arg(d.join("config.toml"))
             .env(
@@ -241,23 +259,28 @@ state = "{d}/state"
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
-            .unwrap();
-        let ctrd = Containerd {
-            dir,
-            child,
-            opts: opts.clone(),
-            ids: Arc::default(),
-        };
+            .unwrap()
+    }
+
+    /// Waits until containerd accepts connections on its socket.
+    fn wait_ready(&self) {
         let started = Instant::now();
-        while !ctrd.sock().exists() {
+        while std::os::unix::net::UnixStream::connect(self.sock()).is_err() {
             assert!(
                 started.elapsed() < Duration::from_secs(20),
                 "containerd did not start"
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-        ctrd.build_images();
-        ctrd
+    }
+
+    /// Kills containerd with SIGKILL, as a crash would (its shims and containers live on),
+    /// and starts it again on the same config, root and state.
+    pub fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = Self::spawn(self.dir.path());
+        self.wait_ready();
     }
 
     /// The CRI plugin's settings: CNI, runtime handlers, pause image.
