@@ -132,6 +132,21 @@ impl Drop for EventStream {
     }
 }
 
+/// Removes runc's record of the container (kept under a fixed root, not in the test's temp
+/// dir) when the test fails before `task rm`.
+struct RuncState(String);
+
+impl Drop for RuncState {
+    fn drop(&mut self) {
+        let _ = Command::new("runc")
+            .args(["--root", &format!("/run/containerd/runc/{NS}")])
+            .args(["delete", "-f", &self.0])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
 #[test]
 fn task_events_arrive_after_containerd_is_killed_and_restarted() {
     let Some(mut c) = containerd_or_skip("containerd restart", &Options::default()) else {
@@ -142,6 +157,7 @@ fn task_events_arrive_after_containerd_is_killed_and_restarted() {
         format!("restart-runc-{}", std::process::id()),
         format!("restart-hull-{}", std::process::id()),
     );
+    let _runc_state = RuncState(runc_id.clone());
     let containers = [(runc_id.as_str(), RUNC), (hull_id.as_str(), RUNTIME)];
     for (id, runtime) in containers {
         start_detached(&c, id, runtime);
