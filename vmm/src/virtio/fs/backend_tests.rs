@@ -20,9 +20,9 @@ use virtio_queue::{Queue, QueueT};
 use vm_memory::{Bytes, GuestAddress};
 use vmm_sys_util::eventfd::EventFd;
 
-use hull_runtime::sandbox::virtiofsd::{find_virtiofsd, virtiofsd_command};
 use super::*;
 use crate::memory::{create_guest_ram, GuestRam};
+use hull_runtime::sandbox::virtiofsd::{find_virtiofsd, virtiofsd_command};
 
 const FUSE_LOOKUP: u32 = 1;
 const FUSE_INIT: u32 = 26;
