@@ -18,22 +18,6 @@ use std::time::{Duration, Instant};
 use common::containerd::{containerd_or_skip, which, Containerd, Options, IMAGE, NS, RUNTIME};
 use common::text;
 
-fn wait_for_status(c: &Containerd, id: &str, want: &str) {
-    let started = Instant::now();
-    loop {
-        let out = c.ctr(&["task", "ls"]);
-        let ls = String::from_utf8_lossy(&out.stdout).into_owned();
-        if ls.lines().any(|l| l.starts_with(id) && l.contains(want)) {
-            return;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "{id} never {want}: {ls}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 fn start_detached(c: &Containerd, id: &str, cmd: &[&str]) {
     c.track(id);
     let mut args = vec!["run", "-d", "--runtime", RUNTIME, IMAGE, id];
@@ -45,7 +29,7 @@ fn start_detached(c: &Containerd, id: &str, cmd: &[&str]) {
         text(&out),
         c.log_tail()
     );
-    wait_for_status(c, id, "RUNNING");
+    c.wait_for_status(id, "RUNNING");
 }
 
 fn remove(c: &Containerd, id: &str) {
@@ -100,7 +84,7 @@ fn scenario_exit_codes(c: &Containerd) {
             .output()
             .unwrap()
     });
-    wait_for_status(c, "killed", "RUNNING");
+    c.wait_for_status("killed", "RUNNING");
     let out = c.ctr(&["task", "kill", "-s", "SIGKILL", "killed"]);
     assert!(out.status.success(), "kill: {}", text(&out));
     let out = runner.join().unwrap();
@@ -215,14 +199,14 @@ fn scenario_exec_kill_metrics_pause(c: &Containerd) {
     assert!(out.status.success(), "ps: {}", text(&out));
 
     assert!(c.ctr(&["task", "pause", "long1"]).status.success());
-    wait_for_status(c, "long1", "PAUSED");
+    c.wait_for_status("long1", "PAUSED");
     assert!(c.ctr(&["task", "resume", "long1"]).status.success());
-    wait_for_status(c, "long1", "RUNNING");
+    c.wait_for_status("long1", "RUNNING");
 
     // PID 1 (sleep) has no SIGTERM handler, so as with runc only SIGKILL stops it.
     let out = c.ctr(&["task", "kill", "-s", "SIGKILL", "long1"]);
     assert!(out.status.success(), "kill: {}", text(&out));
-    wait_for_status(c, "long1", "STOPPED");
+    c.wait_for_status("long1", "STOPPED");
     remove(c, "long1");
     c.assert_clean("long1");
 }

@@ -24,23 +24,6 @@ use common::text;
 /// runc's shim, the reference.
 const RUNC: &str = "io.containerd.runc.v2";
 
-fn wait_for_status(c: &Containerd, id: &str, want: &str) {
-    let started = Instant::now();
-    loop {
-        let out = c.ctr(&["task", "ls"]);
-        let ls = String::from_utf8_lossy(&out.stdout).into_owned();
-        if ls.lines().any(|l| l.starts_with(id) && l.contains(want)) {
-            return;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "{id} never {want}: {ls}\n{}",
-            c.log_tail()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 fn start_detached(c: &Containerd, id: &str, runtime: &str) {
     c.track(id);
     let out = c.ctr(&[
@@ -59,7 +42,7 @@ fn start_detached(c: &Containerd, id: &str, runtime: &str) {
         text(&out),
         c.log_tail()
     );
-    wait_for_status(c, id, "RUNNING");
+    c.wait_for_status(id, "RUNNING");
 }
 
 /// `ctr events`: containerd's event stream, one line per event
@@ -166,7 +149,7 @@ fn task_events_arrive_after_containerd_is_killed_and_restarted() {
     c.restart();
     // containerd found its shims again.
     for (id, _) in containers {
-        wait_for_status(&c, id, "RUNNING");
+        c.wait_for_status(id, "RUNNING");
     }
     let events = EventStream::subscribe(&c);
 
@@ -182,7 +165,7 @@ fn task_events_arrive_after_containerd_is_killed_and_restarted() {
             events.lines(),
             c.log_tail()
         );
-        wait_for_status(&c, id, "STOPPED");
+        c.wait_for_status(id, "STOPPED");
     }
 
     for (id, runtime) in containers {

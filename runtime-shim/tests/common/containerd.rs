@@ -501,6 +501,24 @@ state = "{d}/state"
     }
 
     /// The last 30 lines of containerd's log that mention hull or a shim.
+    /// Waits until `ctr task ls` shows task `id` with status `want` (20 s at most).
+    pub fn wait_for_status(&self, id: &str, want: &str) {
+        let started = Instant::now();
+        loop {
+            let out = self.ctr(&["task", "ls"]);
+            let ls = String::from_utf8_lossy(&out.stdout).into_owned();
+            if ls.lines().any(|l| l.starts_with(id) && l.contains(want)) {
+                return;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "{id} never {want}: {ls}\n{}",
+                self.log_tail()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     pub fn log_tail(&self) -> String {
         self.log_lines(|l| l.contains("hull") || l.contains("shim"), 30)
     }
