@@ -11,6 +11,7 @@ pub mod kvm_host;
 pub mod layout;
 pub mod memory;
 pub mod microvm;
+pub mod seccomp;
 pub mod vcpu;
 pub mod virtio;
 pub mod vm;

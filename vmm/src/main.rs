@@ -15,7 +15,10 @@ use hull_vmm::virtio::net::NetConfig;
 ///
 /// Exit status: 0 when the guest reboots or powers off (i8042 reset, `reboot=k`) or on SIGTERM/SIGINT;
 /// 1 when the VM cannot be set up (bad kernel, no /dev/kvm, ...); 2 when a vCPU fails (triple fault,
-/// KVM emulation failure; the error shows the exit reason and registers).
+/// KVM emulation failure; the error shows the exit reason and registers). A syscall outside a
+/// thread's seccomp allowlist kills hull-vmm with SIGSYS: no exit code, the parent sees "killed by
+/// signal 31" (a shell shows status 159); nothing is logged by hull-vmm itself (the kernel audit
+/// log names the syscall).
 #[derive(Parser, Debug)]
 #[command(name = "hull-vmm", version, about, long_about)]
 struct Args {
@@ -68,10 +71,23 @@ struct Args {
     #[arg(long, value_name = "SPEC")]
     net: Vec<NetConfig>,
 
+    /// Per-thread seccomp filters (vmm thread, vCPU threads): `on` (default) or `off`. `off` is for
+    /// debugging only and logs a warning at start.
+    #[arg(long, value_name = "on|off", default_value = "on", value_parser = parse_on_off, action = clap::ArgAction::Set)]
+    seccomp: bool,
+
     /// Log filter for the VMM's own logs on stderr (error, warn, info, debug, trace, or a
     /// tracing-subscriber directive).
     #[arg(long, value_name = "FILTER", default_value = "info")]
     log_level: String,
+}
+
+fn parse_on_off(value: &str) -> Result<bool, String> {
+    match value {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        other => Err(format!("expected on or off, got {other:?}")),
+    }
 }
 
 fn main() -> ExitCode {
@@ -104,6 +120,7 @@ fn main() -> ExitCode {
             }),
         fs: args.fs,
         net: args.net,
+        seccomp: args.seccomp,
     };
     match microvm::run(&config, vmm_start) {
         Ok(exit) => {

@@ -26,6 +26,7 @@ use crate::devices::serial::SerialDevice;
 use crate::kvm_host::{self, KvmHostError};
 use crate::layout::*;
 use crate::memory::{self, MemoryError};
+use crate::seccomp::{self, SeccompError, ThreadKind};
 use crate::vcpu::{self, VcpuContext};
 use crate::virtio::fs::{FsConfig, VhostUserFs};
 use crate::virtio::mmio::{MmioTransport, QUEUE_NOTIFY_OFFSET};
@@ -65,6 +66,8 @@ pub struct VmConfig {
     pub fs: Vec<FsConfig>,
     /// virtio-net devices, each over a tap.
     pub net: Vec<NetConfig>,
+    /// Per-thread seccomp filters (see [`crate::seccomp`]). `false` is for debugging only.
+    pub seccomp: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -118,6 +121,10 @@ pub enum VmmError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Seccomp(#[from] SeccompError),
+    #[error(transparent)]
+    VcpuSpawn(#[from] vcpu::SpawnError),
     #[error("event loop failed: {0:?}")]
     EventLoop(event_manager::Error),
 }
@@ -190,6 +197,20 @@ pub fn run(config: &VmConfig, vmm_start: Instant) -> Result<VmExit, VmmError> {
     if config.vcpus == 0 || config.vcpus > MAX_VCPUS {
         return Err(VmmError::VcpuCount(config.vcpus));
     }
+    // Compiled before anything else, so a filter that cannot be built stops us early.
+    let filters = if config.seccomp {
+        let kick = vcpu::kick_signal();
+        Some((
+            seccomp::build(ThreadKind::Vmm, kick)?,
+            Arc::new(seccomp::build(ThreadKind::Vcpu, kick)?),
+        ))
+    } else {
+        tracing::warn!(
+            "SECCOMP IS OFF (--seccomp=off): hull-vmm runs with every syscall allowed; a guest that \
+             takes over the VMM reaches the whole host kernel API. For debugging only, never in production"
+        );
+        None
+    };
     let mut kernel_file = open_image("kernel", &config.kernel)?;
     let mut initrd_file = config
         .initrd
@@ -331,9 +352,24 @@ pub fn run(config: &VmConfig, vmm_start: Instant) -> Result<VmExit, VmmError> {
             events: event_tx.clone(),
             wake: vcpu_wake.clone(),
             vmm_start,
+            seccomp: filters.as_ref().map(|(_, vcpu)| vcpu.clone()),
         };
-        threads.push(vcpu::spawn(ctx).map_err(io_err("cannot start a vCPU thread"))?);
+        match vcpu::spawn(ctx) {
+            Ok(handle) => threads.push(handle),
+            Err(e) => {
+                stop_vcpus(&stop, threads);
+                return Err(e.into());
+            }
+        }
     }
+    // From here on this thread only serves the event loop (guest-driven) and stops the vCPUs.
+    if let Some((program, _)) = &filters {
+        if let Err(e) = seccomp::install(ThreadKind::Vmm, program) {
+            stop_vcpus(&stop, threads);
+            return Err(e.into());
+        }
+    }
+    seccomp::test_violation(ThreadKind::Vmm);
     tracing::info!(
         "microVM started: {} vCPU(s), {} MiB, {} virtio device(s), set-up took {} us",
         config.vcpus,

@@ -13,9 +13,11 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use kvm_ioctls::{VcpuExit, VcpuFd};
+use seccompiler::BpfProgram;
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::devices::bus::Bus;
+use crate::seccomp::{self, SeccompError, ThreadKind};
 
 /// Signal used to kick a vCPU thread out of `KVM_RUN` (its handler does nothing; the EINTR is the point).
 pub fn kick_signal() -> libc::c_int {
@@ -63,13 +65,52 @@ pub struct VcpuContext {
     /// Written after an event is sent, to wake the VMM's event loop.
     pub wake: Arc<EventFd>,
     pub vmm_start: Instant,
+    /// The vCPU seccomp filter, installed by the thread before its first `KVM_RUN` (None: off).
+    pub seccomp: Option<Arc<BpfProgram>>,
 }
 
-/// Spawns the vCPU thread.
-pub fn spawn(ctx: VcpuContext) -> std::io::Result<JoinHandle<()>> {
-    std::thread::Builder::new()
-        .name(format!("vcpu{}", ctx.index))
-        .spawn(move || run(ctx))
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnError {
+    #[error("cannot start the vCPU thread: {0}")]
+    Thread(#[from] std::io::Error),
+    #[error(transparent)]
+    Seccomp(#[from] SeccompError),
+    #[error("vcpu{0} thread ended before installing its seccomp filter")]
+    Vanished(u8),
+}
+
+/// Spawns the vCPU thread and waits until it has installed its seccomp filter (if any), so a
+/// filter that cannot be installed is a set-up error and no guest code runs unconfined.
+pub fn spawn(mut ctx: VcpuContext) -> Result<JoinHandle<()>, SpawnError> {
+    let index = ctx.index;
+    let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
+    let handle = std::thread::Builder::new()
+        .name(format!("vcpu{index}"))
+        .spawn(move || {
+            if let Some(program) = ctx.seccomp.take() {
+                let installed = seccomp::install(ThreadKind::Vcpu, &program);
+                let failed = installed.is_err();
+                let _ = ready_tx.send(installed);
+                if failed {
+                    return;
+                }
+            } else {
+                let _ = ready_tx.send(Ok(()));
+            }
+            seccomp::test_violation(ThreadKind::Vcpu);
+            run(ctx)
+        })?;
+    match ready_rx.recv() {
+        Ok(Ok(())) => Ok(handle),
+        Ok(Err(e)) => {
+            let _ = handle.join();
+            Err(e.into())
+        }
+        Err(_) => {
+            let _ = handle.join();
+            Err(SpawnError::Vanished(index))
+        }
+    }
 }
 
 /// Outcome of handling one exit.

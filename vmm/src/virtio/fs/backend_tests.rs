@@ -24,9 +24,9 @@ use super::*;
 use crate::memory::{create_guest_ram, GuestRam};
 use hull_runtime::sandbox::virtiofsd::{find_virtiofsd, virtiofsd_command};
 
-const FUSE_LOOKUP: u32 = 1;
+pub(crate) const FUSE_LOOKUP: u32 = 1;
 const FUSE_INIT: u32 = 26;
-const FUSE_ROOT_ID: u64 = 1;
+pub(crate) const FUSE_ROOT_ID: u64 = 1;
 const FUSE_IN_HEADER_LEN: usize = 40;
 const FUSE_OUT_HEADER_LEN: usize = 16;
 
@@ -71,13 +71,13 @@ impl Drop for TempDir {
 }
 
 /// A virtiofsd process owned by a test (killed on drop), with its log in the temp dir.
-struct Virtiofsd {
+pub(crate) struct Virtiofsd {
     child: Child,
     dir: TempDir,
 }
 
 /// How the test starts virtiofsd.
-enum Sandbox {
+pub(crate) enum Sandbox {
     /// `--sandbox none --cache never`: the plain daemon.
     None,
     /// [`virtiofsd_command`]: the production flags, namespace sandbox included.
@@ -86,7 +86,7 @@ enum Sandbox {
 
 impl Virtiofsd {
     /// Starts virtiofsd, or returns `None` after printing why the test is skipped.
-    fn start(name: &str, sandbox: Sandbox) -> Option<Self> {
+    pub(crate) fn start(name: &str, sandbox: Sandbox) -> Option<Self> {
         let Some(binary) = find_virtiofsd() else {
             if std::env::var_os("HULL_REQUIRE_VIRTIOFSD").is_some_and(|v| v == "1") {
                 panic!("virtiofsd is not installed and HULL_REQUIRE_VIRTIOFSD=1");
@@ -124,7 +124,7 @@ impl Virtiofsd {
         Some(Self { child, dir })
     }
 
-    fn socket(&self) -> PathBuf {
+    pub(crate) fn socket(&self) -> PathBuf {
         self.dir.socket()
     }
 
@@ -224,7 +224,7 @@ impl TestRing {
 }
 
 /// A FUSE request: fuse_in_header (len, opcode, unique, nodeid, uid, gid, pid, extlen, pad) + body.
-fn fuse_request(opcode: u32, unique: u64, nodeid: u64, body: &[u8]) -> Vec<u8> {
+pub(crate) fn fuse_request(opcode: u32, unique: u64, nodeid: u64, body: &[u8]) -> Vec<u8> {
     let mut msg = Vec::with_capacity(FUSE_IN_HEADER_LEN + body.len());
     msg.extend_from_slice(&((FUSE_IN_HEADER_LEN + body.len()) as u32).to_le_bytes());
     msg.extend_from_slice(&opcode.to_le_bytes());
@@ -244,20 +244,28 @@ fn fuse_init_body() -> Vec<u8> {
     body
 }
 
-fn u32_at(buf: &[u8], at: usize) -> u32 {
+pub(crate) fn u32_at(buf: &[u8], at: usize) -> u32 {
     u32::from_le_bytes(buf[at..at + 4].try_into().unwrap())
 }
 
-fn u64_at(buf: &[u8], at: usize) -> u64 {
+pub(crate) fn u64_at(buf: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(buf[at..at + 8].try_into().unwrap())
 }
 
 type FsSubscriber = Arc<Mutex<VhostUserFs>>;
 
-/// An activated device, its event loop and the guest side of its queues.
-struct ActiveFs {
-    ram: GuestRam,
+/// A connected, not yet activated device.
+pub(crate) struct PreparedFs {
     device: FsSubscriber,
+    events: EventManager<FsSubscriber>,
+    ram: GuestRam,
+    irq: IrqTrigger,
+}
+
+/// An activated device, its event loop and the guest side of its queues.
+pub(crate) struct ActiveFs {
+    ram: GuestRam,
+    pub(crate) device: FsSubscriber,
     events: EventManager<FsSubscriber>,
     irq: IrqTrigger,
     rings: Vec<TestRing>,
@@ -266,6 +274,11 @@ struct ActiveFs {
 impl ActiveFs {
     /// Connects to `socket`, puts the device in an event loop and activates it with both queues.
     fn start(socket: &Path) -> Self {
+        Self::activate(Self::prepare(socket))
+    }
+
+    /// The VMM's set-up half: connect, event loop, guest RAM (the seccomp tests filter only the rest).
+    pub(crate) fn prepare(socket: &Path) -> PreparedFs {
         let cfg = FsConfig {
             tag: "hullfs".into(),
             socket: socket.to_path_buf(),
@@ -279,6 +292,22 @@ impl ActiveFs {
         events.add_subscriber(device.clone());
         let ram = create_guest_ram(64).unwrap();
         let irq = IrqTrigger::new(EventFd::new(libc::EFD_NONBLOCK).unwrap());
+        PreparedFs {
+            device,
+            events,
+            ram,
+            irq,
+        }
+    }
+
+    /// The driver's DRIVER_OK (a vCPU thread in hull-vmm): features and activation.
+    pub(crate) fn activate(prepared: PreparedFs) -> Self {
+        let PreparedFs {
+            device,
+            events,
+            ram,
+            irq,
+        } = prepared;
         let rings = vec![TestRing::new(HIPRIO_QUEUE), TestRing::new(REQUEST_QUEUE)];
         {
             let mut dev = device.lock().unwrap();
@@ -303,7 +332,7 @@ impl ActiveFs {
     }
 
     /// Activates the device again (after a reset) on zeroed rings.
-    fn reactivate(&mut self) {
+    pub(crate) fn reactivate(&mut self) {
         let ring_bytes = vec![0u8; 0x1_0000 * self.rings.len()];
         self.ram
             .memory
@@ -321,7 +350,7 @@ impl ActiveFs {
 
     /// Sends one FUSE request on the request queue, kicks, waits for the interrupt the device
     /// forwards from the call eventfd, and returns the reply from the used ring.
-    fn exchange(&mut self, request: &[u8]) -> Vec<u8> {
+    pub(crate) fn exchange(&mut self, request: &[u8]) -> Vec<u8> {
         let mem = &self.ram.memory;
         mem.write_slice(request, GuestAddress(REQUEST_ADDR))
             .unwrap();
@@ -370,7 +399,7 @@ impl ActiveFs {
         reply
     }
 
-    fn fuse_init(&mut self) {
+    pub(crate) fn fuse_init(&mut self) {
         let reply = self.exchange(&fuse_request(FUSE_INIT, 1, 0, &fuse_init_body()));
         assert_eq!(
             u32_at(&reply, 0) as usize,

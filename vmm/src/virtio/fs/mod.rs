@@ -21,7 +21,7 @@ pub mod config;
 pub mod vhost_user;
 
 #[cfg(test)]
-mod backend_tests;
+pub(crate) mod backend_tests;
 
 use std::io;
 use std::path::Path;
