@@ -2,7 +2,8 @@
 //! vsock socket speaks. Each connection sends `CONNECT <port>\n` (read byte by byte, at most
 //! [`MAX_CONNECT_LINE`] bytes, within [`HANDSHAKE_TIMEOUT`]); the agent answers `OK <port>\n`
 //! and treats the rest of the stream as a vsock connection to that port: the API port goes to
-//! the ttrpc server, the log port to the log forwarder, a stdio port to its process. Anything else is closed without a reply,
+//! the ttrpc server, the log port to the log forwarder, the port-forward port to
+//! [`crate::port_forward`], a stdio port to its process. Anything else is closed without a reply,
 //! as the VMM does when nothing listens on a port.
 
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
+use crate::port_forward::PortForwards;
 use crate::stdio::{Stream, StreamHub};
 
 pub use hull_proto::handshake::{parse_connect, MAX_CONNECT_LINE};
@@ -40,6 +42,7 @@ pub async fn accept_loop(
     api: mpsc::Sender<UnixStream>,
     logs: mpsc::Sender<Stream>,
     hub: Arc<StreamHub>,
+    forwards: Arc<PortForwards>,
 ) {
     loop {
         let stream = match listener.accept().await {
@@ -53,7 +56,8 @@ pub async fn accept_loop(
         let api = api.clone();
         let logs = logs.clone();
         let hub = Arc::clone(&hub);
-        tokio::spawn(async move { route(stream, api, logs, hub).await });
+        let forwards = Arc::clone(&forwards);
+        tokio::spawn(async move { route(stream, api, logs, hub, forwards).await });
     }
 }
 
@@ -62,6 +66,7 @@ async fn route(
     api: mpsc::Sender<UnixStream>,
     logs: mpsc::Sender<Stream>,
     hub: Arc<StreamHub>,
+    forwards: Arc<PortForwards>,
 ) {
     let Ok(Some(port)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, read_connect(&mut stream)).await
     else {
@@ -76,6 +81,10 @@ async fn route(
     } else if port == hull_proto::AGENT_LOG_PORT {
         if stream.write_all(reply.as_bytes()).await.is_ok() {
             let _ = logs.send(Box::pin(stream)).await;
+        }
+    } else if port == hull_proto::PORT_FORWARD_PORT {
+        if stream.write_all(reply.as_bytes()).await.is_ok() {
+            forwards.spawn(Box::pin(stream));
         }
     } else if hub.is_pending(port) {
         if stream.write_all(reply.as_bytes()).await.is_ok() && !hub.deliver(port, Box::pin(stream))

@@ -5,7 +5,8 @@
 //! banner, boot marker), [`server`] (ttrpc server lifecycle), [`service`] (the RPC handlers),
 //! [`validate`] (request validation), [`guest_info`] (GetGuestDetails), [`reaper`] (zombies),
 //! [`power`] (guest power-off), [`oom`] (GetOOMEvent), [`mounts`] (mount table clean-up),
-//! [`network`] (interfaces and routes over rtnetlink), [`logging`].
+//! [`network`] (interfaces and routes over rtnetlink), [`port_forward`] (TCP forwards from
+//! the host into the guest), [`logging`].
 
 pub mod cli;
 pub mod container;
@@ -18,6 +19,7 @@ pub mod mounts;
 pub mod network;
 pub mod oom;
 pub mod pid1;
+pub mod port_forward;
 pub mod power;
 pub mod reaper;
 pub mod runtime;

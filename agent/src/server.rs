@@ -95,17 +95,21 @@ pub async fn serve(
     if let Some(buffer) = crate::logging::buffer() {
         tokio::spawn(crate::logging::forward_logs(buffer, logs_rx));
     }
+    let forwards = crate::port_forward::PortForwards::new();
     let server = ttrpc::asynchronous::Server::new();
     let server = match listen {
         ListenAddress::Hybrid(path) => {
             let listener = tokio::net::UnixListener::bind(path)
                 .map_err(|e| bind_error(ttrpc::Error::Others(e.to_string())))?;
             let (api_tx, api_rx) = tokio::sync::mpsc::channel(16);
-            tokio::spawn(crate::hybrid::accept_loop(listener, api_tx, logs_tx, hub));
+            tokio::spawn(crate::hybrid::accept_loop(
+                listener, api_tx, logs_tx, hub, forwards,
+            ));
             server.add_listener(crate::hybrid::api_listener(api_rx))
         }
         ListenAddress::Vsock { .. } => {
             tokio::spawn(crate::logging::accept_vsock_log_connections(logs_tx));
+            tokio::spawn(crate::port_forward::accept_vsock(forwards));
             server.bind(&listen.ttrpc_address()).map_err(bind_error)?
         }
         _ => server.bind(&listen.ttrpc_address()).map_err(bind_error)?,

@@ -17,7 +17,7 @@ use crate::runtime::{Failure, Runtime};
 use crate::validate::Validate;
 
 /// The RPCs this agent implements; reported in GetGuestDetails capabilities.
-pub const IMPLEMENTED_RPCS: [&str; 25] = [
+pub const IMPLEMENTED_RPCS: [&str; 26] = [
     "Health",
     "Version",
     "GetGuestDetails",
@@ -43,6 +43,7 @@ pub const IMPLEMENTED_RPCS: [&str; 25] = [
     "UpdateInterface",
     "UpdateRoutes",
     "ListInterfaces",
+    "ListTcpListeners",
 ];
 
 /// The API handlers. PowerOff does not stop anything itself: it flips the `power_off` watch,
@@ -532,6 +533,25 @@ impl AgentService for AgentApi {
         let interfaces = crate::network::list_interfaces(&Netns::Current).await;
         Ok(ListInterfacesResponse {
             interfaces: net_failed("ListInterfaces", interfaces)?,
+            ..Default::default()
+        })
+    }
+
+    async fn list_tcp_listeners(
+        &self,
+        _ctx: &TtrpcContext,
+        req: ListTcpListenersRequest,
+    ) -> ttrpc::Result<ListTcpListenersResponse> {
+        check("ListTcpListeners", &req)?;
+        let ports = tokio::task::spawn_blocking(crate::port_forward::list_tcp_listeners)
+            .await
+            .map_err(|e| status(Code::INTERNAL, format!("ListTcpListeners: {e}")))?
+            .map_err(|err| {
+                warn!(%err, "ListTcpListeners failed");
+                status(Code::INTERNAL, format!("ListTcpListeners: {err}"))
+            })?;
+        Ok(ListTcpListenersResponse {
+            ports: ports.into_iter().map(u32::from).collect(),
             ..Default::default()
         })
     }

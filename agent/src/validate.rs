@@ -285,6 +285,7 @@ nothing_to_validate!(
     GuestDetailsRequest,
     GetOOMEventRequest,
     ListInterfacesRequest,
+    ListTcpListenersRequest,
     PowerOffRequest,
 );
 

@@ -2,11 +2,17 @@
 //! `CONNECT <port>\n` and reads `OK <host-port>\n` (one byte at a time: what follows the line
 //! is the stream). The client ([`crate::client`]) and the agent's host-mode listener use these;
 //! hull-vmm's device speaks the same lines.
+//!
+//! Also the first line of a port-forward connection to [`crate::PORT_FORWARD_PORT`]:
+//! `TCP <port>\n` names the guest TCP port the stream is forwarded to.
 
 /// Longest `CONNECT <port>\n` line a listener reads.
 pub const MAX_CONNECT_LINE: usize = 32;
 /// Longest `OK <port>\n` reply a client reads.
 pub const MAX_OK_LINE: usize = 32;
+
+/// Longest `TCP <port>\n` line the agent reads on the port-forward port.
+pub const MAX_TCP_LINE: usize = 16;
 
 /// The line a client sends to reach guest `port`.
 pub fn connect_line(port: u32) -> String {
@@ -26,6 +32,20 @@ pub fn parse_connect(line: &[u8]) -> Option<u32> {
 /// Parses `OK <host-port>\n` and returns the host port.
 pub fn parse_ok(line: &[u8]) -> Option<u32> {
     parse_number_line(line, "OK ")
+}
+
+/// The first line of a port-forward connection to guest TCP `port`.
+pub fn tcp_line(port: u16) -> String {
+    format!("TCP {port}\n")
+}
+
+/// Parses `TCP <port>\n` (decimal digits only, 1..=65535, at most [`MAX_TCP_LINE`] bytes).
+pub fn parse_tcp(line: &[u8]) -> Option<u16> {
+    if line.len() > MAX_TCP_LINE {
+        return None;
+    }
+    let port = parse_number_line(line, "TCP ")?;
+    u16::try_from(port).ok().filter(|&p| p != 0)
 }
 
 fn parse_number_line(line: &[u8], prefix: &str) -> Option<u32> {
@@ -63,5 +83,40 @@ mod tests {
         }
         assert_eq!(parse_ok(b"OK\n"), None);
         assert_eq!(parse_ok(b"ERR 1\n"), None);
+    }
+
+    #[test]
+    fn tcp_lines_round_trip_over_the_whole_port_range() {
+        for port in [1u16, 80, 8080, 65535] {
+            let line = tcp_line(port);
+            assert!(line.len() <= MAX_TCP_LINE, "{line:?}");
+            assert_eq!(parse_tcp(line.as_bytes()), Some(port));
+        }
+    }
+
+    #[test]
+    fn malformed_tcp_lines_are_refused() {
+        for bad in [
+            &b"TCP 0\n"[..],
+            b"TCP 65536\n",
+            b"TCP 99999999999\n",
+            b"TCP\n",
+            b"TCP \n",
+            b"TCP 80",
+            b"TCP 80\r\n",
+            b"TCP  80\n",
+            b"TCP -80\n",
+            b"TCP +80\n",
+            b"TCP 0x50\n",
+            b"tcp 80\n",
+            b"UDP 80\n",
+            b"CONNECT 80\n",
+            b"TCP 80\nTCP 81\n",
+            b"TCP 000000000000080\n",
+            b"\xffTCP 80\n",
+            b"",
+        ] {
+            assert_eq!(parse_tcp(bad), None, "{bad:?}");
+        }
     }
 }

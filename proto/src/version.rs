@@ -13,6 +13,12 @@ pub const AGENT_API_PORT: u32 = 1024;
 /// reader, a few at most; lines logged while nobody reads wait, bounded).
 pub const AGENT_LOG_PORT: u32 = 1025;
 
+/// The vsock port on which the agent accepts TCP forwards into the guest: each connection
+/// starts with `TCP <port>\n` ([`crate::handshake::tcp_line`]), then carries the bytes of one
+/// TCP connection to localhost:<port> in the guest (see "Port forwarding" in
+/// `protos/agent.proto`).
+pub const PORT_FORWARD_PORT: u32 = 1026;
+
 /// The first vsock port the agent hands out for process stdio streams.
 pub const STDIO_PORT_BASE: u32 = 0x1_0000;
 
@@ -139,6 +145,7 @@ mod tests {
             "WaitProcess",
             "GetOOMEvent",
             "UpdateRoutes",
+            "ListTcpListeners",
             "PowerOff",
         ] {
             assert!(
