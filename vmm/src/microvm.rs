@@ -198,6 +198,7 @@ pub fn run(config: &VmConfig, vmm_start: Instant) -> Result<VmExit, VmmError> {
         return Err(VmmError::VcpuCount(config.vcpus));
     }
     // Compiled before anything else, so a filter that cannot be built stops us early.
+    let filters_start = Instant::now();
     let filters = if config.seccomp {
         let kick = vcpu::kick_signal();
         Some((
@@ -211,6 +212,10 @@ pub fn run(config: &VmConfig, vmm_start: Instant) -> Result<VmExit, VmmError> {
         );
         None
     };
+    tracing::debug!(
+        "set-up: seccomp filters compiled in {} us",
+        filters_start.elapsed().as_micros()
+    );
     let mut kernel_file = open_image("kernel", &config.kernel)?;
     let mut initrd_file = config
         .initrd
