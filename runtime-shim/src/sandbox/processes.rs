@@ -53,7 +53,7 @@ pub fn monitor_child(
             return;
         }
         let reason = match status {
-            Ok(s) => format!("{name} exited unexpectedly ({s})"),
+            Ok(s) => death_reason(name, s),
             Err(e) => format!("{name} could not be waited for: {e}"),
         };
         tracing::error!(
@@ -100,6 +100,19 @@ pub fn start_time(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let (_, rest) = stat.rsplit_once(')')?;
     rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Why a sandbox process ended, in words (a seccomp kill is named as such).
+pub fn death_reason(name: &str, status: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    if status.signal() == Some(libc::SIGSYS) {
+        return format!(
+            "{name} was killed by its seccomp filter (SIGSYS): it made a system call outside its \
+             allowlist (a guest exploiting it, or a missing entry; the kernel's audit log names \
+             the call)"
+        );
+    }
+    format!("{name} exited unexpectedly ({status})")
 }
 
 /// Writes the `pids` file: one "name pid start-time" line per process.

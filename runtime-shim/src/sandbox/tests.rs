@@ -113,3 +113,12 @@ fn cleanup_unmounts_a_container_moved_deeper_before_removing_anything() {
     assert!(mounts_below(run.path()).is_empty());
     assert!(!paths.dir.exists());
 }
+
+#[test]
+fn a_seccomp_kill_is_named() {
+    use std::os::unix::process::ExitStatusExt;
+    let sigsys = std::process::ExitStatus::from_raw(libc::SIGSYS);
+    assert!(super::processes::death_reason("hull-vmm", sigsys).contains("seccomp"));
+    let exit1 = std::process::ExitStatus::from_raw(1 << 8);
+    assert!(super::processes::death_reason("hull-vmm", exit1).contains("exited unexpectedly"));
+}
