@@ -12,6 +12,7 @@ pub mod events;
 pub mod exit;
 pub mod mounts;
 pub mod network;
+pub mod port_forward;
 pub mod publisher;
 pub mod sandbox;
 pub mod shared_dir;

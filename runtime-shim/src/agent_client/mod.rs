@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use hull_proto::agent::{
     CreateContainerRequest, CreateSandboxRequest, DestroySandboxRequest, ExecProcessRequest,
-    GetOOMEventRequest, ListProcessesRequest, PauseContainerRequest, RemoveContainerRequest,
-    RemoveProcessRequest, ResumeContainerRequest, SignalProcessRequest, StartContainerRequest,
-    StartExecRequest, StatsContainerRequest, StdioPorts, StdioRequest, TtyWinResizeRequest,
-    UpdateContainerRequest, UpdateInterfaceRequest, UpdateRoutesRequest, VersionRequest,
-    VersionResponse, WaitProcessRequest,
+    GetOOMEventRequest, ListProcessesRequest, ListTcpListenersRequest, PauseContainerRequest,
+    RemoveContainerRequest, RemoveProcessRequest, ResumeContainerRequest, SignalProcessRequest,
+    StartContainerRequest, StartExecRequest, StatsContainerRequest, StdioPorts, StdioRequest,
+    TtyWinResizeRequest, UpdateContainerRequest, UpdateInterfaceRequest, UpdateRoutesRequest,
+    VersionRequest, VersionResponse, WaitProcessRequest,
 };
 use hull_proto::agent_ttrpc::AgentServiceClient;
 use hull_proto::network::{Interface, Route};
@@ -25,6 +25,10 @@ mod tests;
 pub const AGENT_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// Most process ids taken from one ListProcesses reply.
 pub const MAX_LISTED_PROCESSES: usize = 65536;
+/// Most ports a ListTcpListeners reply may carry (the agent's own bound).
+pub const MAX_TCP_LISTENERS: usize = 1024;
+/// Deadline of ListTcpListeners (polled every second by the port forwarder).
+pub const LIST_TCP_LISTENERS_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// An agent call that failed.
 #[derive(Debug, thiserror::Error)]
@@ -365,6 +369,20 @@ impl AgentClient {
         call!(self, "UpdateRoutes", update_routes, short(), req).map(drop)
     }
 
+    /// ListTcpListeners: the guest's TCP ports listening on a wildcard or loopback address,
+    /// ascending and unique. A reply with more than [`MAX_TCP_LISTENERS`] ports or a port
+    /// outside 1..=65535 is refused.
+    pub async fn list_tcp_listeners(&self) -> Result<Vec<u16>, AgentError> {
+        let reply = call!(
+            self,
+            "ListTcpListeners",
+            list_tcp_listeners,
+            within(LIST_TCP_LISTENERS_TIMEOUT),
+            ListTcpListenersRequest::default()
+        )?;
+        check_listener_ports(&reply.ports)
+    }
+
     /// GetOOMEvent (long poll, no deadline): the id of the next OOM-killed container.
     pub async fn get_oom_event(&self) -> Result<String, AgentError> {
         let reply = call!(
@@ -382,6 +400,25 @@ impl AgentClient {
         }
         Ok(reply.container_id)
     }
+}
+
+/// The ports of a ListTcpListeners reply: at most [`MAX_TCP_LISTENERS`], each 1..=65535;
+/// returned sorted and deduplicated.
+fn check_listener_ports(ports: &[u32]) -> Result<Vec<u16>, AgentError> {
+    const CALL: &str = "ListTcpListeners";
+    if ports.len() > MAX_TCP_LISTENERS {
+        return Err(bad_reply(CALL, format!("{} ports", ports.len())));
+    }
+    let mut checked = ports
+        .iter()
+        .map(|&port| match u16::try_from(port) {
+            Ok(p) if p != 0 => Ok(p),
+            _ => Err(bad_reply(CALL, format!("port {port}"))),
+        })
+        .collect::<Result<Vec<u16>, AgentError>>()?;
+    checked.sort_unstable();
+    checked.dedup();
+    Ok(checked)
 }
 
 /// A guest pid must be a pid (1..=4194304, Linux's PID_MAX_LIMIT).

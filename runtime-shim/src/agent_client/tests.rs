@@ -46,3 +46,23 @@ fn hostile_replies_are_refused() {
     }
     assert_eq!(truncated(&"x".repeat(1000)).len(), 64);
 }
+
+#[test]
+fn listener_ports_are_checked_sorted_and_deduplicated() {
+    assert_eq!(
+        check_listener_ports(&[8080, 22, 8080, 65535, 1]).unwrap(),
+        vec![1, 22, 8080, 65535]
+    );
+    assert!(check_listener_ports(&[]).unwrap().is_empty());
+    for bad in [&[0u32][..], &[65536], &[80, u32::MAX]] {
+        let err = check_listener_ports(bad).unwrap_err();
+        assert_eq!(err.code(), Some(Code::INTERNAL), "{bad:?}");
+    }
+    let too_many: Vec<u32> = (1..=MAX_TCP_LISTENERS as u32 + 1).collect();
+    assert!(check_listener_ports(&too_many).is_err());
+    let most: Vec<u32> = (1..=MAX_TCP_LISTENERS as u32).collect();
+    assert_eq!(
+        check_listener_ports(&most).unwrap().len(),
+        MAX_TCP_LISTENERS
+    );
+}
