@@ -417,5 +417,12 @@ fn port_forward_reaches_guest_listeners_from_the_pod_netns_only() {
     assert!(refused.is_err(), "connected after stop");
     let host = host_listeners();
     assert!(!has_port(&host, a), "{host:?}");
+
+    // A forwarder dropped without stop (a panicking owner) closes its mirrors too.
+    let forwarder = rt
+        .block_on(async { PortForwarder::start(pod.path(), agent.socket.clone(), client.clone()) });
+    wait_listening(&pod, a, true, &agent);
+    drop(forwarder);
+    wait_listening(&pod, a, false, &agent);
     drop(echo_a);
 }

@@ -37,6 +37,7 @@ pub const COPY_BUFFER: usize = 64 * 1024;
 /// Accepts port-forward streams and runs them, bounded.
 pub struct PortForwards {
     slots: Arc<Semaphore>,
+    limit: usize,
 }
 
 impl PortForwards {
@@ -49,6 +50,7 @@ impl PortForwards {
     pub fn with_limit(limit: usize) -> Arc<Self> {
         Arc::new(PortForwards {
             slots: Arc::new(Semaphore::new(limit)),
+            limit,
         })
     }
 
@@ -57,7 +59,7 @@ impl PortForwards {
     pub fn spawn(&self, stream: Stream) {
         let Ok(slot) = Arc::clone(&self.slots).try_acquire_owned() else {
             warn!(
-                limit = MAX_FORWARDS,
+                limit = self.limit,
                 "too many port forwards at once; connection closed"
             );
             return;

@@ -90,19 +90,29 @@ impl Drop for PortForwarder {
     }
 }
 
-/// The accept tasks of one mirrored port.
+/// The accept tasks of one mirrored port (aborted when dropped: a dropped JoinHandle alone
+/// would leave the listener open).
 struct Mirror {
     accepts: Vec<JoinHandle<()>>,
 }
 
 impl Mirror {
     /// Closes its listeners; returns once they are closed.
-    async fn close(self) {
-        for accept in &self.accepts {
+    async fn close(mut self) {
+        let accepts = std::mem::take(&mut self.accepts);
+        for accept in &accepts {
             accept.abort();
         }
-        for accept in self.accepts {
+        for accept in accepts {
             let _ = accept.await;
+        }
+    }
+}
+
+impl Drop for Mirror {
+    fn drop(&mut self) {
+        for accept in &self.accepts {
+            accept.abort();
         }
     }
 }
@@ -232,10 +242,14 @@ async fn accept_loop(
     port: u16,
     target: Arc<Target>,
     slots: Arc<Semaphore>,
-    stopped: watch::Receiver<bool>,
+    mut stopped: watch::Receiver<bool>,
 ) {
     loop {
-        let client = match listener.accept().await {
+        let accepted = tokio::select! {
+            _ = stopped.wait_for(|s| *s) => return,
+            accepted = listener.accept() => accepted,
+        };
+        let client = match accepted {
             Ok((client, _)) => client,
             Err(err) => {
                 tracing::debug!(port, %err, "accepting a port-forward connection");
