@@ -198,6 +198,41 @@ fn scenario_exec_kill_metrics_pause(c: &Containerd) {
     let out = c.ctr(&["task", "ps", "long1"]);
     assert!(out.status.success(), "ps: {}", text(&out));
 
+    // The operator's view: `hull ps` lists the sandbox with its container and memory,
+    // `hull logs` prints its agent log.
+    let hull = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_hull"))
+            .args(args)
+            .arg("--config")
+            .arg(c.dir().join("hull.toml"))
+            .output()
+            .unwrap()
+    };
+    let out = hull(&["ps"]);
+    assert!(out.status.success(), "hull ps: {}", text(&out));
+    let ps = String::from_utf8_lossy(&out.stdout).into_owned();
+    let row = ps
+        .lines()
+        .find(|l| l.starts_with("long1 "))
+        .unwrap_or_else(|| panic!("long1 not in hull ps:\n{ps}"));
+    let cols: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(cols[1], "host-agent", "{row}");
+    assert!(
+        cols[4].parse::<f64>().unwrap() > 0.0,
+        "PSS of the sandbox: {row}"
+    );
+    assert_eq!(cols[6], "long1", "its container: {row}");
+    let out = hull(&["logs", "long1"]);
+    assert!(out.status.success(), "hull logs: {}", text(&out));
+    assert!(!out.stdout.is_empty(), "empty agent log");
+    let out = hull(&["logs", "no-such-sandbox"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no-such-sandbox"),
+        "{}",
+        text(&out)
+    );
+
     assert!(c.ctr(&["task", "pause", "long1"]).status.success());
     c.wait_for_status("long1", "PAUSED");
     assert!(c.ctr(&["task", "resume", "long1"]).status.success());

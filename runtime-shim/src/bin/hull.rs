@@ -33,6 +33,21 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Lists the sandboxes on this host: VM size, containers, host memory (PSS of the shim's
+    /// sandbox processes and their children), uptime.
+    Ps {
+        /// Configuration file (its sandbox.run_dir is read).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Prints the agent log the shim keeps for a sandbox (`<run_dir>/<id>/agent.log`).
+    Logs {
+        /// The sandbox id (see `hull ps`).
+        sandbox: String,
+        /// Configuration file (its sandbox.run_dir is read).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Talks to an agent.
     Agent {
         #[command(subcommand)]
@@ -108,6 +123,8 @@ fn main() -> ExitCode {
             Ok(true)
         }
         Command::Check { config } => check(config),
+        Command::Ps { config } => ps(config),
+        Command::Logs { sandbox, config } => logs(&sandbox, config),
         Command::Agent {
             command: AgentCommand::Health { uds, port, timeout },
         } => agent_health(uds, port, Duration::from_secs(timeout)),
@@ -173,6 +190,54 @@ fn check(config: Option<PathBuf>) -> anyhow::Result<bool> {
     }
     println!("sandbox mode: {:?}", config.sandbox.mode);
     Ok(findings.iter().all(|f| f.ok))
+}
+
+fn ps(config: Option<PathBuf>) -> anyhow::Result<bool> {
+    let config = hull_runtime::config::Config::load(config.as_deref())?;
+    let sandboxes = hull_runtime::sandbox::inventory::list(&config.sandbox.run_dir);
+    println!(
+        "{:<24} {:<10} {:>5} {:>8} {:>9} {:>8}  CONTAINERS",
+        "SANDBOX", "MODE", "VCPUS", "MEM_MIB", "PSS_MIB", "UPTIME"
+    );
+    for s in &sandboxes {
+        let uptime = s
+            .uptime
+            .map_or("-".to_string(), |u| format!("{}s", u.as_secs()));
+        let state = if s.processes.is_empty() {
+            " (dead)"
+        } else {
+            ""
+        };
+        println!(
+            "{:<24} {:<10} {:>5} {:>8} {:>9.1} {:>8}  {}{state}",
+            s.id,
+            s.mode,
+            s.vcpus,
+            s.mem_mib,
+            s.pss_kib as f64 / 1024.0,
+            uptime,
+            s.containers.join(",")
+        );
+    }
+    if sandboxes.is_empty() {
+        println!("(no sandboxes under {})", config.sandbox.run_dir.display());
+    }
+    Ok(true)
+}
+
+fn logs(sandbox: &str, config: Option<PathBuf>) -> anyhow::Result<bool> {
+    let config = hull_runtime::config::Config::load(config.as_deref())?;
+    let path = hull_runtime::sandbox::inventory::agent_log_path(&config.sandbox.run_dir, sandbox)
+        .ok_or_else(|| anyhow::anyhow!("bad sandbox id {sandbox:?}"))?;
+    let text = std::fs::read(&path).map_err(|e| {
+        anyhow::anyhow!(
+            "no agent log for sandbox {sandbox} ({}): {e}; `hull ps` lists the sandboxes",
+            path.display()
+        )
+    })?;
+    use std::io::Write as _;
+    std::io::stdout().write_all(&text)?;
+    Ok(true)
 }
 
 fn block_on<T>(work: impl std::future::Future<Output = T>) -> anyhow::Result<T> {

@@ -10,6 +10,7 @@
 //! - `*.log`          stdout/stderr of those processes
 
 pub mod cleanup;
+pub mod inventory;
 pub mod launch;
 pub mod pod_network;
 pub mod processes;
@@ -243,6 +244,16 @@ impl Sandbox {
             .filter_map(|(name, child)| Some((*name, ProcessRecord::of(child.id()?)?)))
             .collect();
         write_pids_file(&paths.pids_file, &pids).map_err(io("writing", &paths.pids_file))?;
+        let mode_name = match config.sandbox.mode {
+            SandboxMode::Vm => "vm",
+            SandboxMode::HostAgent => "host-agent",
+        };
+        let _ = inventory::write_info(
+            &paths.dir,
+            mode_name,
+            request.size.vcpus,
+            request.size.mem_mib,
+        );
 
         let stopping = Arc::new(AtomicBool::new(false));
         let (death_tx, death) = watch::channel(None);
