@@ -34,6 +34,7 @@ pub use hull_proto::valid_id;
 use crate::agent_client::{AgentClient, AgentError};
 use crate::config::{Config, SandboxMode};
 use crate::cri::sizing::VmSize;
+use crate::port_forward::PortForwarder;
 use crate::shared_dir::SharedDir;
 use pod_network::PodNetwork;
 use processes::{monitor_child, spawn_logged, stop_processes, write_pids_file, ProcessRecord};
@@ -157,6 +158,7 @@ pub struct Sandbox {
     mode: SandboxMode,
     agent: AgentClient,
     network: std::sync::Mutex<Option<PodNetwork>>,
+    port_forward: std::sync::Mutex<Option<PortForwarder>>,
     pids: Vec<(&'static str, ProcessRecord)>,
     stopping: Arc<AtomicBool>,
     death: watch::Receiver<Option<String>>,
@@ -291,6 +293,7 @@ impl Sandbox {
             mode: config.sandbox.mode,
             agent,
             network: std::sync::Mutex::new(network),
+            port_forward: std::sync::Mutex::new(None),
             pids,
             stopping,
             death,
@@ -317,6 +320,21 @@ impl Sandbox {
         if let Err(e) = sandbox.configure_guest_network().await {
             sandbox.destroy().await;
             return Err(e.into());
+        }
+        // CRI PortForward dials localhost in the pod's host netns: mirror the guest's TCP
+        // listeners there (VM mode only: a host agent would report the host's own ports).
+        if sandbox.mode == SandboxMode::Vm {
+            if let Some(netns) = sandbox.request.host_netns.clone() {
+                let forwarder = PortForwarder::start(
+                    netns,
+                    sandbox.paths.vsock_socket.clone(),
+                    sandbox.agent.clone(),
+                );
+                *sandbox
+                    .port_forward
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner()) = Some(forwarder);
+            }
         }
         tracing::info!(sandbox = sandbox_id, mode = ?sandbox.mode, "sandbox ready");
         Ok(sandbox)
@@ -384,6 +402,14 @@ impl Sandbox {
             {
                 tracing::debug!(%e, "DestroySandbox");
             }
+        }
+        let forwarder = self
+            .port_forward
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(forwarder) = forwarder {
+            forwarder.stop().await;
         }
         stop_processes(&self.pids).await;
         let network = self
