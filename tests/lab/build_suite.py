@@ -3,7 +3,8 @@
 
 - the hull-agent integration tests named in SUITE, as static test executables
   (`cargo test --no-run`, crt-static like the guest binaries), in BUILD_DIR/bin/agent-suite/;
-- fsbench (tests/lab/fsbench.c), static, in BUILD_DIR/bin/fsbench.
+- fsbench (tests/lab/fsbench.c), static, in BUILD_DIR/bin/fsbench;
+- the pod step's CRI client (runtime-shim/examples/lab_pod.rs, static), in BUILD_DIR/bin/lab-pod.
 
 usage: build_suite.py BUILD_DIR
 """
@@ -60,6 +61,33 @@ def build_tests(out_dir):
     (out_dir / "ORDER").write_text("\n".join(SUITE) + "\n")
 
 
+def build_pod_client(out):
+    """The CRI client the pod step runs in L1 (an example of hull-runtime: it uses the CRI test
+    client, a dev-dependency)."""
+    env = dict(os.environ, RUSTFLAGS="-C target-feature=+crt-static", LIBSECCOMP_LINK_TYPE="static")
+    cmd = [os.environ.get("CARGO", "cargo"), "build", "--release", "--target", TARGET,
+           "-p", "hull-runtime", "--example", "lab_pod", "--message-format=json-render-diagnostics"]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, text=True)
+    if proc.returncode != 0:
+        sys.exit(f"build_suite: cargo build --example lab_pod failed (exit {proc.returncode})")
+    exe = None
+    for line in proc.stdout.splitlines():
+        try:
+            msg = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if msg.get("reason") == "compiler-artifact" and msg.get("target", {}).get("name") == "lab_pod":
+            exe = msg.get("executable")
+    if not exe:
+        sys.exit("build_suite: cargo produced no lab_pod executable")
+    static, info = is_static(exe)
+    if not static:
+        sys.exit(f"build_suite: {exe} is not static: {info.strip()}")
+    tmp = out.with_suffix(".tmp")
+    shutil.copy(exe, tmp)
+    tmp.replace(out)
+
+
 def build_fsbench(out):
     cc = shutil.which("cc") or "gcc"
     tmp = out.with_suffix(".tmp")
@@ -73,7 +101,8 @@ def main(argv):
     bin_dir = Path(argv[1]) / "bin"
     build_tests(bin_dir / "agent-suite")
     build_fsbench(bin_dir / "fsbench")
-    print(f"build_suite: {', '.join(SUITE)} and fsbench in {bin_dir}")
+    build_pod_client(bin_dir / "lab-pod")
+    print(f"build_suite: {', '.join(SUITE)}, fsbench and lab-pod in {bin_dir}")
 
 
 if __name__ == "__main__":

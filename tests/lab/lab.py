@@ -2,8 +2,10 @@
 """Host driver of the nested lab: real SVM KVM inside a QEMU TCG L1 VM.
 
   lab.py smoke     boot L1 once, hull-vmm boots our guest (L2 hangs retried)
-  lab.py test      the smoke, containerd + our shim running `uname -r` in a microVM, 5 boots with 2 vCPUs
+  lab.py test      the smoke, containerd + our shim running `uname -r` in a microVM, the full pod
+                   scenario (two pods in two microVMs, pod start hull vs runc), 5 boots with 2 vCPUs
   lab.py ctr       only the containerd step
+  lab.py pod       only the pod step (CRI, one pod with two containers; --full: the full scenario)
   lab.py bench     hull-vmm vs QEMU microvm booting the same guest in the same L1
   lab.py hangrate  N single-attempt L2 boots, to measure how often the lab hangs
   lab.py demo      boot our guest with hull-vmm in the lab, show its console and figures
@@ -42,6 +44,10 @@ SERVE_CMDLINE = "console=ttyS0 reboot=k panic=-1"
 HEALTH_EXTRA_S = 15  # a health run boots, waits for the agent, then makes calls: more time than a boot
 CTR_TIMEOUT_S = 90  # containerd -> shim -> virtiofsd + hull-vmm boot -> container -> teardown
 SUITE_TIMEOUT_S = 300  # per agent-suite test executable run in L1 against the microVM
+# The pod step's CRI client, whole run (its pods' boots are bounded by the shim's own 45 s).
+POD_SMOKE_TIMEOUT_S = 180
+POD_FULL_TIMEOUT_S = 420
+POD_BENCH_N = 3  # pod starts per runtime in the full pod scenario
 # fsbench in the smoke (CI) is small; test and bench use run.sh's default (64 MiB, 10000 files).
 SMOKE_FSBENCH_ARGS = "--mib 8 --files 500"
 PEER_CMDLINE = "console=ttyS0 reboot=t panic=-1 hull.poweroff=1"
@@ -76,6 +82,9 @@ class Lab:
         self.ctr_pss = {}  # runtime -> PSS KiB of one idle container (shim and descendants), LAB-CTR-PSS
         self.suite = []  # fields of LAB-SUITE lines (one per test executable)
         self.fsbench = {}  # where (guest | l1) -> fields of its LAB-FSBENCH line
+        self.pod_checks = []  # fields of LAB-POD lines (one per check and attempt)
+        self.pod_times = []  # fields of LAB-POD-TIME lines
+        self.pod_bench = {}  # (name, runtime) -> fields of its LAB-POD-BENCH line
         self.tag = time.strftime("%Y%m%d-%H%M%S")
         prune_logs(self.work_dir / "logs", keep=KEEP_LOGS)
 
@@ -131,6 +140,15 @@ class Lab:
             timeout_s=SUITE_TIMEOUT_S, attempts=self.args.l2_attempts, kind="suite",
         )  # fmt: skip
 
+    def pod_spec(self, name, full=False, bench=0):
+        """containerd's CRI + CNI bridge in L1, the pod scenario in microVMs (issues 12, 13)."""
+        options = " ".join(p for p in ("--full" if full else "", f"--bench {bench}" if bench else "") if p)
+        return RunSpec(
+            name=name, vmm="hull", mem_mib=256, vcpus=1, cmdline=self.args.extra,
+            timeout_s=POD_FULL_TIMEOUT_S if full else POD_SMOKE_TIMEOUT_S, attempts=self.args.l2_attempts,
+            kind="pod", options=options,
+        )  # fmt: skip
+
     def execute(self, runs, max_l1_boots):
         """Run all specs, re-booting L1 (with the runs not finished yet) after an L1 hang.
 
@@ -180,7 +198,14 @@ class Lab:
         if text.startswith("LAB-FSBENCH "):
             f = lab_l1.parse_fields(text)
             self.fsbench[f.get("where", "?")] = f
-        if text.startswith(("LAB-RESULT", "LAB-KVM", "LAB-CTR", "LAB-SUITE", "LAB-FSBENCH", "LAB-L1 event=init",
+        if text.startswith("LAB-POD "):
+            self.pod_checks.append(lab_l1.parse_fields(text))
+        if text.startswith("LAB-POD-TIME "):
+            self.pod_times.append(lab_l1.parse_fields(text))
+        if text.startswith("LAB-POD-BENCH "):
+            f = lab_l1.parse_fields(text)
+            self.pod_bench[(f.get("name"), f.get("runtime"))] = f
+        if text.startswith(("LAB-RESULT", "LAB-KVM", "LAB-CTR", "LAB-SUITE", "LAB-FSBENCH", "LAB-POD", "LAB-L1 event=init",
                             "LAB-L1 event=error")):  # fmt: skip
             log("  " + text)
 
@@ -229,6 +254,8 @@ def check_boot(lab, name, attempts, allowed, require_boot_ms=True):
         return check_ctr(name, attempts, allowed)
     if attempts and attempts[-1].kind == "suite":
         return check_suite(lab, name, attempts, allowed)
+    if attempts and attempts[-1].kind == "pod":
+        return check_pod(lab, name, attempts, allowed)
     code, msg = check_guest(lab, name, attempts, allowed, require_boot_ms)
     if code != EXIT_OK or attempts[-1].kind != "health":
         return code, msg
@@ -320,6 +347,58 @@ def check_suite(lab, name, attempts, allowed):
     return EXIT_OK, "\n".join(lines + fsbench_lines(lab.fsbench))
 
 
+def check_pod(lab, name, attempts, allowed):
+    """Every check of the CRI client passed (figures are printed, never judged)."""
+    last = attempts[-1]
+    hangs = sum(1 for a in attempts if a.status == "hang")
+    checks = [c for c in lab.pod_checks if c.get("name") == name and c.get("attempt") == str(last.attempt)]
+    listed = [f"    {c.get('check')}: {c.get('status')}: {c.get('detail')}" for c in checks]
+    if last.status == "hang":
+        return EXIT_LAB_HANG, "\n".join(
+            [f"{name}: LAB HANG: a pod's guest never reached its agent (or the run outlived its timeout) in all "
+             f"{len(attempts)} of {allowed} attempts (TCG SVM lab hang, or a product hang if this repeats)"]
+            + listed + [tail_text(last)]
+        )  # fmt: skip
+    if last.status != "ok":
+        why = last.fields.get("failed") or last.detail or f"lab-pod exit {last.rc}"
+        return EXIT_PRODUCT, "\n".join(
+            [f"{name}: PRODUCT FAILURE: pod scenario in microVMs (CRI, handler hull): failed: {why}"]
+            + listed + [tail_text(last)]
+        )
+    note = f" (after {hangs} lab hang(s))" if hangs else ""
+    lines = [f"{name}: ok{note}: pod scenario through containerd's CRI with runtime handler hull (VM mode) and the "
+             f"CNI bridge in L1: {len(checks)} checks passed, {last.wall_ms / 1000:.1f} s"] + listed  # fmt: skip
+    for t in (t for t in lab.pod_times if t.get("name") == name and t.get("attempt") == str(last.attempt)):
+        lines.append(
+            f"    pod start (hull, pod {t.get('pod')}, 2 containers): RunPodSandbox {t.get('run_ms')} ms + "
+            f"CreateContainer {t.get('create_ms')} ms + StartContainer {t.get('start_ms')} ms = {t.get('total_ms')} ms"
+        )
+    lines += pod_bench_lines(lab.pod_bench, name)
+    return EXIT_OK, "\n".join(lines)
+
+
+def pod_bench_lines(bench, name):
+    """Pod start (RunPodSandbox + CreateContainer + StartContainer, one container), hull vs runc."""
+    rows = {rt: bench.get((name, rt)) for rt in ("hull", "runc")}
+    if not any(rows.values()):
+        return []
+
+    def figures(rt, key):
+        return [_num(v) for v in (rows[rt] or {}).get(key, "").split()]
+
+    lines = ["    pod start in L1 (RunPodSandbox + CreateContainer + StartContainer, 1 container; figures only):"]
+    for key, label in (("total_ms", "total"), ("run_ms", "RunPodSandbox"), ("create_ms", "CreateContainer"),
+                       ("start_ms", "StartContainer")):  # fmt: skip
+        h, r = figures("hull", key), figures("runc", key)
+        mh, mr = median(h), median(r)
+        ratio = f"{mh / mr:.1f}x" if mh and mr else "-"
+        lines.append(
+            f"      {label:<16} hull median {fmt_num(mh):>6} ms {h}  runc median {fmt_num(mr):>6} ms {r}  "
+            f"hull/runc {ratio}"
+        )
+    return lines
+
+
 def parse_health(detail):
     """`hull agent health` output ('key: value' lines joined by ';') as a dict."""
     pairs = (part.split(":", 1) for part in detail.split(";") if ":" in part)
@@ -392,6 +471,9 @@ def cmd_smoke(lab, extra_runs=()):
         if not extra_runs:  # the smoke (CI): a small fsbench
             lab.config.fsbench_args = SMOKE_FSBENCH_ARGS
         runs.append(lab.suite_spec("agent-suite"))
+    if vmm == "hull" and not lab.args.no_pod and not any(r.kind == "pod" for r in extra_runs):
+        require_pods(lab)
+        runs.append(lab.pod_spec("pod-smoke"))
     runs += list(extra_runs)
     code, lines, results = boot_runs(lab, runs, lab.args.l1_boots, require_boot_ms=vmm == "hull")
     log("")
@@ -399,7 +481,7 @@ def cmd_smoke(lab, extra_runs=()):
     log(lab.l1_summary())
     for line in lines:
         log(line)
-    ok = [a for r in runs for a in results[r.name] if a.status == "ok" and a.kind not in ("ctr", "suite")]
+    ok = [a for r in runs for a in results[r.name] if a.status == "ok" and a.kind not in ("ctr", "suite", "pod")]
     if ok:
         log(f"guest_boot_ms: {fmt_stats([a.boot_ms for a in ok if a.boot_ms >= 0], 'ms')}")
         log(
@@ -454,7 +536,33 @@ def cmd_test(lab):
                 "(cargo install virtiofsd) and build/bin/containerd-shim-hull-v2 (`make static-bins`)"
             )
         more.insert(0, lab.ctr_spec("ctr-run"))
+        if not lab.args.no_pod:
+            require_pods(lab)
+            more.insert(1, lab.pod_spec("pod-full", full=True, bench=lab.args.pod_bench))
     return cmd_smoke(lab, more)
+
+
+def require_pods(lab):
+    if not lab.assets.has_pods:
+        raise lab_assets.AssetError(
+            "the pod step needs the containerd step's inputs, the CNI plugins bridge, host-local and loopback "
+            "(apt-get install containernetworking-plugins) and build/bin/lab-pod (`make lab-suite-bins`); "
+            "or pass --no-pod"
+        )
+
+
+def cmd_pod(lab):
+    """Only the pod step (issues 12, 13): CRI pods in microVMs with the CNI bridge in L1."""
+    lab.prepare(need_hull=True)
+    require_pods(lab)
+    full = lab.args.full
+    runs = [lab.pod_spec("pod-full" if full else "pod-smoke", full=full, bench=lab.args.pod_bench if full else 0)]
+    results = lab.execute(runs, lab.args.l1_boots)
+    code, msg = check_boot(lab, runs[0].name, results[runs[0].name], runs[0].attempts)
+    log("")
+    log(lab.l1_summary())
+    log(msg)
+    return code
 
 
 def cmd_ctr(lab):
@@ -636,7 +744,7 @@ def size_mib(path):
 def parse_args(argv):
     env = os.environ.get
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("command", choices=["smoke", "test", "ctr", "bench", "hangrate", "demo", "assets"])
+    ap.add_argument("command", choices=["smoke", "test", "ctr", "pod", "bench", "hangrate", "demo", "assets"])
     ap.add_argument("--build-dir", default=env("BUILD_DIR", "build"))
     ap.add_argument("--cache", default=env("HULL_CACHE", "/var/cache/hull"))
     ap.add_argument("--qemu", default=env("LAB_QEMU", "qemu-system-x86_64"), help="QEMU that runs L1")
@@ -659,6 +767,10 @@ def parse_args(argv):
     ap.add_argument("--no-health", action="store_true", help="smoke/test: skip the vsock Health run")
     ap.add_argument("--ctr-bench", action="store_true", help="ctr: also time `ctr run` and measure PSS, vs runc")
     ap.add_argument("--no-suite", action="store_true", help="smoke/test: skip the agent suite against a microVM")
+    ap.add_argument("--no-pod", action="store_true", default=env("LAB_NO_POD", "1") == "1",  # WIP: on by default
+                    help="smoke/test: skip the pod (CRI) step")
+    ap.add_argument("--full", action="store_true", help="pod: the full pod scenario (two pods, bench) instead of the smoke")
+    ap.add_argument("--pod-bench", type=int, default=POD_BENCH_N, help="full pod scenario: pod starts per runtime")
     ap.add_argument("--guest-kernel", default=None)
     ap.add_argument("--guest-initramfs", default=None)
     args = ap.parse_args(argv)
@@ -678,6 +790,7 @@ def main(argv=None):
         "smoke": cmd_smoke,
         "test": cmd_test,
         "ctr": cmd_ctr,
+        "pod": cmd_pod,
         "bench": cmd_bench,
         "hangrate": cmd_hangrate,
         "demo": cmd_demo,

@@ -26,6 +26,12 @@ LAB_DIR = Path(__file__).resolve().parent
 # Modules L1 loads at boot to see its virtio disks, and the KVM set run.sh loads.
 BOOT_MODULES = ["virtio_pci", "virtio_blk"]
 KVM_MODULES = ["kvm_amd"]
+# The pod step (run.sh lab_pod): the CNI bridge and veths, and what the shim wires a pod's veth
+# to its VM's tap with (tun, ingress qdisc, u32 filter, mirred action).
+NET_MODULES = ["bridge", "veth", "tun", "sch_ingress", "cls_u32", "act_mirred"]
+# The pod step's CNI plugins (Debian's containernetworking-plugins; containerd adds loopback).
+CNI_PLUGINS = ["bridge", "host-local", "loopback"]
+CNI_DIRS = ["/usr/lib/cni", "/opt/cni/bin"]
 
 
 class AssetError(Exception):
@@ -44,6 +50,7 @@ class L1Assets:
     has_guest: bool
     has_containerd: bool = False  # containerd, ctr, virtiofsd, the shim and the busybox image are on the disk
     has_suite: bool = False  # the agent suite executables, fsbench, hull, virtiofsd (`make lab-suite-bins`)
+    has_pods: bool = False  # containerd step + CNI plugins, pause image and the lab-pod CRI client
 
 
 def run(cmd, **kw):
@@ -153,7 +160,7 @@ def resolve_cloud_kernel(cache):
             return m.group(1), m.group(2)
     cached = sorted(cache.root.glob("kernel-*/.complete"), key=os.path.getmtime)
     if cached:
-        name, ver = cached[-1].parent.name[len("kernel-") :].split("_", 1)
+        name, ver = cached[-1].read_text().split()[:2]
         return name, ver
     raise AssetError("cannot resolve linux-image-cloud-amd64 (run apt-get update)")
 
@@ -218,7 +225,8 @@ def modules_in_load_order(modules_root, wanted):
 def cloud_kernel(cache):
     """Directory with vmlinuz, release, modules/*.ko, boot.order, kvm.order (cached)."""
     package, version = resolve_cloud_kernel(cache)
-    name = f"kernel-{package}_{version}"
+    # The module lists are part of the key: a new list means a new entry.
+    name = f"kernel-{package}_{version}-m{short_key(*BOOT_MODULES, '|', *KVM_MODULES, '|', *NET_MODULES)[:8]}"
     final = cache.path(name)
     if (final / ".complete").exists():
         return final
@@ -237,7 +245,7 @@ def cloud_kernel(cache):
         shutil.copy(tree / f"boot/vmlinuz-{release}", out / "vmlinuz")
         shutil.copy(tree / f"boot/config-{release}", out / "config")
         (out / "release").write_text(release + "\n")
-        for list_name, wanted in (("boot.order", BOOT_MODULES), ("kvm.order", KVM_MODULES)):
+        for list_name, wanted in (("boot.order", BOOT_MODULES), ("kvm.order", KVM_MODULES), ("net.order", NET_MODULES)):
             rels = modules_in_load_order(releases[0], wanted)
             for rel in rels:
                 shutil.copy(releases[0] / rel, out / "modules" / rel.name)
@@ -477,12 +485,13 @@ def sysroot(build_lab, binaries):
     return out
 
 
-def busybox_image(build_lab, busybox):
-    """OCI image tar (lab.local/busybox:lab) of a static busybox rootfs, for `ctr image import`."""
-    image = Path(build_lab) / "busybox-image.tar"
-    stamp = Path(build_lab) / "busybox-image.key"
+def busybox_image(build_lab, busybox, reference="lab.local/busybox:lab", file="busybox-image.tar", cmd=None):
+    """OCI image tar (`reference`) of a static busybox rootfs, for `ctr image import`; `cmd`: the
+    image's command as a JSON list (the pause image: busybox sleeping)."""
+    image = Path(build_lab) / file
+    stamp = image.with_suffix(".key")
     maker = LAB_DIR.parent / "shim/mk_oci_image.py"
-    key = short_key(sha256_file(busybox).hexdigest(), maker.read_bytes())
+    key = short_key(sha256_file(busybox).hexdigest(), maker.read_bytes(), reference, cmd or "")
     if image.exists() and stamp.exists() and stamp.read_text() == key:
         return image
     tmp = Path(tempfile.mkdtemp(prefix="busybox-rootfs-", dir=build_lab))
@@ -494,7 +503,7 @@ def busybox_image(build_lab, busybox):
         for applet in run([str(busybox), "--list"]).split():
             if applet != "busybox":
                 (rootfs / "bin" / applet).symlink_to("busybox")
-        run(["python3", str(maker), str(rootfs), str(tmp / "image.tar"), "lab.local/busybox:lab"])
+        run(["python3", str(maker), str(rootfs), str(tmp / "image.tar"), reference] + ([cmd] if cmd else []))
         os.replace(tmp / "image.tar", image)
         stamp.write_text(key)
         return image
@@ -502,8 +511,24 @@ def busybox_image(build_lab, busybox):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def containerd_inputs(build_lab, busybox):
-    """Data-disk entries for the containerd step, or {} when containerd, ctr or virtiofsd is missing."""
+def find_cni_plugins():
+    """{name: path} of the pod step's CNI plugins, or {} when one is missing."""
+    found = {}
+    for plugin in CNI_PLUGINS:
+        path = next((Path(d) / plugin for d in CNI_DIRS if os.access(Path(d) / plugin, os.X_OK)), None)
+        if path is None:
+            return {}
+        found[plugin] = path
+    return found
+
+
+def containerd_inputs(build_lab, busybox, pod_client=None):
+    """Data-disk entries for the containerd step, or {} when containerd, ctr or virtiofsd is missing.
+
+    With the CNI plugins installed and the CRI client built (`pod_client`, build/bin/lab-pod),
+    also what the pod step needs: the plugins in cni/ (Debian's are dynamic: their libraries
+    go into the sysroot too), the pause image and the client.
+    """
     tools = {"containerd": shutil.which("containerd"), "ctr": shutil.which("ctr"), "virtiofsd": find_virtiofsd()}
     if not all(tools.values()):
         return {}
@@ -512,9 +537,24 @@ def containerd_inputs(build_lab, busybox):
     if all(peer.values()):
         tools.update(peer)
     inputs = {f"bin/{name}": Path(path) for name, path in tools.items()}
-    inputs["sysroot"] = sysroot(build_lab, tools.values())
+    cni = find_cni_plugins() if pod_client and Path(pod_client).exists() else {}
+    binaries = list(tools.values()) + list(cni.values())
+    inputs["sysroot"] = sysroot(build_lab, [p for p in binaries if _is_dynamic(p)])
     inputs["images/busybox.tar"] = busybox_image(build_lab, busybox)
+    if cni:
+        inputs.update({f"cni/{name}": path for name, path in cni.items()})
+        # CRI kills the sandbox container with SIGKILL: sleeping is all a pause needs here.
+        inputs["images/pause.tar"] = busybox_image(
+            build_lab, busybox, "lab.local/pause:lab", "pause-image.tar", '["/bin/sleep","2147483647"]'
+        )
+        inputs["bin/lab-pod"] = Path(pod_client)
     return inputs
+
+
+def _is_dynamic(path):
+    """Whether an executable has an ELF interpreter (Go's static CNI builds have none)."""
+    res = subprocess.run(["ldd", str(path)], capture_output=True, text=True)
+    return res.returncode == 0 and "not a dynamic executable" not in res.stdout + res.stderr
 
 
 def build(cache_root, build_dir, qemu, guest_kernel, guest_initramfs):
@@ -548,7 +588,7 @@ def build(cache_root, build_dir, qemu, guest_kernel, guest_initramfs):
     if has_guest:
         inputs["guest/vmlinux"] = vmlinux
         inputs["guest/initramfs.cpio"] = guest_initramfs
-    ctr_inputs = containerd_inputs(build_lab, busybox)
+    ctr_inputs = containerd_inputs(build_lab, busybox, Path(build_dir) / "bin/lab-pod")
     inputs.update(ctr_inputs)
     # The agent's own test suite run against a microVM, and fsbench (`make lab-suite-bins`).
     suite_dir, fsbench = Path(build_dir) / "bin/agent-suite", Path(build_dir) / "bin/fsbench"
@@ -565,4 +605,5 @@ def build(cache_root, build_dir, qemu, guest_kernel, guest_initramfs):
         has_guest=has_guest,
         has_containerd=bool(ctr_inputs) and "bin/containerd-shim-hull-v2" in inputs,
         has_suite="bin/agent-suite" in inputs and "bin/hull" in inputs and "bin/virtiofsd" in inputs,
+        has_pods=bool(ctr_inputs) and "bin/containerd-shim-hull-v2" in inputs and "bin/lab-pod" in inputs,
     )

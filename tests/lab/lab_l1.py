@@ -69,14 +69,17 @@ class RunSpec:
     cmdline: str
     timeout_s: int
     attempts: int
-    kind: str = "boot"  # boot: lab_run; health: lab_health (vsock); ctr: lab_ctr (containerd)
+    kind: str = "boot"  # boot: lab_run; health: lab_health (vsock); ctr: lab_ctr (containerd); pod: lab_pod (CRI)
+    options: str = ""  # pod: the CRI client's options (--full, --bench N)
 
 
 # run.sh function per RunSpec.kind
-PLAN_FUNCTIONS = {"boot": "lab_run", "health": "lab_health", "ctr": "lab_ctr", "suite": "lab_suite"}
+PLAN_FUNCTIONS = {"boot": "lab_run", "health": "lab_health", "ctr": "lab_ctr", "suite": "lab_suite", "pod": "lab_pod"}
 # A suite run's timeout_s bounds each of its test executables; the run as a whole (boot, 4
 # executables, fsbench, power-off) gets this many times that in L1's budget.
 SUITE_BUDGET_FACTOR = 5
+# A pod run's attempt also starts containerd and imports two images first (not in its timeout).
+POD_SETUP_S = 40
 
 
 @dataclass
@@ -130,8 +133,10 @@ def plan_script(runs, kvm_amd_options, pin_cpu=None, show_lines=0, health_peer=F
     for r in runs:
         if r.kind == "boot":
             args = [r.name, r.vmm, r.timeout_s, r.attempts, r.mem_mib, r.vcpus, r.cmdline]
-        else:  # lab_health / lab_ctr / lab_suite: hull-vmm only
+        else:  # lab_health / lab_ctr / lab_suite / lab_pod: hull-vmm only
             args = [r.name, r.timeout_s, r.attempts, r.mem_mib, r.vcpus, r.cmdline]
+        if r.kind == "pod":
+            args.append(r.options)
         lines.append(PLAN_FUNCTIONS[r.kind] + " " + " ".join(shlex.quote(str(a)) for a in args))
     return "\n".join(lines) + "\n"
 
@@ -235,7 +240,9 @@ def boot(assets, config, runs, work_dir, tag, on_line=None):
     for p in (pidfile, monitor):
         p.unlink(missing_ok=True)
     budget = BOOT_S + 30 + sum(
-        r.attempts * (r.timeout_s * (SUITE_BUDGET_FACTOR if r.kind == "suite" else 1) + 15) for r in runs
+        r.attempts
+        * (r.timeout_s * (SUITE_BUDGET_FACTOR if r.kind == "suite" else 1) + 15 + (POD_SETUP_S if r.kind == "pod" else 0))
+        for r in runs
     )
     append = " ".join(p for p in ("console=ttyS0 panic=-1 quiet", config.append) if p)
     cmd = [

@@ -551,6 +551,179 @@ suite_once() {
     fi
 }
 
+# lab_net: loads the pod step's modules (bridge, veth, tun, ingress qdisc, u32, mirred; the
+# net.order file lists them dependencies first), brings lo up. Fails with $net_error.
+lab_net() {
+    net_error=
+    for m in $(cat /lib/modules/net.order); do
+        mod=$(echo "${m%.ko}" | tr - _)
+        [ -d "/sys/module/$mod" ] && continue
+        insmod "/lib/modules/$m" || net_error="${net_error}insmod $m failed; "
+    done
+    [ -c /dev/net/tun ] || net_error="${net_error}no /dev/net/tun; "
+    ip link set lo up
+    [ -z "$net_error" ]
+}
+
+# lab_pod NAME TIMEOUT_S ATTEMPTS MEM_MIB VCPUS KERNEL_PARAMS OPTIONS
+# Issues 12 and 13: containerd with its CRI plugin (runtime handlers `hull`, VM mode, and
+# `runc`), the bridge CNI network labnet (bridge lab0, $POD_SUBNET, L1 is its gateway), the
+# busybox and pause images in namespace k8s.io (native snapshotter); then $LAB/bin/lab-pod (the
+# CRI client of runtime-shim/examples/lab_pod.rs) runs the pod scenario with OPTIONS (--full,
+# --bench N) and its LAB- lines are passed on. A run that outlives TIMEOUT_S, or whose pod guest
+# never reached its agent (lab-pod says hang), is a hang: retried with a fresh containerd. Any
+# other failure is a failure.
+#   LAB-POD name=.. attempt=.. check=<what> status=ok|fail detail=".."   (one per check)
+#   LAB-POD-TIME / LAB-POD-BENCH name=.. runtime=.. ...                  (figures)
+#   LAB-RESULT name=.. kind=pod status=ok|fail|hang rc=<lab-pod> wall_ms=.. failed="<checks>"
+POD_SUBNET=10.88.0.0/24
+lab_pod() {
+    name=$1 vmm=hull timeout=$2 attempts=$3 mem=$4 vcpus=$5 params=$6 options=$7
+    attempt=1
+    while :; do
+        pod_once
+        [ "$status" = hang ] && [ "$attempt" -lt "$attempts" ] || break
+        attempt=$((attempt + 1))
+    done
+}
+
+pod_setup() {
+    D=$TMP/pod.$attempt  # a fresh one per attempt: a hung attempt may leave mounts behind
+    mkdir -p "$D/root" "$D/state" "$D/run" "$D/hull" "$D/opt" "$D/logs" "$D/cni/net.d" "$D/cni/ipam" "$D/pods"
+    cp -a "$LAB/sysroot/." / 2>/dev/null  # containerd, ctr, virtiofsd, runc, CNI plugins are dynamic
+    grep -q ' /sys/fs/cgroup ' /proc/mounts 2>/dev/null || mount -t cgroup2 cgroup2 /sys/fs/cgroup 2>/dev/null
+    if ! lab_net; then
+        setup_error="kernel modules: $net_error"
+        return 1
+    fi
+    # CRI copies L1's /etc/hosts into every pod.
+    mkdir -p /etc /var/lib/cni
+    [ -f /etc/hosts ] || printf '127.0.0.1 localhost\n' > /etc/hosts
+    printf '%s\n' \
+        "kernel = \"$LAB/guest/vmlinux\"" \
+        "initramfs = \"$LAB/guest/initramfs.cpio\"" \
+        "vmm = \"$LAB/bin/hull-vmm\"" \
+        "virtiofsd = \"$LAB/bin/virtiofsd\"" \
+        "vcpus = $vcpus" \
+        "mem_mib = $mem" \
+        "kernel_params = \"quiet $params\"" \
+        "debug = true" \
+        "[sandbox]" \
+        "mode = \"vm\"" \
+        "run_dir = \"$D/hull\"" \
+        "boot_timeout_secs = ${LAB_POD_BOOT_S:-45}" > "$D/hull.toml"
+    printf '%s\n' \
+        '{' \
+        '  "cniVersion": "0.4.0",' \
+        '  "name": "labnet",' \
+        '  "plugins": [' \
+        '    {' \
+        '      "type": "bridge",' \
+        '      "bridge": "lab0",' \
+        '      "isGateway": true,' \
+        '      "ipMasq": false,' \
+        '      "ipam": {' \
+        '        "type": "host-local",' \
+        "        \"ranges\": [[{ \"subnet\": \"$POD_SUBNET\" }]]," \
+        "        \"dataDir\": \"$D/cni/ipam\"" \
+        '      }' \
+        '    }' \
+        '  ]' \
+        '}' > "$D/cni/net.d/10-labnet.conflist"
+    printf '%s\n' \
+        "version = 2" \
+        "root = \"$D/root\"" \
+        "state = \"$D/state\"" \
+        "[grpc]" \
+        "  address = \"$D/run/containerd.sock\"" \
+        "[debug]" \
+        "  level = \"debug\"" \
+        "[plugins.\"io.containerd.internal.v1.opt\"]" \
+        "  path = \"$D/opt\"" \
+        "[plugins.\"io.containerd.grpc.v1.cri\"]" \
+        "  restrict_oom_score_adj = true" \
+        "  disable_tcp_service = true" \
+        "  sandbox_image = \"lab.local/pause:lab\"" \
+        "  netns_mounts_under_state_dir = true" \
+        "  [plugins.\"io.containerd.grpc.v1.cri\".cni]" \
+        "    bin_dir = \"$LAB/cni\"" \
+        "    conf_dir = \"$D/cni/net.d\"" \
+        "    max_conf_num = 1" \
+        "  [plugins.\"io.containerd.grpc.v1.cri\".containerd]" \
+        "    default_runtime_name = \"runc\"" \
+        "    snapshotter = \"native\"" \
+        "    [plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.runc]" \
+        "      runtime_type = \"io.containerd.runc.v2\"" \
+        "    [plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.hull]" \
+        "      runtime_type = \"io.containerd.hull.v2\"" \
+        "      [plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.hull.options]" \
+        "        ConfigPath = \"$D/hull.toml\"" > "$D/config.toml"
+    t0=$(uptime_s)
+    HULL_CONFIG=$D/hull.toml PATH=$LAB/bin:/bin \
+        $LAB/bin/containerd --config "$D/config.toml" > "$D/logs/containerd.log" 2>&1 &
+    ctrd_pid=$!
+    i=0
+    while [ ! -S "$D/run/containerd.sock" ]; do
+        i=$((i + 1))
+        if [ "$i" -gt 200 ] || ! kill -0 "$ctrd_pid" 2>/dev/null; then
+            setup_error="containerd did not start"
+            return 1
+        fi
+        sleep 0.1
+    done
+    t1=$(uptime_s)
+    for img in busybox pause; do
+        if ! imported=$($LAB/bin/ctr --address "$D/run/containerd.sock" --namespace k8s.io image import \
+            --snapshotter native "$LAB/images/$img.tar" 2>&1); then
+            setup_error="ctr image import $img: $(printf '%s' "$imported" | printable | tail -n 3 | tr '\n' ';')"
+            return 1
+        fi
+    done
+    echo "LAB-POD-SETUP name=$name attempt=$attempt containerd_start_ms=$(ms_between "$t0" "$t1") import_ms=$(ms_between "$t1" "$(uptime_s)")"
+}
+
+pod_once() {
+    out=$TMP/$name.$attempt.out
+    err=$TMP/$name.$attempt.err
+    failed= detail= rc=-1 wall_ms=-1 timedout=0
+    if ! pod_setup; then
+        status=fail
+        detail="setup: $setup_error"
+    else
+        # lab-pod runs wget (busybox, L1's /bin) for the page from L1.
+        summary=$(PATH=/bin $WATCH -t "$timeout" -o "$out" -e "$err" -- $LAB/bin/lab-pod \
+            --socket "$D/run/containerd.sock" --run-dir "$D/hull" --pod-dir "$D/pods" \
+            --netns-dir "$D/state/io.containerd.grpc.v1.cri/netns" --ipam-dir "$D/cni/ipam/labnet" \
+            --name "$name" --attempt "$attempt" $options)
+        parse_summary "$summary"
+        [ -n "$summary" ] || echo "LAB-TAIL name=$name attempt=$attempt stream=labwatch | no summary from labwatch"
+        # The client's own lines (checks, figures, tails), longer than other tails.
+        grep -a '^LAB-' "$out" 2>/dev/null | tr -cd ' -~\n' | cut -c1-600
+        end=$(grep -a '^LAB-POD-END ' "$out" 2>/dev/null | tail -n 1)
+        failed=$(printf '%s' "$end" | sed -n 's/.*failed="\([^"]*\)".*/\1/p')
+        case $end in
+            *status=ok*) client=ok ;;
+            *status=hang*) client=hang ;;
+            *) client=fail ;;
+        esac
+        if [ "$timedout" = 1 ] || [ "$client" = hang ]; then
+            status=hang
+        elif [ "$rc" = 0 ] && [ "$client" = ok ]; then
+            status=ok
+        else
+            status=fail
+        fi
+        [ -z "$end" ] && detail="lab-pod ended without a verdict: $(tail -n 3 "$err" 2>/dev/null | printable | tr '\n' ';' | sed 's/"/'"'"'/g')"
+    fi
+    echo "LAB-RESULT name=$name attempt=$attempt vmm=hull kind=pod status=$status rc=$rc wall_ms=$wall_ms l1_kernel=$(uname -r) failed=\"$failed\" detail=\"$detail\""
+    if [ "$status" != ok ]; then
+        tail -n 15 "$err" 2>/dev/null | printable | sed "s/^/LAB-TAIL name=$name attempt=$attempt stream=lab-pod | /"
+        ctr_tails
+    fi
+    ctr_teardown
+    rm -f "$out" "$err"
+}
+
 echo "LAB-L1 event=plan uptime=$(uptime_s)"
 . "$1"
 echo "LAB-L1 event=plan-done uptime=$(uptime_s)"
