@@ -6,6 +6,11 @@ use crate::agent::VersionResponse;
 /// Bumped only on breaking changes.
 pub const API_VERSION: u32 = 1;
 
+/// [`API_VERSION`] as a literal the agent binary carries (its `--version` prints it), so that
+/// `hull check` can tell which API the agent in a guest image serves without running it: it
+/// looks for `(agent API <n>)` in the image's `/init`.
+pub const AGENT_API_MARKER: &str = "(agent API 1)";
+
 /// The vsock port the agent serves the ttrpc API on.
 pub const AGENT_API_PORT: u32 = 1024;
 
@@ -90,6 +95,11 @@ mod tests {
             api_version,
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn the_marker_names_the_api_version() {
+        assert_eq!(AGENT_API_MARKER, format!("(agent API {API_VERSION})"));
     }
 
     #[test]

@@ -5,39 +5,65 @@
 //! then the `HULL_CONFIG` environment variable, then [`DEFAULT_CONFIG_PATH`]. A missing file at
 //! the default path means "all defaults"; a missing file that was named explicitly is an error.
 //!
-//! Every key is optional. The defaults:
-//!
-//! ```toml
-//! kernel = "/usr/share/hull/vmlinux"          # guest kernel (ELF vmlinux)
-//! initramfs = "/usr/share/hull/initramfs.cpio" # guest initramfs with hull-agent as PID 1
-//! vmm = "hull-vmm"                             # path, or a name searched next to the shim, then $PATH
-//! vcpus = 1                                    # the smallest VM: a pod without limits gets this
-//! mem_mib = 256
-//! pod_vcpu_overhead = 0                        # vCPUs added to a pod's CPU limit (quota/period)
-//! pod_mem_overhead_mib = 128                   # MiB added to a pod's memory limit (guest kernel, agent)
-//! kernel_params = ""                           # appended to hull-vmm's default command line
-//! virtiofsd = ""                               # empty: the shim's search ($HULL_VIRTIOFSD, $PATH, ~/.cargo/bin, ...)
-//! debug = false                                # debug logs into containerd's log
-//!
-//! [sandbox]
-//! mode = "vm"                 # "vm", or "host-agent" (TESTS ONLY: no isolation at all)
-//! run_dir = "/run/hull"       # per-sandbox state: <run_dir>/<sandbox-id>/{shared,vsock.sock,...}
-//! agent = "hull-agent"        # host-agent mode: the agent binary (path or name, like vmm)
-//! boot_timeout_secs = 30      # how long to retry reaching the agent while the VM boots
-//! ```
+//! Every key is optional. [`DEFAULT_CONFIG_TOML`] lists every key with its default and what it
+//! means; `hull install` writes it as `/etc/hull/config.toml` ([`config_file_text`]).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// The configuration file read when nothing else is named.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/hull/config.toml";
 /// Environment variable naming the configuration file.
 pub const CONFIG_ENV: &str = "HULL_CONFIG";
 
+/// Every key of the configuration file with its default value and what it means: the reference,
+/// and what `hull install` writes (paths moved under its prefix by [`config_file_text`]). A unit
+/// test parses it back and checks it equals [`Config::default`] and names every field.
+pub const DEFAULT_CONFIG_TOML: &str = r#"# Hull configuration (read by containerd-shim-hull-v2 and `hull`).
+# Every key is shown with its default value; change what you need.
+
+# Guest kernel (ELF vmlinux).
+kernel = "/usr/share/hull/vmlinux"
+# Guest initramfs; hull-agent is its PID 1.
+initramfs = "/usr/share/hull/initramfs.cpio"
+# hull-vmm: a path, or a name looked for next to the shim, then on $PATH.
+vmm = "hull-vmm"
+# The smallest VM: a pod without limits gets this many vCPUs and MiB.
+vcpus = 1
+mem_mib = 256
+# vCPUs added to a pod's CPU limit (quota/period) to size its VM.
+pod_vcpu_overhead = 0
+# MiB added to a pod's memory limit (guest kernel, agent) to size its VM.
+pod_mem_overhead_mib = 128
+# Appended to hull-vmm's default kernel command line.
+kernel_params = ""
+# virtiofsd binary; empty: the shim searches $HULL_VIRTIOFSD, $PATH, ~/.cargo/bin, ...
+virtiofsd = ""
+# Debug logs into containerd's log.
+debug = false
+
+[sandbox]
+# "vm" (one microVM per pod), or "host-agent" (TESTS ONLY: no isolation at all).
+mode = "vm"
+# Per-sandbox state: <run_dir>/<sandbox-id>/{shared,vsock.sock,agent.log,...}
+run_dir = "/run/hull"
+# host-agent mode: the agent binary (a path, or a name like vmm).
+agent = "hull-agent"
+# Seconds to keep trying to reach the agent while the VM boots (1..=600).
+boot_timeout_secs = 30
+"#;
+
+/// [`DEFAULT_CONFIG_TOML`] for an installation under `prefix`: the guest image paths
+/// (`/usr/share/hull/...`) are moved under it. With prefix `/` the text is unchanged.
+pub fn config_file_text(prefix: &Path) -> String {
+    let share = prefix.join("usr/share/hull");
+    DEFAULT_CONFIG_TOML.replace("\"/usr/share/hull/", &format!("\"{}/", share.display()))
+}
+
 /// How a sandbox is isolated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum SandboxMode {
     /// One microVM per pod: virtiofsd + hull-vmm, the agent inside the guest.
@@ -48,7 +74,7 @@ pub enum SandboxMode {
 }
 
 /// The `[sandbox]` table.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SandboxConfig {
     /// VM or host agent.
@@ -80,7 +106,7 @@ impl SandboxConfig {
 }
 
 /// The whole configuration file.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Guest kernel (ELF vmlinux).
@@ -296,99 +322,4 @@ pub fn resolve_binary(name: &Path) -> Option<PathBuf> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn empty_file_gives_documented_defaults() {
-        let config = Config::parse("", Path::new("t.toml")).unwrap();
-        assert_eq!(config, Config::default());
-        assert_eq!(config.sandbox.mode, SandboxMode::Vm);
-        assert_eq!(config.vcpus, 1);
-        assert_eq!(config.mem_mib, 256);
-        assert_eq!(config.sandbox.run_dir, Path::new("/run/hull"));
-    }
-
-    #[test]
-    fn full_file_is_read() {
-        let text = r#"
-            kernel = "/k/vmlinux"
-            initramfs = "/k/initramfs.cpio"
-            vmm = "/bin/hull-vmm"
-            vcpus = 2
-            mem_mib = 512
-            kernel_params = "quiet"
-            virtiofsd = "/usr/libexec/virtiofsd"
-            debug = true
-            [sandbox]
-            mode = "host-agent"
-            run_dir = "/tmp/hull"
-            agent = "/bin/hull-agent"
-            boot_timeout_secs = 7
-        "#;
-        let config = Config::parse(text, Path::new("t.toml")).unwrap();
-        assert_eq!(config.kernel, Path::new("/k/vmlinux"));
-        assert_eq!(config.vcpus, 2);
-        assert_eq!(config.mem_mib, 512);
-        assert!(config.debug);
-        assert_eq!(config.sandbox.mode, SandboxMode::HostAgent);
-        assert_eq!(config.sandbox.run_dir, Path::new("/tmp/hull"));
-        assert_eq!(config.sandbox.boot_timeout(), Duration::from_secs(7));
-    }
-
-    #[test]
-    fn unknown_keys_and_bad_values_are_rejected_with_the_key_named() {
-        let err = Config::parse("vcpu = 2", Path::new("t.toml")).unwrap_err();
-        assert!(err.to_string().contains("vcpu"), "{err}");
-        let err =
-            Config::parse("[sandbox]\nmode = \"container\"", Path::new("t.toml")).unwrap_err();
-        assert!(err.to_string().contains("container"), "{err}");
-        let err = Config::parse("vcpus = 0", Path::new("t.toml")).unwrap_err();
-        assert!(err.to_string().contains("vcpus = 0"), "{err}");
-        let err = Config::parse("mem_mib = 1", Path::new("t.toml")).unwrap_err();
-        assert!(err.to_string().contains("mem_mib"), "{err}");
-        let err = Config::parse("[sandbox]\nrun_dir = \"rel\"", Path::new("t.toml")).unwrap_err();
-        assert!(err.to_string().contains("absolute"), "{err}");
-    }
-
-    #[test]
-    fn explicit_missing_file_is_an_error() {
-        let dir = tempfile::tempdir().unwrap();
-        let err = Config::load(Some(&dir.path().join("absent.toml"))).unwrap_err();
-        assert!(matches!(err, ConfigError::Read { .. }), "{err}");
-    }
-
-    #[test]
-    fn explicit_file_is_loaded() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("c.toml");
-        std::fs::write(&path, "mem_mib = 1024\n").unwrap();
-        assert_eq!(Config::load(Some(&path)).unwrap().mem_mib, 1024);
-    }
-
-    #[test]
-    fn missing_guest_image_is_named() {
-        let config = Config {
-            kernel: PathBuf::from("/nonexistent/vmlinux"),
-            ..Config::default()
-        };
-        let err = config.check_sandbox_prerequisites().unwrap_err();
-        let text = err.to_string();
-        // Either KVM is missing on this machine, or the kernel is named.
-        assert!(
-            text.contains("/dev/kvm") || text.contains("/nonexistent/vmlinux"),
-            "{text}"
-        );
-    }
-
-    #[test]
-    fn binaries_resolve_by_path_and_name() {
-        assert_eq!(
-            resolve_binary(Path::new("/bin/sh")),
-            Some(PathBuf::from("/bin/sh"))
-        );
-        assert_eq!(resolve_binary(Path::new("/nonexistent/x")), None);
-        assert!(resolve_binary(Path::new("sh")).is_some());
-        assert_eq!(resolve_binary(Path::new("")), None);
-    }
-}
+mod tests;

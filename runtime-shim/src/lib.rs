@@ -10,6 +10,7 @@ pub mod cri;
 pub mod daemon;
 pub mod events;
 pub mod exit;
+pub mod install;
 pub mod mounts;
 pub mod network;
 pub mod port_forward;

@@ -1,6 +1,9 @@
 //! `hull`: small tools around the Hull runtime.
 //!
-//! - `hull check`: is KVM here (and is it PVM)? the guest image? the VMM? virtiofsd?
+//! - `hull check [--prefix DIR]`: will a pod run here (KVM kind, guest image and its agent API,
+//!   hull-vmm, virtiofsd, devices, cgroup v2, containerd and its `hull` runtime, memory)?
+//! - `hull install [--prefix DIR] [--from DIR] [--bin-dir DIR] [--config-from FILE]` /
+//!   `hull uninstall [--prefix DIR]`: see `hull_runtime::install`
 //! - `hull agent health --uds PATH`: Health + Version of an agent through a hybrid-vsock socket
 //!   (hull-vmm's `--vsock-uds`, or a host agent's hybrid listener)
 //! - `hull agent create-sandbox --uds PATH --id ID [--shared-fs-tag TAG]`: CreateSandbox alone, e.g.
@@ -27,11 +30,38 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Checks KVM, the guest image, the VMM and virtiofsd (exit 1 if something is missing).
+    /// Will a pod run here? KVM, guest image, agent API, hull-vmm, virtiofsd, devices, cgroup
+    /// v2, containerd and its `hull` runtime, memory (exit 1 if something stops a pod).
     Check {
-        /// Configuration file (default: $HULL_CONFIG, then /etc/hull/config.toml).
+        /// Configuration file (default: <prefix>/etc/hull/config.toml if present, else
+        /// $HULL_CONFIG, then /etc/hull/config.toml).
         #[arg(long)]
         config: Option<PathBuf>,
+        /// The installation root to check (as given to `hull install`).
+        #[arg(long, default_value = "/")]
+        prefix: PathBuf,
+    },
+    /// Installs the shim, hull-vmm, hull, the guest image, /etc/hull/config.toml and the
+    /// containerd drop-in (root; restarts nothing).
+    Install {
+        /// Installation root.
+        #[arg(long, default_value = "/")]
+        prefix: PathBuf,
+        /// Directory with the guest image (vmlinux, initramfs.cpio).
+        #[arg(long = "from", default_value = "build/guest")]
+        from: PathBuf,
+        /// Directory with containerd-shim-hull-v2, hull-vmm and hull (default: this hull's).
+        #[arg(long)]
+        bin_dir: Option<PathBuf>,
+        /// Install this config file instead of the commented defaults.
+        #[arg(long)]
+        config_from: Option<PathBuf>,
+    },
+    /// Removes what `hull install` created (files changed since are kept and listed).
+    Uninstall {
+        /// Installation root.
+        #[arg(long, default_value = "/")]
+        prefix: PathBuf,
     },
     /// Lists the sandboxes on this host: VM size, containers, host memory (PSS of the shim's
     /// sandbox processes and their children), uptime.
@@ -122,7 +152,14 @@ fn main() -> ExitCode {
             );
             Ok(true)
         }
-        Command::Check { config } => check(config),
+        Command::Check { config, prefix } => check(config, &prefix),
+        Command::Install {
+            prefix,
+            from,
+            bin_dir,
+            config_from,
+        } => install(prefix, from, bin_dir, config_from),
+        Command::Uninstall { prefix } => uninstall(&prefix),
         Command::Ps { config } => ps(config),
         Command::Logs { sandbox, config } => logs(&sandbox, config),
         Command::Agent {
@@ -177,19 +214,42 @@ fn main() -> ExitCode {
     }
 }
 
-fn check(config: Option<PathBuf>) -> anyhow::Result<bool> {
-    let config = hull_runtime::config::Config::load(config.as_deref())?;
-    let findings = hull_runtime::check::run_checks(&config);
-    for f in &findings {
-        println!(
-            "{:<10} {:<4} {}",
-            f.what,
-            if f.ok { "ok" } else { "FAIL" },
-            f.detail
-        );
-    }
+fn check(config: Option<PathBuf>, prefix: &std::path::Path) -> anyhow::Result<bool> {
+    let config = hull_runtime::check::load_config(config.as_deref(), prefix)?;
+    let findings = hull_runtime::check::run_checks(&config, prefix);
+    print!("{}", hull_runtime::check::render(&findings));
     println!("sandbox mode: {:?}", config.sandbox.mode);
-    Ok(findings.iter().all(|f| f.ok))
+    Ok(findings.iter().all(|f| f.ok()))
+}
+
+fn install(
+    prefix: PathBuf,
+    guest_dir: PathBuf,
+    bin_dir: Option<PathBuf>,
+    config_from: Option<PathBuf>,
+) -> anyhow::Result<bool> {
+    let bin_dir = match bin_dir {
+        Some(dir) => dir,
+        None => std::env::current_exe()?
+            .parent()
+            .context("the directory of this hull")?
+            .to_path_buf(),
+    };
+    let opts = hull_runtime::install::InstallOptions {
+        prefix,
+        guest_dir,
+        bin_dir,
+        config_from,
+    };
+    let report = hull_runtime::install::install(&opts)?;
+    print!("{}", report.render());
+    Ok(true)
+}
+
+fn uninstall(prefix: &std::path::Path) -> anyhow::Result<bool> {
+    let report = hull_runtime::install::uninstall(prefix)?;
+    print!("{}", report.render());
+    Ok(true)
 }
 
 fn ps(config: Option<PathBuf>) -> anyhow::Result<bool> {

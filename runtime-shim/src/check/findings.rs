@@ -1,0 +1,293 @@
+//! The findings of `hull check` as pure functions of what was read from the machine.
+
+use std::path::{Path, PathBuf};
+
+use super::{Finding, Status};
+use crate::config::SandboxMode;
+use crate::install::containerd::{hull_runtime, ConfigFile};
+
+/// What kind of KVM this host has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KvmKind {
+    /// Hardware-assisted KVM (vmx/svm).
+    Real,
+    /// PVM (`kvm_pvm`, no vmx/svm): only PVM-aware guests run, not a stock Linux kernel.
+    Pvm,
+    /// No `/dev/kvm`.
+    Missing,
+}
+
+/// The KVM kind from `/dev/kvm`'s existence, `/sys/module/kvm_pvm`'s, and `/proc/cpuinfo`.
+pub fn kvm_kind(dev_kvm: bool, pvm_module: bool, cpuinfo: &str) -> KvmKind {
+    let hw = cpuinfo
+        .lines()
+        .filter(|l| l.starts_with("flags"))
+        .any(|l| l.split_whitespace().any(|f| f == "vmx" || f == "svm"));
+    match (dev_kvm, pvm_module || !hw) {
+        (false, _) => KvmKind::Missing,
+        (true, true) => KvmKind::Pvm,
+        (true, false) => KvmKind::Real,
+    }
+}
+
+/// `/dev/kvm`: its kind, and whether this user may open it (`access` = access(2)'s verdict,
+/// `perms` = mode, uid, gid).
+pub fn kvm(
+    kind: KvmKind,
+    mode: SandboxMode,
+    access: Result<(), String>,
+    perms: Option<(u32, u32, u32)>,
+) -> Finding {
+    let bad = if mode == SandboxMode::Vm {
+        Status::Fail
+    } else {
+        Status::Warn
+    };
+    let perms = perms.map_or(String::new(), |(m, u, g)| {
+        format!(" (mode {:o}, owner {u}:{g})", m & 0o7777)
+    });
+    match (kind, access) {
+        (KvmKind::Missing, _) => Finding::new(
+            "kvm",
+            bad,
+            "/dev/kvm missing: load kvm_intel/kvm_amd, or run on a host with KVM",
+        ),
+        (_, Err(e)) => Finding::new(
+            "kvm",
+            bad,
+            format!(
+                "/dev/kvm{perms} cannot be opened read-write: {e} (run as root or join its group)"
+            ),
+        ),
+        (KvmKind::Pvm, Ok(())) => Finding::new(
+            "kvm",
+            bad,
+            format!(
+                "/dev/kvm{perms} is PVM (kvm_pvm, no vmx/svm): Linux guests do not boot here; use \
+                 the nested lab, or sandbox.mode = \"host-agent\" for tests"
+            ),
+        ),
+        (KvmKind::Real, Ok(())) => {
+            Finding::new("kvm", Status::Ok, format!("real KVM, /dev/kvm{perms}"))
+        }
+    }
+}
+
+/// A guest image file.
+pub fn image_file(what: &'static str, path: &Path, exists: bool) -> Finding {
+    if exists {
+        Finding::new(what, Status::Ok, path.display().to_string())
+    } else {
+        Finding::new(
+            what,
+            Status::Fail,
+            format!(
+                "{} missing (`make guest`, then `hull install`)",
+                path.display()
+            ),
+        )
+    }
+}
+
+/// The agent inside the initramfs (`initramfs` = the archive's bytes, or why it was not read)
+/// against this build's agent API version.
+pub fn agent_in_image(initramfs: Result<&[u8], String>, host_api: u32) -> Finding {
+    let archive = match initramfs {
+        Ok(a) => a,
+        Err(e) => return Finding::new("agent", Status::Fail, format!("initramfs not read: {e}")),
+    };
+    let init = match super::image::cpio_file(archive, "init") {
+        Ok(Some(init)) => init,
+        Ok(None) => {
+            return Finding::new(
+                "agent",
+                Status::Fail,
+                "the initramfs has no /init (the agent)",
+            )
+        }
+        Err(e) => return Finding::new("agent", Status::Fail, format!("initramfs: {e}")),
+    };
+    let versions = super::image::agent_api_versions(init);
+    match versions.as_slice() {
+        [v] if *v == host_api => {
+            Finding::new("agent", Status::Ok, format!("/init serves agent API {v}"))
+        }
+        [] => Finding::new(
+            "agent",
+            Status::Fail,
+            "/init carries no agent API marker: not a hull-agent, or built before markers; \
+             rebuild the image (`make guest`)",
+        ),
+        other => Finding::new(
+            "agent",
+            Status::Fail,
+            format!(
+                "/init serves agent API {other:?}, this hull speaks {host_api}: rebuild the \
+                 image (`make guest`) and reinstall"
+            ),
+        ),
+    }
+}
+
+/// A binary's version from its `--version` output (`output` = stdout, or why it did not run):
+/// the first line's last word. `want` is the version it must have, if any.
+pub fn binary_version(
+    what: &'static str,
+    path: Option<&Path>,
+    output: Result<String, String>,
+    want: Option<&str>,
+) -> Finding {
+    let Some(path) = path else {
+        return Finding::new(what, Status::Fail, "not found");
+    };
+    let line = match output {
+        Ok(out) => out.lines().next().unwrap_or("").trim().to_string(),
+        Err(e) => return Finding::new(what, Status::Fail, format!("{}: {e}", path.display())),
+    };
+    let version = line.split_whitespace().last().unwrap_or("");
+    match want {
+        Some(want) if version != want => Finding::new(
+            what,
+            Status::Fail,
+            format!("{} is {line:?}, expected version {want}", path.display()),
+        ),
+        _ => Finding::new(what, Status::Ok, format!("{version} ({})", path.display())),
+    }
+}
+
+/// Host devices: `/dev/net/tun` (pod networking) is required; vhost devices are reported only.
+pub fn devices(present: &[(&str, bool)]) -> Finding {
+    let missing: Vec<&str> = present
+        .iter()
+        .filter(|(_, p)| !p)
+        .map(|(d, _)| *d)
+        .collect();
+    let listed = present
+        .iter()
+        .map(|(d, p)| format!("{d} {}", if *p { "yes" } else { "no" }))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let status = if missing.contains(&"/dev/net/tun") {
+        Status::Fail
+    } else if missing.is_empty() {
+        Status::Ok
+    } else {
+        Status::Warn
+    };
+    Finding::new("devices", status, listed)
+}
+
+/// Whether `/sys/fs/cgroup` is the cgroup v2 hierarchy, from `/proc/self/mounts`. v1 (or a
+/// hybrid with v2 elsewhere) is a warning: containerd and the shim work on it (this project's
+/// own test hosts are hybrid), but Kubernetes is moving to v2 only.
+pub fn cgroup(mounts: &str) -> Finding {
+    let v2_at: Vec<&str> = mounts
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            (f.len() > 2 && f[2] == "cgroup2").then_some(f[1])
+        })
+        .collect();
+    if v2_at.contains(&"/sys/fs/cgroup") {
+        Finding::new("cgroup", Status::Ok, "v2 (/sys/fs/cgroup)")
+    } else if let Some(at) = v2_at.first() {
+        Finding::new(
+            "cgroup",
+            Status::Warn,
+            format!("hybrid: v1 controllers, v2 only at {at} (unified hierarchy recommended)"),
+        )
+    } else {
+        Finding::new(
+            "cgroup",
+            Status::Warn,
+            "v1 only (unified hierarchy recommended: systemd.unified_cgroup_hierarchy=1)",
+        )
+    }
+}
+
+/// containerd's version from `containerd --version` (third word).
+pub fn containerd_version(output: Result<String, String>) -> Finding {
+    let out = match output {
+        Ok(out) => out,
+        Err(e) => return Finding::new("containerd", Status::Fail, format!("not usable: {e}")),
+    };
+    let version = out.split_whitespace().nth(2).unwrap_or("?").to_string();
+    let supported = version.starts_with("1.6.") || version.starts_with("1.7.");
+    Finding::new(
+        "containerd",
+        if supported { Status::Ok } else { Status::Warn },
+        if supported {
+            version
+        } else {
+            format!("{version} (Hull is tested with 1.6; its config snippet is version 2)")
+        },
+    )
+}
+
+/// Whether the `hull` runtime is declared in containerd's config (`files` as loaded from
+/// `main`; `config_path` = the hull config it should name).
+pub fn runtime_configured(main: &Path, files: &[ConfigFile], config_path: &Path) -> Finding {
+    if files.is_empty() {
+        return Finding::new(
+            "runtime",
+            Status::Fail,
+            format!("{} missing: run `hull install`", main.display()),
+        );
+    }
+    match hull_runtime(files) {
+        None => Finding::new(
+            "runtime",
+            Status::Fail,
+            format!(
+                "no `hull` runtime (io.containerd.hull.v2) in {} or what it imports: run `hull \
+                 install`, or add the snippet it prints",
+                main.display()
+            ),
+        ),
+        Some(r) => {
+            let named = r.config_path.as_deref().map(PathBuf::from);
+            let status = if named.as_deref() == Some(config_path) {
+                Status::Ok
+            } else {
+                Status::Warn
+            };
+            Finding::new(
+                "runtime",
+                status,
+                format!(
+                    "hull in {}, ConfigPath {} (restart containerd after a change)",
+                    r.file.display(),
+                    r.config_path.as_deref().unwrap_or("unset")
+                ),
+            )
+        }
+    }
+}
+
+/// Free memory (`MemAvailable` in `/proc/meminfo`) against one default VM plus its host
+/// processes (hull-vmm, virtiofsd: ~32 MiB).
+pub fn memory(meminfo: &str, vm_mib: u64) -> Finding {
+    let need = vm_mib + 32;
+    let available = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .map(|kib| kib / 1024);
+    match available {
+        None => Finding::new(
+            "memory",
+            Status::Warn,
+            "MemAvailable not found in /proc/meminfo",
+        ),
+        Some(mib) if mib >= need => Finding::new(
+            "memory",
+            Status::Ok,
+            format!("{mib} MiB available, a default VM needs ~{need} MiB"),
+        ),
+        Some(mib) => Finding::new(
+            "memory",
+            Status::Fail,
+            format!("{mib} MiB available, a default VM needs ~{need} MiB"),
+        ),
+    }
+}
