@@ -39,12 +39,19 @@ pub const CNI_CACHE_DIR: &str = "/var/lib/cni/results";
 pub struct Options {
     /// Enable pods: CNI bridge network, runtime handlers `hull` and `runc`, pause image.
     pub cri: bool,
+    /// Files the main config `imports` (e.g. a config written by `hull install`).
+    pub imports: Vec<PathBuf>,
+    /// Directories searched before the fixture's own `bin` (containerd finds shims on $PATH).
+    pub bin_dirs: Vec<PathBuf>,
 }
 
 impl Options {
     /// Options for the CRI tests.
     pub fn cri() -> Options {
-        Options { cri: true }
+        Options {
+            cri: true,
+            ..Options::default()
+        }
     }
 }
 
@@ -199,8 +206,14 @@ impl Containerd {
             ),
         )
         .unwrap();
+        let imports: Vec<String> = opts
+            .imports
+            .iter()
+            .map(|p| format!("{:?}", p.display().to_string()))
+            .collect();
         let mut config = format!(
             r#"version = 2
+imports = [{imports}]
 root = "{d}/root"
 state = "{d}/state"
 [grpc]
@@ -214,7 +227,8 @@ state = "{d}/state"
   restrict_oom_score_adj = true
   disable_tcp_service = true
 "#,
-            d = d.display()
+            d = d.display(),
+            imports = imports.join(", ")
         );
         if opts.cri {
             config.push_str(&Self::cri_config(d));
@@ -225,7 +239,7 @@ state = "{d}/state"
             .unwrap();
         }
         std::fs::write(d.join("config.toml"), config).unwrap();
-        let child = Self::spawn(d);
+        let child = Self::spawn(d, opts);
         let ctrd = Containerd {
             dir,
             child,
@@ -238,7 +252,7 @@ state = "{d}/state"
     }
 
     /// Starts containerd on the config in `d` (its log appended to `d/logs/containerd.log`).
-    fn spawn(d: &Path) -> Child {
+    fn spawn(d: &Path, opts: &Options) -> Child {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -250,7 +264,11 @@ state = "{d}/state"
             .env(
                 "PATH",
                 format!(
-                    "{}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                    "{}{}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                    opts.bin_dirs
+                        .iter()
+                        .map(|b| format!("{}:", b.display()))
+                        .collect::<String>(),
                     d.join("bin").display()
                 ),
             )
@@ -279,7 +297,7 @@ state = "{d}/state"
     pub fn restart(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        self.child = Self::spawn(self.dir.path());
+        self.child = Self::spawn(self.dir.path(), &self.opts);
         self.wait_ready();
     }
 
