@@ -478,13 +478,7 @@ fn scenario(run: &mut Run) {
         Err(stop_errors.join("; "))
     };
     run.check("pod-remove", removed);
-    // The shim exits after its last task; give the teardown a few seconds.
-    let started = Instant::now();
-    let mut left = leftovers(&run.args);
-    while !left.is_empty() && started.elapsed() < Duration::from_secs(15) {
-        std::thread::sleep(Duration::from_millis(250));
-        left = leftovers(&run.args);
-    }
+    let mut left = wait_clean(&run.args);
     let listed = run.cri.list_pods().unwrap_or_default();
     if !listed.is_empty() {
         left.push(format!("CRI still lists pods {listed:?}"));
@@ -733,6 +727,26 @@ fn bench(run: &mut Run, n: usize) {
             Err(errors.join("; "))
         },
     );
+    let left = wait_clean(&run.args);
+    run.check(
+        "nothing-left-after-bench",
+        if left.is_empty() {
+            Ok("no hull-vmm, virtiofsd, shim, sandbox dir, tap, netns or CNI lease left".into())
+        } else {
+            Err(left.join(", "))
+        },
+    );
+}
+
+/// [`leftovers`] once the teardown had a few seconds (the shim exits after its last task).
+fn wait_clean(args: &Args) -> Vec<String> {
+    let started = Instant::now();
+    let mut left = leftovers(args);
+    while !left.is_empty() && started.elapsed() < Duration::from_secs(15) {
+        std::thread::sleep(Duration::from_millis(250));
+        left = leftovers(args);
+    }
+    left
 }
 
 fn main() {

@@ -1,13 +1,16 @@
 # The nested lab (tests/lab/README.md): included by the top-level Makefile,
 # run from the repository root.
 #
-#   make lab-smoke     boot L1 once, hull-vmm boots our guest (part of `make test`)
-#   make lab-test      the smoke plus 5 boots with 2 vCPUs and 1 GiB
+#   make lab-smoke     boot L1 once, hull-vmm boots our guest, vsock Health, agent suite, one
+#                      CRI pod with two containers in a microVM (part of `make test`)
+#   make lab-test      the smoke, `ctr run` through our shim, the full pod step (two pods in two
+#                      microVMs, pod start hull vs runc), 5 boots with 2 vCPUs and 1 GiB
 #   make lab-bench     hull-vmm vs QEMU microvm in the same L1 (prints figures)
 #   make lab-hangrate  LAB_ARGS="--n 20 --vmm qemu ..." (reliability measurements)
 #   make lab-demo      for `make demo` on a PVM host: our guest booted by hull-vmm in the lab
 #   make lab-assets    only build/refresh the cached L1 assets
-#   make lab-suite-bins  the agent suite (static test executables) and fsbench for L1
+#   make lab-suite-bins  the agent suite (static test executables), fsbench and the pod step's
+#                        CRI client (lab-pod) for L1
 #   make lab-selftest  host-side tests of the lab's own pieces (seconds)
 #
 # LAB_ARGS passes options to tests/lab/lab.py (see `python3 tests/lab/lab.py -h`).

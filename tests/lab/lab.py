@@ -393,8 +393,8 @@ def pod_bench_lines(bench, name):
         mh, mr = median(h), median(r)
         ratio = f"{mh / mr:.1f}x" if mh and mr else "-"
         lines.append(
-            f"      {label:<16} hull median {fmt_num(mh):>6} ms {h}  runc median {fmt_num(mr):>6} ms {r}  "
-            f"hull/runc {ratio}"
+            f"      {label:<16} hull median {fmt_num(mh):>6} ms {[round(v) for v in h]}  "
+            f"runc median {fmt_num(mr):>6} ms {[round(v) for v in r]}  hull/runc {ratio}"
         )
     return lines
 
@@ -767,8 +767,7 @@ def parse_args(argv):
     ap.add_argument("--no-health", action="store_true", help="smoke/test: skip the vsock Health run")
     ap.add_argument("--ctr-bench", action="store_true", help="ctr: also time `ctr run` and measure PSS, vs runc")
     ap.add_argument("--no-suite", action="store_true", help="smoke/test: skip the agent suite against a microVM")
-    ap.add_argument("--no-pod", action="store_true", default=env("LAB_NO_POD", "1") == "1",  # WIP: on by default
-                    help="smoke/test: skip the pod (CRI) step")
+    ap.add_argument("--no-pod", action="store_true", help="smoke/test: skip the pod (CRI) step")
     ap.add_argument("--full", action="store_true", help="pod: the full pod scenario (two pods, bench) instead of the smoke")
     ap.add_argument("--pod-bench", type=int, default=POD_BENCH_N, help="full pod scenario: pod starts per runtime")
     ap.add_argument("--guest-kernel", default=None)

@@ -308,6 +308,98 @@ class RunScriptTest(unittest.TestCase):
         self.assertIn("ctr: ctr: failed to create shim task: boom", results[0].tail)
 
 
+    # lab-pod, scripted per attempt: prints what the real client prints (checks, figures, verdict).
+    def run_pod(self, pod_script, attempts=2):
+        bins = self.dir / "lab/bin"
+        (bins / "containerd").write_text(self.FAKE_CONTAINERD)
+        (bins / "ctr").write_text("#!/bin/sh\ncase \"$*\" in *' image import '*) exit 0 ;; esac\nexit 1\n")
+        (bins / "lab-pod").write_text(
+            "#!/bin/sh\necho \"$*\" > %s/lab-pod-args\nn=$(cat %s/count 2>/dev/null || echo 0); n=$((n+1)); "
+            "echo $n > %s/count\n%s\n" % (self.dir, self.dir, self.dir, pod_script)
+        )
+        for b in ("containerd", "ctr", "lab-pod"):
+            (bins / b).chmod(0o755)
+        (self.dir / "lab/sysroot").mkdir()
+        plan = "LAB_POD_NET=skip\nlab_pod p 5 %d 256 1 '' '--full --bench 2'\n" % attempts
+        return self.run_plan("exit 0", plan)
+
+    POD_OK = (
+        'echo "LAB-POD name=p attempt=$n check=pod-start status=ok detail=\\"pod abc\\""\n'
+        'echo "LAB-POD-END name=p attempt=$n status=ok failed=\\"\\""'
+    )
+
+    def test_pod_checks_pass_and_options_reach_the_client(self):
+        results = self.run_pod(self.POD_OK)
+        self.assertEqual([(r.status, r.kind, r.rc) for r in results], [("ok", "pod", 0)])
+        args = (self.dir / "lab-pod-args").read_text()
+        self.assertIn("--full --bench 2", args)
+        self.assertIn("--run-dir %s/tmp/pod.1/hull" % self.dir, args)
+        hull_toml = (self.dir / "tmp/pod.1/hull.toml").read_text()
+        self.assertIn('mode = "vm"', hull_toml)
+        config = (self.dir / "tmp/pod.1/config.toml").read_text()
+        self.assertIn('runtime_type = "io.containerd.hull.v2"', config)
+        self.assertIn('sandbox_image = "lab.local/pause:lab"', config)
+        self.assertIn('"type": "bridge"', (self.dir / "tmp/pod.1/cni/net.d/10-labnet.conflist").read_text())
+
+    def test_pod_hang_is_retried_with_a_fresh_containerd(self):
+        script = (
+            '[ "$n" = 1 ] && { echo "LAB-POD-END name=p attempt=1 status=hang failed=\\"pod-start\\""; exit 1; }\n'
+            + self.POD_OK
+        )
+        results = self.run_pod(script)
+        self.assertEqual([r.status for r in results], ["hang", "ok"])
+        self.assertTrue((self.dir / "tmp/pod.2/config.toml").exists(), "attempt 2 has its own containerd dir")
+
+    def test_pod_timeout_is_a_hang(self):
+        results = self.run_pod('[ "$n" = 1 ] && sleep 30\n' + self.POD_OK)
+        self.assertEqual([r.status for r in results], ["hang", "ok"])
+
+    def test_pod_failed_check_is_a_failure_with_the_clients_stderr(self):
+        script = (
+            'echo "LAB-POD name=p attempt=$n check=l1-http status=fail detail=\\"no page\\""\n'
+            'echo "lab-pod: something broke" >&2\n'
+            'echo "LAB-POD-END name=p attempt=$n status=fail failed=\\"l1-http\\""; exit 1'
+        )
+        results = self.run_pod(script)
+        self.assertEqual([(r.status, r.rc) for r in results], [("fail", 1)])
+        self.assertEqual(results[0].fields["failed"], "l1-http")
+        self.assertIn("lab-pod: lab-pod: something broke", results[0].tail)
+
+
+class PodJudgementTest(unittest.TestCase):
+    def lab_with(self, checks, bench=None):
+        return type("FakeLab", (), {
+            "pod_checks": [lab_l1.parse_fields(c) for c in checks], "pod_times": [], "pod_bench": bench or {}})  # fmt: skip
+
+    def result(self, status="ok", failed="", attempt=1):
+        line = f'name=p attempt={attempt} vmm=hull kind=pod status={status} rc=0 wall_ms=17400 failed="{failed}" detail=""'
+        return lab_l1.parse_result(line)
+
+    def test_passing_pod_lists_checks_and_bench_ratio(self):
+        bench = {("p", "hull"): lab_l1.parse_fields('runtime=hull total_ms="9000 10000 11000"'),
+                 ("p", "runc"): lab_l1.parse_fields('runtime=runc total_ms="2000 2500 3000"')}  # fmt: skip
+        lab_ = self.lab_with(['name=p attempt=1 check=l1-http status=ok detail="got page"'], bench)
+        code, msg = lab.check_boot(lab_, "p", [self.result()], 3)
+        self.assertEqual(code, lab.EXIT_OK, msg)
+        self.assertIn("l1-http: ok: got page", msg)
+        self.assertIn("hull/runc 4.0x", msg)
+
+    def test_failed_check_is_a_product_failure_naming_it(self):
+        lab_ = self.lab_with(['name=p attempt=1 check=l1-http status=fail detail="no page"'])
+        code, msg = lab.check_boot(lab_, "p", [self.result("fail", "l1-http")], 3)
+        self.assertEqual(code, lab.EXIT_PRODUCT)
+        self.assertIn("failed: l1-http", msg)
+        self.assertIn("l1-http: fail: no page", msg)
+
+    def test_hangs_are_a_lab_hang(self):
+        code, _ = lab.check_boot(self.lab_with([]), "p", [self.result("hang"), self.result("hang", attempt=2)], 2)
+        self.assertEqual(code, lab.EXIT_LAB_HANG)
+
+    def test_plan_line_carries_the_clients_options(self):
+        runs = [lab_l1.RunSpec("p", "hull", 256, 1, "", 180, 3, kind="pod", options="--full --bench 3")]
+        self.assertIn("lab_pod p 180 3 256 1 '' '--full --bench 3'\n", lab_l1.plan_script(runs, ""))
+
+
 class HealthJudgementTest(unittest.TestCase):
     def result(self, detail, status="ok"):
         line = (
