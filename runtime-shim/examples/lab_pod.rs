@@ -453,6 +453,7 @@ fn scenario(run: &mut Run) {
                 pods.push(pod_b.clone());
                 run.check("pod-b-start", Ok(format!("pod {}", cri::short(&pod_b))));
                 cross_pod_checks(run, (&pod_a, &side), (&pod_b, &ids_b[0]));
+                port_forward_path(run, &pod_a);
             }
             Err(e) => {
                 run.check("pod-b-start", Err(e));
@@ -642,6 +643,51 @@ fn diagnose_network(run: &Run, container: &str, ip: &str) {
         Ok(e) => run.tail("diag-guest", &e.stdout, 60),
         Err(e) => run.tail("diag-guest", &e, 1),
     }
+}
+
+/// containerd's CRI PortForward enters the pod's netns on the host and dials
+/// `localhost:<port>` there (shared/FACTS.md); the shim mirrors the guest's TCP listeners
+/// there. This checks that path (busybox `wget` in the netns, retried while the mirror picks
+/// the listener up), not the CRI PortForward stream itself.
+fn port_forward_path(run: &mut Run, pod: &str) {
+    let netns =
+        std::fs::read_to_string(run.args.run_dir.join(pod).join("netns")).unwrap_or_default();
+    let url = format!("http://127.0.0.1:{PORT}/");
+    let started = Instant::now();
+    let mut last = String::from("no netns recorded in the sandbox dir");
+    while !netns.is_empty() && started.elapsed() < Duration::from_secs(15) {
+        let out = std::process::Command::new("nsenter")
+            .arg(format!("--net={netns}"))
+            .args(["timeout", "-s", "KILL", "10", "wget", "-q", "-O-", &url])
+            .output();
+        match out {
+            Ok(o) if o.status.success() => {
+                let page = String::from_utf8_lossy(&o.stdout).trim().to_string();
+                let r = if page.starts_with("hull-pod a ") {
+                    Ok(format!(
+                        "{url} in the pod's netns on L1 reaches the guest: '{page}'"
+                    ))
+                } else {
+                    Err(format!("{url} in the pod's netns answered '{page}'"))
+                };
+                run.check("portforward-path", r);
+                return;
+            }
+            Ok(o) => {
+                last = format!(
+                    "wget exit {:?}: {}",
+                    o.status.code(),
+                    String::from_utf8_lossy(&o.stderr).trim()
+                )
+            }
+            Err(e) => last = format!("nsenter: {e}"),
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    run.check(
+        "portforward-path",
+        Err(format!("{url} in the pod's netns {netns}: {last}")),
+    );
 }
 
 fn cross_pod_checks(run: &mut Run, (pod_a, side_a): (&str, &str), (pod_b, web_b): (&str, &str)) {

@@ -367,7 +367,8 @@ def check_pod(lab, name, attempts, allowed):
         )
     note = f" (after {hangs} lab hang(s))" if hangs else ""
     lines = [f"{name}: ok{note}: pod scenario through containerd's CRI with runtime handler hull (VM mode) and the "
-             f"CNI bridge in L1: {len(checks)} checks passed, {last.wall_ms / 1000:.1f} s"] + listed  # fmt: skip
+             f"CNI bridge in L1: {sum(1 for c in checks if c.get('status') == 'ok')} checks passed, "
+             f"{last.wall_ms / 1000:.1f} s"] + listed  # fmt: skip
     for t in (t for t in lab.pod_times if t.get("name") == name and t.get("attempt") == str(last.attempt)):
         lines.append(
             f"    pod start (hull, pod {t.get('pod')}, 2 containers): RunPodSandbox {t.get('run_ms')} ms + "
