@@ -5,6 +5,7 @@
 #                    followed by `ctr run --runtime io.containerd.hull.v2` of a busybox container in a microVM)
 #   make guest       guest kernel + initramfs into build/guest/
 #   make bench       benchmarks (print figures, assert nothing)
+#   make fuzz        libFuzzer targets (fuzz/, nightly + cargo-fuzz) for FUZZ_SECONDS each; fuzz-smoke in make test
 
 SHELL := /bin/bash
 BUILD_DIR ?= build
@@ -21,6 +22,7 @@ build:
 
 include guest-rootfs/guest.mk
 include tests/lab/lab.mk
+include fuzz/fuzz.mk
 
 # The one set-up step (packages, rustup components, virtiofsd): installs what is missing, says
 # what; does nothing when all is there. `make demo`, `make test` and CI all start with it.
@@ -33,7 +35,7 @@ setup-selftest:
 		|| { echo "setup-selftest: a second set-up run still wanted to install something"; exit 1; }
 
 # Tier 1: everything that runs on this machine, then the nested-lab smoke test (Tier 2).
-test: setup lint test-tier1 setup-selftest lab-smoke
+test: setup lint test-tier1 fuzz-smoke setup-selftest lab-smoke
 
 test-tier1:
 	$(CARGO) test --workspace --no-fail-fast

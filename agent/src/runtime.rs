@@ -123,6 +123,45 @@ fn parse_json<T: serde::de::DeserializeOwned>(field: &str, bytes: &[u8]) -> Resu
     serde_json::from_slice(bytes).map_err(|e| invalid(format!("{field}: not valid OCI JSON: {e}")))
 }
 
+/// Entry points for the fuzz targets in `fuzz/` (not an API): the checks CreateContainer and
+/// UpdateContainer make on their JSON payloads before anything touches the file system.
+#[doc(hidden)]
+pub mod fuzzing {
+    use super::*;
+
+    /// CreateContainer's `oci_spec_json`: parse, spec rules, device cgroup rules.
+    pub fn check_oci_spec(json: &[u8]) -> std::result::Result<(), String> {
+        let spec: Spec = parse_json("oci_spec_json", json).map_err(|(_, why)| why)?;
+        check_spec_rules(&spec).map_err(|(_, why)| why)?;
+        let devices = spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.resources().as_ref())
+            .and_then(|r| r.devices().as_deref())
+            .unwrap_or_default();
+        crate::container::devices::rules_for(devices).map(drop)
+    }
+
+    /// UpdateContainer's `oci_resources_json`: parse and device cgroup rules.
+    pub fn check_oci_resources(json: &[u8]) -> std::result::Result<(), String> {
+        let resources: oci_spec::runtime::LinuxResources =
+            parse_json("oci_resources_json", json).map_err(|(_, why)| why)?;
+        resources
+            .devices()
+            .as_deref()
+            .map(crate::container::devices::rules_for)
+            .transpose()
+            .map(drop)
+    }
+
+    /// ExecProcess's `oci_process_json`: parse.
+    pub fn check_oci_process(json: &[u8]) -> std::result::Result<(), String> {
+        parse_json::<Process>("oci_process_json", json)
+            .map(drop)
+            .map_err(|(_, why)| why)
+    }
+}
+
 impl Runtime {
     /// A runtime whose containers live under `shared_dir` (None until CreateSandbox mounts it).
     pub fn new(shared_dir: Option<PathBuf>, hub: Arc<StreamHub>, exits: ExitRegistry) -> Self {
@@ -927,6 +966,13 @@ fn validate_spec(
     rootfs: &Path,
     pod_shm: Option<&Path>,
 ) -> Result<()> {
+    check_spec_rules(spec)?;
+    resolve_bind_sources(spec, shared, rootfs, pod_shm)
+}
+
+/// The checks on a CreateContainer spec that need no file system: process, namespaces, user
+/// namespace mappings, sysctls and mount destinations.
+fn check_spec_rules(spec: &Spec) -> Result<()> {
     let process = spec
         .process()
         .as_ref()
@@ -956,13 +1002,26 @@ fn validate_spec(
                 .map_err(|why| invalid(format!("oci_spec_json: linux.sysctl {key:?}: {why}")))?;
         }
     }
+    for (i, mount) in spec.mounts().iter().flatten().enumerate() {
+        if !mount.destination().is_absolute() {
+            return Err(invalid(format!(
+                "oci_spec_json: mounts[{i}].destination must be absolute"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Bind mounts: the pod /dev/shm placeholder becomes the pod's shm directory, and every other
+/// source must resolve inside the shared directory or the rootfs (canonicalised in place).
+fn resolve_bind_sources(
+    spec: &mut Spec,
+    shared: &Path,
+    rootfs: &Path,
+    pod_shm: Option<&Path>,
+) -> Result<()> {
     if let Some(mounts) = spec.mounts_mut() {
         for (i, mount) in mounts.iter_mut().enumerate() {
-            if !mount.destination().is_absolute() {
-                return Err(invalid(format!(
-                    "oci_spec_json: mounts[{i}].destination must be absolute"
-                )));
-            }
             let options = mount.options().clone().unwrap_or_default();
             let is_bind = mount.typ().as_deref() == Some("bind")
                 || options.iter().any(|o| o == "bind" || o == "rbind");
@@ -994,4 +1053,36 @@ fn validate_spec(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fuzzing::{check_oci_process, check_oci_resources, check_oci_spec};
+
+    #[test]
+    fn spec_rules_without_the_file_system() {
+        let ok = br#"{"ociVersion":"1.0.2","process":{"args":["sh"],"cwd":"/","user":{"uid":0,"gid":0}},
+            "root":{"path":"rootfs"},"mounts":[{"destination":"/proc","type":"proc","source":"proc"}],
+            "linux":{"namespaces":[{"type":"mount"},{"type":"uts"}],"sysctl":{"kernel.hostname":"x"}}}"#;
+        assert_eq!(check_oci_spec(ok), Ok(()));
+        let no_mount_ns =
+            br#"{"ociVersion":"1.0.2","process":{"args":["sh"],"cwd":"/","user":{"uid":0,"gid":0}},
+            "root":{"path":"rootfs"},"linux":{"namespaces":[{"type":"pid"}]}}"#;
+        assert!(check_oci_spec(no_mount_ns)
+            .unwrap_err()
+            .contains("mount namespace"));
+        let relative =
+            br#"{"ociVersion":"1.0.2","process":{"args":["sh"],"cwd":"/","user":{"uid":0,"gid":0}},
+            "root":{"path":"rootfs"},"mounts":[{"destination":"proc","type":"proc"}],
+            "linux":{"namespaces":[{"type":"mount"}]}}"#;
+        assert!(check_oci_spec(relative)
+            .unwrap_err()
+            .contains("must be absolute"));
+        assert!(check_oci_spec(b"{").is_err());
+        assert!(
+            check_oci_process(br#"{"args":["ls"],"cwd":"/","user":{"uid":0,"gid":0}}"#).is_ok()
+        );
+        assert!(check_oci_resources(br#"{"pids":{"limit":5}}"#).is_ok());
+        assert!(check_oci_resources(b"5").is_err());
+    }
 }

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use hull_proto::agent::{
     CreateContainerRequest, CreateSandboxRequest, DestroySandboxRequest, ExecProcessRequest,
-    GetOOMEventRequest, ListProcessesRequest, ListTcpListenersRequest, PauseContainerRequest,
+    GetOOMEventRequest, GetOOMEventResponse, ListProcessesRequest, ListProcessesResponse,
+    ListTcpListenersRequest, ListTcpListenersResponse, PauseContainerRequest,
     RemoveContainerRequest, RemoveProcessRequest, ResumeContainerRequest, SignalProcessRequest,
     StartContainerRequest, StartExecRequest, StatsContainerRequest, StdioPorts, StdioRequest,
     TtyWinResizeRequest, UpdateContainerRequest, UpdateInterfaceRequest, UpdateRoutesRequest,
@@ -282,12 +283,7 @@ impl AgentClient {
             ..Default::default()
         };
         let reply = call!(self, "ListProcesses", list_processes, short(), req)?;
-        Ok(reply
-            .processes
-            .iter()
-            .take(MAX_LISTED_PROCESSES)
-            .map(|p| p.pid)
-            .collect())
+        Ok(listed_pids(&reply))
     }
 
     /// StatsContainer.
@@ -392,13 +388,56 @@ impl AgentClient {
             Context::default(),
             GetOOMEventRequest::default()
         )?;
-        if !hull_proto::valid_id(&reply.container_id) {
-            return Err(bad_reply(
-                "GetOOMEvent",
-                format!("container id {:?}", truncated(&reply.container_id)),
-            ));
-        }
-        Ok(reply.container_id)
+        check_oom_event(reply)
+    }
+}
+
+/// The pids of a ListProcesses reply (at most [`MAX_LISTED_PROCESSES`]).
+fn listed_pids(reply: &ListProcessesResponse) -> Vec<u32> {
+    reply
+        .processes
+        .iter()
+        .take(MAX_LISTED_PROCESSES)
+        .map(|p| p.pid)
+        .collect()
+}
+
+/// The container id of a GetOOMEvent reply, which must be a valid id.
+fn check_oom_event(reply: GetOOMEventResponse) -> Result<String, AgentError> {
+    if !hull_proto::valid_id(&reply.container_id) {
+        return Err(bad_reply(
+            "GetOOMEvent",
+            format!("container id {:?}", truncated(&reply.container_id)),
+        ));
+    }
+    Ok(reply.container_id)
+}
+
+/// Entry points for the fuzz targets in `fuzz/` (not an API): the checks applied to agent
+/// replies, callable without a connection.
+#[doc(hidden)]
+pub mod fuzzing {
+    use super::*;
+    use hull_proto::agent::{StartContainerResponse, StartExecResponse};
+
+    pub fn start_container(reply: &StartContainerResponse) -> Result<u32, AgentError> {
+        check_guest_pid("StartContainer", reply.pid)
+    }
+
+    pub fn start_exec(reply: &StartExecResponse) -> Result<u32, AgentError> {
+        check_guest_pid("StartExec", reply.pid)
+    }
+
+    pub fn list_processes(reply: &ListProcessesResponse) -> Vec<u32> {
+        listed_pids(reply)
+    }
+
+    pub fn list_tcp_listeners(reply: &ListTcpListenersResponse) -> Result<Vec<u16>, AgentError> {
+        check_listener_ports(&reply.ports)
+    }
+
+    pub fn get_oom_event(reply: GetOOMEventResponse) -> Result<String, AgentError> {
+        check_oom_event(reply)
     }
 }
 
