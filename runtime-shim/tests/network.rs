@@ -4,6 +4,9 @@
 //! `b`'s stack; `unwire` / `unwire_all` leave nothing behind. Needs root and iproute2 (used
 //! here only to build and inspect the namespaces; the code under test uses netlink).
 
+mod common;
+
+use common::run;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::path::PathBuf;
@@ -30,16 +33,6 @@ fn can_run() -> bool {
     }
     eprintln!("SKIPPED: network tests {why}");
     false
-}
-
-fn run(program: &str, args: &[&str]) -> String {
-    let out = Command::new(program).args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{program} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
 }
 
 fn json(program: &str, args: &[&str]) -> Value {

@@ -7,6 +7,9 @@
 //! listener, a guest port that goes away loses its mirror, and `stop` closes the mirrors.
 //! Needs root, iproute2 (`ip`, `ss`) and a built hull-agent (`cargo build -p hull-agent`).
 
+mod common;
+
+use common::run;
 use std::io::{Read as _, Write as _};
 use std::net::{Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsFd as _;
@@ -45,16 +48,6 @@ fn can_run() -> bool {
     }
     eprintln!("SKIPPED: port-forward test {why}");
     false
-}
-
-fn run(program: &str, args: &[&str]) -> String {
-    let out = Command::new(program).args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{program} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
 }
 
 /// A scratch network namespace with `lo` up, removed on drop.

@@ -5,7 +5,7 @@
 pub mod containerd;
 pub mod cri;
 
-use std::process::Output;
+use std::process::{Command, Output};
 
 /// A command's exit status and output, for assertion messages.
 pub fn text(out: &Output) -> String {
@@ -15,4 +15,15 @@ pub fn text(out: &Output) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     )
+}
+
+/// Runs `program args`, asserts it succeeded and returns its stdout.
+pub fn run(program: &str, args: &[&str]) -> String {
+    let out = Command::new(program).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
 }
