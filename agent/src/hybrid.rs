@@ -103,23 +103,3 @@ pub fn api_listener(rx: mpsc::Receiver<UnixStream>) -> ttrpc::asynchronous::tran
     });
     ttrpc::asynchronous::transport::Listener::new(stream)
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn connect_lines() {
-        assert_eq!(parse_connect(b"CONNECT 1024\n"), Some(1024));
-        assert_eq!(parse_connect(b"CONNECT 65536\n"), Some(65536));
-        for bad in [
-            &b"CONNECT\n"[..],
-            b"CONNECT 1",
-            b"connect 1\n",
-            b"CONNECT -1\n",
-            b"CONNECT 99999999999\n",
-        ] {
-            assert_eq!(parse_connect(bad), None);
-        }
-    }
-}

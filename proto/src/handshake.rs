@@ -65,6 +65,10 @@ mod tests {
     fn lines_round_trip() {
         assert_eq!(parse_connect(connect_line(1024).as_bytes()), Some(1024));
         assert_eq!(parse_ok(ok_line(77).as_bytes()), Some(77));
+        assert_eq!(parse_connect(b"CONNECT 1024\n"), Some(1024));
+        assert_eq!(parse_connect(b"CONNECT 65536\n"), Some(65536));
+        assert_eq!(parse_ok(b"OK 1\n"), Some(1));
+        assert_eq!(parse_ok(b"OK 4294967295\n"), Some(u32::MAX));
     }
 
     #[test]
@@ -81,8 +85,21 @@ mod tests {
         ] {
             assert_eq!(parse_connect(bad), None, "{bad:?}");
         }
-        assert_eq!(parse_ok(b"OK\n"), None);
-        assert_eq!(parse_ok(b"ERR 1\n"), None);
+        for bad in [
+            &b"OK\n"[..],
+            b"OK \n",
+            b"OK 1",
+            b"ok 1\n",
+            b"OK -1\n",
+            b"OK +1\n",
+            b"OK 4294967296\n",
+            b"OK 1 2\n",
+            b"ERR 1\n",
+            b"ERR no listener\n",
+            b"OK 1\r\n",
+        ] {
+            assert_eq!(parse_ok(bad), None, "{:?}", String::from_utf8_lossy(bad));
+        }
     }
 
     #[test]

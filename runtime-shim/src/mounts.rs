@@ -2,7 +2,7 @@
 //! mount(2) (the shim mounts them at `<shared>/<container-id>/rootfs` through
 //! [`crate::shared_dir::SharedDir`], where the agent finds them).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use nix::mount::MsFlags;
 
@@ -49,16 +49,6 @@ pub enum MountError {
     /// An empty source.
     #[error("rootfs mount of type {0:?} has an empty source")]
     EmptySource(String),
-    /// mount(2)/umount(2) or directory creation failed.
-    #[error("{action} {path}: {source}")]
-    Sys {
-        /// What was done.
-        action: &'static str,
-        /// The target.
-        path: PathBuf,
-        /// The error.
-        source: std::io::Error,
-    },
 }
 
 /// Maps one option word to (flag, clear?) or `None` if it is file-system data.
