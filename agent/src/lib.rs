@@ -6,9 +6,10 @@
 //! [`validate`] (request validation), [`guest_info`] (GetGuestDetails), [`reaper`] (zombies),
 //! [`power`] (guest power-off), [`oom`] (GetOOMEvent), [`mounts`] (mount table clean-up),
 //! [`network`] (interfaces and routes over rtnetlink), [`port_forward`] (TCP forwards from
-//! the host into the guest), [`logging`].
+//! the host into the guest), [`console`] (the debug console), [`logging`].
 
 pub mod cli;
+pub mod console;
 pub mod container;
 pub mod exits;
 pub mod guest_info;

@@ -51,6 +51,7 @@ pub const IMPLEMENTED_RPCS: [&str; 26] = [
 pub struct AgentApi {
     power_off: watch::Sender<bool>,
     runtime: Arc<Runtime>,
+    console: Arc<crate::console::DebugConsole>,
 }
 
 impl AgentApi {
@@ -68,7 +69,18 @@ impl AgentApi {
     /// Creates the handlers over `runtime`.
     pub fn with_runtime(runtime: Arc<Runtime>) -> (Self, watch::Receiver<bool>) {
         let (power_off, requested) = watch::channel(false);
-        (AgentApi { power_off, runtime }, requested)
+        let console = crate::console::DebugConsole::new(false);
+        let api = AgentApi {
+            power_off,
+            runtime,
+            console,
+        };
+        (api, requested)
+    }
+
+    /// The debug console that CreateSandbox opens when it asks for one.
+    pub fn with_debug_console(self, console: Arc<crate::console::DebugConsole>) -> Self {
+        AgentApi { console, ..self }
     }
 
     fn shutting_down(&self) -> bool {
@@ -199,6 +211,9 @@ impl AgentService for AgentApi {
         check("CreateSandbox", &req)?;
         let result = crate::sandbox::create(&req, &self.runtime).await;
         failed("CreateSandbox", result)?;
+        if req.debug_console {
+            self.console.enable();
+        }
         Ok(CreateSandboxResponse::default())
     }
 

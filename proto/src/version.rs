@@ -24,6 +24,16 @@ pub const AGENT_LOG_PORT: u32 = 1025;
 /// `protos/agent.proto`).
 pub const PORT_FORWARD_PORT: u32 = 1026;
 
+/// The vsock port of the guest's debug console (`hull console`): open only when the sandbox was
+/// created with `CreateSandboxRequest.debug_console`; each connection is a shell on a pty in
+/// the guest (the guest image must carry `/bin/sh`), its bytes spliced both ways. No header:
+/// the stream is the terminal from the first byte.
+pub const DEBUG_CONSOLE_PORT: u32 = 1027;
+
+/// Most debug console sessions the agent runs at once; one beyond that gets a one-line error
+/// and is closed.
+pub const MAX_DEBUG_CONSOLES: usize = 4;
+
 /// The first vsock port the agent hands out for process stdio streams.
 pub const STDIO_PORT_BASE: u32 = 0x1_0000;
 
