@@ -1,10 +1,21 @@
 //! The hybrid-vsock listener (`--listen hybrid:///path`): the same protocol hull-vmm's hybrid
 //! vsock socket speaks. Each connection sends `CONNECT <port>\n` (read byte by byte, at most
-//! [`MAX_CONNECT_LINE`] bytes, within [`HANDSHAKE_TIMEOUT`]); the agent answers `OK <port>\n`
+//! [`MAX_CONNECT_LINE`] bytes, within the handshake timeout); the agent answers `OK <port>\n`
 //! and treats the rest of the stream as a vsock connection to that port: the API port goes to
 //! the ttrpc server, the log port to the log forwarder, the port-forward port to
 //! [`crate::port_forward`], a stdio port to its process. Anything else is closed without a reply,
 //! as the VMM does when nothing listens on a port.
+//!
+//! Every connection is bounded ([`limits`], numbers from [`hull_proto::contract`]): at most
+//! `MAX_HANDSHAKING_CONNECTIONS` wait for their CONNECT line, at most `MAX_API_CONNECTIONS` API
+//! connections are open, and an API connection that sends no request within the first-request
+//! timeout is closed (one that did stays for as long as the host keeps it). A connection beyond
+//! a cap is closed at once, before any `OK` line, with a rate-limited warning.
+
+pub mod limits;
+
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,10 +27,10 @@ use tracing::{debug, warn};
 
 use crate::port_forward::PortForwards;
 use crate::stdio::{Stream, StreamHub};
+pub use limits::{ApiConnection, ConnectionLimits};
+use limits::{FirstRequest, Slots};
 
 pub use hull_proto::handshake::{parse_connect, MAX_CONNECT_LINE};
-/// How long a client may take to send its CONNECT line.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
 async fn read_connect(stream: &mut UnixStream) -> Option<u32> {
     let mut line = Vec::with_capacity(MAX_CONNECT_LINE);
@@ -36,14 +47,35 @@ async fn read_connect(stream: &mut UnixStream) -> Option<u32> {
     None
 }
 
-/// Accepts connections forever, routing them by port.
+/// Where the listener sends what it accepted, and what it counts.
+struct Routes {
+    limits: ConnectionLimits,
+    handshaking: Slots,
+    api_slots: Slots,
+    api: mpsc::Sender<ApiConnection>,
+    logs: mpsc::Sender<Stream>,
+    hub: Arc<StreamHub>,
+    forwards: Arc<PortForwards>,
+}
+
+/// Accepts connections forever, routing them by port, within [`ConnectionLimits::from_env`].
 pub async fn accept_loop(
     listener: UnixListener,
-    api: mpsc::Sender<UnixStream>,
+    api: mpsc::Sender<ApiConnection>,
     logs: mpsc::Sender<Stream>,
     hub: Arc<StreamHub>,
     forwards: Arc<PortForwards>,
 ) {
+    let limits = ConnectionLimits::from_env();
+    let routes = Arc::new(Routes {
+        limits,
+        handshaking: Slots::new("connections in the handshake", limits.max_handshaking),
+        api_slots: Slots::new("API connections", limits.max_api),
+        api,
+        logs,
+        hub,
+        forwards,
+    });
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
@@ -53,41 +85,60 @@ pub async fn accept_loop(
                 continue;
             }
         };
-        let api = api.clone();
-        let logs = logs.clone();
-        let hub = Arc::clone(&hub);
-        let forwards = Arc::clone(&forwards);
-        tokio::spawn(async move { route(stream, api, logs, hub, forwards).await });
+        // Beyond the cap the connection is dropped (closed) right here.
+        let Some(slot) = routes.handshaking.take() else {
+            continue;
+        };
+        let routes = Arc::clone(&routes);
+        tokio::spawn(async move {
+            route(stream, &routes, slot).await;
+        });
     }
 }
 
 async fn route(
     mut stream: UnixStream,
-    api: mpsc::Sender<UnixStream>,
-    logs: mpsc::Sender<Stream>,
-    hub: Arc<StreamHub>,
-    forwards: Arc<PortForwards>,
+    routes: &Routes,
+    handshake_slot: tokio::sync::OwnedSemaphorePermit,
 ) {
-    let Ok(Some(port)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, read_connect(&mut stream)).await
-    else {
+    let timeout = routes.limits.handshake_timeout;
+    let Ok(Some(port)) = tokio::time::timeout(timeout, read_connect(&mut stream)).await else {
         debug!("hybrid vsock connection without a valid CONNECT line; closed");
         return;
     };
     let reply = hull_proto::handshake::ok_line(port);
     if port == hull_proto::AGENT_API_PORT {
-        if stream.write_all(reply.as_bytes()).await.is_ok() {
-            let _ = api.send(stream).await;
+        let Some(api_slot) = routes.api_slots.take() else {
+            return;
+        };
+        drop(handshake_slot);
+        if stream.write_all(reply.as_bytes()).await.is_err() {
+            return;
+        }
+        match limits::wait_for_first_request(&stream, routes.limits.first_request_timeout).await {
+            FirstRequest::Arrived => {
+                let _ = routes.api.send(ApiConnection::new(stream, api_slot)).await;
+            }
+            FirstRequest::Closed => {}
+            FirstRequest::TimedOut => debug!(
+                timeout = ?routes.limits.first_request_timeout,
+                "API connection sent no request in time; closed"
+            ),
         }
     } else if port == hull_proto::AGENT_LOG_PORT {
         if stream.write_all(reply.as_bytes()).await.is_ok() {
-            let _ = logs.send(Box::pin(stream)).await;
+            let _ = routes.logs.send(Box::pin(stream)).await;
         }
     } else if port == hull_proto::PORT_FORWARD_PORT {
+        let Some(forward_slot) = routes.forwards.take_slot() else {
+            return;
+        };
         if stream.write_all(reply.as_bytes()).await.is_ok() {
-            forwards.spawn(Box::pin(stream));
+            routes.forwards.run(forward_slot, Box::pin(stream));
         }
-    } else if hub.is_pending(port) {
-        if stream.write_all(reply.as_bytes()).await.is_ok() && !hub.deliver(port, Box::pin(stream))
+    } else if routes.hub.is_pending(port) {
+        if stream.write_all(reply.as_bytes()).await.is_ok()
+            && !routes.hub.deliver(port, Box::pin(stream))
         {
             debug!(port, "stdio port was taken meanwhile");
         }
@@ -97,7 +148,7 @@ async fn route(
 }
 
 /// A ttrpc listener fed with the API connections.
-pub fn api_listener(rx: mpsc::Receiver<UnixStream>) -> ttrpc::asynchronous::transport::Listener {
+pub fn api_listener(rx: mpsc::Receiver<ApiConnection>) -> ttrpc::asynchronous::transport::Listener {
     let stream = futures::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|s| (Ok::<_, std::io::Error>(s), rx))
     });

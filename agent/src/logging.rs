@@ -138,7 +138,7 @@ impl std::io::Write for BufferWriter {
 }
 
 /// Most readers of the log at once (the shim, plus a few `hull agent logs`).
-pub const MAX_LOG_READERS: usize = 4;
+pub const MAX_LOG_READERS: usize = hull_proto::contract::MAX_LOG_READERS;
 /// How long one reader may take to accept one chunk before it is dropped.
 const READER_WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 

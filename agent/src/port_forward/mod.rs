@@ -18,15 +18,16 @@ use std::time::Duration;
 use hull_proto::handshake::{parse_tcp, MAX_TCP_LINE};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite};
 use tokio::net::TcpStream;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, warn};
 
+use crate::hybrid::limits::RateLimitedWarning;
 use crate::stdio::Stream;
 
 pub use listeners::{list_tcp_listeners, merge_ports, parse_proc_net_tcp, MAX_LISTENERS};
 
 /// Most port forwards running at once; further connections are closed at once.
-pub const MAX_FORWARDS: usize = 256;
+pub const MAX_FORWARDS: usize = hull_proto::contract::MAX_PORT_FORWARDS;
 /// How long the host may take to send the `TCP <port>` line.
 pub const LINE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long connecting to the guest port may take.
@@ -38,6 +39,7 @@ pub const COPY_BUFFER: usize = 64 * 1024;
 pub struct PortForwards {
     slots: Arc<Semaphore>,
     limit: usize,
+    refusals: RateLimitedWarning,
 }
 
 impl PortForwards {
@@ -51,19 +53,30 @@ impl PortForwards {
         Arc::new(PortForwards {
             slots: Arc::new(Semaphore::new(limit)),
             limit,
+            refusals: RateLimitedWarning::new(Duration::from_secs(1)),
         })
     }
 
     /// Runs one port-forward connection on its own task (or closes it if the limit is
     /// reached).
     pub fn spawn(&self, stream: Stream) {
-        let Ok(slot) = Arc::clone(&self.slots).try_acquire_owned() else {
-            warn!(
-                limit = self.limit,
-                "too many port forwards at once; connection closed"
-            );
-            return;
-        };
+        if let Some(slot) = self.take_slot() {
+            self.run(slot, stream);
+        }
+    }
+
+    /// A slot for one forward, or None (logged) when [`PortForwards::spawn`] would close the
+    /// connection: the hybrid listener asks before it answers the handshake.
+    pub fn take_slot(&self) -> Option<OwnedSemaphorePermit> {
+        let slot = Arc::clone(&self.slots).try_acquire_owned().ok();
+        if slot.is_none() {
+            self.refusals.note("port forwards", self.limit);
+        }
+        slot
+    }
+
+    /// Runs one port-forward connection on its own task, holding `slot` until it ends.
+    pub fn run(&self, slot: OwnedSemaphorePermit, stream: Stream) {
         tokio::spawn(async move {
             forward(stream).await;
             drop(slot);
