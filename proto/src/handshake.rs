@@ -14,6 +14,24 @@ pub const MAX_OK_LINE: usize = 32;
 /// Longest `TCP <port>\n` line the agent reads on the port-forward port.
 pub const MAX_TCP_LINE: usize = 16;
 
+/// Most digits a port may have in any handshake line (`4294967295` has 10; leading zeros count).
+pub const MAX_PORT_DIGITS: usize = 10;
+
+/// Why a `CONNECT <port>\n` line was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ConnectLineError {
+    /// Longer than [`MAX_CONNECT_LINE`] bytes, or no newline within them.
+    #[error("no newline within the first {MAX_CONNECT_LINE} bytes")]
+    TooLong,
+    /// The line does not start with `CONNECT `.
+    #[error("line does not start with \"CONNECT \"")]
+    NotConnect,
+    /// The port is missing, not decimal, longer than 10 digits or larger than u32, or the line
+    /// does not end right after it with a newline.
+    #[error("port is not 1 to 10 decimal digits between 0 and 4294967295 followed by a newline")]
+    BadPort,
+}
+
 /// The line a client sends to reach guest `port`.
 pub fn connect_line(port: u32) -> String {
     format!("CONNECT {port}\n")
@@ -24,9 +42,23 @@ pub fn ok_line(host_port: u32) -> String {
     format!("OK {host_port}\n")
 }
 
-/// Parses `CONNECT <port>\n` (decimal digits only).
+/// Parses `CONNECT <port>\n`: the one rule for this line, used by the agent's host-mode listener
+/// and by hull-vmm's vsock device. At most [`MAX_CONNECT_LINE`] bytes: the word `CONNECT`, one
+/// space, 1 to [`MAX_PORT_DIGITS`] decimal digits forming a u32, and a newline.
+pub fn parse_connect_line(line: &[u8]) -> Result<u32, ConnectLineError> {
+    if line.len() > MAX_CONNECT_LINE {
+        return Err(ConnectLineError::TooLong);
+    }
+    let rest = line
+        .strip_prefix(b"CONNECT ")
+        .ok_or(ConnectLineError::NotConnect)?;
+    let digits = rest.strip_suffix(b"\n").ok_or(ConnectLineError::BadPort)?;
+    parse_port_digits(digits).ok_or(ConnectLineError::BadPort)
+}
+
+/// [`parse_connect_line`] without the reason.
 pub fn parse_connect(line: &[u8]) -> Option<u32> {
-    parse_number_line(line, "CONNECT ")
+    parse_connect_line(line).ok()
 }
 
 /// Parses `OK <host-port>\n` and returns the host port.
@@ -49,12 +81,19 @@ pub fn parse_tcp(line: &[u8]) -> Option<u16> {
 }
 
 fn parse_number_line(line: &[u8], prefix: &str) -> Option<u32> {
-    let text = std::str::from_utf8(line).ok()?;
-    let number = text.strip_prefix(prefix)?.strip_suffix('\n')?;
-    if number.is_empty() || !number.bytes().all(|b| b.is_ascii_digit()) {
+    let digits = line.strip_prefix(prefix.as_bytes())?.strip_suffix(b"\n")?;
+    parse_port_digits(digits)
+}
+
+/// 1 to [`MAX_PORT_DIGITS`] ASCII decimal digits whose value fits a u32.
+fn parse_port_digits(digits: &[u8]) -> Option<u32> {
+    if digits.is_empty() || digits.len() > MAX_PORT_DIGITS || !digits.iter().all(u8::is_ascii_digit)
+    {
         return None;
     }
-    number.parse().ok()
+    digits.iter().try_fold(0u32, |acc, d| {
+        acc.checked_mul(10)?.checked_add(u32::from(d - b'0'))
+    })
 }
 
 #[cfg(test)]
@@ -69,6 +108,41 @@ mod tests {
         assert_eq!(parse_connect(b"CONNECT 65536\n"), Some(65536));
         assert_eq!(parse_ok(b"OK 1\n"), Some(1));
         assert_eq!(parse_ok(b"OK 4294967295\n"), Some(u32::MAX));
+    }
+
+    #[test]
+    fn connect_ports_have_at_most_ten_digits() {
+        // Leading zeros count: ten digits are accepted, eleven are not, whatever their value.
+        assert_eq!(parse_connect_line(b"CONNECT 0000000052\n"), Ok(52));
+        assert_eq!(parse_connect_line(b"CONNECT 4294967295\n"), Ok(u32::MAX));
+        for bad in [
+            &b"CONNECT 00000000052\n"[..],
+            b"CONNECT 00000000001024\n",
+            b"CONNECT 000000000000000000001\n",
+        ] {
+            assert_eq!(
+                parse_connect_line(bad),
+                Err(ConnectLineError::BadPort),
+                "{bad:?}"
+            );
+            assert_eq!(parse_connect(bad), None, "{bad:?}");
+        }
+        assert_eq!(parse_ok(b"OK 00000000001\n"), None);
+        assert_eq!(parse_ok(b"OK 0000000001\n"), Some(1));
+    }
+
+    #[test]
+    fn connect_line_errors_name_the_problem() {
+        use ConnectLineError::*;
+        assert_eq!(parse_connect_line(b"connect 1024\n"), Err(NotConnect));
+        assert_eq!(parse_connect_line(b"CONNECT1024\n"), Err(NotConnect));
+        assert_eq!(parse_connect_line(b"CONNECT \n"), Err(BadPort));
+        assert_eq!(parse_connect_line(b"CONNECT 4294967296\n"), Err(BadPort));
+        assert_eq!(parse_connect_line(b"CONNECT 1024"), Err(BadPort));
+        let mut long = b"CONNECT ".to_vec();
+        long.resize(MAX_CONNECT_LINE, b'1');
+        long.push(b'\n');
+        assert_eq!(parse_connect_line(&long), Err(TooLong));
     }
 
     #[test]

@@ -1,26 +1,16 @@
 //! The hybrid-vsock handshake line a host client sends first: `CONNECT <port>\n`.
 //!
 //! [`LineBuffer`] collects the line byte by byte (so nothing after the newline is consumed: bytes
-//! the client sends after it belong to the stream), bounded by [`MAX_LINE_LEN`].
-//! [`parse_connect_line`] checks the grammar: the word `CONNECT`, one space, 1 to 10 decimal digits
-//! forming a u32, and a newline.
+//! the client sends after it belong to the stream), bounded by [`MAX_LINE_LEN`]. The grammar is
+//! hull-proto's, the one rule the agent's host-mode listener uses too
+//! ([`hull_proto::handshake::parse_connect_line`], re-exported here).
 
-/// Longest accepted line, newline included (`CONNECT 4294967295\n` is 19 bytes).
-pub const MAX_LINE_LEN: usize = 32;
+pub use hull_proto::handshake::{parse_connect_line, ConnectLineError};
 
-/// Why a client's first line was refused.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum ConnectLineError {
-    /// More than [`MAX_LINE_LEN`] bytes without a newline.
-    #[error("no newline within the first {MAX_LINE_LEN} bytes")]
-    TooLong,
-    /// The line does not start with `CONNECT `.
-    #[error("line does not start with \"CONNECT \"")]
-    NotConnect,
-    /// The port is missing, not decimal, or larger than u32.
-    #[error("port is not a decimal number between 0 and 4294967295")]
-    BadPort,
-}
+/// Longest accepted line, newline included: hull-proto's [`MAX_CONNECT_LINE`].
+///
+/// [`MAX_CONNECT_LINE`]: hull_proto::handshake::MAX_CONNECT_LINE
+pub const MAX_LINE_LEN: usize = hull_proto::handshake::MAX_CONNECT_LINE;
 
 /// Accumulates the handshake line.
 #[derive(Debug, Default)]
@@ -61,26 +51,6 @@ impl LineBuffer {
     }
 }
 
-/// Parses a complete line (including its trailing newline) into the requested guest port.
-pub fn parse_connect_line(line: &[u8]) -> Result<u32, ConnectLineError> {
-    if line.len() > MAX_LINE_LEN {
-        return Err(ConnectLineError::TooLong);
-    }
-    let rest = line
-        .strip_prefix(b"CONNECT ")
-        .ok_or(ConnectLineError::NotConnect)?;
-    let digits = rest.strip_suffix(b"\n").ok_or(ConnectLineError::BadPort)?;
-    if digits.is_empty() || digits.len() > 10 || !digits.iter().all(u8::is_ascii_digit) {
-        return Err(ConnectLineError::BadPort);
-    }
-    digits
-        .iter()
-        .try_fold(0u32, |acc, d| {
-            acc.checked_mul(10)?.checked_add(u32::from(d - b'0'))
-        })
-        .ok_or(ConnectLineError::BadPort)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -96,26 +66,29 @@ mod tests {
     }
 
     #[test]
-    fn parses_valid_lines() {
-        assert_eq!(parse_connect_line(b"CONNECT 1024\n"), Ok(1024));
-        assert_eq!(parse_connect_line(b"CONNECT 0\n"), Ok(0));
-        assert_eq!(parse_connect_line(b"CONNECT 4294967295\n"), Ok(u32::MAX));
-        assert_eq!(parse_connect_line(b"CONNECT 0000000052\n"), Ok(52));
-    }
-
-    #[test]
-    fn rejects_malformed_lines() {
-        use ConnectLineError::*;
-        assert_eq!(parse_connect_line(b"connect 1024\n"), Err(NotConnect));
-        assert_eq!(parse_connect_line(b"CONNECT1024\n"), Err(NotConnect));
-        assert_eq!(parse_connect_line(b"HELLO\n"), Err(NotConnect));
-        assert_eq!(parse_connect_line(b"CONNECT \n"), Err(BadPort));
-        assert_eq!(parse_connect_line(b"CONNECT 12a\n"), Err(BadPort));
-        assert_eq!(parse_connect_line(b"CONNECT -1\n"), Err(BadPort));
-        assert_eq!(parse_connect_line(b"CONNECT 4294967296\n"), Err(BadPort));
-        assert_eq!(parse_connect_line(b"CONNECT 1024 \n"), Err(BadPort));
-        assert_eq!(parse_connect_line(b"CONNECT 1024\r\n"), Err(BadPort));
-        assert_eq!(parse_connect_line(b"CONNECT 12345678901\n"), Err(BadPort));
+    fn vmm_and_proto_accept_the_same_connect_lines() {
+        // Before the two shared one parser, proto took ports of any number of digits and the VMM
+        // only 10: a client line the agent accepted was refused by hull-vmm.
+        for line in [
+            &b"CONNECT 1024\n"[..],
+            b"CONNECT 0000000052\n",
+            b"CONNECT 00000000001024\n",
+            b"CONNECT 4294967295\n",
+            b"CONNECT 4294967296\n",
+            b"CONNECT 12a\n",
+            b"CONNECT 1024\r\n",
+        ] {
+            assert_eq!(
+                parse_connect_line(line).ok(),
+                hull_proto::handshake::parse_connect(line),
+                "{:?}",
+                String::from_utf8_lossy(line)
+            );
+        }
+        assert_eq!(
+            parse_connect_line(b"CONNECT 00000000001024\n"),
+            Err(ConnectLineError::BadPort)
+        );
     }
 
     #[test]
