@@ -13,7 +13,9 @@
 //!   not offer or left out VIRTIO_F_VERSION_1;
 //! - queue registers are writable only before DRIVER_OK and while the selected queue is not ready;
 //! - on DRIVER_OK every ready queue is checked against guest memory before the device is activated;
-//!   a bad queue or a failed activation sets DEVICE_NEEDS_RESET and raises a config interrupt.
+//!   a bad queue or a failed activation sets DEVICE_NEEDS_RESET and raises a config interrupt;
+//! - log lines the guest can cause (refused writes, activations) go through a [`GuestLogLimit`]:
+//!   a guest writing registers in a loop must not flood the VMM's log.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -23,6 +25,7 @@ use virtio_queue::{Queue, QueueT};
 use vm_memory::GuestAddress;
 
 use super::status::{ACKNOWLEDGE, DEVICE_NEEDS_RESET, DRIVER, DRIVER_OK, FAILED, FEATURES_OK};
+use super::vsock::log_limit::GuestLogLimit;
 use super::{ActivateError, IrqTrigger, VirtioDevice, INT_CONFIG, INT_VRING, VIRTIO_F_VERSION_1};
 use crate::devices::bus::BusDevice;
 use crate::memory::GuestMemory;
@@ -165,6 +168,8 @@ pub struct MmioTransport {
     config_generation: u32,
     /// The device was activated and not reset since.
     device_activated: bool,
+    /// Bounds the log lines the guest's register accesses can cause.
+    guest_log: GuestLogLimit,
 }
 
 impl MmioTransport {
@@ -209,6 +214,7 @@ impl MmioTransport {
             status: 0,
             config_generation: 0,
             device_activated: false,
+            guest_log: GuestLogLimit::default(),
         }
     }
 
@@ -229,10 +235,12 @@ impl MmioTransport {
     /// The selected queue if its registers may be written now.
     fn writable_queue(&mut self, register: u64) -> Option<&mut QueueRegisters> {
         if self.status & DRIVER_OK != 0 {
-            warn!(
-                device_type = self.device_type,
-                register, "virtio-mmio: queue register written after DRIVER_OK, ignored"
-            );
+            if self.guest_log.allow() {
+                warn!(
+                    device_type = self.device_type,
+                    register, "virtio-mmio: queue register written after DRIVER_OK, ignored"
+                );
+            }
             return None;
         }
         let select = self.queue_select;
@@ -249,12 +257,14 @@ impl MmioTransport {
             return None;
         };
         if queue.ready && register != reg::QUEUE_READY {
-            warn!(
-                device_type = self.device_type,
-                queue = select,
-                register,
-                "virtio-mmio: queue register written while the queue is ready, ignored"
-            );
+            if self.guest_log.allow() {
+                warn!(
+                    device_type = self.device_type,
+                    queue = select,
+                    register,
+                    "virtio-mmio: queue register written while the queue is ready, ignored"
+                );
+            }
             return None;
         }
         Some(queue)
@@ -329,21 +339,25 @@ impl MmioTransport {
 
     fn write_driver_features(&mut self, value: u32) {
         if self.status != ACKNOWLEDGE | DRIVER {
-            warn!(
-                device_type = self.device_type,
-                status = self.status,
-                "virtio-mmio: DriverFeatures written outside feature negotiation, ignored"
-            );
+            if self.guest_log.allow() {
+                warn!(
+                    device_type = self.device_type,
+                    status = self.status,
+                    "virtio-mmio: DriverFeatures written outside feature negotiation, ignored"
+                );
+            }
             return;
         }
         match self.driver_features_select {
             0 => set_half(&mut self.driver_features, false, value),
             1 => set_half(&mut self.driver_features, true, value),
             page if value != 0 => {
-                warn!(
-                    device_type = self.device_type,
-                    page, value, "virtio-mmio: driver accepted features beyond bit 63"
-                );
+                if self.guest_log.allow() {
+                    warn!(
+                        device_type = self.device_type,
+                        page, value, "virtio-mmio: driver accepted features beyond bit 63"
+                    );
+                }
                 self.driver_features_beyond_64 = true;
             }
             _ => {}
@@ -355,16 +369,18 @@ impl MmioTransport {
         let Some(queue) = self.writable_queue(reg::QUEUE_NUM) else {
             return;
         };
+        let max = queue.max_size;
         match u16::try_from(value) {
-            Ok(size) if size != 0 && size <= queue.max_size && size.is_power_of_two() => {
+            Ok(size) if size != 0 && size <= max && size.is_power_of_two() => {
                 queue.size = size;
             }
-            _ => warn!(
+            _ if self.guest_log.allow() => warn!(
                 device_type,
                 size = value,
-                max = queue.max_size,
+                max,
                 "virtio-mmio: invalid queue size rejected (must be a power of two up to QueueNumMax)"
             ),
+            _ => {}
         }
     }
 
@@ -379,7 +395,7 @@ impl MmioTransport {
         }
     }
 
-    fn notify_queue(&self, index: u32) {
+    fn notify_queue(&mut self, index: u32) {
         if !self.device_activated {
             debug!(
                 device_type = self.device_type,
@@ -399,11 +415,12 @@ impl MmioTransport {
                     );
                 }
             }
-            None => warn!(
+            None if self.guest_log.allow() => warn!(
                 device_type = self.device_type,
                 queue = index,
                 "virtio-mmio: notification for a queue that does not exist"
             ),
+            None => {}
         }
     }
 
@@ -427,29 +444,35 @@ impl MmioTransport {
             return;
         }
         if value == self.status | FAILED {
-            warn!(
-                device_type = self.device_type,
-                "virtio-mmio: driver marked the device FAILED"
-            );
+            if self.guest_log.allow() {
+                warn!(
+                    device_type = self.device_type,
+                    "virtio-mmio: driver marked the device FAILED"
+                );
+            }
             self.status = value;
             return;
         }
         if self.status & (FAILED | DEVICE_NEEDS_RESET) != 0 {
-            warn!(
-                device_type = self.device_type,
-                status = self.status,
-                value,
-                "virtio-mmio: status write ignored, the device must be reset first"
-            );
+            if self.guest_log.allow() {
+                warn!(
+                    device_type = self.device_type,
+                    status = self.status,
+                    value,
+                    "virtio-mmio: status write ignored, the device must be reset first"
+                );
+            }
             return;
         }
         if Self::next_status(self.status) != Some(value) {
-            warn!(
-                device_type = self.device_type,
-                status = self.status,
-                value,
-                "virtio-mmio: out-of-order status write ignored"
-            );
+            if self.guest_log.allow() {
+                warn!(
+                    device_type = self.device_type,
+                    status = self.status,
+                    value,
+                    "virtio-mmio: out-of-order status write ignored"
+                );
+            }
             return;
         }
         match value & !self.status {
@@ -464,19 +487,23 @@ impl MmioTransport {
         let offered = lock(&self.device).avail_features();
         let not_offered = self.driver_features & !offered;
         if not_offered != 0 || self.driver_features_beyond_64 {
-            warn!(
-                device_type = self.device_type,
-                not_offered = format_args!("{not_offered:#x}"),
-                beyond_64 = self.driver_features_beyond_64,
-                "virtio-mmio: FEATURES_OK refused, the driver accepted features the device does not offer"
-            );
+            if self.guest_log.allow() {
+                warn!(
+                    device_type = self.device_type,
+                    not_offered = format_args!("{not_offered:#x}"),
+                    beyond_64 = self.driver_features_beyond_64,
+                    "virtio-mmio: FEATURES_OK refused, the driver accepted features the device does not offer"
+                );
+            }
             return;
         }
         if self.driver_features & VIRTIO_F_VERSION_1 == 0 {
-            warn!(
-                device_type = self.device_type,
-                "virtio-mmio: FEATURES_OK refused, the driver did not accept VIRTIO_F_VERSION_1"
-            );
+            if self.guest_log.allow() {
+                warn!(
+                    device_type = self.device_type,
+                    "virtio-mmio: FEATURES_OK refused, the driver did not accept VIRTIO_F_VERSION_1"
+                );
+            }
             return;
         }
         lock(&self.device).set_acked_features(self.driver_features);
@@ -487,18 +514,22 @@ impl MmioTransport {
     fn activate(&mut self, value: u32) {
         match self.try_activate() {
             Ok(()) => {
-                info!(
-                    device_type = self.device_type,
-                    "virtio-mmio: device activated"
-                );
+                if self.guest_log.allow() {
+                    info!(
+                        device_type = self.device_type,
+                        "virtio-mmio: device activated"
+                    );
+                }
                 self.device_activated = true;
                 self.status = value;
             }
             Err(e) => {
-                error!(
-                    device_type = self.device_type,
-                    "virtio-mmio: activation failed: {e}"
-                );
+                if self.guest_log.allow() {
+                    error!(
+                        device_type = self.device_type,
+                        "virtio-mmio: activation failed: {e}"
+                    );
+                }
                 self.status = value | DEVICE_NEEDS_RESET;
                 if let Err(e) = self.irq.trigger(INT_CONFIG) {
                     error!(
@@ -1155,6 +1186,60 @@ mod tests {
         h.write(reg::STATUS, ACKNOWLEDGE);
         assert_eq!(h.read(reg::STATUS), DEVICE_NEEDS_RESET);
         assert_eq!(h.seen(|s| s.activations), 1);
+    }
+
+    /// Runs `f` with logs captured (INFO and above) and returns how many lines were logged.
+    fn count_log_lines(f: impl FnOnce()) -> usize {
+        #[derive(Clone, Default)]
+        struct Lines(Arc<Mutex<usize>>);
+        impl io::Write for Lines {
+            fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+                *self.0.lock().unwrap() += buf.iter().filter(|&&b| b == b'\n').count();
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let lines = Lines::default();
+        let writer = lines.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_max_level(tracing::Level::INFO)
+            .finish();
+        tracing::subscriber::with_default(subscriber, f);
+        let n = *lines.0.lock().unwrap();
+        n
+    }
+
+    #[test]
+    fn a_guest_writing_registers_in_a_loop_cannot_flood_the_log() {
+        let mut h = Harness::new(TestDevice::new(&[64]));
+        h.negotiate(VIRTIO_F_VERSION_1);
+        h.setup_queue(0, 64, 0x1000, 0x2000, 0x3000);
+        h.driver_ok();
+        let lines = count_log_lines(|| {
+            for _ in 0..10_000 {
+                h.write(reg::QUEUE_NUM, 2);
+                h.write(reg::STATUS, ACKNOWLEDGE);
+                h.write(QUEUE_NOTIFY_OFFSET, 7);
+                h.write(reg::DRIVER_FEATURES, 1);
+            }
+            // Reset and activation in a loop log through the same limit.
+            for _ in 0..1_000 {
+                h.write(reg::STATUS, 0);
+                h.negotiate(VIRTIO_F_VERSION_1);
+                h.setup_queue(0, 64, 0x1000, 0x2000, 0x3000);
+                h.driver_ok();
+            }
+        });
+        // 16 lines of burst, then one in 1024: 42,000 refused writes and 1,000 activations.
+        assert!(lines <= 16 + 43, "{lines} log lines");
+        assert!(
+            lines >= 16,
+            "{lines} log lines: the first refusals must still be logged"
+        );
+        assert!(h.transport.is_activated());
     }
 
     #[test]
