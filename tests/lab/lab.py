@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import lab_assets  # noqa: E402
 import lab_l1  # noqa: E402
 from lab_l1 import RunSpec  # noqa: E402
+from lab_figures import _num, fmt_num, median, net_bench_lines, pod_bench_lines  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -85,6 +86,7 @@ class Lab:
         self.pod_checks = []  # fields of LAB-POD lines (one per check and attempt)
         self.pod_times = []  # fields of LAB-POD-TIME lines
         self.pod_bench = {}  # (name, runtime) -> fields of its LAB-POD-BENCH line
+        self.net_bench = {}  # (name, runtime) -> fields of its LAB-NET-BENCH line
         self.tag = time.strftime("%Y%m%d-%H%M%S")
         prune_logs(self.work_dir / "logs", keep=KEEP_LOGS)
 
@@ -205,6 +207,9 @@ class Lab:
         if text.startswith("LAB-POD-BENCH "):
             f = lab_l1.parse_fields(text)
             self.pod_bench[(f.get("name"), f.get("runtime"))] = f
+        if text.startswith("LAB-NET-BENCH "):
+            f = lab_l1.parse_fields(text)
+            self.net_bench[(f.get("name"), f.get("runtime"))] = f
         if text.startswith(("LAB-RESULT", "LAB-KVM", "LAB-CTR", "LAB-SUITE", "LAB-FSBENCH", "LAB-POD", "LAB-L1 event=init",
                             "LAB-L1 event=error")):  # fmt: skip
             log("  " + text)
@@ -236,10 +241,6 @@ def prune_logs(log_dir, keep):
 
 def finished(attempts, allowed):
     return bool(attempts) and (attempts[-1].status != "hang" or len(attempts) >= allowed)
-
-
-def median(values):
-    return statistics.median(values) if values else None
 
 
 def fmt_stats(values, unit):
@@ -375,29 +376,8 @@ def check_pod(lab, name, attempts, allowed):
             f"CreateContainer {t.get('create_ms')} ms + StartContainer {t.get('start_ms')} ms = {t.get('total_ms')} ms"
         )
     lines += pod_bench_lines(lab.pod_bench, name)
+    lines += net_bench_lines(lab.net_bench, name)
     return EXIT_OK, "\n".join(lines)
-
-
-def pod_bench_lines(bench, name):
-    """Pod start (RunPodSandbox + CreateContainer + StartContainer, one container), hull vs runc."""
-    rows = {rt: bench.get((name, rt)) for rt in ("hull", "runc")}
-    if not any(rows.values()):
-        return []
-
-    def figures(rt, key):
-        return [_num(v) for v in (rows[rt] or {}).get(key, "").split()]
-
-    lines = ["    pod start in L1 (RunPodSandbox + CreateContainer + StartContainer, 1 container; figures only):"]
-    for key, label in (("total_ms", "total"), ("run_ms", "RunPodSandbox"), ("create_ms", "CreateContainer"),
-                       ("start_ms", "StartContainer")):  # fmt: skip
-        h, r = figures("hull", key), figures("runc", key)
-        mh, mr = median(h), median(r)
-        ratio = f"{mh / mr:.1f}x" if mh and mr else "-"
-        lines.append(
-            f"      {label:<16} hull median {fmt_num(mh):>6} ms {[round(v) for v in h]}  "
-            f"runc median {fmt_num(mr):>6} ms {[round(v) for v in r]}  hull/runc {ratio}"
-        )
-    return lines
 
 
 def parse_health(detail):
@@ -689,13 +669,6 @@ def bench_ctr_pss(pss):
     )
 
 
-def _num(text):
-    try:
-        return float(text)
-    except (TypeError, ValueError):
-        return -1.0
-
-
 def cmd_hangrate(lab):
     vmm = lab.args.vmm
     lab.prepare(need_hull=vmm == "hull")
@@ -731,10 +704,6 @@ def cmd_assets(lab):
     for k, v in vars(lab.assets).items():
         log(f"{k}: {v}")
     return EXIT_OK
-
-
-def fmt_num(v):
-    return "-" if v is None else f"{v:.0f}" if v >= 100 else f"{v:.1f}"
 
 
 def size_mib(path):

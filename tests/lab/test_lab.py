@@ -367,9 +367,10 @@ class RunScriptTest(unittest.TestCase):
 
 
 class PodJudgementTest(unittest.TestCase):
-    def lab_with(self, checks, bench=None):
+    def lab_with(self, checks, bench=None, net=None):
         return type("FakeLab", (), {
-            "pod_checks": [lab_l1.parse_fields(c) for c in checks], "pod_times": [], "pod_bench": bench or {}})  # fmt: skip
+            "pod_checks": [lab_l1.parse_fields(c) for c in checks], "pod_times": [], "pod_bench": bench or {},
+            "net_bench": net or {}})  # fmt: skip
 
     def result(self, status="ok", failed="", attempt=1):
         line = f'name=p attempt={attempt} vmm=hull kind=pod status={status} rc=0 wall_ms=17400 failed="{failed}" detail=""'
@@ -383,6 +384,19 @@ class PodJudgementTest(unittest.TestCase):
         self.assertEqual(code, lab.EXIT_OK, msg)
         self.assertIn("l1-http: ok: got page", msg)
         self.assertIn("hull/runc 4.0x", msg)
+
+    def test_network_figures_have_medians_and_ratios(self):
+        net = {("p", "hull"): lab_l1.parse_fields(
+                   'runtime=hull bulk_mib=16 down_mbit="100 200 300" up_mbit="50 60 70" req_ms="4 5 6 7"'),
+               ("p", "runc"): lab_l1.parse_fields(
+                   'runtime=runc bulk_mib=16 down_mbit="400 400 400" up_mbit="100 120 140" req_ms="2 2 3 3"')}  # fmt: skip
+        lab_ = self.lab_with(['name=p attempt=1 check=net-bench status=ok detail="3 rounds"'], net=net)
+        code, msg = lab.check_boot(lab_, "p", [self.result()], 3)
+        self.assertEqual(code, lab.EXIT_OK, msg)
+        self.assertIn("16 MiB transfers", msg)
+        self.assertRegex(msg, r"download pod->L1 +hull median +200 Mbit/s .*runc median +400 Mbit/s .*hull/runc 0.50x")
+        self.assertRegex(msg, r"upload L1->pod .*hull/runc 0.50x")
+        self.assertRegex(msg, r"request latency +hull median +5.5 ms p90 7.0 .*runc median +2.5 ms .*hull/runc 2.20x")
 
     def test_failed_check_is_a_product_failure_naming_it(self):
         lab_ = self.lab_with(['name=p attempt=1 check=l1-http status=fail detail="no page"'])

@@ -8,6 +8,7 @@
 //! LAB-POD name=.. check=<what> status=ok|fail detail="..."
 //! LAB-POD-TIME name=.. runtime=hull pod=<n> run_ms=.. create_ms=.. start_ms=.. total_ms=..
 //! LAB-POD-BENCH name=.. runtime=hull|runc total_ms="a b c" run_ms="..." create_ms="..." start_ms="..."
+//! LAB-NET-BENCH name=.. runtime=hull|runc bulk_mib=.. down_mbit="..." up_mbit="..." req_ms="..."
 //! LAB-TAIL name=.. attempt=.. stream=<what> | <line>        (evidence of a failure)
 //! LAB-POD-END name=.. status=ok|fail|hang failed="<checks>"
 //! ```
@@ -19,17 +20,23 @@
 //! usage: lab_pod --socket SOCK --run-dir DIR --pod-dir DIR --netns-dir DIR --ipam-dir DIR
 //!                [--full] [--bench N] [--name NAME] [--attempt N]
 
-#[path = "../tests/common/cri.rs"]
+mod bench;
+mod checks;
+#[path = "../../tests/common/cri.rs"]
 #[allow(dead_code)]
 mod cri;
+mod l1;
+mod net_bench;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use checks::{cross_pod_checks, pod_checks, port_forward_path};
 use cri::{api, Cri};
+use l1::{read_trim, wait_clean, watch_consoles};
 
 /// The busybox image and the pause image the lab imports into namespace k8s.io.
 const IMAGE: &str = "lab.local/busybox:lab";
@@ -300,104 +307,6 @@ impl Run {
     }
 }
 
-/// Copies the consoles of the sandboxes under `run_dir` every 300 ms until `stop`.
-fn watch_consoles(
-    run_dir: PathBuf,
-    consoles: Arc<Mutex<BTreeMap<String, String>>>,
-    stop: Arc<AtomicBool>,
-) {
-    while !stop.load(Ordering::Relaxed) {
-        if let Ok(entries) = std::fs::read_dir(&run_dir) {
-            for e in entries.flatten() {
-                let Ok(data) = std::fs::read(e.path().join("console.log")) else {
-                    continue;
-                };
-                let tail = &data[data.len().saturating_sub(4096)..];
-                let text = String::from_utf8_lossy(tail).into_owned();
-                let name = e.file_name().to_string_lossy().into_owned();
-                let mut map = consoles.lock().unwrap();
-                // Keep the agent line once seen, even when it scrolled out of the tail.
-                let had_agent = map.get(&name).is_some_and(|t| t.contains("HULL-AGENT"));
-                let text = if had_agent && !text.contains("HULL-AGENT") {
-                    format!("(HULL-AGENT seen earlier)\n{text}")
-                } else {
-                    text
-                };
-                map.insert(name, text);
-            }
-        }
-        std::thread::sleep(Duration::from_millis(300));
-    }
-}
-
-fn read_trim(path: &str) -> String {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .trim()
-        .to_string()
-}
-
-/// Processes in L1 whose program name (argv[0]'s file name) is one of `names`.
-fn processes_named(names: &[&str]) -> Vec<String> {
-    let mut found = Vec::new();
-    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(cmdline) = std::fs::read(e.path().join("cmdline")) else {
-            continue;
-        };
-        let argv0 = cmdline.split(|b| *b == 0).next().unwrap_or_default();
-        let prog = String::from_utf8_lossy(argv0);
-        let base = prog.rsplit('/').next().unwrap_or_default();
-        if names.contains(&base) {
-            found.push(format!("{} {}", e.file_name().to_string_lossy(), prog));
-        }
-    }
-    found
-}
-
-fn dir_entries(dir: &Path) -> Vec<String> {
-    std::fs::read_dir(dir)
-        .map(|d| {
-            d.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// What pods leave behind in L1, empty when nothing: our VMM, virtiofsd and shim processes,
-/// sandbox directories, taps in L1's own namespace, CRI's netns mounts, CNI address leases.
-fn leftovers(args: &Args) -> Vec<String> {
-    let mut left = Vec::new();
-    for p in processes_named(&["hull-vmm", "virtiofsd", "containerd-shim-hull-v2"]) {
-        left.push(format!("process {p}"));
-    }
-    for d in dir_entries(&args.run_dir) {
-        left.push(format!("sandbox dir {d}"));
-    }
-    for n in dir_entries(Path::new("/sys/class/net")) {
-        if Path::new("/sys/class/net")
-            .join(&n)
-            .join("tun_flags")
-            .exists()
-        {
-            left.push(format!("tap {n} in L1's netns"));
-        }
-    }
-    if !args.netns_dir.as_os_str().is_empty() {
-        for n in dir_entries(&args.netns_dir) {
-            left.push(format!("netns {n}"));
-        }
-    }
-    if !args.ipam_dir.as_os_str().is_empty() {
-        for n in dir_entries(&args.ipam_dir) {
-            if n.parse::<std::net::IpAddr>().is_ok() {
-                left.push(format!("CNI lease {n}"));
-            }
-        }
-    }
-    left
-}
-
 fn web_command(tag: &str) -> Vec<String> {
     let script = format!(
         "mkdir -p /www && echo \"hull-pod {tag} $(hostname)\" > /www/index.html && exec httpd -f -p {PORT} -h /www"
@@ -494,307 +403,6 @@ fn scenario(run: &mut Run) {
     );
 }
 
-fn pod_checks(run: &mut Run, pod: &str, web: &str, side: &str) {
-    // ExecSync in each container: exit code and both output streams.
-    let r = run
-        .exec(side, "echo out-side; echo err-side >&2; exit 3")
-        .and_then(|e| {
-            if e.code == 3 && e.stdout == "out-side\n" && e.stderr == "err-side\n" {
-                Ok("side: exit 3, stdout 'out-side', stderr 'err-side'".to_string())
-            } else {
-                Err(format!("side: {e:?}"))
-            }
-        });
-    run.check("exec-side", r);
-    let r = run.sh(web, "echo out-web").and_then(|out| {
-        if out == "out-web\n" {
-            Ok("web: exit 0, stdout 'out-web'".to_string())
-        } else {
-            Err(format!("web: stdout '{out}'"))
-        }
-    });
-    run.check("exec-web", r);
-
-    // Both containers run in one guest that is not L1: same kernel boot id, another kernel.
-    let ids = (|| -> Result<(String, String, String), String> {
-        let a = run.sh(web, "cat /proc/sys/kernel/random/boot_id")?;
-        let b = run.sh(side, "cat /proc/sys/kernel/random/boot_id")?;
-        let k = run.sh(side, "uname -r")?;
-        Ok((a.trim().into(), b.trim().into(), k.trim().into()))
-    })();
-    let r = ids.and_then(|(a, b, k)| {
-        if a != b {
-            Err(format!("web boot id {a} != side boot id {b}: not one VM"))
-        } else if a == run.l1_boot_id || k == run.l1_kernel {
-            Err(format!("containers run on L1's kernel ({k}, boot id {a})"))
-        } else {
-            Ok(format!(
-                "one guest kernel {k} (L1: {}), boot id {a}",
-                run.l1_kernel
-            ))
-        }
-    });
-    run.check("one-microvm", r);
-
-    let r = (|| {
-        let a = run.sh(web, "hostname")?;
-        let b = run.sh(side, "hostname")?;
-        if a == b && a.trim() == "lab-a-host" {
-            Ok(format!("both '{}'", a.trim()))
-        } else {
-            Err(format!(
-                "web '{}', side '{}', pod asked for 'lab-a-host'",
-                a.trim(),
-                b.trim()
-            ))
-        }
-    })();
-    run.check("same-hostname", r);
-
-    let r = (|| {
-        run.sh(web, "echo shm-from-web > /dev/shm/lab-token")?;
-        let got = run.sh(side, "cat /dev/shm/lab-token")?;
-        if got == "shm-from-web\n" {
-            Ok("side reads what web wrote in /dev/shm".to_string())
-        } else {
-            Err(format!("side read '{got}'"))
-        }
-    })();
-    run.check("same-shm", r);
-
-    let ip = run.pod_ip(pod);
-    let r = ip.clone().and_then(|ip| {
-        let trie = run.sh(side, "cat /proc/net/fib_trie")?;
-        let lines: Vec<&str> = trie.lines().collect();
-        let local = lines
-            .windows(2)
-            .any(|w| w[0].trim_end().ends_with(&format!("-- {ip}")) && w[1].contains("host LOCAL"));
-        if local {
-            Ok(format!(
-                "CNI IP {ip} is a local address of the guest (fib_trie in side)"
-            ))
-        } else {
-            let addrs = run.sh(side, "ip -o addr 2>&1 || true").unwrap_or_default();
-            Err(format!(
-                "CNI IP {ip} is not local in the guest; ip -o addr: {addrs}"
-            ))
-        }
-    });
-    run.check("pod-ip", r);
-    let ip = ip.ok();
-
-    let r = match &ip {
-        Some(ip) => run.wget_from_l1(ip).and_then(|page| {
-            if page.starts_with("hull-pod a ") {
-                Ok(format!("L1 got '{page}' from http://{ip}:{PORT}/"))
-            } else {
-                Err(format!("L1 got '{page}'"))
-            }
-        }),
-        None => Err("no pod IP".into()),
-    };
-    if !run.check("l1-http", r) {
-        diagnose_network(run, side, ip.as_deref().unwrap_or("0.0.0.0"));
-    }
-
-    let r = run.sh(side, "cat /etc/resolv.conf").and_then(|resolv| {
-        let wanted = [
-            format!("nameserver {DNS_SERVER}"),
-            format!("search {DNS_SEARCH}"),
-            format!("options {DNS_OPTION}"),
-        ];
-        match wanted.iter().find(|w| !resolv.contains(w.as_str())) {
-            None => Ok(format!("resolv.conf as asked: {}", resolv.trim())),
-            Some(w) => Err(format!("resolv.conf lacks '{w}': {resolv}")),
-        }
-    });
-    run.check("resolv-conf", r);
-}
-
-/// The network as L1, the pod's netns on L1 (veth, tap, tc filters) and the guest see it, as
-/// LAB-TAIL lines: printed when a network check failed.
-fn diagnose_network(run: &Run, container: &str, ip: &str) {
-    let l1 = format!(
-        "ping -c 1 -W 2 {ip}; grep -A1 -E '^(Ip|Tcp):' /proc/net/snmp; cat /proc/net/dev; ip addr; ip route; ip neigh; \
-         cat {}/lab-a/*.log; \
-         for f in {}/*/netns; do ns=$(cat \"$f\"); echo \"== pod netns $ns\"; \
-         nsenter --net=\"$ns\" sh -c 'cat /proc/net/dev; ip addr; ip route; ip neigh; \
-         for d in $(ls /sys/class/net); do tc qdisc show dev $d; tc filter show dev $d; done'; done",
-        run.args.pod_dir.display(),
-        run.args.run_dir.display()
-    );
-    match std::process::Command::new("sh").args(["-c", &l1]).output() {
-        Ok(out) => {
-            let text = format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-            run.tail("diag-l1", &text, 120);
-        }
-        Err(e) => run.tail("diag-l1", &format!("sh: {e}"), 1),
-    }
-    let guest = format!(
-        "netstat -ltn; grep -A1 -E '^(Ip|Tcp):' /proc/net/snmp; cat /proc/net/dev; ip neigh; \
-         ping -c 1 -W 2 10.88.0.1; timeout 5 wget -q -O- http://127.0.0.1:{PORT}/; timeout 5 wget -q -O- http://{ip}:{PORT}/; \
-         grep -A1 -E '^(Ip|Tcp):' /proc/net/snmp"
-    );
-    match run.exec(container, &format!("{guest} 2>&1")) {
-        Ok(e) => run.tail("diag-guest", &e.stdout, 60),
-        Err(e) => run.tail("diag-guest", &e, 1),
-    }
-}
-
-/// containerd's CRI PortForward enters the pod's netns on the host and dials
-/// `localhost:<port>` there (shared/FACTS.md); the shim mirrors the guest's TCP listeners
-/// there. This checks that path (busybox `wget` in the netns, retried while the mirror picks
-/// the listener up), not the CRI PortForward stream itself.
-fn port_forward_path(run: &mut Run, pod: &str) {
-    let netns =
-        std::fs::read_to_string(run.args.run_dir.join(pod).join("netns")).unwrap_or_default();
-    let url = format!("http://127.0.0.1:{PORT}/");
-    let started = Instant::now();
-    let mut last = String::from("no netns recorded in the sandbox dir");
-    while !netns.is_empty() && started.elapsed() < Duration::from_secs(15) {
-        let out = std::process::Command::new("nsenter")
-            .arg(format!("--net={netns}"))
-            .args(["timeout", "-s", "KILL", "10", "wget", "-q", "-O-", &url])
-            .output();
-        match out {
-            Ok(o) if o.status.success() => {
-                let page = String::from_utf8_lossy(&o.stdout).trim().to_string();
-                let r = if page.starts_with("hull-pod a ") {
-                    Ok(format!(
-                        "{url} in the pod's netns on L1 reaches the guest: '{page}'"
-                    ))
-                } else {
-                    Err(format!("{url} in the pod's netns answered '{page}'"))
-                };
-                run.check("portforward-path", r);
-                return;
-            }
-            Ok(o) => {
-                last = format!(
-                    "wget exit {:?}: {}",
-                    o.status.code(),
-                    String::from_utf8_lossy(&o.stderr).trim()
-                )
-            }
-            Err(e) => last = format!("nsenter: {e}"),
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    run.check(
-        "portforward-path",
-        Err(format!("{url} in the pod's netns {netns}: {last}")),
-    );
-}
-
-fn cross_pod_checks(run: &mut Run, (pod_a, side_a): (&str, &str), (pod_b, web_b): (&str, &str)) {
-    let r = (|| {
-        let ip_a = run.pod_ip(pod_a)?;
-        let ip_b = run.pod_ip(pod_b)?;
-        let boot_a = run.sh(side_a, "cat /proc/sys/kernel/random/boot_id")?;
-        let boot_b = run.sh(web_b, "cat /proc/sys/kernel/random/boot_id")?;
-        if boot_a == boot_b {
-            return Err(format!(
-                "pods a and b share one kernel (boot id {})",
-                boot_a.trim()
-            ));
-        }
-        // b's httpd from a, then a's httpd from b.
-        let script = |ip: &str| {
-            format!(
-                "i=0; until timeout 10 wget -q -O- http://{ip}:{PORT}/; do i=$((i+1)); [ $i -ge 20 ] && exit 1; sleep 0.5; done"
-            )
-        };
-        let from_a = run.sh(side_a, &script(&ip_b))?;
-        let from_b = run.sh(web_b, &script(&ip_a))?;
-        if from_a.starts_with("hull-pod b ") && from_b.starts_with("hull-pod a ") {
-            Ok(format!(
-                "two microVMs: a ({ip_a}) got '{}' from b, b ({ip_b}) got '{}' from a",
-                from_a.trim(),
-                from_b.trim()
-            ))
-        } else {
-            Err(format!("a got '{from_a}', b got '{from_b}'"))
-        }
-    })();
-    run.check("pod-to-pod", r);
-}
-
-/// Pod start (RunPodSandbox + CreateContainer + StartContainer of one container), hull vs
-/// runc, interleaved, `n` each. Figures only.
-fn bench(run: &mut Run, n: usize) {
-    let mut figures: BTreeMap<&str, Vec<[u128; 3]>> = BTreeMap::new();
-    let mut errors = Vec::new();
-    for i in 0..n {
-        for handler in ["hull", "runc"] {
-            let cfg = run.pod_config(&format!("bench-{handler}-{i}"));
-            match run.start_pod(&cfg, handler, &[("c", sleep_command())]) {
-                Ok((pod, _, t)) => {
-                    figures.entry(handler).or_default().push(t);
-                    if let Err(e) = run.stop_remove(&pod) {
-                        errors.push(e);
-                    }
-                }
-                Err(e) => errors.push(e),
-            }
-        }
-    }
-    for handler in ["hull", "runc"] {
-        let f = figures.get(handler).cloned().unwrap_or_default();
-        let list = |k: Option<usize>| {
-            f.iter()
-                .map(|t| match k {
-                    Some(k) => t[k].to_string(),
-                    None => t.iter().sum::<u128>().to_string(),
-                })
-                .collect::<Vec<_>>()
-                .join(" ")
-        };
-        run.line(
-            "LAB-POD-BENCH",
-            &format!(
-                "runtime={handler} total_ms=\"{}\" run_ms=\"{}\" create_ms=\"{}\" start_ms=\"{}\"",
-                list(None),
-                list(Some(0)),
-                list(Some(1)),
-                list(Some(2))
-            ),
-        );
-    }
-    // The figures are never judged; a pod that would not start is.
-    run.check(
-        "bench-pods",
-        if errors.is_empty() {
-            Ok(format!("{n} pods each with hull and runc"))
-        } else {
-            Err(errors.join("; "))
-        },
-    );
-    let left = wait_clean(&run.args);
-    run.check(
-        "nothing-left-after-bench",
-        if left.is_empty() {
-            Ok("no hull-vmm, virtiofsd, shim, sandbox dir, tap, netns or CNI lease left".into())
-        } else {
-            Err(left.join(", "))
-        },
-    );
-}
-
-/// [`leftovers`] once the teardown had a few seconds (the shim exits after its last task).
-fn wait_clean(args: &Args) -> Vec<String> {
-    let started = Instant::now();
-    let mut left = leftovers(args);
-    while !left.is_empty() && started.elapsed() < Duration::from_secs(15) {
-        std::thread::sleep(Duration::from_millis(250));
-        left = leftovers(args);
-    }
-    left
-}
-
 fn main() {
     let args = parse_args();
     let consoles = Arc::new(Mutex::new(BTreeMap::new()));
@@ -837,7 +445,10 @@ fn main() {
         scenario(&mut run);
         if run.args.bench > 0 && !run.hang {
             let n = run.args.bench;
-            bench(&mut run, n);
+            bench::bench(&mut run, n);
+            if !run.hang {
+                net_bench::net_bench(&mut run, n);
+            }
         }
     }
     stop.store(true, Ordering::Relaxed);
