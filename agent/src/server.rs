@@ -86,6 +86,7 @@ pub async fn serve(
     let (api, mut power_off_requested) = AgentApi::with_runtime(runtime);
     // Ends at power-off; on a signal it is dropped with the tokio runtime.
     tokio::spawn(oom.run(power_off_requested.clone()));
+    let stop_long_polls = api.long_poll_stopper();
     let bind_error = |source| ServerError::Bind {
         address: listen.to_string(),
         source,
@@ -130,10 +131,24 @@ pub async fn serve(
         _ = sigint.recv() => StopReason::Signal("SIGINT"),
     };
     info!(?reason, "stopping the agent API server");
-    // Stops accepting, then waits (bounded inside ttrpc) until every connection's writer has
-    // sent what was queued: the PowerOff reply reaches the host before we go down.
-    if let Err(err) = server.shutdown().await {
-        warn!(%err, "ttrpc server shutdown");
+    // Stops accepting, then waits until every connection's writer has sent what was queued:
+    // the PowerOff reply reaches the host before we go down. A connection with a call still
+    // pending (the shim keeps a GetOOMEvent long poll open for the sandbox's life) would hold
+    // that wait for ttrpc's own bound (5-10 s), longer than the shim's 2 s grace before
+    // SIGKILL: every teardown took 2 s. So the long polls end first, and the wait is bounded
+    // for whatever else is pending (a WaitProcess of a container still running).
+    if matches!(reason, StopReason::Signal(_)) {
+        // Pending GetOOMEvent calls answer UNAVAILABLE now, as at PowerOff.
+        stop_long_polls.send_replace(true);
+    }
+    let grace = shutdown_grace(reason);
+    match tokio::time::timeout(grace, server.shutdown()).await {
+        Ok(Err(err)) => warn!(%err, "ttrpc server shutdown"),
+        Ok(Ok(())) => {}
+        Err(_) => info!(
+            ?grace,
+            "connections with pending calls still open; stopping without them"
+        ),
     }
     if let ListenAddress::Unix(path) | ListenAddress::Hybrid(path) = listen {
         if let Err(err) = std::fs::remove_file(path) {
@@ -141,6 +156,17 @@ pub async fn serve(
         }
     }
     Ok(reason)
+}
+
+/// How long the stop waits for connections to finish: after PowerOff long enough for its
+/// reply (and any other answered call) to be written; after a signal — the host is tearing the
+/// sandbox down, nobody waits for a reply — briefly. Both stay well under the shim's 2 s grace
+/// between SIGTERM and SIGKILL (runtime-shim/src/sandbox/processes.rs).
+pub fn shutdown_grace(reason: StopReason) -> std::time::Duration {
+    match reason {
+        StopReason::PowerOff => std::time::Duration::from_millis(1000),
+        StopReason::Signal(_) => std::time::Duration::from_millis(100),
+    }
 }
 
 /// Makes the API socket usable by its owner only (host mode: the socket is the whole API).

@@ -86,6 +86,12 @@ impl AgentApi {
     fn shutting_down(&self) -> bool {
         *self.power_off.borrow()
     }
+
+    /// Ends the long polls (GetOOMEvent) as PowerOff does, when sent `true`: the server sends it
+    /// when a signal stops the agent, so no pending call holds a connection open.
+    pub fn long_poll_stopper(&self) -> watch::Sender<bool> {
+        self.power_off.clone()
+    }
 }
 
 /// Maps a runtime failure to an RPC status naming the RPC.
