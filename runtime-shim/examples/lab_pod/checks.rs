@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::{Run, DNS_OPTION, DNS_SEARCH, DNS_SERVER, PORT};
+use crate::{ws_port_forward, Run, DNS_OPTION, DNS_SEARCH, DNS_SERVER, PORT};
 
 pub fn pod_checks(run: &mut Run, pod: &str, web: &str, side: &str) {
     // ExecSync in each container: exit code and both output streams.
@@ -235,4 +235,49 @@ pub fn cross_pod_checks(
         }
     })();
     run.check("pod-to-pod", r);
+}
+
+/// The CRI PortForward stream itself, as `kubectl port-forward` reaches it: PortForward's URL,
+/// a WebSocket to containerd's streaming server, an HTTP request on the data channel; the
+/// answer must be the page of httpd in the guest. Retried while the shim mirrors the listener.
+pub fn cri_port_forward(run: &mut Run, pod: &str) {
+    let request = format!("GET / HTTP/1.0\r\nHost: localhost:{PORT}\r\n\r\n");
+    let complete = |d: &[u8]| String::from_utf8_lossy(d).contains("hull-pod a ");
+    let started = Instant::now();
+    let mut last = String::new();
+    while started.elapsed() < Duration::from_secs(20) {
+        let answer = run
+            .cri
+            .port_forward(pod, &[PORT as i32])
+            .map_err(|e| format!("PortForward: {e}"))
+            .and_then(|url| {
+                ws_port_forward::exchange(
+                    &url,
+                    request.as_bytes(),
+                    complete,
+                    Duration::from_secs(15),
+                )
+                .map_err(|e| format!("stream {url}: {e}"))
+            });
+        match answer {
+            Ok(data) if complete(&data) => {
+                let text = String::from_utf8_lossy(&data);
+                let page = text.lines().last().unwrap_or_default().trim().to_string();
+                run.check(
+                    "cri-portforward",
+                    Ok(format!("CRI PortForward stream (WebSocket, v4.channel.k8s.io) to port {PORT} got '{page}'")),
+                );
+                return;
+            }
+            Ok(data) => {
+                last = format!(
+                    "answer without the page: '{}'",
+                    String::from_utf8_lossy(&data)
+                )
+            }
+            Err(e) => last = e,
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    run.check("cri-portforward", Err(last));
 }

@@ -27,6 +27,7 @@ mod checks;
 mod cri;
 mod l1;
 mod net_bench;
+mod ws_port_forward;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -34,7 +35,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use checks::{cross_pod_checks, pod_checks, port_forward_path};
+use checks::{cri_port_forward, cross_pod_checks, pod_checks, port_forward_path};
 use cri::{api, Cri};
 use l1::{read_trim, wait_clean, watch_consoles};
 
@@ -363,6 +364,7 @@ fn scenario(run: &mut Run) {
                 run.check("pod-b-start", Ok(format!("pod {}", cri::short(&pod_b))));
                 cross_pod_checks(run, (&pod_a, &side), (&pod_b, &ids_b[0]));
                 port_forward_path(run, &pod_a);
+                cri_port_forward(run, &pod_a);
             }
             Err(e) => {
                 run.check("pod-b-start", Err(e));

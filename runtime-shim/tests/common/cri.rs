@@ -189,6 +189,18 @@ impl Cri {
         Ok(resp.pod_sandbox_id)
     }
 
+    /// PortForward: the URL of containerd's streaming server for the pod's `ports`.
+    pub fn port_forward(&self, pod: &str, ports: &[i32]) -> CriResult<String> {
+        let resp = self.call(
+            "PortForward",
+            self.rs().port_forward(api::PortForwardRequest {
+                pod_sandbox_id: pod.to_string(),
+                port: ports.to_vec(),
+            }),
+        )?;
+        Ok(resp.url)
+    }
+
     /// PodSandboxStatus.
     pub fn pod_status(&self, id: &str) -> CriResult<api::PodSandboxStatus> {
         let resp = self.call(
