@@ -3,8 +3,9 @@
 //! [`MAX_CONNECT_LINE`] bytes, within the handshake timeout); the agent answers `OK <port>\n`
 //! and treats the rest of the stream as a vsock connection to that port: the API port goes to
 //! the ttrpc server, the log port to the log forwarder, the port-forward port to
-//! [`crate::port_forward`], a stdio port to its process. Anything else is closed without a reply,
-//! as the VMM does when nothing listens on a port.
+//! [`crate::port_forward`], the debug console port (once enabled) to [`crate::console`], a
+//! stdio port to its process. Anything else is closed without a reply, as the VMM does when
+//! nothing listens on a port.
 //!
 //! Every connection is bounded ([`limits`], numbers from [`hull_proto::contract`]): at most
 //! `MAX_HANDSHAKING_CONNECTIONS` wait for their CONNECT line, at most `MAX_API_CONNECTIONS` API
@@ -25,6 +26,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
+use crate::console::DebugConsole;
 use crate::port_forward::PortForwards;
 use crate::stdio::{Stream, StreamHub};
 pub use limits::{ApiConnection, ConnectionLimits};
@@ -56,6 +58,7 @@ struct Routes {
     logs: mpsc::Sender<Stream>,
     hub: Arc<StreamHub>,
     forwards: Arc<PortForwards>,
+    console: Arc<DebugConsole>,
 }
 
 /// Accepts connections forever, routing them by port, within [`ConnectionLimits::from_env`].
@@ -65,6 +68,7 @@ pub async fn accept_loop(
     logs: mpsc::Sender<Stream>,
     hub: Arc<StreamHub>,
     forwards: Arc<PortForwards>,
+    console: Arc<DebugConsole>,
 ) {
     let limits = ConnectionLimits::from_env();
     let routes = Arc::new(Routes {
@@ -75,6 +79,7 @@ pub async fn accept_loop(
         logs,
         hub,
         forwards,
+        console,
     });
     loop {
         let stream = match listener.accept().await {
@@ -135,6 +140,10 @@ async fn route(
         };
         if stream.write_all(reply.as_bytes()).await.is_ok() {
             routes.forwards.run(forward_slot, Box::pin(stream));
+        }
+    } else if port == hull_proto::DEBUG_CONSOLE_PORT && routes.console.is_enabled() {
+        if stream.write_all(reply.as_bytes()).await.is_ok() {
+            routes.console.spawn(Box::pin(stream));
         }
     } else if routes.hub.is_pending(port) {
         if stream.write_all(reply.as_bytes()).await.is_ok()

@@ -84,6 +84,10 @@ pub async fn serve(
     ));
     let oom = Arc::clone(runtime.oom());
     let (api, mut power_off_requested) = AgentApi::with_runtime(runtime);
+    // The debug console opens when CreateSandbox asks for it.
+    let in_guest = matches!(listen, ListenAddress::Vsock { .. });
+    let console = crate::console::DebugConsole::new(in_guest);
+    let api = api.with_debug_console(Arc::clone(&console));
     // Ends at power-off; on a signal it is dropped with the tokio runtime.
     tokio::spawn(oom.run(power_off_requested.clone()));
     let stop_long_polls = api.long_poll_stopper();
@@ -104,7 +108,7 @@ pub async fn serve(
                 .map_err(|e| bind_error(ttrpc::Error::Others(e.to_string())))?;
             let (api_tx, api_rx) = tokio::sync::mpsc::channel(16);
             tokio::spawn(crate::hybrid::accept_loop(
-                listener, api_tx, logs_tx, hub, forwards,
+                listener, api_tx, logs_tx, hub, forwards, console,
             ));
             server.add_listener(crate::hybrid::api_listener(api_rx))
         }
