@@ -5,6 +5,7 @@
 #   make guest-kernel     $(BUILD_DIR)/guest/vmlinux (cached in $(HULL_CACHE)/kernel/<key>/)
 #   make static-bins      $(BUILD_DIR)/bin/: hull-agent, hull-vmm, hull, containerd-shim-hull-v2 (static)
 #   make guest-initramfs  $(BUILD_DIR)/guest/initramfs.cpio (uncompressed newc)
+#                         DEBUG_IMAGE=1: plus a shell (static busybox as /bin/sh) for `hull console`
 #   make guest            both guest images, then prints their sizes
 #   make guest-rootfs-test  tests of the initramfs writer and of build-kernel.sh (fake source)
 
@@ -17,6 +18,16 @@ GUEST_BIN_DIR := $(BUILD_DIR)/bin
 GUEST_VMLINUX := $(GUEST_OUT_DIR)/vmlinux
 GUEST_INITRAMFS := $(GUEST_OUT_DIR)/initramfs.cpio
 GUEST_LAYOUT := $(GUEST_ROOTFS_DIR)/initramfs/layout.txt
+# DEBUG_IMAGE=1 adds debug-layout.txt: /bin/sh (a static busybox, $(BUSYBOX)) for the debug
+# console. The default image has no shell.
+DEBUG_IMAGE ?= 0
+BUSYBOX ?= /bin/busybox
+GUEST_DEBUG_LAYOUT := $(GUEST_ROOTFS_DIR)/initramfs/debug-layout.txt
+ifeq ($(DEBUG_IMAGE),1)
+GUEST_LAYOUT_ARGS := --extra "$(GUEST_DEBUG_LAYOUT)" --set BUSYBOX="$(BUSYBOX)"
+else
+GUEST_LAYOUT_ARGS :=
+endif
 
 # Static Rust binaries: an explicit --target keeps crt-static away from build
 # scripts and proc macros; LIBSECCOMP_LINK_TYPE makes a libseccomp dependency
@@ -62,8 +73,15 @@ static-agent:
 	$(call guest_install_static,hull-agent)
 
 guest-initramfs: static-agent
+ifeq ($(DEBUG_IMAGE),1)
+	@info=$$(file -L "$(BUSYBOX)" 2>&1); case "$$info" in \
+	  *"statically linked"*|*"static-pie linked"*) ;; \
+	  *) echo "DEBUG_IMAGE=1 needs a static busybox at BUSYBOX=$(BUSYBOX) (Debian: apt-get install busybox-static): $$info" >&2; exit 1 ;; \
+	esac
+	@echo "guest-initramfs: DEBUG IMAGE: adds $(BUSYBOX) as /bin/sh for the debug console (not for production)"
+endif
 	python3 $(GUEST_ROOTFS_DIR)/scripts/mk-initramfs.py "$(GUEST_LAYOUT)" "$(GUEST_INITRAMFS)" \
-		--set AGENT="$(GUEST_BIN_DIR)/hull-agent"
+		--set AGENT="$(GUEST_BIN_DIR)/hull-agent" $(GUEST_LAYOUT_ARGS)
 	@cpio -itv --quiet < "$(GUEST_INITRAMFS)"
 
 guest: guest-kernel guest-initramfs

@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
 """Write the Hull guest initramfs as an uncompressed newc cpio archive.
 
-Usage: mk-initramfs.py LAYOUT OUTPUT [--set NAME=VALUE ...]
+Usage: mk-initramfs.py LAYOUT OUTPUT [--extra LAYOUT ...] [--set NAME=VALUE ...]
 
 LAYOUT lists directories, device nodes and files (see
-guest-rootfs/initramfs/layout.txt). Device nodes are written as cpio headers,
+guest-rootfs/initramfs/layout.txt); each --extra layout adds entries to it (a
+path listed twice, in any of them, is an error; a parent directory may come
+from any of them). Device nodes are written as cpio headers,
 so neither root nor mknod is needed. The output is deterministic: entries are
 sorted by path, owner 0:0, mtime 0, inode numbers assigned in order.
 """
@@ -61,7 +63,20 @@ def substitute(text, variables, where):
 
 def parse_layout(lines, variables, layout_name="layout"):
     """Turn layout lines into a list of Entry objects (unsorted)."""
+    return parse_layouts([(layout_name, lines)], variables)
+
+
+def parse_layouts(layouts, variables):
+    """Entries of several (name, lines) layouts together (unsorted)."""
     entries = {}
+    for layout_name, lines in layouts:
+        add_entries(entries, lines, variables, layout_name)
+    check_parents(entries)
+    return list(entries.values())
+
+
+def add_entries(entries, lines, variables, layout_name):
+    """Parse one layout's lines into `entries` (path -> Entry)."""
     for number, raw in enumerate(lines, start=1):
         where = f"{layout_name}:{number}"
         line = raw.split("#", 1)[0].strip()
@@ -99,13 +114,15 @@ def parse_layout(lines, variables, layout_name="layout"):
             raise LayoutError(f"{where}: {path} is listed twice")
         entries[path] = entry
 
+
+def check_parents(entries):
+    """Every entry's parent directory must be listed as a dir."""
     for path in entries:
         parent = os.path.dirname(path)
         if parent != "/" and (
             parent not in entries or not stat.S_ISDIR(entries[parent].mode)
         ):
             raise LayoutError(f"{path}: parent directory {parent} is not listed as a dir")
-    return list(entries.values())
 
 
 def pad4(length):
@@ -151,6 +168,7 @@ def main(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("layout")
     parser.add_argument("output")
+    parser.add_argument("--extra", action="append", default=[], metavar="LAYOUT")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE")
     args = parser.parse_args(argv)
 
@@ -162,8 +180,11 @@ def main(argv):
         variables[name] = value
 
     try:
-        with open(args.layout, encoding="utf-8") as handle:
-            entries = parse_layout(handle, variables, os.path.basename(args.layout))
+        layouts = []
+        for path in [args.layout, *args.extra]:
+            with open(path, encoding="utf-8") as handle:
+                layouts.append((os.path.basename(path), handle.readlines()))
+        entries = parse_layouts(layouts, variables)
     except (OSError, LayoutError) as err:
         print(f"mk-initramfs: error: {err}", file=sys.stderr)
         return 1

@@ -15,6 +15,7 @@ import unittest
 HERE = os.path.dirname(os.path.abspath(__file__))
 SCRIPT = os.path.join(HERE, "..", "scripts", "mk-initramfs.py")
 REAL_LAYOUT = os.path.join(HERE, "..", "initramfs", "layout.txt")
+DEBUG_LAYOUT = os.path.join(HERE, "..", "initramfs", "debug-layout.txt")
 
 spec = importlib.util.spec_from_file_location("mk_initramfs", SCRIPT)
 mk_initramfs = importlib.util.module_from_spec(spec)
@@ -135,6 +136,39 @@ class MkInitramfsTest(unittest.TestCase):
         self.assertEqual(namesize, len("dev/console") + 1)
         self.assertTrue(archive.rstrip(b"\0").endswith(b"TRAILER!!!"))
         self.assertEqual(len(archive) % 4, 0)
+
+    def test_default_image_has_no_shell_and_debug_layout_adds_one(self):
+        busybox = os.path.join(self.dir, "busybox")
+        with open(busybox, "wb") as handle:
+            handle.write(b"\x7fELF fake busybox")
+        plain = os.path.join(self.dir, "plain.cpio")
+        debug = os.path.join(self.dir, "debug.cpio")
+        base = ["python3", SCRIPT, REAL_LAYOUT]
+        for output, extra in [
+            (plain, []),
+            (debug, ["--extra", DEBUG_LAYOUT, "--set", f"BUSYBOX={busybox}"]),
+        ]:
+            result = subprocess.run(
+                [*base, output, "--set", f"AGENT={self.agent}", *extra],
+                capture_output=True,
+                text=True,
+            )
+            self.assertEqual(result.returncode, 0, result.stderr)
+        plain_names = {row[-1] for row in cpio_listing(plain)}
+        self.assertFalse({"bin", "bin/sh"} & plain_names, plain_names)
+        rows = {row[-1]: row for row in cpio_listing(debug)}
+        self.assertEqual(rows["bin/sh"][0], "-rwxr-xr-x")
+        self.assertEqual(rows["bin/sh"][3], str(os.path.getsize(busybox)))
+        self.assertTrue(rows["bin"][0].startswith("d"))
+        self.assertEqual(set(rows) - {"bin", "bin/sh"}, plain_names)
+
+    def test_extra_layouts_share_parents_and_refuse_duplicates(self):
+        entries = mk_initramfs.parse_layouts(
+            [("a", ["dir /etc 0755"]), ("b", ["dir /etc/x 0755"])], {}
+        )
+        self.assertEqual(sorted(e.path for e in entries), ["/etc", "/etc/x"])
+        with self.assertRaisesRegex(mk_initramfs.LayoutError, "b:1: /etc is listed twice"):
+            mk_initramfs.parse_layouts([("a", ["dir /etc 0755"]), ("b", ["dir /etc 0755"])], {})
 
 
 if __name__ == "__main__":
