@@ -18,7 +18,7 @@ pub mod vsock;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
-use virtio_queue::Queue;
+use virtio_queue::{DescriptorChain, Queue, QueueOwnedT};
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::memory::GuestMemory;
@@ -84,6 +84,17 @@ impl IrqTrigger {
     pub fn irqfd(&self) -> &EventFd {
         &self.irqfd
     }
+}
+
+/// The next available chain of `queue`, like `Queue::pop_descriptor_chain`, but an error says why
+/// the ring cannot be read: the driver moved its avail index more than the queue size ahead, or
+/// the ring left guest memory. The queue stays unusable until the driver resets the device; the
+/// caller logs that (through its guest log limit) instead of silently seeing "no buffers".
+pub fn pop_chain<'m>(
+    queue: &mut Queue,
+    mem: &'m GuestMemory,
+) -> Result<Option<DescriptorChain<&'m GuestMemory>>, virtio_queue::Error> {
+    Ok(queue.iter(mem)?.next())
 }
 
 #[derive(Debug, thiserror::Error)]

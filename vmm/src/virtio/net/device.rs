@@ -30,7 +30,7 @@ use super::tap::{offload, Tap, TapError, TapIo};
 use crate::memory::GuestMemory;
 use crate::virtio::vsock::log_limit::GuestLogLimit;
 use crate::virtio::{
-    device_type, ActivateError, IrqTrigger, VirtioDevice, INT_VRING, VIRTIO_F_VERSION_1,
+    device_type, pop_chain, ActivateError, IrqTrigger, VirtioDevice, INT_VRING, VIRTIO_F_VERSION_1,
 };
 
 /// Index of the rx queue (device -> driver frames).
@@ -178,7 +178,17 @@ impl Net {
             return;
         };
         let mut done: u16 = 0;
-        while let Some(chain) = q.tx.pop_descriptor_chain(&q.mem) {
+        loop {
+            let chain = match pop_chain(&mut q.tx, &q.mem) {
+                Ok(Some(chain)) => chain,
+                Ok(None) => break,
+                Err(e) => {
+                    if self.guest_log.allow() {
+                        error!("net: tx queue unusable until the driver resets the device: {e}");
+                    }
+                    break;
+                }
+            };
             let head = chain.head_index();
             let checked = gather_tx(&q.mem, chain, &mut self.tx_buf)
                 .and_then(|()| check_tx_header(&self.tx_buf, self.acked_features));
@@ -203,7 +213,9 @@ impl Net {
                 }
             }
             if let Err(e) = q.tx.add_used(&q.mem, head, 0) {
-                warn!("net: tx queue: {e}");
+                if self.guest_log.allow() {
+                    warn!("net: tx queue: cannot return chain {head}: {e}");
+                }
             }
             done += 1;
             if done >= q.tx.size() {

@@ -19,10 +19,11 @@ use vm_memory::{Bytes, Le32};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::backend::{Backend, TOKEN_STREAM};
+use super::log_limit::GuestLogLimit;
 use super::packet::{Header, EVENT_TRANSPORT_RESET, MAX_PACKET_DATA};
 use crate::memory::GuestMemory;
 use crate::virtio::{
-    device_type, ActivateError, IrqTrigger, VirtioDevice, INT_VRING, VIRTIO_F_VERSION_1,
+    device_type, pop_chain, ActivateError, IrqTrigger, VirtioDevice, INT_VRING, VIRTIO_F_VERSION_1,
 };
 
 /// Index of the rx queue (device -> driver packets).
@@ -92,6 +93,9 @@ pub struct Vsock {
     tx_pending: bool,
     /// A transport-reset event waits for an event-queue buffer.
     transport_reset_pending: bool,
+    /// Queues the driver broke (avail index run ahead, ring outside memory): its own log limit, so
+    /// that earlier guest mistakes do not hide this one.
+    broken_queue_log: GuestLogLimit,
 }
 
 impl Vsock {
@@ -137,6 +141,7 @@ impl Vsock {
             backend,
             tx_pending: false,
             transport_reset_pending: false,
+            broken_queue_log: GuestLogLimit::default(),
         })
     }
 
@@ -192,9 +197,18 @@ impl Vsock {
         if !self.transport_reset_pending {
             return;
         }
-        let Some(chain) = q.event.pop_descriptor_chain(&q.mem) else {
-            debug!("vsock: transport reset waits for an event buffer");
-            return;
+        let chain = match pop_chain(&mut q.event, &q.mem) {
+            Ok(Some(chain)) => chain,
+            Ok(None) => {
+                debug!("vsock: transport reset waits for an event buffer");
+                return;
+            }
+            Err(e) => {
+                if self.broken_queue_log.allow() {
+                    error!("vsock: event queue unusable until the driver resets the device: {e}");
+                }
+                return;
+            }
         };
         let head = chain.head_index();
         let mut used_len = 0;
@@ -208,10 +222,15 @@ impl Vsock {
                     Err(e) => warn!("vsock: cannot write the transport reset event: {e}"),
                 }
             }
-            _ => warn!("vsock: event buffer is not a writable buffer of at least 4 bytes"),
+            _ if self.backend.note_guest_error() => {
+                warn!("vsock: event buffer is not a writable buffer of at least 4 bytes")
+            }
+            _ => {}
         }
         if let Err(e) = q.event.add_used(&q.mem, head, used_len) {
-            warn!("vsock: event queue: {e}");
+            if self.backend.note_guest_error() {
+                warn!("vsock: event queue: cannot return chain {head}: {e}");
+            }
         }
         if used_len > 0 {
             self.transport_reset_pending = false;
@@ -229,11 +248,12 @@ impl Vsock {
         let mut used = false;
         loop {
             if self.tx_pending {
-                let (progress, stalled) = process_tx(q, &mut self.backend);
+                let (progress, stalled) =
+                    process_tx(q, &mut self.backend, &mut self.broken_queue_log);
                 self.tx_pending = stalled;
                 used |= progress;
             }
-            let rx_progress = process_rx(q, &mut self.backend);
+            let rx_progress = process_rx(q, &mut self.backend, &mut self.broken_queue_log);
             used |= rx_progress;
             // Only a tx queue paused on a full reply backlog gains from another round.
             if !rx_progress || !self.tx_pending {
@@ -251,14 +271,25 @@ impl Vsock {
 
 /// Handles guest tx packets. Returns (whether any descriptor was used, whether tx stopped early
 /// because replies are backed up).
-fn process_tx(q: &mut ActiveQueues, backend: &mut Backend) -> (bool, bool) {
+fn process_tx(
+    q: &mut ActiveQueues,
+    backend: &mut Backend,
+    broken_queue_log: &mut GuestLogLimit,
+) -> (bool, bool) {
     let mut used = false;
     loop {
         if backend.backlog_full() {
             return (used, true);
         }
-        let Some(mut chain) = q.tx.pop_descriptor_chain(&q.mem) else {
-            return (used, false);
+        let mut chain = match pop_chain(&mut q.tx, &q.mem) {
+            Ok(Some(chain)) => chain,
+            Ok(None) => return (used, false),
+            Err(e) => {
+                if broken_queue_log.allow() {
+                    error!("vsock: tx queue unusable until the driver resets the device: {e}");
+                }
+                return (used, false);
+            }
         };
         let head = chain.head_index();
         match VsockPacket::from_tx_virtq_chain(&q.mem, &mut chain, MAX_PACKET_DATA) {
@@ -270,18 +301,31 @@ fn process_tx(q: &mut ActiveQueues, backend: &mut Backend) -> (bool, bool) {
             }
         }
         if let Err(e) = q.tx.add_used(&q.mem, head, 0) {
-            warn!("vsock: tx queue: {e}");
+            if backend.note_guest_error() {
+                warn!("vsock: tx queue: cannot return chain {head}: {e}");
+            }
         }
         used = true;
     }
 }
 
 /// Fills guest rx buffers with packets from the back-end. Returns whether any buffer was used.
-fn process_rx(q: &mut ActiveQueues, backend: &mut Backend) -> bool {
+fn process_rx(
+    q: &mut ActiveQueues,
+    backend: &mut Backend,
+    broken_queue_log: &mut GuestLogLimit,
+) -> bool {
     let mut used = false;
     while backend.has_rx_work() {
-        let Some(mut chain) = q.rx.pop_descriptor_chain(&q.mem) else {
-            break;
+        let mut chain = match pop_chain(&mut q.rx, &q.mem) {
+            Ok(Some(chain)) => chain,
+            Ok(None) => break,
+            Err(e) => {
+                if broken_queue_log.allow() {
+                    error!("vsock: rx queue unusable until the driver resets the device: {e}");
+                }
+                break;
+            }
         };
         let head = chain.head_index();
         let len = match VsockPacket::from_rx_virtq_chain(&q.mem, &mut chain, MAX_PACKET_DATA) {
@@ -301,7 +345,9 @@ fn process_rx(q: &mut ActiveQueues, backend: &mut Backend) -> bool {
             }
         };
         if let Err(e) = q.rx.add_used(&q.mem, head, len) {
-            warn!("vsock: rx queue: {e}");
+            if backend.note_guest_error() {
+                warn!("vsock: rx queue: cannot return chain {head}: {e}");
+            }
         }
         used = true;
     }
