@@ -20,6 +20,11 @@ fn guests_src() -> PathBuf {
 }
 
 fn build_guest(entry: Entry, out: &Path) {
+    build_guest_from(entry, "guest.c", out);
+}
+
+/// Builds the tiny guest program `c_file` (in tests/guests) with the start-up code of `entry`.
+fn build_guest_from(entry: Entry, c_file: &str, out: &Path) {
     let src = guests_src();
     let start = match entry {
         Entry::Pvh => "start_pvh.S",
@@ -48,14 +53,35 @@ fn build_guest(entry: Entry, out: &Path) {
     .arg(out)
     .arg(src.join(start))
     .arg(src.join("common.S"))
-    .arg(src.join("guest.c"));
+    .arg(src.join(c_file));
     if let Entry::Pvh = entry {
         cmd.arg("-Wl,-e,pvh_entry");
     }
     let status = cmd
         .status()
         .expect("gcc must be installed to build the tiny guests");
-    assert!(status.success(), "building tiny guest {entry:?} failed");
+    assert!(
+        status.success(),
+        "building tiny guest {c_file} ({entry:?}) failed"
+    );
+}
+
+/// Path of another tiny guest program (`c_file` in tests/guests, PVH entry), built once per test
+/// process; used by guests with a job of their own (e.g. the hostile guest).
+pub fn pvh_guest_program(c_file: &str) -> PathBuf {
+    static BUILDING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_build_at_a_time = BUILDING.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("tiny-guests");
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join(format!(
+        "{}-{}.elf",
+        std::process::id(),
+        c_file.trim_end_matches(".c")
+    ));
+    if !out.exists() {
+        build_guest_from(Entry::Pvh, c_file, &out);
+    }
+    out
 }
 
 /// Path of the tiny guest for `entry`, built once per test process.
