@@ -246,10 +246,58 @@ fn scenario_exec_kill_metrics_pause(c: &Containerd) {
     c.assert_clean("long1");
 }
 
+/// The pid the sandbox's `pids` file records for `name` (e.g. "hull-agent").
+fn sandbox_pid(c: &Containerd, sandbox: &str, name: &str) -> u32 {
+    let pids = std::fs::read_to_string(c.hull_run_dir().join(sandbox).join("pids")).unwrap();
+    pids.lines()
+        .find_map(|l| {
+            let mut f = l.split(' ');
+            (f.next()? == name)
+                .then(|| f.next()?.parse().ok())
+                .flatten()
+        })
+        .unwrap_or_else(|| panic!("no {name} in the pids file: {pids}"))
+}
+
+/// Nothing of container `id`'s processes is left on the host: no process in its hull cgroup
+/// or running its `sleep 1000`, and no hull cgroup of it (the host agent that ran it is dead).
+fn assert_container_gone(c: &Containerd, id: &str) {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let procs: Vec<(u32, String)> = c
+            .processes()
+            .into_iter()
+            .filter(|(pid, cmd)| {
+                cmd.starts_with("sleep 1000")
+                    || std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+                        .is_ok_and(|cg| cg.contains(&format!("/hull/{id}")))
+            })
+            .collect();
+        let cgroups: Vec<_> = c
+            .cgroups()
+            .into_iter()
+            .filter(|p| p.ends_with(format!("hull/{id}")))
+            .collect();
+        if procs.is_empty() && cgroups.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "left behind by {id}: processes {procs:?}, cgroups {cgroups:?}\n{}",
+            c.log_tail()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The shim and its host agent killed with SIGKILL while the container runs: containerd's
+/// `delete` through the shim binary stops what is left, the container's processes and cgroup
+/// included.
 fn scenario_crash_cleanup(c: &Containerd) {
     start_detached(c, "crash1", &["sleep", "1000"]);
     let sandbox = c.hull_run_dir().join("crash1");
     assert!(sandbox.join("shared/crash1/rootfs/bin/busybox").exists());
+    let agent = sandbox_pid(c, "crash1", "hull-agent");
     // The shim's pid: the process whose cmdline has `-id crash1` without `start`.
     let ps = Command::new("pgrep")
         .args(["-f", "containerd-shim-hull-v2.*-id crash1"])
@@ -260,10 +308,28 @@ fn scenario_crash_cleanup(c: &Containerd) {
     for pid in pids.split_whitespace() {
         let _ = Command::new("kill").args(["-9", pid]).status();
     }
+    let _ = Command::new("kill")
+        .args(["-9", &agent.to_string()])
+        .status();
     std::thread::sleep(Duration::from_millis(500));
     let _ = c.ctr(&["task", "rm", "-f", "crash1"]);
     let _ = c.ctr(&["container", "rm", "crash1"]);
     c.assert_clean("crash1");
+    assert_container_gone(c, "crash1");
+}
+
+/// The host agent killed with SIGKILL under a live shim: the task exits (containerd sees it
+/// stopped, not hung), and deleting it leaves no container process or cgroup.
+fn scenario_agent_killed(c: &Containerd) {
+    start_detached(c, "agentkill1", &["sleep", "1000"]);
+    let agent = sandbox_pid(c, "agentkill1", "hull-agent");
+    let _ = Command::new("kill")
+        .args(["-9", &agent.to_string()])
+        .status();
+    c.wait_for_status("agentkill1", "STOPPED");
+    remove(c, "agentkill1");
+    c.assert_clean("agentkill1");
+    assert_container_gone(c, "agentkill1");
 }
 
 #[test]
@@ -272,13 +338,14 @@ fn containerd_scenarios() {
         return;
     };
     type Scenario = fn(&Containerd);
-    let scenarios: [(&str, Scenario); 6] = [
+    let scenarios: [(&str, Scenario); 7] = [
         ("echo", scenario_echo),
         ("tty", scenario_tty),
         ("exit codes", scenario_exit_codes),
         ("stdin", scenario_stdin),
         ("exec/kill/metrics/pause", scenario_exec_kill_metrics_pause),
         ("crash cleanup", scenario_crash_cleanup),
+        ("agent killed", scenario_agent_killed),
     ];
     let mut failed = Vec::new();
     for (name, scenario) in scenarios {

@@ -11,6 +11,8 @@ use crate::shared_dir::SharedDir;
 
 /// File in the sandbox directory recording how the sandbox was started.
 pub const INFO_FILE: &str = "info";
+/// The mode name [`write_info`] records for a sandbox whose agent runs on the host.
+pub const HOST_AGENT_MODE: &str = "host-agent";
 
 /// One sandbox as `hull ps` shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,6 +38,13 @@ pub struct SandboxSummary {
 /// Writes the info file: "mode vcpus mem_mib".
 pub fn write_info(dir: &Path, mode: &str, vcpus: u32, mem_mib: u64) -> std::io::Result<()> {
     std::fs::write(dir.join(INFO_FILE), format!("{mode} {vcpus} {mem_mib}\n"))
+}
+
+/// The mode recorded in the info file of sandbox directory `dir` ("vm" or
+/// [`HOST_AGENT_MODE`]), if there is one.
+pub fn recorded_mode(dir: &Path) -> Option<String> {
+    let (mode, _, _) = read_info(dir);
+    (mode != "?").then_some(mode)
 }
 
 fn read_info(dir: &Path) -> (String, u32, u64) {
