@@ -188,6 +188,16 @@ pub fn run_checks(config: &Config, prefix: &Path) -> Vec<Finding> {
         &std::fs::read_to_string("/proc/self/mounts").unwrap_or_default(),
     ));
 
+    let cgroup_layout = crate::sandbox::jail::cgroup::host_layout().ok();
+    out.push(findings::jail(
+        config.sandbox.mode,
+        config.jail,
+        config.jail_uid,
+        config.jail_gid,
+        &config.pod_cgroup_parent,
+        cgroup_layout.as_ref().map(|l| l.version()),
+    ));
+
     out.push(findings::containerd_version(version_output(Path::new(
         "containerd",
     ))));

@@ -43,6 +43,19 @@ kernel_params = ""
 virtiofsd = ""
 # Debug logs into containerd's log.
 debug = false
+# VM mode: jail hull-vmm (own mount/pid/ipc/uts namespaces, pod netns, a root holding only
+# what it needs, an unprivileged uid/gid without capabilities, rlimits, the pod cgroup).
+# Turn off only to debug; `hull check` warns when it is off.
+jail = true
+# The jailed VMM's user and group (not 0); best a pair no other process on the host uses.
+jail_uid = 65534
+jail_gid = 65534
+# The jailed VMM's RLIMIT_NOFILE.
+jail_nofile = 4096
+# The jailed VMM's RLIMIT_FSIZE in MiB (raised to the VM's memory: guest RAM is a memfd).
+jail_fsize_mib = 64
+# Parent of the pod cgroups (hull-vmm + virtiofsd), relative to each cgroup hierarchy's root.
+pod_cgroup_parent = "hull-pods"
 
 [sandbox]
 # "vm" (one microVM per pod), or "host-agent" (TESTS ONLY: no isolation at all).
@@ -129,6 +142,18 @@ pub struct Config {
     pub virtiofsd: PathBuf,
     /// Debug logging.
     pub debug: bool,
+    /// VM mode: jail hull-vmm (see `sandbox::jail`).
+    pub jail: bool,
+    /// The jailed VMM's uid.
+    pub jail_uid: u32,
+    /// The jailed VMM's gid.
+    pub jail_gid: u32,
+    /// The jailed VMM's RLIMIT_NOFILE.
+    pub jail_nofile: u64,
+    /// The jailed VMM's RLIMIT_FSIZE, MiB (at least the VM's memory is used).
+    pub jail_fsize_mib: u64,
+    /// Parent of the pod cgroups, relative to each hierarchy's root.
+    pub pod_cgroup_parent: PathBuf,
     /// The `[sandbox]` table.
     pub sandbox: SandboxConfig,
 }
@@ -146,6 +171,12 @@ impl Default for Config {
             kernel_params: String::new(),
             virtiofsd: PathBuf::new(),
             debug: false,
+            jail: true,
+            jail_uid: 65534,
+            jail_gid: 65534,
+            jail_nofile: 4096,
+            jail_fsize_mib: 64,
+            pod_cgroup_parent: PathBuf::from("hull-pods"),
             sandbox: SandboxConfig::default(),
         }
     }
@@ -230,6 +261,35 @@ impl Config {
             return Err(invalid(format!(
                 "sandbox.run_dir = {:?} (must be an absolute path)",
                 self.sandbox.run_dir
+            )));
+        }
+        if self.jail_uid == 0 || self.jail_gid == 0 {
+            return Err(invalid(format!(
+                "jail_uid = {} / jail_gid = {} (must not be 0: the jailed VMM runs unprivileged)",
+                self.jail_uid, self.jail_gid
+            )));
+        }
+        if !(64..=1 << 20).contains(&self.jail_nofile)
+            || !(1..=1 << 20).contains(&self.jail_fsize_mib)
+        {
+            return Err(invalid(format!(
+                "jail_nofile = {} / jail_fsize_mib = {} (must be 64..=1048576 / 1..=1048576)",
+                self.jail_nofile, self.jail_fsize_mib
+            )));
+        }
+        let plain = |c: std::path::Component| match c {
+            std::path::Component::Normal(name) => name.to_str().is_some_and(|n| {
+                n.chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch))
+            }),
+            _ => false,
+        };
+        if self.pod_cgroup_parent.as_os_str().is_empty()
+            || !self.pod_cgroup_parent.components().all(plain)
+        {
+            return Err(invalid(format!(
+                "pod_cgroup_parent = {:?} (must be a relative path of [A-Za-z0-9._-] names)",
+                self.pod_cgroup_parent
             )));
         }
         if self.sandbox.boot_timeout_secs == 0 || self.sandbox.boot_timeout_secs > 600 {

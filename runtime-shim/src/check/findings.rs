@@ -291,3 +291,43 @@ pub fn memory(meminfo: &str, vm_mib: u64) -> Finding {
         ),
     }
 }
+
+/// The VMM jail (VM mode): off is a warning (hull-vmm then runs as root in the host's
+/// namespaces); on without a cgroup hierarchy for the pod cgroups fails (a sandbox would not
+/// start). `cgroup_layout` is "v1", "v2" or `None` when none was found.
+pub fn jail(
+    mode: SandboxMode,
+    enabled: bool,
+    uid: u32,
+    gid: u32,
+    cgroup_parent: &Path,
+    cgroup_layout: Option<&str>,
+) -> Finding {
+    if mode == SandboxMode::HostAgent {
+        return Finding::new("jail", Status::Ok, "not used in host-agent mode");
+    }
+    if !enabled {
+        return Finding::new(
+            "jail",
+            Status::Warn,
+            "jail = false: hull-vmm runs as root with every capability, the host's file system \
+             and namespaces, outside any pod cgroup (debugging only: set jail = true)",
+        );
+    }
+    match cgroup_layout {
+        Some(layout) => Finding::new(
+            "jail",
+            Status::Ok,
+            format!(
+                "hull-vmm jailed as {uid}:{gid}, pod cgroups under {} (cgroup {layout})",
+                cgroup_parent.display()
+            ),
+        ),
+        None => Finding::new(
+            "jail",
+            Status::Fail,
+            "no cgroup hierarchy with the memory, cpu and pids controllers under /sys/fs/cgroup \
+             for the pod cgroups (mount cgroup2 there, or the v1 controllers)",
+        ),
+    }
+}

@@ -198,3 +198,18 @@ fn runtime_configured_reads_the_effective_cri_table() {
     );
     assert_eq!(f.status, Status::Warn, "{f:?}");
 }
+
+#[test]
+fn jail_off_is_a_warning_and_no_cgroup_hierarchy_a_failure() {
+    let parent = Path::new("hull-pods");
+    let off = jail(SandboxMode::Vm, false, 65534, 65534, parent, Some("v1"));
+    assert_eq!(off.status, Status::Warn);
+    assert!(off.detail.contains("jail = false"), "{}", off.detail);
+    let on = jail(SandboxMode::Vm, true, 4242, 4343, parent, Some("v2"));
+    assert_eq!(on.status, Status::Ok);
+    assert!(on.detail.contains("4242:4343") && on.detail.contains("hull-pods"));
+    let no_cgroups = jail(SandboxMode::Vm, true, 4242, 4343, parent, None);
+    assert_eq!(no_cgroups.status, Status::Fail);
+    let host_agent = jail(SandboxMode::HostAgent, false, 1, 1, parent, None);
+    assert_eq!(host_agent.status, Status::Ok);
+}

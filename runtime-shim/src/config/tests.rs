@@ -150,3 +150,28 @@ fn config_text_for_a_prefix_moves_the_guest_image() {
         Config::default()
     );
 }
+
+#[test]
+fn jail_keys_are_checked() {
+    let t = Path::new("t.toml");
+    let config = Config::parse(
+        "jail = false\njail_uid = 4242\npod_cgroup_parent = \"kubepods/hull\"",
+        t,
+    )
+    .unwrap();
+    assert!(!config.jail);
+    assert_eq!(config.jail_uid, 4242);
+    assert_eq!(config.pod_cgroup_parent, Path::new("kubepods/hull"));
+    for (text, named) in [
+        ("jail_uid = 0", "jail_uid = 0"),
+        ("jail_gid = 0", "jail_gid = 0"),
+        ("jail_nofile = 3", "jail_nofile = 3"),
+        ("jail_fsize_mib = 0", "jail_fsize_mib = 0"),
+        ("pod_cgroup_parent = \"/abs\"", "pod_cgroup_parent"),
+        ("pod_cgroup_parent = \"a/../b\"", "pod_cgroup_parent"),
+        ("pod_cgroup_parent = \"\"", "pod_cgroup_parent"),
+    ] {
+        let err = Config::parse(text, t).unwrap_err();
+        assert!(err.to_string().contains(named), "{text}: {err}");
+    }
+}

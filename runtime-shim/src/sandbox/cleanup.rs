@@ -90,6 +90,7 @@ pub fn cleanup_dir(paths: &SandboxPaths) {
     if is_host_agent(&paths.dir) {
         kill_host_containers(paths);
     }
+    super::jail::cgroup::remove_recorded(&paths.dir);
     if let Ok(shared) = SharedDir::open(&paths.shared) {
         if let Ok(entries) = shared.list(Path::new(".")) {
             for name in entries {

@@ -5,6 +5,11 @@ use std::os::fd::RawFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use super::jail::plan::{
+    CONSOLE_IN_JAIL, INITRAMFS_IN_JAIL, KERNEL_IN_JAIL, VIRTIOFSD_IN_JAIL, VMM_IN_JAIL,
+    VSOCK_IN_JAIL,
+};
+use super::jail::{Jail, JailContents, JailSettings};
 use super::{SandboxError, SandboxPaths, GUEST_CID, SHARED_FS_TAG};
 use crate::config::{resolve_binary, Config};
 use crate::cri::sizing::VmSize;
@@ -27,19 +32,58 @@ pub fn host_agent_command(
     (agent, cmd)
 }
 
-/// virtiofsd serving the shared directory (the config's binary, or the one the search finds).
+/// The VMM's jail for a sandbox of `size` (root and pod cgroup made), or `None` (with a
+/// warning) when the configuration turns it off.
+pub fn prepare_jail(
+    config: &Config,
+    sandbox_id: &str,
+    paths: &SandboxPaths,
+    size: VmSize,
+) -> Result<Option<Jail>, SandboxError> {
+    if !config.jail {
+        tracing::warn!(
+            sandbox = sandbox_id,
+            "jail = false: hull-vmm runs as root in the host's namespaces (debugging only)"
+        );
+        return Ok(None);
+    }
+    let vmm = resolve_binary(&config.vmm).unwrap_or_default();
+    let contents = JailContents::for_vmm(&vmm, &config.kernel, Some(&config.initramfs), false)?;
+    let settings = JailSettings::for_vm(config, size.vcpus, size.mem_mib);
+    Ok(Some(Jail::prepare(
+        &settings, sandbox_id, &paths.dir, &contents,
+    )?))
+}
+
+/// virtiofsd serving the shared directory (the config's binary, or the one the search finds);
+/// with a jail, its socket is in the jail's /run and it starts in the pod cgroup.
 pub fn virtiofsd_command(
     config: &Config,
     paths: &SandboxPaths,
-) -> (PathBuf, tokio::process::Command) {
-    let mut std_cmd = super::virtiofsd::virtiofsd_command(&paths.shared, &paths.virtiofsd_socket);
+    jail: Option<&Jail>,
+) -> Result<(PathBuf, tokio::process::Command), SandboxError> {
+    let socket = jail.map_or(paths.virtiofsd_socket.clone(), |j| {
+        j.host_path(Path::new(VIRTIOFSD_IN_JAIL))
+    });
+    let mut std_cmd = super::virtiofsd::virtiofsd_command(&paths.shared, &socket);
     if !config.virtiofsd.as_os_str().is_empty() {
         let args: Vec<_> = std_cmd.get_args().map(|a| a.to_owned()).collect();
         std_cmd = std::process::Command::new(&config.virtiofsd);
         std_cmd.args(args);
     }
+    if let Some(jail) = jail {
+        jail.join_cgroup(&mut std_cmd)?;
+    }
     let binary = PathBuf::from(std_cmd.get_program());
-    (binary, tokio::process::Command::from(std_cmd))
+    Ok((binary, tokio::process::Command::from(std_cmd)))
+}
+
+/// With a jail: lets the jailed VMM connect to virtiofsd's socket (made by root).
+pub fn grant_virtiofsd_socket(jail: Option<&Jail>) -> Result<(), SandboxError> {
+    match jail {
+        Some(jail) => Ok(jail.grant(&jail.host_path(Path::new(VIRTIOFSD_IN_JAIL)))?),
+        None => Ok(()),
+    }
 }
 
 /// The guest kernel command line for `config`.
@@ -55,15 +99,39 @@ pub fn guest_cmdline(config: &Config) -> String {
     cmdline
 }
 
-/// hull-vmm booting the guest with `size`, the sandbox's vsock socket and shared directory.
+/// hull-vmm booting the guest with `size`, the sandbox's vsock socket and shared directory;
+/// with `jail` (and the pod's network namespace), jailed and given the paths inside the jail.
 pub fn vmm_command(
     config: &Config,
     paths: &SandboxPaths,
     size: VmSize,
     nets: &[(RawFd, String)],
-) -> (PathBuf, tokio::process::Command) {
+    jail: Option<(&Jail, Option<&Path>)>,
+) -> Result<(PathBuf, tokio::process::Command), SandboxError> {
     let vmm = resolve_binary(&config.vmm).unwrap_or_default();
-    let mut cmd = tokio::process::Command::new(&vmm);
+    let console = paths.dir.join("console.log");
+    let host_paths = [
+        vmm.as_path(),
+        config.kernel.as_path(),
+        config.initramfs.as_path(),
+        console.as_path(),
+        paths.vsock_socket.as_path(),
+        paths.virtiofsd_socket.as_path(),
+    ];
+    let jail_paths = [
+        VMM_IN_JAIL,
+        KERNEL_IN_JAIL,
+        INITRAMFS_IN_JAIL,
+        CONSOLE_IN_JAIL,
+        VSOCK_IN_JAIL,
+        VIRTIOFSD_IN_JAIL,
+    ]
+    .map(Path::new);
+    let [program, kernel, initramfs, console, vsock, virtiofsd] = match jail {
+        Some(_) => jail_paths,
+        None => host_paths,
+    };
+    let mut cmd = tokio::process::Command::new(program);
     for (_, arg) in nets {
         cmd.arg("--net").arg(arg);
     }
@@ -84,9 +152,9 @@ pub fn vmm_command(
         }
     }
     cmd.arg("--kernel")
-        .arg(&config.kernel)
+        .arg(kernel)
         .arg("--initrd")
-        .arg(&config.initramfs)
+        .arg(initramfs)
         .arg("--cmdline")
         .arg(guest_cmdline(config))
         .arg("--mem-mib")
@@ -94,17 +162,20 @@ pub fn vmm_command(
         .arg("--vcpus")
         .arg(size.vcpus.to_string())
         .arg("--serial-log")
-        .arg(paths.dir.join("console.log"))
+        .arg(console)
         .arg("--vsock-cid")
         .arg(GUEST_CID.to_string())
         .arg("--vsock-uds")
-        .arg(&paths.vsock_socket)
+        .arg(vsock)
         .arg("--fs")
         .arg(format!(
             "tag={SHARED_FS_TAG},socket={}",
-            paths.virtiofsd_socket.display()
+            virtiofsd.display()
         ));
-    (vmm, cmd)
+    if let Some((jail, netns)) = jail {
+        jail.confine(cmd.as_std_mut(), netns)?;
+    }
+    Ok((vmm, cmd))
 }
 
 /// Waits until `path` exists, at most `timeout`.

@@ -11,6 +11,7 @@
 
 pub mod cleanup;
 pub mod inventory;
+pub mod jail;
 pub mod launch;
 pub mod pod_network;
 pub mod processes;
@@ -93,6 +94,9 @@ pub enum SandboxError {
     /// The pod's network could not be carried into the VM.
     #[error("pod network: {0}")]
     Network(#[from] crate::network::NetworkError),
+    /// The VMM's jail could not be made.
+    #[error(transparent)]
+    Jail(#[from] jail::JailError),
     /// A sandbox process died while starting.
     #[error("sandbox process died during start-up: {0}")]
     Died(String),
@@ -204,6 +208,8 @@ impl Sandbox {
                 )?);
             }
             SandboxMode::Vm => {
+                let jail = launch::prepare_jail(config, sandbox_id, &paths, request.size)
+                    .inspect_err(|_| cleanup::cleanup_dir(&paths))?;
                 if let Some(netns) = &request.host_netns {
                     match PodNetwork::wire(netns, &paths.dir).await {
                         Ok(net) => network = Some(net),
@@ -214,7 +220,7 @@ impl Sandbox {
                     }
                 }
                 launch::make_shared_mount(&paths.shared)?;
-                let (binary, cmd) = launch::virtiofsd_command(config, &paths);
+                let (binary, cmd) = launch::virtiofsd_command(config, &paths, jail.as_ref())?;
                 children.push(spawn_logged(
                     "virtiofsd",
                     binary,
@@ -222,6 +228,7 @@ impl Sandbox {
                     &paths.dir.join("virtiofsd.log"),
                 )?);
                 launch::wait_for_socket(&paths.virtiofsd_socket, Duration::from_secs(5)).await;
+                launch::grant_virtiofsd_socket(jail.as_ref())?;
                 tracing::info!(
                     sandbox = sandbox_id,
                     vcpus = request.size.vcpus,
@@ -232,7 +239,8 @@ impl Sandbox {
                     .as_ref()
                     .map(PodNetwork::vmm_nets)
                     .unwrap_or_default();
-                let (vmm, cmd) = launch::vmm_command(config, &paths, request.size, &nets);
+                let jailed = jail.as_ref().map(|j| (j, request.host_netns.as_deref()));
+                let (vmm, cmd) = launch::vmm_command(config, &paths, request.size, &nets, jailed)?;
                 children.push(spawn_logged(
                     "hull-vmm",
                     vmm,

@@ -1,0 +1,534 @@
+//! hull-vmm jailed by the shim's jail code (`hull_runtime::sandbox::jail`), seen from the host:
+//! the tiny guest runs as an unprivileged uid/gid with no capabilities, `no_new_privs`, its
+//! seccomp filters, PID 1 of its own PID namespace and in its own mount/ipc/uts/net namespaces,
+//! with a root that holds only the files the plan names, in the pod cgroup, with the configured
+//! rlimits; the host reaches its hybrid-vsock socket and serial log through the sandbox
+//! directory's links; the supervisor passes SIGTERM on and a killed supervisor takes the VMM
+//! down; the sandbox clean-up removes the pod cgroup and the jail. Needs root and /dev/kvm
+//! (fails under CI=1 without them).
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{tiny_guest, vmm_bin, Entry};
+use hull_runtime::sandbox::cleanup::cleanup_dir;
+use hull_runtime::sandbox::jail::cgroup::{self, CgroupLayout, CgroupLimits};
+use hull_runtime::sandbox::jail::plan::{
+    CONSOLE_IN_JAIL, KERNEL_IN_JAIL, VMM_IN_JAIL, VSOCK_IN_JAIL,
+};
+use hull_runtime::sandbox::jail::{Jail, JailContents, JailSettings};
+use hull_runtime::sandbox::SandboxPaths;
+
+const TIMEOUT: Duration = Duration::from_secs(60);
+const UID: u32 = 4242;
+const GID: u32 = 4343;
+const NOFILE: u64 = 256;
+const MEM_MIB: u64 = 64;
+const CGROUP_PARENT: &str = "hull-test-pods";
+
+/// Root and /dev/kvm, or SKIPPED (a failure under CI=1).
+fn prerequisites() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if root && Path::new("/dev/kvm").exists() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "the jail test needs root and /dev/kvm (CI=1 is set)"
+    );
+    eprintln!("SKIPPED: the jail test needs root and /dev/kvm");
+    false
+}
+
+/// One jailed VMM of sandbox `<run_dir>/<id>`.
+struct Jailed {
+    run_dir: PathBuf,
+    paths: SandboxPaths,
+    jail: Jail,
+    supervisor: Child,
+}
+
+impl Drop for Jailed {
+    fn drop(&mut self) {
+        let _ = self.supervisor.kill();
+        let _ = self.supervisor.wait();
+        cleanup_dir(&self.paths);
+        let _ = std::fs::remove_dir_all(&self.run_dir);
+    }
+}
+
+fn start(name: &str, cmdline: &str) -> Jailed {
+    let run_dir =
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("jail-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&run_dir);
+    let id = format!("jail-{name}-{}", std::process::id());
+    let paths = SandboxPaths::new(&run_dir, &id);
+    std::fs::create_dir_all(&paths.dir).unwrap();
+    let settings = JailSettings {
+        uid: UID,
+        gid: GID,
+        nofile: NOFILE,
+        fsize_bytes: MEM_MIB << 20,
+        cgroup_parent: CGROUP_PARENT.into(),
+        limits: CgroupLimits {
+            memory_bytes: (MEM_MIB + 128) << 20,
+            cpu_quota_us: 200_000,
+            pids: 64,
+        },
+    };
+    let contents =
+        JailContents::for_vmm(Path::new(vmm_bin()), &tiny_guest(Entry::Pvh), None, false).unwrap();
+    let jail = Jail::prepare(&settings, &id, &paths.dir, &contents).unwrap();
+    let mut cmd = Command::new(VMM_IN_JAIL);
+    cmd.args(["--kernel", KERNEL_IN_JAIL, "--cmdline", cmdline])
+        .args(["--mem-mib", &MEM_MIB.to_string()])
+        .args(["--serial-log", CONSOLE_IN_JAIL])
+        .args(["--vsock-cid", "3", "--vsock-uds", VSOCK_IN_JAIL])
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(paths.dir.join("vmm.log")).unwrap())
+        .stderr(std::fs::File::create(paths.dir.join("vmm.log")).unwrap());
+    jail.confine(&mut cmd, None).unwrap();
+    let supervisor = cmd.spawn().expect("spawn the jailed hull-vmm");
+    Jailed {
+        run_dir,
+        paths,
+        jail,
+        supervisor,
+    }
+}
+
+impl Jailed {
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.paths.dir.join("vmm.log")).unwrap_or_default()
+    }
+
+    fn console(&self) -> String {
+        std::fs::read_to_string(self.paths.dir.join("console.log")).unwrap_or_default()
+    }
+
+    /// The jailed VMM's pid (the supervisor's only child), once the VM runs.
+    fn wait_vmm(&mut self) -> u32 {
+        let started = Instant::now();
+        let sup = self.supervisor.id();
+        loop {
+            if let Some(status) = self.supervisor.try_wait().unwrap() {
+                panic!("the jailed VMM ended early: {status:?}\n{}", self.log());
+            }
+            let children =
+                std::fs::read_to_string(format!("/proc/{sup}/task/{sup}/children")).unwrap();
+            if let Some(pid) = children.split_whitespace().next() {
+                if self.log().contains("microVM started") {
+                    return pid.parse().unwrap();
+                }
+            }
+            assert!(started.elapsed() < TIMEOUT, "no VM:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.supervisor.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                started.elapsed() < TIMEOUT,
+                "still running:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+fn status_field(pid: u32, key: &str) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .map(|v| v.split_whitespace().collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|| panic!("{key} missing from /proc/{pid}/status"))
+}
+
+/// Every path below `dir` (relative), directories included.
+fn tree(dir: &Path, prefix: &Path, out: &mut BTreeSet<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        let rel = prefix.join(entry.file_name());
+        out.insert(rel.clone());
+        if entry.file_type().unwrap().is_dir() {
+            tree(&entry.path(), &rel, out);
+        }
+    }
+}
+
+/// What the root may hold: the plan's binds (and their directories), /dev with its nodes, /run
+/// with the VMM's socket, the console log.
+fn allowed_tree(jail: &Jail) -> BTreeSet<PathBuf> {
+    let mut allowed = BTreeSet::new();
+    let plan = jail.plan();
+    let inside = |p: &Path| p.strip_prefix("/").unwrap().to_path_buf();
+    for path in plan
+        .binds
+        .iter()
+        .map(|b| b.target.as_path())
+        .chain(plan.devices.iter().map(PathBuf::as_path))
+        .chain([VSOCK_IN_JAIL, CONSOLE_IN_JAIL].map(Path::new))
+    {
+        for ancestor in path.ancestors().filter(|a| *a != Path::new("/")) {
+            allowed.insert(inside(ancestor));
+        }
+    }
+    allowed
+}
+
+/// `/proc/<pid>/cgroup` text puts the process in `expected` (for each controller the pod
+/// cgroup uses on v1, in the unified hierarchy on v2).
+fn assert_in_cgroup(cgroups: &str, expected: &str) {
+    match cgroup::host_layout().unwrap() {
+        CgroupLayout::V2 { .. } => {
+            assert!(
+                cgroups.lines().any(|l| l == format!("0::{expected}")),
+                "not in {expected}:\n{cgroups}"
+            )
+        }
+        CgroupLayout::V1 { controllers } => {
+            for (controller, _) in controllers {
+                let line = cgroups
+                    .lines()
+                    .find(|l| {
+                        l.split(':')
+                            .nth(1)
+                            .is_some_and(|c| c.split(',').any(|c| c == controller.name()))
+                    })
+                    .unwrap_or_else(|| panic!("no {} line:\n{cgroups}", controller.name()));
+                assert!(
+                    line.ends_with(&format!(":{expected}")),
+                    "not in {expected}: {line}"
+                );
+            }
+        }
+    }
+}
+
+fn namespace(pid: &str, kind: &str) -> PathBuf {
+    std::fs::read_link(format!("/proc/{pid}/ns/{kind}")).unwrap()
+}
+
+#[test]
+fn jailed_vmm_is_confined_and_its_guest_runs() {
+    if !prerequisites() {
+        return;
+    }
+    let mut jailed = start("main", "console=ttyS0 vsock-listen=6000");
+    let pid = jailed.wait_vmm();
+    let sup = jailed.supervisor.id();
+
+    // Credentials.
+    assert_eq!(status_field(pid, "Name:"), "hull-vmm");
+    assert_eq!(
+        status_field(pid, "Uid:"),
+        format!("{UID} {UID} {UID} {UID}")
+    );
+    assert_eq!(
+        status_field(pid, "Gid:"),
+        format!("{GID} {GID} {GID} {GID}")
+    );
+    assert_eq!(status_field(pid, "Groups:"), "");
+    for caps in ["CapInh:", "CapPrm:", "CapEff:", "CapBnd:", "CapAmb:"] {
+        assert_eq!(status_field(pid, caps), "0000000000000000", "{caps}");
+    }
+    assert_eq!(status_field(pid, "NoNewPrivs:"), "1");
+    assert_eq!(status_field(pid, "Seccomp:"), "2");
+    // PID 1 of its own PID namespace; the supervisor stays in the host's.
+    assert_eq!(status_field(pid, "NSpid:"), format!("{pid} 1"));
+    assert_eq!(status_field(sup, "Name:"), "hull-jail");
+    for kind in ["mnt", "pid", "ipc", "uts", "net"] {
+        assert_ne!(
+            namespace(&pid.to_string(), kind),
+            namespace("self", kind),
+            "{kind} namespace"
+        );
+    }
+    assert_eq!(namespace(&sup.to_string(), "mnt"), namespace("self", "mnt"));
+
+    // Its root holds what the plan names, nothing else.
+    let mut seen = BTreeSet::new();
+    tree(
+        Path::new(&format!("/proc/{pid}/root")),
+        Path::new(""),
+        &mut seen,
+    );
+    assert_eq!(seen, allowed_tree(&jailed.jail), "the jail root's tree");
+    for absent in ["etc", "proc", "sys", "shared", "tmp", "usr"] {
+        assert!(!seen.contains(Path::new(absent)), "{absent} in the jail");
+    }
+    let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap();
+    assert_eq!(cwd, Path::new("/"));
+
+    // The pod cgroup, VMM and supervisor both.
+    let dirs = jailed.jail.cgroup_dirs().to_vec();
+    let id = jailed
+        .paths
+        .dir
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    let expected = format!("/{CGROUP_PARENT}/{id}");
+    for p in [pid, sup] {
+        let cgroups = std::fs::read_to_string(format!("/proc/{p}/cgroup")).unwrap();
+        assert_in_cgroup(&cgroups, &expected);
+    }
+    for dir in &dirs {
+        let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap();
+        let procs: Vec<&str> = procs.lines().collect();
+        assert!(procs.contains(&pid.to_string().as_str()), "{procs:?}");
+        assert!(procs.contains(&sup.to_string().as_str()), "{procs:?}");
+    }
+
+    // Limits.
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let limit = |name: &str| {
+        limits
+            .lines()
+            .find(|l| l.starts_with(name))
+            .map(|l| {
+                l[name.len()..]
+                    .split_whitespace()
+                    .take(2)
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .unwrap()
+    };
+    assert_eq!(limit("Max open files"), format!("{NOFILE} {NOFILE}"));
+    let fsize = (MEM_MIB << 20).to_string();
+    assert_eq!(limit("Max file size"), format!("{fsize} {fsize}"));
+    assert_eq!(limit("Max core file size"), "0 0");
+
+    // The host reaches the guest through the sandbox directory's link to the VMM's socket.
+    let stream = UnixStream::connect(&jailed.paths.vsock_socket).unwrap();
+    stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+    (&stream).write_all(b"CONNECT 6000\n").unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut ok = String::new();
+    reader.read_line(&mut ok).unwrap();
+    assert!(ok.starts_with("OK "), "handshake reply {ok:?}");
+    (&stream)
+        .write_all(b"ping from outside the jail\n")
+        .unwrap();
+    let mut echo = String::new();
+    reader.read_line(&mut echo).unwrap();
+    assert_eq!(echo, "PING FROM OUTSIDE THE JAIL\n");
+    stream.shutdown(std::net::Shutdown::Both).unwrap();
+
+    // The guest ran and ended; its status comes through the supervisor.
+    let status = jailed.wait_exit();
+    assert_eq!(status.code(), Some(0), "{status:?}\n{}", jailed.log());
+    let console = jailed.console();
+    for line in [
+        "tiny-guest: entry=pvh",
+        "tiny-guest: vsock accepted",
+        "tiny-guest: vsock received: ping from outside the jail|",
+        "tiny-guest: done, resetting",
+    ] {
+        assert!(console.contains(line), "{line} missing from:\n{console}");
+    }
+
+    // The sandbox clean-up removes the pod cgroup and the jail.
+    cleanup_dir(&jailed.paths);
+    for dir in &dirs {
+        assert!(!dir.exists(), "{} left behind", dir.display());
+    }
+    assert!(!jailed.paths.dir.exists(), "sandbox directory left behind");
+    println!(
+        "jailed hull-vmm pid {pid} (supervisor {sup}): uid {UID} gid {GID}, caps 0, nnp 1, \
+         seccomp 2, NSpid '{pid} 1', root {} entries, cgroups {dirs:?}: ok",
+        seen.len()
+    );
+}
+
+#[test]
+fn supervisor_passes_sigterm_on_and_its_death_takes_the_vmm_down() {
+    if !prerequisites() {
+        return;
+    }
+    let mut jailed = start("term", "console=ttyS0 spin");
+    jailed.wait_vmm();
+    // SAFETY: kill(2) of our own child.
+    unsafe { libc::kill(jailed.supervisor.id() as i32, libc::SIGTERM) };
+    let status = jailed.wait_exit();
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "SIGTERM ends the VM cleanly: {status:?}"
+    );
+
+    let mut jailed = start("kill", "console=ttyS0 spin");
+    let pid = jailed.wait_vmm();
+    jailed.supervisor.kill().unwrap();
+    let status = jailed.wait_exit();
+    assert_eq!(status.signal(), Some(libc::SIGKILL));
+    let started = Instant::now();
+    while Path::new(&format!("/proc/{pid}")).exists() {
+        assert!(
+            started.elapsed() < TIMEOUT,
+            "the VMM outlived its supervisor"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let dirs = jailed.jail.cgroup_dirs().to_vec();
+    cleanup_dir(&jailed.paths);
+    for dir in &dirs {
+        assert!(!dir.exists(), "{} left behind", dir.display());
+    }
+}
+
+/// What a watcher saw of a sandbox while its VM ran.
+#[derive(Debug, Default)]
+struct Seen {
+    vmm_log: String,
+    /// (name, /proc status fields, /proc cgroup) of every process of the sandbox.
+    processes: Vec<(String, String, String)>,
+    cgroup_dirs: Vec<PathBuf>,
+}
+
+/// Watches `dir` until its VMM runs, then reads its processes (the recorded ones and their
+/// children).
+fn watch_sandbox(dir: PathBuf) -> Seen {
+    let started = Instant::now();
+    let log = || std::fs::read_to_string(dir.join("vmm.log")).unwrap_or_default();
+    while !log().contains("microVM started") {
+        if started.elapsed() > TIMEOUT {
+            return Seen::default();
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut seen = Seen {
+        vmm_log: log(),
+        ..Seen::default()
+    };
+    let pids = std::fs::read_to_string(dir.join("pids")).unwrap_or_default();
+    for pid in pids.lines().filter_map(|l| l.split(' ').nth(1)) {
+        let children =
+            std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+        for p in std::iter::once(pid).chain(children.split_whitespace()) {
+            let status = std::fs::read_to_string(format!("/proc/{p}/status")).unwrap_or_default();
+            let name = status_field(p.parse().unwrap(), "Name:");
+            let cgroup = std::fs::read_to_string(format!("/proc/{p}/cgroup")).unwrap_or_default();
+            seen.processes.push((name, status, cgroup));
+        }
+    }
+    seen.cgroup_dirs = std::fs::read_to_string(dir.join(cgroup::CGROUPS_FILE))
+        .unwrap_or_default()
+        .lines()
+        .map(PathBuf::from)
+        .collect();
+    seen
+}
+
+#[test]
+fn shim_vm_mode_jails_the_vmm_and_charges_virtiofsd_to_the_pod_cgroup() {
+    use hull_runtime::config::{Config, SandboxMode};
+    use hull_runtime::cri::sizing::VmSize;
+    use hull_runtime::sandbox::virtiofsd::find_virtiofsd;
+    use hull_runtime::sandbox::{Sandbox, SandboxRequest};
+    if !prerequisites() {
+        return;
+    }
+    let Some(virtiofsd) = find_virtiofsd() else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "virtiofsd is not installed (CI=1 is set)"
+        );
+        eprintln!("SKIPPED: virtiofsd is not installed");
+        return;
+    };
+    let run_dir =
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("jail-shim-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&run_dir);
+    std::fs::create_dir_all(&run_dir).unwrap();
+    let initramfs = run_dir.join("initramfs");
+    std::fs::write(&initramfs, [0u8; 4096]).unwrap();
+    let config = Config {
+        kernel: tiny_guest(Entry::Pvh),
+        initramfs,
+        vmm: vmm_bin().into(),
+        virtiofsd,
+        kernel_params: "spin".into(),
+        sandbox: hull_runtime::config::SandboxConfig {
+            mode: SandboxMode::Vm,
+            run_dir: run_dir.clone(),
+            boot_timeout_secs: 3,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    assert!(config.jail, "the jail is on by default");
+    let id = format!("jail-shim-{}", std::process::id());
+    let dir = run_dir.join(&id);
+    let watcher = std::thread::spawn(move || watch_sandbox(dir));
+    let request = SandboxRequest {
+        size: VmSize {
+            vcpus: 1,
+            mem_mib: 128,
+        },
+        shm_size_bytes: 0,
+        hostname: "jail".into(),
+        host_netns: None,
+    };
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    // The tiny guest has no agent: the start fails after the boot timeout and cleans up.
+    let result = runtime.block_on(Sandbox::start(&config, &id, request));
+    let err = result
+        .err()
+        .expect("no agent in the tiny guest")
+        .to_string();
+    assert!(err.contains("did not answer"), "{err}");
+    let seen = watcher.join().unwrap();
+    assert!(
+        seen.vmm_log
+            .contains("vhost-user back-end connected socket=/run/virtiofsd.sock"),
+        "the jailed VMM reaches virtiofsd through the jail's /run:\n{}",
+        seen.vmm_log
+    );
+    let names: Vec<&str> = seen.processes.iter().map(|(n, _, _)| n.as_str()).collect();
+    assert_eq!(
+        names.iter().filter(|n| **n == "hull-vmm").count(),
+        1,
+        "{names:?}"
+    );
+    assert!(
+        names.contains(&"virtiofsd") && names.contains(&"hull-jail"),
+        "{names:?}"
+    );
+    let expected = format!("/hull-pods/{id}");
+    for (name, status, cgroups) in &seen.processes {
+        assert_in_cgroup(cgroups, &expected);
+        if name == "hull-vmm" {
+            assert!(
+                status.contains("Uid:\t65534\t65534\t65534\t65534"),
+                "{status}"
+            );
+            assert!(status.contains("CapEff:\t0000000000000000"), "{status}");
+            assert!(status.contains("Seccomp:\t2"), "{status}");
+        }
+    }
+    assert!(!seen.cgroup_dirs.is_empty());
+    for dir in &seen.cgroup_dirs {
+        assert!(!dir.exists(), "{} left behind", dir.display());
+    }
+    assert!(!run_dir.join(&id).exists(), "sandbox directory left behind");
+    let _ = std::fs::remove_dir_all(&run_dir);
+}
