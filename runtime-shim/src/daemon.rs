@@ -109,6 +109,7 @@ pub async fn serve(flags: &Flags) -> Result<(), DaemonError> {
     server.start().await?;
     signal_server_started();
     tracing::info!(socket, "hull shim serving");
+    crate::bench::stages::mark(crate::bench::stages::Stage::ShimStart, &flags.id);
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|source| DaemonError::Listen {

@@ -3,6 +3,7 @@
 
 pub mod agent_client;
 pub mod agent_log;
+pub mod bench;
 pub mod check;
 pub mod config;
 pub mod convert;

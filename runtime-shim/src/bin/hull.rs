@@ -10,6 +10,8 @@
 //!   to mount a VM's virtio-fs share before driving containers through the agent API directly
 //! - `hull agent logs --uds PATH`: the agent's own log from its log port, from the moment it
 //!   connects (lines nobody has read yet, boot lines included, come first); the shim reads it too
+//! - `hull bench --image IMG [...]`: hull against runc through a real containerd (see
+//!   `hull_runtime::bench`)
 //! - `hull version`
 
 use std::path::PathBuf;
@@ -83,6 +85,9 @@ enum Command {
         #[command(subcommand)]
         command: AgentCommand,
     },
+    /// Benchmarks hull against runc through a real containerd: start, stages, exec, work,
+    /// memory per idle pod, noisy neighbours; tables, bench.json and SVG plots.
+    Bench(hull_runtime::bench::BenchArgs),
     /// Prints the version.
     Version,
 }
@@ -161,6 +166,9 @@ fn main() -> ExitCode {
         } => install(prefix, from, bin_dir, config_from),
         Command::Uninstall { prefix } => uninstall(&prefix),
         Command::Ps { config } => ps(config),
+        Command::Bench(args) => hull_runtime::bench::run(args)
+            .map(|_| true)
+            .map_err(Into::into),
         Command::Logs { sandbox, config } => logs(&sandbox, config),
         Command::Agent {
             command: AgentCommand::Health { uds, port, timeout },

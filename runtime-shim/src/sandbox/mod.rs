@@ -33,6 +33,7 @@ use tokio::sync::watch;
 pub use hull_proto::valid_id;
 
 use crate::agent_client::{AgentClient, AgentError};
+use crate::bench::stages::{self, Stage};
 use crate::config::{Config, SandboxMode};
 use crate::cri::sizing::VmSize;
 use crate::port_forward::PortForwarder;
@@ -235,6 +236,7 @@ impl Sandbox {
                     mem_mib = request.size.mem_mib,
                     "booting the sandbox VM"
                 );
+                stages::mark(Stage::VirtiofsdReady, sandbox_id);
                 let nets = network
                     .as_ref()
                     .map(PodNetwork::vmm_nets)
@@ -247,6 +249,7 @@ impl Sandbox {
                     cmd,
                     &paths.dir.join("vmm.log"),
                 )?);
+                stages::mark(Stage::VmmSpawn, sandbox_id);
             }
         }
         let pids: Vec<(&'static str, ProcessRecord)> = children
@@ -291,7 +294,9 @@ impl Sandbox {
                     return Err(e);
                 }
             };
+        stages::mark(Stage::AgentReady, sandbox_id);
         if config.sandbox.mode == SandboxMode::Vm {
+            stages::mark_kernel_entry(sandbox_id, &paths.dir.join("vmm.log"));
             follow_agent_log(&paths, sandbox_id).await;
         }
         let sandbox = Sandbox {
@@ -429,6 +434,7 @@ impl Sandbox {
             network.unwire().await;
         }
         cleanup::cleanup_dir(&self.paths);
+        stages::mark(Stage::TeardownDone, &self.id);
         tracing::info!(sandbox = self.id, "sandbox destroyed");
     }
 }

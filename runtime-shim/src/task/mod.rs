@@ -209,6 +209,12 @@ impl HullTask {
                     lost_record()
                 }
             };
+            if process.exec_id.is_empty() {
+                crate::bench::stages::mark(
+                    crate::bench::stages::Stage::ExitSeen,
+                    &process.container_id,
+                );
+            }
             for output in process.take_outputs() {
                 let _ = output.await;
             }

@@ -59,6 +59,7 @@ impl Task for HullTask {
                 return Err(e);
             }
         };
+        crate::bench::stages::mark(crate::bench::stages::Stage::CreateContainer, &id);
         self.publish(TaskEvent::Create {
             container_id: id,
             bundle: req.bundle,
@@ -114,6 +115,9 @@ impl Task for HullTask {
             }
         }
         process.set_status(Status::RUNNING);
+        if req.exec_id.is_empty() {
+            crate::bench::stages::mark(crate::bench::stages::Stage::StartContainer, &req.id);
+        }
         self.spawn_waiter(sandbox, process.clone());
         let event = if req.exec_id.is_empty() {
             TaskEvent::Start {

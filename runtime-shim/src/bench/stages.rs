@@ -1,0 +1,195 @@
+//! The stages of one hull container start, as the shim logs them, and the parser `hull bench`
+//! reads them back with.
+//!
+//! The shim logs one line per stage into its log (containerd's log, through the bundle's log
+//! FIFO): `hull-stage stage=<name> id=<sandbox or container id> unix_us=<wall clock, µs>`.
+//! "kernel entry" is the time stamp of the line hull-vmm already logs at the guest's first exit
+//! (`vmm_to_first_exit_us=`). The bench adds what only the client sees: `ctr` started, first output, `ctr`
+//! returned.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// The marker every stage line carries.
+pub const MARK: &str = "hull-stage";
+
+/// A stage of a hull container's life, in the order they happen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Stage {
+    /// The bench started `ctr run` (client side).
+    CtrStarted,
+    /// The shim daemon serves its task API.
+    ShimStart,
+    /// virtiofsd's socket is there (VM mode).
+    VirtiofsdReady,
+    /// hull-vmm was spawned (VM mode).
+    VmmSpawn,
+    /// The guest's first exit to the VMM (VM mode; from hull-vmm's log).
+    KernelEntry,
+    /// The agent answered Version (guest agent, or the host agent).
+    AgentReady,
+    /// CreateContainer done (the task's Create answered).
+    CreateContainer,
+    /// StartContainer done (the task's Start answered).
+    StartContainer,
+    /// The container's first output reached `ctr` (client side).
+    FirstOutput,
+    /// The shim saw the container's init exit.
+    ExitSeen,
+    /// The sandbox is torn down (processes stopped, directory removed).
+    TeardownDone,
+    /// `ctr run --rm` returned (client side).
+    CtrReturned,
+}
+
+impl Stage {
+    /// Every stage, in order.
+    pub const ALL: [Stage; 12] = [
+        Stage::CtrStarted,
+        Stage::ShimStart,
+        Stage::VirtiofsdReady,
+        Stage::VmmSpawn,
+        Stage::KernelEntry,
+        Stage::AgentReady,
+        Stage::CreateContainer,
+        Stage::StartContainer,
+        Stage::FirstOutput,
+        Stage::ExitSeen,
+        Stage::TeardownDone,
+        Stage::CtrReturned,
+    ];
+
+    /// The name in log lines and JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::CtrStarted => "ctr-started",
+            Stage::ShimStart => "shim-start",
+            Stage::VirtiofsdReady => "virtiofsd-ready",
+            Stage::VmmSpawn => "vmm-spawn",
+            Stage::KernelEntry => "kernel-entry",
+            Stage::AgentReady => "agent-ready",
+            Stage::CreateContainer => "create-container",
+            Stage::StartContainer => "start-container",
+            Stage::FirstOutput => "first-output",
+            Stage::ExitSeen => "exit-seen",
+            Stage::TeardownDone => "teardown-done",
+            Stage::CtrReturned => "ctr-returned",
+        }
+    }
+
+    /// The stage called `name`.
+    pub fn from_name(name: &str) -> Option<Stage> {
+        Stage::ALL.into_iter().find(|s| s.name() == name)
+    }
+
+    /// Whether only a VM has this stage (none in host-agent mode).
+    pub fn vm_only(self) -> bool {
+        matches!(
+            self,
+            Stage::VirtiofsdReady | Stage::VmmSpawn | Stage::KernelEntry
+        )
+    }
+}
+
+/// Microseconds since the Unix epoch of `t`.
+pub fn unix_us(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+/// The stage line for `stage` of `id` at `at`.
+pub fn line(stage: Stage, id: &str, at: SystemTime) -> String {
+    format!(
+        "{MARK} stage={} id={id} unix_us={}",
+        stage.name(),
+        unix_us(at)
+    )
+}
+
+/// Logs `stage` of `id` now (info level: the shim's log, i.e. containerd's).
+pub fn mark(stage: Stage, id: &str) {
+    mark_at(stage, id, SystemTime::now());
+}
+
+/// Logs `stage` of `id` at `at`.
+pub fn mark_at(stage: Stage, id: &str, at: SystemTime) {
+    tracing::info!("{}", line(stage, id, at));
+}
+
+/// Logs "kernel entry" from hull-vmm's log: the time stamp of its line
+/// `first guest exit: vmm_to_first_exit_us=N`; nothing when the VMM has not logged it.
+pub fn mark_kernel_entry(id: &str, vmm_log: &Path) {
+    let text = std::fs::read_to_string(vmm_log).unwrap_or_default();
+    if let Some(us) = first_exit_unix_us(&text) {
+        mark_at(
+            Stage::KernelEntry,
+            id,
+            UNIX_EPOCH + Duration::from_micros(us),
+        );
+    }
+}
+
+/// The wall-clock time (µs since the epoch) of hull-vmm's first-guest-exit log line.
+pub fn first_exit_unix_us(vmm_log: &str) -> Option<u64> {
+    let line = vmm_log
+        .lines()
+        .find(|l| l.contains("vmm_to_first_exit_us="))?;
+    parse_rfc3339_us(line.split_whitespace().next()?)
+}
+
+/// `YYYY-MM-DDTHH:MM:SS[.fraction]Z` (UTC, as tracing's default timer writes it) in µs since
+/// the epoch.
+pub fn parse_rfc3339_us(text: &str) -> Option<u64> {
+    let text = text.strip_suffix('Z')?;
+    let (date, time) = text.split_once('T')?;
+    let mut d = date.splitn(3, '-').map(|p| p.parse::<i64>().ok());
+    let (year, month, day) = (d.next()??, d.next()??, d.next()??);
+    let (hms, fraction) = time.split_once('.').unwrap_or((time, ""));
+    let mut t = hms.splitn(3, ':').map(|p| p.parse::<i64>().ok());
+    let (hour, minute, second) = (t.next()??, t.next()??, t.next()??);
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 {
+        return None;
+    }
+    let micros: String = fraction.chars().chain("000000".chars()).take(6).collect();
+    let micros: i64 = micros.parse().ok()?;
+    let secs = days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second;
+    u64::try_from(secs * 1_000_000 + micros).ok()
+}
+
+/// Days from 1970-01-01 to a proleptic Gregorian date.
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// The stage times (µs since the epoch) of `id` found in `log` (containerd's log, or any text
+/// holding stage lines); the first line of each stage counts.
+pub fn parse(log: &str, id: &str) -> BTreeMap<Stage, u64> {
+    let mut found = BTreeMap::new();
+    for l in log.lines().filter(|l| l.contains(MARK)) {
+        let Some(rest) = l.split(MARK).nth(1) else {
+            continue;
+        };
+        let field = |key: &str| {
+            rest.split(|c: char| c.is_whitespace() || c == '"' || c == '\\')
+                .find_map(|w| w.strip_prefix(key))
+                .map(str::to_string)
+        };
+        if field("id=").as_deref() != Some(id) {
+            continue;
+        }
+        let stage = field("stage=").and_then(|s| Stage::from_name(&s));
+        let at = field("unix_us=").and_then(|s| s.parse::<u64>().ok());
+        if let (Some(stage), Some(at)) = (stage, at) {
+            found.entry(stage).or_insert(at);
+        }
+    }
+    found
+}
