@@ -419,6 +419,20 @@ fn hostile_guest_cannot_hang_crash_or_bloat_the_vmm() {
             run.stderr
         );
     }
+    if ran("vsock-protocol") {
+        assert_eq!(run.value("answers to spoofed source CIDs"), 0, "{out}");
+        assert_eq!(
+            run.value("resets for wrong destination or type"),
+            6,
+            "{out}"
+        );
+        assert_eq!(
+            run.value("connections reset for protocol violations"),
+            6,
+            "{out}"
+        );
+        assert_eq!(run.value("resets for unknown connections"), 2, "{out}");
+    }
     if ran("credit-lies") {
         assert!(run.has("hostile: overrun connection reset"), "{out}");
     }
@@ -452,6 +466,7 @@ fn hostile_guest_cannot_hang_crash_or_bloat_the_vmm() {
         "connections-closed",
         "buffers-full",
         "buffers-freed",
+        "after-busy-reset",
     ] {
         if run.has(&format!("hostile: settle begin {name}")) {
             let s = run.settle(name);
@@ -463,6 +478,12 @@ fn hostile_guest_cannot_hang_crash_or_bloat_the_vmm() {
         }
     }
     assert_eq!(final_fds, base_fds, "fds leaked\n{out}");
+    if run.has("hostile: settle begin after-busy-reset") {
+        // A device reset drops every connection the guest knew of, at once.
+        let s = run.settle("after-busy-reset");
+        let fds = s.iter().map(|x| x.fds as u64).min().unwrap_or(0);
+        assert_eq!(fds, base_fds, "fds left after a device reset\n{out}");
+    }
     assert!(
         peak_fds <= base_fds + 1024 + 16,
         "fds grew past the connection bound: {peak_fds}"

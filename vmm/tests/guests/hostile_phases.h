@@ -413,6 +413,98 @@ static void phase_buffer_fill(void) {
     echo_check("buffer-fill");
 }
 
+/* ---- vsock headers that lie about who and what they are ---- */
+static void raw_pkt(u64 src_cid, u64 dst_cid, u16 type, u16 op, u32 src, u32 dst, u32 flags, u32 len, u32 data_len) {
+    struct hdr *h = (struct hdr *)scratch;
+    struct desc *d = vqs[TXQ].desc;
+    h->src_cid = src_cid; h->dst_cid = dst_cid; h->src_port = src; h->dst_port = dst; h->len = len;
+    h->type = type; h->op = op; h->flags = flags; h->buf_alloc = 64 * 1024; h->fwd_cnt = 0;
+    set_desc(&d[2], (u64)scratch, HDR_LEN, data_len ? F_NEXT : 0, 3);
+    set_desc(&d[3], (u64)scratch + 256, data_len, 0, 0);
+    if (!tx_chain(2, 1, SERVE_WAIT)) say("raw packet NOT USED", "");
+}
+
+/* Opens a connection from `port` to the echo listener; 1 when it was accepted. */
+static int open_echo(u32 port) {
+    struct msg m;
+    send_pkt(port, ECHO_PORT, OP_REQUEST, 0, 0, 0, 1);
+    return wait_for(port, 1u << OP_RESPONSE | 1u << OP_RST, &m, LONG_WAIT) && m.h.op == OP_RESPONSE;
+}
+
+/* Whether the host reset connection `port` (it must, after a protocol violation). */
+static int was_reset(u32 port) {
+    struct msg m;
+    return wait_for(port, 1u << OP_RST, &m, SERVE_WAIT);
+}
+
+static void phase_vsock_protocol(void) {
+    dev_init();
+    clear_counts();
+    u32 p = 44000;
+    /* Spoofed source CIDs are dropped without an answer. */
+    static const u64 spoofed[] = {0, 1, 2, 4, 0xffffffffULL, 0xffffffffffffffffULL};
+    for (u32 i = 0; i < 6; i++) raw_pkt(spoofed[i], 2, 1, OP_REQUEST, p, ECHO_PORT, 0, 0, 0);
+    u64 t = rdtsc();
+    while (!expired(t, QUIET_WAIT)) rx_drain();
+    say_num("answers to spoofed source CIDs", op_count[OP_RESPONSE] + op_count[OP_RST]);
+    /* Wrong destination CID or socket type: refused with RST. */
+    static const u64 dst[] = {0, 1, 3, 0xffffffffffffffffULL};
+    for (u32 i = 0; i < 4; i++) raw_pkt(guest_cid, dst[i], 1, OP_REQUEST, p, ECHO_PORT, 0, 0, 0);
+    raw_pkt(guest_cid, 2, 2, OP_REQUEST, p, ECHO_PORT, 0, 0, 0);
+    raw_pkt(guest_cid, 2, 0xffff, OP_REQUEST, p, ECHO_PORT, 0, 0, 0);
+    t = rdtsc();
+    while (op_count[OP_RST] < 6 && !expired(t, SERVE_WAIT)) rx_drain();
+    say_num("resets for wrong destination or type", op_count[OP_RST]);
+    /* Protocol violations on established connections: each one resets its connection. */
+    static const u16 bad_ops[] = {0, 8, 0xffff, OP_REQUEST, OP_RESPONSE};
+    u32 resets = 0;
+    for (u32 i = 0; i < 5; i++) {
+        u32 port = 44100 + i;
+        if (!open_echo(port)) continue;
+        raw_pkt(guest_cid, 2, 1, bad_ops[i], port, ECHO_PORT, 0, 0, 0);
+        resets += (u32)was_reset(port);
+    }
+    if (open_echo(44110)) {  /* data after SHUTDOWN(SEND), with every flag bit set */
+        raw_pkt(guest_cid, 2, 1, OP_SHUTDOWN, 44110, ECHO_PORT, 0xfffffffe, 0, 0);
+        raw_pkt(guest_cid, 2, 1, OP_RW, 44110, ECHO_PORT, 0, 8, 8);
+        resets += (u32)was_reset(44110);
+    }
+    say_num("connections reset for protocol violations", resets);
+    if (open_echo(44111)) {  /* RW whose header claims more than its buffers hold: dropped */
+        raw_pkt(guest_cid, 2, 1, OP_RW, 44111, ECHO_PORT, 0, 64, 8);
+        say_num("resets after a short RW", (u64)was_reset(44111));
+        send_pkt(44111, ECHO_PORT, OP_RST, 0, 0, 0, 1);
+    }
+    /* Packets for connections that do not exist: RST (or nothing for an RST). */
+    clear_counts();
+    raw_pkt(guest_cid, 2, 1, OP_CREDIT_UPDATE, 44200, ECHO_PORT, 0, 0, 0);
+    raw_pkt(guest_cid, 2, 1, OP_RW, 44201, ECHO_PORT, 0, 8, 8);
+    raw_pkt(guest_cid, 2, 1, OP_RST, 44202, ECHO_PORT, 0, 0, 0);
+    t = rdtsc();
+    while (!expired(t, QUIET_WAIT)) rx_drain();
+    say_num("resets for unknown connections", op_count[OP_RST]);
+    echo_check("vsock-protocol");
+}
+
+/* The driver resets the device with connections open and data buffered: everything is dropped. */
+static void phase_reset_while_busy(void) {
+    dev_init();
+    u32 open = 0, filled = 0;
+    for (u32 c = 0; c < 32; c++) open += (u32)open_echo(45000 + c);
+    for (u32 c = 0; c < 8; c++) {
+        struct msg m;
+        u32 port = 45100 + c;
+        send_pkt(port, SINK_PORT, OP_REQUEST, 0, 0, 0, 1);
+        if (wait_for(port, 1u << OP_RESPONSE | 1u << OP_RST, &m, LONG_WAIT) && m.h.op == OP_RESPONSE && fill_connection(port) > 0) filled++;
+    }
+    say_num("open echo connections at reset", open);
+    say_num("filled sink connections at reset", filled);
+    w32(base + R_STATUS, 0);
+    settle("after-busy-reset");
+    dev_init();
+    echo_check("reset-while-busy");
+}
+
 struct phase { const char *name; void (*run)(void); };
 static const struct phase phases[] = {
     {"mmio-states", phase_mmio_states},
@@ -425,4 +517,6 @@ static const struct phase phases[] = {
     {"closed-flood", phase_closed_flood},
     {"credit-lies", phase_credit_lies},
     {"buffer-fill", phase_buffer_fill},
+    {"vsock-protocol", phase_vsock_protocol},
+    {"reset-while-busy", phase_reset_while_busy},
 };
