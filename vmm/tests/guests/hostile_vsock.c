@@ -1,6 +1,6 @@
 /*
- * Hull hostile tiny guest: attacks the virtio-mmio transport and the virtio-vsock device in window 0
- * the way a taken-over guest kernel could, phase by phase, and after each phase checks with one
+ * Hull hostile tiny guest: attacks the virtio-mmio transport and the virtio-vsock device (and a
+ * virtio-net device, when hull-vmm has one) the way a taken-over guest kernel could, phase by phase, and after each phase checks with one
  * well-formed operation (a vsock connection to host port ECHO_PORT that must echo a line) that
  * hull-vmm still serves. Everything is printed on the serial port for the host test:
  *   hostile: phase NAME begin
@@ -318,8 +318,12 @@ void cmain(u64 pvh_info, u64 boot_params) {
     for (u32 i = 0; i < entries; i++)
         if (map[i].type == 1 && map[i].addr + map[i].size > ram_end) ram_end = map[i].addr + map[i].size;
     say_num("ram_end", ram_end);
+    for (u64 w = 0; w < 8; w++) {
+        base = MMIO_BASE + w * 0x1000;
+        if (r32(base + R_MAGIC) == 0x74726976 && r32(base + R_DEVICE_ID) == 19) break;
+    }
     if (r32(base + R_MAGIC) != 0x74726976 || r32(base + R_DEVICE_ID) != 19) {
-        puts_serial("hostile: no virtio-vsock device in window 0\n");
+        puts_serial("hostile: no virtio-vsock device\n");
         outb(0x64, 0xfe);
     }
     dev_init();
