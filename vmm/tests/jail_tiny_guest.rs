@@ -25,6 +25,7 @@ use hull_runtime::sandbox::jail::plan::{
 };
 use hull_runtime::sandbox::jail::{Jail, JailContents, JailSettings};
 use hull_runtime::sandbox::SandboxPaths;
+use hull_vmm::seccomp::TEST_VIOLATION_ENV;
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 const UID: u32 = 4242;
@@ -65,7 +66,7 @@ impl Drop for Jailed {
     }
 }
 
-fn start(name: &str, cmdline: &str) -> Jailed {
+fn start(name: &str, cmdline: &str, env: Option<(&str, &str)>) -> Jailed {
     let run_dir =
         Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("jail-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&run_dir);
@@ -95,6 +96,9 @@ fn start(name: &str, cmdline: &str) -> Jailed {
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(paths.dir.join("vmm.log")).unwrap())
         .stderr(std::fs::File::create(paths.dir.join("vmm.log")).unwrap());
+    if let Some((key, value)) = env {
+        cmd.env(key, value);
+    }
     jail.confine(&mut cmd, None).unwrap();
     let supervisor = cmd.spawn().expect("spawn the jailed hull-vmm");
     Jailed {
@@ -229,7 +233,7 @@ fn jailed_vmm_is_confined_and_its_guest_runs() {
     if !prerequisites() {
         return;
     }
-    let mut jailed = start("main", "console=ttyS0 vsock-listen=6000");
+    let mut jailed = start("main", "console=ttyS0 vsock-listen=6000", None);
     let pid = jailed.wait_vmm();
     let sup = jailed.supervisor.id();
 
@@ -364,7 +368,7 @@ fn supervisor_passes_sigterm_on_and_its_death_takes_the_vmm_down() {
     if !prerequisites() {
         return;
     }
-    let mut jailed = start("term", "console=ttyS0 spin");
+    let mut jailed = start("term", "console=ttyS0 spin", None);
     jailed.wait_vmm();
     // SAFETY: kill(2) of our own child.
     unsafe { libc::kill(jailed.supervisor.id() as i32, libc::SIGTERM) };
@@ -375,7 +379,7 @@ fn supervisor_passes_sigterm_on_and_its_death_takes_the_vmm_down() {
         "SIGTERM ends the VM cleanly: {status:?}"
     );
 
-    let mut jailed = start("kill", "console=ttyS0 spin");
+    let mut jailed = start("kill", "console=ttyS0 spin", None);
     let pid = jailed.wait_vmm();
     jailed.supervisor.kill().unwrap();
     let status = jailed.wait_exit();
@@ -531,4 +535,64 @@ fn shim_vm_mode_jails_the_vmm_and_charges_virtiofsd_to_the_pod_cgroup() {
     }
     assert!(!run_dir.join(&id).exists(), "sandbox directory left behind");
     let _ = std::fs::remove_dir_all(&run_dir);
+}
+
+#[test]
+fn a_seccomp_kill_of_the_jailed_vmm_reaches_the_shim_as_sigsys() {
+    if !prerequisites() {
+        return;
+    }
+    if !cfg!(debug_assertions) {
+        eprintln!("SKIPPED: the {TEST_VIOLATION_ENV} hook exists in debug builds only");
+        return;
+    }
+    let mut jailed = start(
+        "sigsys",
+        "console=ttyS0 spin",
+        Some((TEST_VIOLATION_ENV, "vcpu")),
+    );
+    let status = jailed.wait_exit();
+    assert_eq!(
+        status.signal(),
+        Some(libc::SIGSYS),
+        "{status:?}\n{}",
+        jailed.log()
+    );
+    let reason = hull_runtime::sandbox::processes::death_reason("hull-vmm", status);
+    assert!(reason.contains("seccomp"), "{reason}");
+}
+
+#[test]
+fn a_vmm_the_jail_user_cannot_execute_is_refused_by_name() {
+    if !prerequisites() {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let dir =
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("jail-perm-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("sb")).unwrap();
+    let vmm = dir.join("hull-vmm");
+    std::fs::copy(vmm_bin(), &vmm).unwrap();
+    std::fs::set_permissions(&vmm, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let settings = JailSettings {
+        uid: UID,
+        gid: GID,
+        nofile: NOFILE,
+        fsize_bytes: MEM_MIB << 20,
+        cgroup_parent: CGROUP_PARENT.into(),
+        limits: CgroupLimits {
+            memory_bytes: 256 << 20,
+            cpu_quota_us: 100_000,
+            pids: 64,
+        },
+    };
+    let contents = JailContents::for_vmm(&vmm, &tiny_guest(Entry::Pvh), None, false).unwrap();
+    let err = Jail::prepare(&settings, "sb", &dir.join("sb"), &contents).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("cannot be executed by the jail user 4242:4343"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -162,6 +162,11 @@ impl Jail {
             ));
         }
         let plan = JailPlan::new(sandbox_dir, contents)?;
+        for (i, bind) in plan.binds.iter().enumerate() {
+            // The VMM binary (first) is executed; the rest is read (libraries are mapped).
+            let need = if i == 0 { 0o1 } else { 0o4 };
+            check_access(&bind.source, settings, need)?;
+        }
         make_dir(&plan.root, 0o755)?;
         for dir in plan.directories() {
             make_dir(&dir, 0o755)?;
@@ -302,6 +307,35 @@ impl Jail {
             })
             .collect()
     }
+}
+
+/// Whether the jail user may access `path` with permission bits `need` (0o4 read, 0o1
+/// execute) through its owner, group or other bits: a clear error before the VMM would fail
+/// with EACCES inside the jail.
+fn check_access(path: &Path, settings: &JailSettings, need: u32) -> Result<(), JailError> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).map_err(io_err("reading", path))?;
+    let mode = meta.mode();
+    let granted = if meta.uid() == settings.uid {
+        mode >> 6
+    } else if meta.gid() == settings.gid {
+        mode >> 3
+    } else {
+        mode
+    };
+    if granted & need == need {
+        return Ok(());
+    }
+    Err(JailError::Settings(format!(
+        "{} (mode {:o}, owner {}:{}) cannot be {} by the jail user {}:{}",
+        path.display(),
+        mode & 0o7777,
+        meta.uid(),
+        meta.gid(),
+        if need == 0o1 { "executed" } else { "read" },
+        settings.uid,
+        settings.gid
+    )))
 }
 
 fn make_dir(dir: &Path, mode: u32) -> Result<(), JailError> {
