@@ -7,6 +7,9 @@
 //! - `vsock.sock`     hull-vmm's hybrid-vsock socket (or the host agent's hybrid listener)
 //! - `virtiofsd.sock` virtiofsd's vhost-user socket
 //! - `pids`           "name pid" lines of the sandbox processes, for `delete` after a shim crash
+//! - `root/`          VM mode with the jail: hull-vmm's root ([`jail`]); `vsock.sock`,
+//!   `virtiofsd.sock` and `console.log` are then links into it
+//! - `cgroups`        the pod cgroup directories (hull-vmm + virtiofsd), for clean-up
 //! - `*.log`          stdout/stderr of those processes
 
 pub mod cleanup;
