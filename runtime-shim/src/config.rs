@@ -43,6 +43,10 @@ kernel_params = ""
 virtiofsd = ""
 # Debug logs into containerd's log.
 debug = false
+# Debug console (`hull console <sandbox>`): a root shell in the guest on vsock port 1027, for
+# sandboxes started from now on. Needs a debug guest image (`make guest DEBUG_IMAGE=1`); the
+# default image has no shell. Never on in production.
+debug_console = false
 # VM mode: jail hull-vmm (own mount/pid/ipc/uts namespaces, pod netns, a root holding only
 # what it needs, an unprivileged uid/gid without capabilities, rlimits, the pod cgroup).
 # Turn off only to debug; `hull check` warns when it is off.
@@ -142,6 +146,8 @@ pub struct Config {
     pub virtiofsd: PathBuf,
     /// Debug logging.
     pub debug: bool,
+    /// Open the guest's debug console (`hull console`) in new sandboxes.
+    pub debug_console: bool,
     /// VM mode: jail hull-vmm (see `sandbox::jail`).
     pub jail: bool,
     /// The jailed VMM's uid.
@@ -171,6 +177,7 @@ impl Default for Config {
             kernel_params: String::new(),
             virtiofsd: PathBuf::new(),
             debug: false,
+            debug_console: false,
             jail: true,
             jail_uid: 65534,
             jail_gid: 65534,

@@ -6,6 +6,7 @@ pub mod agent_log;
 pub mod bench;
 pub mod check;
 pub mod config;
+pub mod console;
 pub mod convert;
 pub mod cri;
 pub mod daemon;

@@ -131,3 +131,69 @@ fn agent_logs_prints_the_agent_log_from_boot_on() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("serving the agent API"), "{}", text(&out));
 }
+
+/// Runs `hull args` with `input` on its stdin (a pipe, not a terminal); fails the test if it
+/// has not finished within 20 s.
+fn hull_with_input(args: &[&str], input: &[u8]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hull"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("hull {args:?} did not finish within 20 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn agent_console_opens_only_when_create_sandbox_asked_for_it() {
+    let Some(agent) = start_agent() else { return };
+    let uds = agent.socket.to_str().unwrap();
+    let script = b"echo console-$((40+2)); exit\n";
+
+    // Before CreateSandbox with debug_console the port is closed: refused in words.
+    let out = hull_with_input(&["agent", "console", "--uds", uds], script);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("debug console"), "{}", text(&out));
+    assert!(stderr.contains("did not answer"), "{}", text(&out));
+
+    let out = hull(&[
+        "agent",
+        "create-sandbox",
+        "--uds",
+        uds,
+        "--id",
+        "sb1",
+        "--debug-console",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+
+    // The shell runs the piped line on a pty (its echo has no "42") and the console closes
+    // when it exits.
+    let out = hull_with_input(&["agent", "console", "--uds", uds], script);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("console-42"),
+        "{}",
+        text(&out)
+    );
+    // Piped stdin without `exit`: its end reaches the shell as end of file.
+    let out = hull_with_input(&["agent", "console", "--uds", uds], b"echo eof-$((1+1))\n");
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("eof-2"),
+        "{}",
+        text(&out)
+    );
+}

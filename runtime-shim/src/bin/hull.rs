@@ -12,6 +12,9 @@
 //!   connects (lines nobody has read yet, boot lines included, come first); the shim reads it too
 //! - `hull bench --image IMG [...]`: hull against runc through a real containerd (see
 //!   `hull_runtime::bench`)
+//! - `hull console SANDBOX [--config FILE]`: a shell in the sandbox's guest (only when the
+//!   sandbox was started with `debug_console = true`; see `hull_runtime::console`)
+//! - `hull agent console --uds PATH`: the same through a hybrid-vsock socket directly
 //! - `hull version`
 
 use std::path::PathBuf;
@@ -80,6 +83,15 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// A shell in a sandbox's guest (the debug console: only when the sandbox was started
+    /// with `debug_console = true` and a debug guest image). Ctrl-] quits on a terminal.
+    Console {
+        /// The sandbox id (see `hull ps`).
+        sandbox: String,
+        /// Configuration file (its sandbox.run_dir is read).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Talks to an agent.
     Agent {
         #[command(subcommand)]
@@ -120,6 +132,13 @@ enum AgentCommand {
         #[arg(long = "for")]
         for_secs: Option<u64>,
     },
+    /// The debug console through a hybrid-vsock socket (the agent must have been asked for it
+    /// by CreateSandbox, e.g. `hull agent create-sandbox --debug-console`).
+    Console {
+        /// The hybrid-vsock Unix socket.
+        #[arg(long)]
+        uds: PathBuf,
+    },
     /// CreateSandbox through a hybrid-vsock socket (mounts the virtio-fs share in the guest).
     CreateSandbox {
         /// The hybrid-vsock Unix socket.
@@ -134,6 +153,9 @@ enum AgentCommand {
         /// The virtio-fs tag to mount (hull-vmm's `--fs tag=...`); none: no shared directory.
         #[arg(long)]
         shared_fs_tag: Option<String>,
+        /// Open the guest's debug console (`hull agent console`).
+        #[arg(long)]
+        debug_console: bool,
         /// Where the guest mounts the share.
         #[arg(long, default_value = hull_runtime::sandbox::GUEST_SHARED_DIR)]
         shared_fs_mount_point: String,
@@ -170,6 +192,10 @@ fn main() -> ExitCode {
             .map(|_| true)
             .map_err(Into::into),
         Command::Logs { sandbox, config } => logs(&sandbox, config),
+        Command::Console { sandbox, config } => console(&sandbox, config),
+        Command::Agent {
+            command: AgentCommand::Console { uds },
+        } => agent_console(&uds),
         Command::Agent {
             command: AgentCommand::Health { uds, port, timeout },
         } => agent_health(uds, port, Duration::from_secs(timeout)),
@@ -192,6 +218,7 @@ fn main() -> ExitCode {
                     id,
                     hostname,
                     shared_fs_tag,
+                    debug_console,
                     shared_fs_mount_point,
                     port,
                     timeout,
@@ -207,6 +234,7 @@ fn main() -> ExitCode {
                         ..Default::default()
                     })
                     .into(),
+                debug_console,
                 ..Default::default()
             };
             agent_create_sandbox(uds, port, Duration::from_secs(timeout), request)
@@ -305,6 +333,17 @@ fn logs(sandbox: &str, config: Option<PathBuf>) -> anyhow::Result<bool> {
     })?;
     use std::io::Write as _;
     std::io::stdout().write_all(&text)?;
+    Ok(true)
+}
+
+fn console(sandbox: &str, config: Option<PathBuf>) -> anyhow::Result<bool> {
+    let config = hull_runtime::config::Config::load(config.as_deref())?;
+    block_on(hull_runtime::console::run(&config.sandbox.run_dir, sandbox))??;
+    Ok(true)
+}
+
+fn agent_console(uds: &std::path::Path) -> anyhow::Result<bool> {
+    block_on(hull_runtime::console::run_on_socket(uds))??;
     Ok(true)
 }
 

@@ -327,11 +327,21 @@ impl Sandbox {
                 SandboxMode::HostAgent => None.into(),
             },
             shm_size_bytes: sandbox.request.shm_size_bytes,
+            debug_console: config.debug_console,
             ..Default::default()
         };
         if let Err(e) = sandbox.agent.create_sandbox(&create).await {
             sandbox.destroy().await;
             return Err(e.into());
+        }
+        if config.debug_console {
+            tracing::warn!(
+                sandbox = sandbox_id,
+                "debug console open (`hull console {sandbox_id}`): a root shell in the guest"
+            );
+            if let Err(e) = crate::console::mark_enabled(&sandbox.paths.dir) {
+                tracing::warn!(%e, "recording the debug console for `hull console`");
+            }
         }
         if let Err(e) = sandbox.configure_guest_network().await {
             sandbox.destroy().await;
