@@ -22,7 +22,7 @@ static void poke_registers(void) {
         w8(base + off, 0xff);
         (void)r8(base + off);
         if (!(off & 1)) w16(base + off, 0xffff);
-        if (!(off & 7)) (void)r64(base + off);
+        if (!(off & 7)) { (void)r64(base + off); *(volatile u64 *)(base + off) = ~0ULL; }
     }
 }
 
@@ -480,6 +480,8 @@ static void phase_vsock_protocol(void) {
     raw_pkt(guest_cid, 2, 1, OP_CREDIT_UPDATE, 44200, ECHO_PORT, 0, 0, 0);
     raw_pkt(guest_cid, 2, 1, OP_RW, 44201, ECHO_PORT, 0, 8, 8);
     raw_pkt(guest_cid, 2, 1, OP_RST, 44202, ECHO_PORT, 0, 0, 0);
+    t = rdtsc();
+    while (op_count[OP_RST] < 2 && !expired(t, SERVE_WAIT)) rx_drain();
     t = rdtsc();
     while (!expired(t, QUIET_WAIT)) rx_drain();
     say_num("resets for unknown connections", op_count[OP_RST]);
