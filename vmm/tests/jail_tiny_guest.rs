@@ -1,8 +1,9 @@
 //! hull-vmm jailed by the shim's jail code (`hull_runtime::sandbox::jail`), seen from the host:
 //! the tiny guest runs as an unprivileged uid/gid with no capabilities, `no_new_privs`, its
 //! seccomp filters, PID 1 of its own PID namespace and in its own mount/ipc/uts/net namespaces,
-//! with a root that holds only the files the plan names, in the pod cgroup, with the configured
-//! rlimits; the host reaches its hybrid-vsock socket and serial log through the sandbox
+//! with a root that holds only the files the plan names (read-only binds, a read-only /dev,
+//! no other mount), in the pod cgroup, with the configured rlimits, in a given network
+//! namespace when one is named; the host reaches its hybrid-vsock socket and serial log through the sandbox
 //! directory's links; the supervisor passes SIGTERM on and a killed supervisor takes the VMM
 //! down; the sandbox clean-up removes the pod cgroup and the jail. Needs root and /dev/kvm
 //! (fails under CI=1 without them).
@@ -67,6 +68,11 @@ impl Drop for Jailed {
 }
 
 fn start(name: &str, cmdline: &str, env: Option<(&str, &str)>) -> Jailed {
+    start_in(name, cmdline, env, None)
+}
+
+/// [`start`] in the network namespace `netns` (a new one if `None`).
+fn start_in(name: &str, cmdline: &str, env: Option<(&str, &str)>, netns: Option<&Path>) -> Jailed {
     let run_dir =
         Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("jail-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&run_dir);
@@ -99,7 +105,7 @@ fn start(name: &str, cmdline: &str, env: Option<(&str, &str)>) -> Jailed {
     if let Some((key, value)) = env {
         cmd.env(key, value);
     }
-    jail.confine(&mut cmd, None).unwrap();
+    jail.confine(&mut cmd, netns).unwrap();
     let supervisor = cmd.spawn().expect("spawn the jailed hull-vmm");
     Jailed {
         run_dir,
@@ -276,6 +282,41 @@ fn jailed_vmm_is_confined_and_its_guest_runs() {
     for absent in ["etc", "proc", "sys", "shared", "tmp", "usr"] {
         assert!(!seen.contains(Path::new(absent)), "{absent} in the jail");
     }
+    // Its mounts: the root (nosuid, nodev, noexec), the read-only binds, a read-only /dev;
+    // nothing else (no /proc, no /sys).
+    let mountinfo = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap();
+    let mounts: Vec<(&str, Vec<&str>)> = mountinfo
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            Some((*f.get(4)?, f.get(5)?.split(',').collect()))
+        })
+        .collect();
+    let mut points: Vec<&str> = mounts.iter().map(|(m, _)| *m).collect();
+    points.sort_unstable();
+    let mut want: Vec<String> = jailed
+        .jail
+        .plan()
+        .binds
+        .iter()
+        .map(|b| b.target.display().to_string())
+        .chain(["/".to_string(), "/dev".to_string()])
+        .collect();
+    want.sort_unstable();
+    assert_eq!(points, want, "mount points of the jailed VMM:\n{mountinfo}");
+    for (point, options) in &mounts {
+        let need: &[&str] = match *point {
+            "/" => &["rw", "nosuid", "nodev", "noexec"],
+            "/dev" => &["ro", "nosuid", "noexec"],
+            _ => &["ro", "nosuid", "nodev"],
+        };
+        for option in need {
+            assert!(
+                options.contains(option),
+                "{point} lacks {option}: {options:?}"
+            );
+        }
+    }
     let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap();
     assert_eq!(cwd, Path::new("/"));
 
@@ -364,12 +405,20 @@ fn jailed_vmm_is_confined_and_its_guest_runs() {
 }
 
 #[test]
-fn supervisor_passes_sigterm_on_and_its_death_takes_the_vmm_down() {
+fn supervisor_passes_sigterm_on_and_its_death_takes_the_vmm_down_in_a_given_netns() {
     if !prerequisites() {
         return;
     }
-    let mut jailed = start("term", "console=ttyS0 spin", None);
-    jailed.wait_vmm();
+    // In a given network namespace (the pod's; here the test's own).
+    let mut jailed = start_in(
+        "term",
+        "console=ttyS0 spin",
+        None,
+        Some(Path::new("/proc/self/ns/net")),
+    );
+    let pid = jailed.wait_vmm();
+    assert_eq!(namespace(&pid.to_string(), "net"), namespace("self", "net"));
+    assert_ne!(namespace(&pid.to_string(), "mnt"), namespace("self", "mnt"));
     // SAFETY: kill(2) of our own child.
     unsafe { libc::kill(jailed.supervisor.id() as i32, libc::SIGTERM) };
     let status = jailed.wait_exit();
