@@ -645,3 +645,33 @@ fn a_vmm_the_jail_user_cannot_execute_is_refused_by_name() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn delete_after_a_shim_crash_stops_the_jailed_vmm_and_removes_the_jail() {
+    use hull_runtime::sandbox::processes::{write_pids_file, ProcessRecord};
+    if !prerequisites() {
+        return;
+    }
+    // The shim "crashed" after recording its processes: `delete` has only the sandbox directory.
+    let mut jailed = start("crash", "console=ttyS0 spin", None);
+    let pid = jailed.wait_vmm();
+    let record = ProcessRecord::of(jailed.supervisor.id()).unwrap();
+    write_pids_file(&jailed.paths.pids_file, &[("hull-vmm", record)]).unwrap();
+    let dirs = jailed.jail.cgroup_dirs().to_vec();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(hull_runtime::sandbox::cleanup_after_crash(&jailed.paths));
+    assert!(
+        !Path::new(&format!("/proc/{pid}/status")).exists()
+            || status_field(pid, "State:").starts_with('Z'),
+        "the jailed VMM still runs"
+    );
+    assert_eq!(
+        jailed.wait_exit().code(),
+        Some(0),
+        "SIGTERM reached the VMM"
+    );
+    for dir in &dirs {
+        assert!(!dir.exists(), "{} left behind", dir.display());
+    }
+    assert!(!jailed.paths.dir.exists(), "sandbox directory left behind");
+}
