@@ -5,6 +5,8 @@
 #                    followed by `ctr run --runtime io.containerd.hull.v2` of a busybox container in a microVM)
 #   make guest       guest kernel + initramfs into build/guest/
 #   make bench       benchmarks (print figures, assert nothing)
+#   make bench-hull  `hull bench` hull vs runc through a real containerd, hull in host-agent mode
+#                    (no VM); tables, build/bench/bench.json and SVG plots (HULL_BENCH_N=10)
 #   make fuzz        libFuzzer targets (fuzz/, nightly + cargo-fuzz) for FUZZ_SECONDS each; fuzz-smoke in make test
 #   make soak        500 container create/delete cycles (SOAK_CYCLES=N) + SIGKILL faults through a real containerd,
 #                    host-agent mode; counts before/after must match (not in make test)
@@ -15,7 +17,7 @@ HULL_CACHE ?= /var/cache/hull
 CARGO ?= cargo
 export BUILD_DIR HULL_CACHE
 
-.PHONY: all build setup setup-selftest test test-tier1 lint fmt bench demo clean
+.PHONY: all build setup setup-selftest test test-tier1 lint fmt bench bench-hull demo clean
 
 all: build
 
@@ -51,6 +53,12 @@ fmt:
 
 bench:
 	$(CARGO) test --release -p hull-vmm --test bench -- --ignored --nocapture --test-threads=1
+
+# hull vs runc on this host with hull in host-agent mode (labelled so: no VM figures here).
+bench-hull:
+	$(CARGO) build --release -p hull-agent -p hull-runtime
+	HULL_BENCH_OUT=$(abspath $(BUILD_DIR))/bench $(CARGO) test --release -p hull-runtime --test bench \
+		-- --ignored --nocapture bench_hull_host_agent_full
 
 # On a host with real KVM boot directly; on a PVM host (or without KVM) go through the nested lab.
 demo: setup static-bins guest
