@@ -137,6 +137,10 @@ impl ChildPlan {
                 )?,
             }
             sys(libc::unshare(libc::CLONE_NEWPID), "unshare pid namespace")?;
+            // Until the supervisor forwards them and the VMM dies with it, a termination
+            // signal must not end one without the other: blocked across the fork.
+            let forwarded = forwarded_set();
+            libc::sigprocmask(libc::SIG_BLOCK, &forwarded, std::ptr::null_mut());
             let pid = libc::fork();
             if pid == -1 {
                 return Err(Failure::last("fork into the pid namespace"));
@@ -154,6 +158,7 @@ impl ChildPlan {
                 ),
                 "PR_SET_PDEATHSIG",
             )?;
+            libc::sigprocmask(libc::SIG_UNBLOCK, &forwarded, std::ptr::null_mut());
         }
         self.root.enter()?;
         self.credentials.apply()
@@ -183,6 +188,19 @@ const FORWARDED: [libc::c_int; 6] = [
     libc::SIGUSR2,
 ];
 
+/// The set of [`FORWARDED`] signals.
+///
+/// # Safety
+/// sigemptyset/sigaddset on a local.
+unsafe fn forwarded_set() -> libc::sigset_t {
+    let mut set: libc::sigset_t = std::mem::zeroed();
+    libc::sigemptyset(&mut set);
+    for signal in FORWARDED {
+        libc::sigaddset(&mut set, signal);
+    }
+    set
+}
+
 /// The supervisor: closes what it inherited (so the shim's spawn sees the exec through the VMM
 /// alone), forwards signals, waits for the VMM and ends as it did.
 ///
@@ -209,6 +227,8 @@ unsafe fn supervise(pid: libc::pid_t) -> ! {
     for signal in FORWARDED {
         libc::sigaction(signal, &action, std::ptr::null_mut());
     }
+    let forwarded = forwarded_set();
+    libc::sigprocmask(libc::SIG_UNBLOCK, &forwarded, std::ptr::null_mut());
     let mut default: libc::sigaction = std::mem::zeroed();
     default.sa_sigaction = libc::SIG_DFL;
     libc::sigaction(libc::SIGCHLD, &default, std::ptr::null_mut());
