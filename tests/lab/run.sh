@@ -568,7 +568,7 @@ lab_net() {
 
 # lab_pod NAME TIMEOUT_S ATTEMPTS MEM_MIB VCPUS KERNEL_PARAMS OPTIONS
 # Issues 12 and 13: containerd with its CRI plugin (runtime handlers `hull`, VM mode, and
-# `runc`), the bridge CNI network labnet (bridge lab0, $POD_SUBNET, L1 is its gateway), the
+# `runc`), the bridge CNI network labnet (bridge lab0, $POD_SUBNET and $POD_SUBNET6, L1 is its gateway), the
 # busybox and pause images in namespace k8s.io (native snapshotter); then $LAB/bin/lab-pod (the
 # CRI client of runtime-shim/examples/lab_pod.rs) runs the pod scenario with OPTIONS (--full,
 # --bench N) and its LAB- lines are passed on. A run that outlives TIMEOUT_S, or whose pod guest
@@ -578,6 +578,7 @@ lab_net() {
 #   LAB-POD-TIME / LAB-POD-BENCH name=.. runtime=.. ...                  (figures)
 #   LAB-RESULT name=.. kind=pod status=ok|fail|hang rc=<lab-pod> wall_ms=.. failed="<checks>"
 POD_SUBNET=10.88.0.0/24
+POD_SUBNET6=fd88::/64  # dual stack: every pod also gets an IPv6 address (issue 13)
 lab_pod() {
     name=$1 vmm=hull timeout=$2 attempts=$3 mem=$4 vcpus=$5 params=$6 options=$7
     attempt=1
@@ -625,7 +626,7 @@ pod_setup() {
         '      "ipMasq": false,' \
         '      "ipam": {' \
         '        "type": "host-local",' \
-        "        \"ranges\": [[{ \"subnet\": \"$POD_SUBNET\" }]]," \
+        "        \"ranges\": [[{ \"subnet\": \"$POD_SUBNET\" }], [{ \"subnet\": \"$POD_SUBNET6\" }]]," \
         "        \"dataDir\": \"$D/cni/ipam\"" \
         '      }' \
         '    }' \

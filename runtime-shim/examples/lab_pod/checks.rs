@@ -107,6 +107,20 @@ pub fn pod_checks(run: &mut Run, pod: &str, web: &str, side: &str) {
         diagnose_network(run, side, ip.as_deref().unwrap_or("0.0.0.0"));
     }
 
+    // The same over IPv6: the CNI's second address reached the guest NIC, with its route.
+    let r = run.pod_ipv6(pod).and_then(|ip6| {
+        let page = run.wget_from_l1(&ip6)?;
+        if page.starts_with("hull-pod a ") {
+            Ok(format!("L1 got '{page}' from http://[{ip6}]:{PORT}/"))
+        } else {
+            Err(format!("L1 got '{page}' from [{ip6}]"))
+        }
+    });
+    if !run.check("l1-http-ipv6", r) {
+        let addrs = run.sh(side, "ip -o addr; ip -6 route").unwrap_or_default();
+        run.tail("diag-guest-ipv6", &addrs, 20);
+    }
+
     let r = run.sh(side, "cat /etc/resolv.conf").and_then(|resolv| {
         let wanted = [
             format!("nameserver {DNS_SERVER}"),

@@ -280,8 +280,29 @@ impl Run {
     }
 
     /// `wget` from L1 (busybox) of the pod's httpd page; retried while httpd starts.
+    /// The pod's IPv6 address (the lab's network is dual stack): CRI's additional IPs.
+    fn pod_ipv6(&self, pod: &str) -> Check {
+        let st = self
+            .cri
+            .pod_status(pod)
+            .map_err(|e| format!("PodSandboxStatus: {e}"))?;
+        let ips: Vec<String> = st
+            .network
+            .map(|n| n.additional_ips.into_iter().map(|i| i.ip).collect())
+            .unwrap_or_default();
+        ips.iter()
+            .find(|ip| ip.parse::<std::net::Ipv6Addr>().is_ok())
+            .cloned()
+            .ok_or_else(|| format!("pod {} has no IPv6 address: {ips:?}", cri::short(pod)))
+    }
+
     fn wget_from_l1(&self, ip: &str) -> Check {
-        let url = format!("http://{ip}:{PORT}/");
+        let host = if ip.contains(':') {
+            format!("[{ip}]")
+        } else {
+            ip.to_string()
+        };
+        let url = format!("http://{host}:{PORT}/");
         let started = Instant::now();
         let mut last = String::new();
         while started.elapsed() < Duration::from_secs(20) {
