@@ -293,6 +293,9 @@ def check_ctr(name, attempts, allowed):
             f"{name}: PRODUCT FAILURE: the container printed '{guest_release}', L1's own kernel is "
             f"'{l1_release}': it did not run in our microVM"
         )
+    console = last.fields.get("console", "")
+    if console.startswith("fail"):
+        return EXIT_PRODUCT, f"{name}: PRODUCT FAILURE: `hull console` with debug_console = true: {console}\n" + tail_text(last)
     note = f" (after {hangs} lab hang(s))" if hangs else ""
     rootfs = last.fields.get("rootfs", "")
     return EXIT_OK, (
@@ -300,6 +303,7 @@ def check_ctr(name, attempts, allowed):
         f"'{guest_release}' (the guest's kernel; L1 runs '{l1_release}'), {last.wall_ms:.0f} ms\n"
         f"    container's / in the guest: {rootfs or 'unknown (second container gave no answer)'}"
         + (" (virtio-fs share from L1)" if " virtiofs " in f" {rootfs} " else "")
+        + f"\n    hull console: {console or 'not run'}"
     )
 
 

@@ -388,7 +388,7 @@ ctr_once() {
     else
         status=fail
     fi
-    rootfs=
+    rootfs= console=
     if [ "$status" = ok ]; then
         # A second container: how its root file system reached the guest (virtio-fs, issue 6).
         $WATCH -t "$timeout" -o "$out.fs" -e "$err.fs" -- $LAB/bin/ctr --address "$D/run/containerd.sock" \
@@ -396,8 +396,9 @@ ctr_once() {
             sh -c 'grep -m1 " / " /proc/mounts' > /dev/null
         rootfs=$(printable < "$out.fs" | head -n1 | sed 's/"/'"'"'/g')
         rm -f "$out.fs" "$err.fs"
+        ctr_console
     fi
-    echo "LAB-RESULT name=$name attempt=$attempt vmm=hull kind=ctr status=$status rc=$rc wall_ms=$wall_ms l1_kernel=$(uname -r) detail=\"$output\" rootfs=\"$rootfs\""
+    echo "LAB-RESULT name=$name attempt=$attempt vmm=hull kind=ctr status=$status rc=$rc wall_ms=$wall_ms l1_kernel=$(uname -r) detail=\"$output\" rootfs=\"$rootfs\" console=\"$console\""
     if [ "$status" != ok ]; then
         sed "s/${ESC}\[[0-9;]*m//g" "$err" 2>/dev/null | tail -n 15 | printable |
             sed "s/^/LAB-TAIL name=$name attempt=$attempt stream=ctr | /"
@@ -407,6 +408,36 @@ ctr_once() {
         ctr_cmd container delete "$id" > /dev/null 2>&1
     fi
     rm -f "$out" "$err"
+}
+
+# ctr_console (issue 16): with `debug_console = true` in the shim's config, `hull console ID`
+# into a detached container's sandbox gets the guest's shell (a debug image) or, with the default
+# image (no shell), the agent's one-line answer saying so. Sets console="ok: ..." or "fail: ...".
+ctr_console() {
+    cid=$id-con
+    sed -i '1i debug_console = true' "$D/hull.toml"
+    if ctr_cmd run -d --snapshotter native --runtime io.containerd.hull.v2 "$CTR_IMAGE" "$cid" sleep 600 \
+        > /dev/null 2> "$TMP/con.err"; then
+        got=$(printf 'echo console-$((40+2)); cat /proc/1/comm; exit\n' |
+            timeout -s KILL 60 $LAB/bin/hull console "$cid" --config "$D/hull.toml" 2>&1 |
+            printable | tr -d '\r' | tr '\n' ';' | sed 's/"/'"'"'/g' | cut -c1-300)
+        case $got in
+            *console-42*) console="ok: a shell in the guest: $got" ;;
+            *"no /bin/sh in this guest image"*) console="ok: default image, the agent says it has no shell: $got" ;;
+            *) console="fail: hull console printed: $got" ;;
+        esac
+    else
+        console="fail: ctr run -d: $(tail -n 3 "$TMP/con.err" | printable | tr '\n' ';' | sed 's/"/'"'"'/g')"
+    fi
+    ctr_cmd task kill -s SIGKILL "$cid" > /dev/null 2>&1
+    i=0
+    until ctr_cmd task delete "$cid" > /dev/null 2>&1 || [ "$i" -ge 50 ]; do
+        i=$((i + 1))
+        sleep 0.2
+    done
+    ctr_cmd container delete "$cid" > /dev/null 2>&1
+    sed -i '/^debug_console = true$/d' "$D/hull.toml"
+    rm -f "$TMP/con.err"
 }
 
 # The shim's per-sandbox logs (while the sandbox still exists) and containerd's log.

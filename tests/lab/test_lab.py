@@ -436,10 +436,20 @@ class HealthJudgementTest(unittest.TestCase):
         code, _ = self.judge(self.result("health: SERVING_STATUS_NOT_SERVING;agent_version: 0.1.0"))
         self.assertEqual(code, lab.EXIT_PRODUCT)
 
-    def ctr_result(self, detail, status="ok"):
+    def ctr_result(self, detail, status="ok", console=""):
         line = f'name=c attempt=1 vmm=hull kind=ctr status={status} rc=0 wall_ms=6511 l1_kernel=6.1.0-56 '
-        line += f'detail="{detail}"'
+        line += f'detail="{detail}" console="{console}"'
         return lab_l1.parse_result(line)
+
+    def test_ctr_reports_the_console(self):
+        code, msg = lab.check_boot(None, "c", [self.ctr_result("6.1.192", console="ok: a shell: console-42;init")], 3)
+        self.assertEqual(code, lab.EXIT_OK, msg)
+        self.assertIn("hull console: ok: a shell: console-42;init", msg)
+
+    def test_ctr_failed_console_is_a_product_failure(self):
+        code, msg = lab.check_boot(None, "c", [self.ctr_result("6.1.192", console="fail: hull console printed: x")], 3)
+        self.assertEqual(code, lab.EXIT_PRODUCT)
+        self.assertIn("hull console", msg)
 
     def test_ctr_printing_the_guest_release_passes(self):
         code, msg = lab.check_boot(None, "c", [self.ctr_result("6.1.192")], 3)
