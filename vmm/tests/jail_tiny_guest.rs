@@ -93,7 +93,9 @@ fn start_in(name: &str, cmdline: &str, env: Option<(&str, &str)>, netns: Option<
     };
     let contents =
         JailContents::for_vmm(Path::new(vmm_bin()), &tiny_guest(Entry::Pvh), None, false).unwrap();
+    let prepare_started = Instant::now();
     let jail = Jail::prepare(&settings, &id, &paths.dir, &contents).unwrap();
+    let prepare_us = prepare_started.elapsed().as_micros();
     let mut cmd = Command::new(VMM_IN_JAIL);
     cmd.args(["--kernel", KERNEL_IN_JAIL, "--cmdline", cmdline])
         .args(["--mem-mib", &MEM_MIB.to_string()])
@@ -106,7 +108,13 @@ fn start_in(name: &str, cmdline: &str, env: Option<(&str, &str)>, netns: Option<
         cmd.env(key, value);
     }
     jail.confine(&mut cmd, netns).unwrap();
+    let spawn_started = Instant::now();
     let supervisor = cmd.spawn().expect("spawn the jailed hull-vmm");
+    println!(
+        "jail {name}: prepare {prepare_us} us (root, binds' placeholders, cgroup), spawn until \
+         exec {} us (namespaces, fork, mounts, pivot_root, credentials)",
+        spawn_started.elapsed().as_micros()
+    );
     Jailed {
         run_dir,
         paths,
