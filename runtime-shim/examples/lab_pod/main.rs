@@ -19,6 +19,8 @@
 //!
 //! usage: lab_pod --socket SOCK --run-dir DIR --pod-dir DIR --netns-dir DIR --ipam-dir DIR
 //!                [--full] [--bench N] [--name NAME] [--attempt N]
+//!        lab_pod --quickstart --runtime-class FILE --hull-config FILE [--kubelet-dir DIR] ...
+//!                (the README's Kubernetes quick start pod, kubelet's part: see quickstart.rs)
 
 mod bench;
 mod checks;
@@ -27,6 +29,7 @@ mod checks;
 mod cri;
 mod l1;
 mod net_bench;
+mod quickstart;
 mod ws_port_forward;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -59,6 +62,10 @@ struct Args {
     bench: usize,
     name: String,
     attempt: String,
+    quickstart: bool,
+    runtime_class: PathBuf,
+    hull_config: PathBuf,
+    kubelet_dir: PathBuf,
 }
 
 fn parse_args() -> Args {
@@ -72,6 +79,10 @@ fn parse_args() -> Args {
         bench: 0,
         name: "pod".into(),
         attempt: "1".into(),
+        quickstart: false,
+        runtime_class: PathBuf::new(),
+        hull_config: PathBuf::from("/etc/hull/config.toml"),
+        kubelet_dir: PathBuf::from("/var/lib/kubelet"),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -89,6 +100,10 @@ fn parse_args() -> Args {
             "--name" => a.name = value(),
             "--attempt" => a.attempt = value(),
             "--full" => a.full = true,
+            "--quickstart" => a.quickstart = true,
+            "--runtime-class" => a.runtime_class = value().into(),
+            "--hull-config" => a.hull_config = value().into(),
+            "--kubelet-dir" => a.kubelet_dir = value().into(),
             other => usage(&format!("unknown argument {other}")),
         }
     }
@@ -465,12 +480,16 @@ fn main() {
         std::thread::sleep(Duration::from_millis(100));
     })();
     if run.check("cri-ready", ready) {
-        scenario(&mut run);
-        if run.args.bench > 0 && !run.hang {
-            let n = run.args.bench;
-            bench::bench(&mut run, n);
-            if !run.hang {
-                net_bench::net_bench(&mut run, n);
+        if run.args.quickstart {
+            quickstart::scenario(&mut run);
+        } else {
+            scenario(&mut run);
+            if run.args.bench > 0 && !run.hang {
+                let n = run.args.bench;
+                bench::bench(&mut run, n);
+                if !run.hang {
+                    net_bench::net_bench(&mut run, n);
+                }
             }
         }
     }
