@@ -76,6 +76,12 @@ struct Args {
     #[arg(long, value_name = "on|off", default_value = "on", value_parser = parse_on_off, action = clap::ArgAction::Set)]
     seccomp: bool,
 
+    /// When the VM ends, log the guest's exit counts on stderr: the exits hull-vmm handled, by
+    /// reason and busiest port/address, and KVM's own per-vCPU and per-VM counters (all exits,
+    /// page faults, halts, pages_4k/pages_2m...). Also done with --log-level debug.
+    #[arg(long)]
+    exit_stats: bool,
+
     /// Log filter for the VMM's own logs on stderr (error, warn, info, debug, trace, or a
     /// tracing-subscriber directive).
     #[arg(long, value_name = "FILTER", default_value = "info")]
@@ -121,6 +127,7 @@ fn main() -> ExitCode {
         fs: args.fs,
         net: args.net,
         seccomp: args.seccomp,
+        exit_stats: args.exit_stats,
     };
     match microvm::run(&config, vmm_start) {
         Ok(exit) => {

@@ -23,7 +23,9 @@ use crate::devices::boot_marker::BootMarker;
 use crate::devices::bus::{Bus, BusDevice, BusError};
 use crate::devices::i8042::I8042Device;
 use crate::devices::serial::SerialDevice;
+use crate::exit_stats::ExitStats;
 use crate::kvm_host::{self, KvmHostError};
+use crate::kvm_stats::{KvmStatsError, KvmStatsFile};
 use crate::layout::*;
 use crate::memory::{self, MemoryError};
 use crate::seccomp::{self, SeccompError, ThreadKind};
@@ -68,6 +70,9 @@ pub struct VmConfig {
     pub net: Vec<NetConfig>,
     /// Per-thread seccomp filters (see [`crate::seccomp`]). `false` is for debugging only.
     pub seccomp: bool,
+    /// Log the guest's exit counts when the VM ends (the VMM's own by reason and port/address,
+    /// and KVM's per-vCPU and per-VM counters). Also done when debug logging is on.
+    pub exit_stats: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -322,13 +327,24 @@ pub fn run(config: &VmConfig, vmm_start: Instant) -> Result<VmExit, VmmError> {
     stage("devices and boot structures ready");
     // vCPUs.
     let mut vcpu_fds = Vec::new();
+    let want_exit_stats = config.exit_stats || tracing::enabled!(tracing::Level::DEBUG);
+    let mut kvm_stats = Vec::new();
+    // Read now: the seccomp filter installed below allows no open().
+    let host_thp = want_exit_stats.then(memory::describe_host_thp);
+    if want_exit_stats {
+        kvm_stats.push(("vm".to_string(), KvmStatsFile::open(&vm_fd)));
+    }
     for index in 0..config.vcpus {
         let fd = vm_fd
             .create_vcpu(u64::from(index))
             .map_err(|source| VmError::CreateVcpu { index, source })?;
         boot::setup_vcpu(&kvm, &fd, index, config.vcpus, &kernel)?;
+        if want_exit_stats {
+            kvm_stats.push((format!("vcpu{index}"), KvmStatsFile::open(&fd)));
+        }
         vcpu_fds.push(fd);
     }
+    let exit_stats = Arc::new(Mutex::new(ExitStats::default()));
 
     stage("vCPUs configured");
     // Event loop subscribers.
@@ -358,6 +374,7 @@ pub fn run(config: &VmConfig, vmm_start: Instant) -> Result<VmExit, VmmError> {
             wake: vcpu_wake.clone(),
             vmm_start,
             seccomp: filters.as_ref().map(|(_, vcpu)| vcpu.clone()),
+            exit_stats: exit_stats.clone(),
         };
         match vcpu::spawn(ctx) {
             Ok(handle) => threads.push(handle),
@@ -390,7 +407,41 @@ pub fn run(config: &VmConfig, vmm_start: Instant) -> Result<VmExit, VmmError> {
         event_manager.run().map_err(VmmError::EventLoop)?;
     };
     stop_vcpus(&stop, threads);
+    if want_exit_stats {
+        log_exit_stats(&exit_stats, kvm_stats, host_thp, vmm_start);
+    }
     Ok(exit)
+}
+
+/// How many of the busiest ports/addresses the exit summary names.
+const EXIT_STATS_TOP_PLACES: usize = 12;
+
+/// Logs the VMM's exit counts (all vCPUs that stopped) and KVM's counters.
+fn log_exit_stats(
+    exits: &Mutex<ExitStats>,
+    kvm_stats: Vec<(String, Result<KvmStatsFile, KvmStatsError>)>,
+    host_thp: Option<String>,
+    vmm_start: Instant,
+) {
+    let ms = vmm_start.elapsed().as_millis();
+    if let Ok(exits) = exits.lock() {
+        tracing::info!(
+            "exit stats: VMM exits after {ms} ms: {}",
+            exits.describe(EXIT_STATS_TOP_PLACES)
+        );
+    }
+    if let Some(thp) = host_thp {
+        tracing::info!("exit stats: guest RAM in {thp}");
+    }
+    for (what, file) in kvm_stats {
+        match file.and_then(KvmStatsFile::read_stats) {
+            Ok(stats) => tracing::info!(
+                "exit stats: KVM {what}: {}",
+                crate::kvm_stats::describe_nonzero(&stats)
+            ),
+            Err(e) => tracing::info!("exit stats: KVM {what}: unavailable ({e})"),
+        }
+    }
 }
 
 /// Asks every vCPU thread to stop and waits for them (kicking them out of KVM_RUN with a signal,

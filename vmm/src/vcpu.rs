@@ -4,11 +4,14 @@
 //! when the VMM asks it to stop (the stop flag plus a kick signal that interrupts `KVM_RUN`), or when the
 //! vCPU fails (triple fault, failed entry, internal error, an exit we do not handle). A failure is
 //! reported through [`VcpuEvent::Failed`] with the exit reason and the registers.
+//!
+//! Each thread counts its exits by reason and port/address ([`ExitStats`]) and adds them to the
+//! VM-wide counts in [`VcpuContext::exit_stats`] when it ends.
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
@@ -17,6 +20,7 @@ use seccompiler::BpfProgram;
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::devices::bus::Bus;
+use crate::exit_stats::{ExitKind, ExitStats};
 use crate::seccomp::{self, SeccompError, ThreadKind};
 
 /// Signal used to kick a vCPU thread out of `KVM_RUN` (its handler does nothing; the EINTR is the point).
@@ -67,6 +71,8 @@ pub struct VcpuContext {
     pub vmm_start: Instant,
     /// The vCPU seccomp filter, installed by the thread before its first `KVM_RUN` (None: off).
     pub seccomp: Option<Arc<BpfProgram>>,
+    /// The VM-wide exit counts; the thread adds its own when it ends.
+    pub exit_stats: Arc<Mutex<ExitStats>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -121,6 +127,7 @@ enum Step {
 
 fn run(mut ctx: VcpuContext) {
     let mut first_exit_logged = false;
+    let mut stats = ExitStats::default();
     loop {
         if ctx.stop.load(Ordering::Acquire) {
             break;
@@ -132,9 +139,10 @@ fn run(mut ctx: VcpuContext) {
                     let us = ctx.vmm_start.elapsed().as_micros();
                     tracing::info!("first guest exit: vmm_to_first_exit_us={us}");
                 }
-                handle_exit(ctx.index, exit, &ctx.pio_bus, &ctx.mmio_bus)
+                handle_exit(ctx.index, exit, &ctx.pio_bus, &ctx.mmio_bus, &mut stats)
             }
             Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
+                stats.record(ExitKind::Interrupted, 0);
                 // Kicked (stop request) or spurious; the stop flag decides.
                 ctx.fd.set_kvm_immediate_exit(0);
                 Step::Continue
@@ -157,9 +165,18 @@ fn run(mut ctx: VcpuContext) {
         }
     }
     tracing::debug!("vcpu{} thread exiting", ctx.index);
+    if let Ok(mut all) = ctx.exit_stats.lock() {
+        all.merge(&stats);
+    }
 }
 
-fn handle_exit(index: u8, exit: VcpuExit<'_>, pio: &Bus, mmio: &Bus) -> Step {
+fn handle_exit(
+    index: u8,
+    exit: VcpuExit<'_>,
+    pio: &Bus,
+    mmio: &Bus,
+    stats: &mut ExitStats,
+) -> Step {
     let fail = |reason: String| {
         Step::Stop(Some(VcpuEvent::Failed {
             index,
@@ -171,33 +188,43 @@ fn handle_exit(index: u8, exit: VcpuExit<'_>, pio: &Bus, mmio: &Bus) -> Step {
     };
     match exit {
         VcpuExit::IoIn(port, data) => {
+            stats.record(ExitKind::IoIn, u64::from(port));
             pio.read(u64::from(port), data);
             Step::Continue
         }
         VcpuExit::IoOut(port, data) => {
+            stats.record(ExitKind::IoOut, u64::from(port));
             pio.write(u64::from(port), data);
             Step::Continue
         }
         VcpuExit::MmioRead(addr, data) => {
+            stats.record(ExitKind::MmioRead, addr);
             if !mmio.read(addr, data) {
                 tracing::debug!("vcpu{index}: MMIO read of {} bytes at {addr:#x} hits no device", data.len());
             }
             Step::Continue
         }
         VcpuExit::MmioWrite(addr, data) => {
+            stats.record(ExitKind::MmioWrite, addr);
             if !mmio.write(addr, data) {
                 tracing::debug!("vcpu{index}: MMIO write of {} bytes at {addr:#x} hits no device", data.len());
             }
             Step::Continue
         }
-        VcpuExit::SystemEvent(kind, _) => Step::Stop(Some(VcpuEvent::SystemEvent { index, kind })),
+        VcpuExit::SystemEvent(kind, _) => {
+            stats.record(ExitKind::SystemEvent, 0);
+            Step::Stop(Some(VcpuEvent::SystemEvent { index, kind }))
+        }
         VcpuExit::Shutdown => fail("guest triple fault (KVM_EXIT_SHUTDOWN)".into()),
         VcpuExit::Hlt => fail("guest halted with no in-kernel irqchip to wake it (KVM_EXIT_HLT)".into()),
         VcpuExit::FailEntry(reason, cpu) => fail(format!(
             "VM entry failed (KVM_EXIT_FAIL_ENTRY, hardware_entry_failure_reason={reason:#x}, cpu={cpu})"
         )),
         VcpuExit::InternalError => fail("KVM internal error (KVM_EXIT_INTERNAL_ERROR)".into()),
-        other => fail(format!("unhandled KVM exit: {other:?}")),
+        other => {
+            stats.record(ExitKind::Other, 0);
+            fail(format!("unhandled KVM exit: {other:?}"))
+        }
     }
 }
 

@@ -51,6 +51,50 @@ fn pvh_guest_prints_marks_and_powers_off() {
 }
 
 #[test]
+fn exit_stats_count_serial_writes_and_kvm_counters() {
+    let run = boot(
+        Entry::Pvh,
+        "console=ttyS0 reboot=k",
+        &["--mem-mib", "64", "--exit-stats"],
+    );
+    run.assert_exit(0);
+    let line = run
+        .stderr
+        .lines()
+        .find(|l| l.contains("exit stats: VMM exits"))
+        .unwrap_or_else(|| panic!("no VMM exit stats:\n{}", run.stderr));
+    // Every byte the guest printed went through the UART's data port (0x3f8) in its own exit.
+    let serial_writes: usize = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("io_out@0x3f8="))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no io_out@0x3f8 count in {line}"));
+    assert!(
+        serial_writes >= run.stdout.len() && run.stdout.len() > 20,
+        "{serial_writes} writes to 0x3f8 for {} bytes of output: {line}",
+        run.stdout.len()
+    );
+    for what in ["guest RAM in ", "KVM vm:", "KVM vcpu0:"] {
+        assert!(
+            run.stderr.contains(&format!("exit stats: {what}")),
+            "{what} missing:\n{}",
+            run.stderr
+        );
+    }
+    let vcpu = run
+        .stderr
+        .lines()
+        .find(|l| l.contains("exit stats: KVM vcpu0:"))
+        .unwrap();
+    assert!(vcpu.contains(" exits="), "{vcpu}");
+
+    // Without the flag (and at the default log level) nothing is printed.
+    let quiet = boot(Entry::Pvh, "console=ttyS0 reboot=k", &["--mem-mib", "64"]);
+    quiet.assert_exit(0);
+    assert!(!quiet.stderr.contains("exit stats"), "{}", quiet.stderr);
+}
+
+#[test]
 fn linux64_guest_gets_boot_params_and_e820() {
     let run = boot(Entry::Linux64, "console=ttyS0 mark", &["--mem-mib", "256"]);
     run.assert_exit(0);
@@ -241,6 +285,7 @@ fn help_documents_every_flag() {
         "--vsock-cid",
         "--vsock-uds",
         "--fs",
+        "--exit-stats",
         "--log-level",
     ] {
         assert!(

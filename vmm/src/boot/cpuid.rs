@@ -1,7 +1,10 @@
 //! Adjusting KVM's supported CPUID for one vCPU: its APIC id, the topology (`num_cpus` cores of
 //! one thread each, one package), the hypervisor bit, the TSC-deadline timer when KVM's LAPIC
-//! has it (KVM never lists it as supported; it saves the guest a LAPIC timer calibration), and no
-//! thermal/power or PMU leaves.
+//! has it (KVM never lists it as supported; it saves the guest a LAPIC timer calibration), no
+//! thermal/power leaf except ARAT (the LAPIC timer keeps running in idle states, as KVM's LAPIC
+//! does), and no PMU leaf. KVM's own leaves (0x4000_0000 signature, 0x4000_0001 paravirtual
+//! features: kvmclock, its stable bit, PV EOI...) are passed through as KVM reports them, so the
+//! guest takes its TSC frequency from kvmclock instead of calibrating against the PIT.
 
 use kvm_bindings::kvm_cpuid_entry2;
 
@@ -16,8 +19,10 @@ const EDX_HTT: u32 = 1 << 28;
 const LEAF_CACHE_PARAMS: u32 = 0x4;
 const CACHE_CORES_MASK: u32 = 0x3f << 26;
 const CACHE_SHARING_MASK: u32 = 0xfff << 14;
-/// Leaf 6: thermal and power management; leaf 0xa: architectural PMU.
+/// Leaf 6: thermal and power management (EAX bit 2: ARAT, the always-running APIC timer);
+/// leaf 0xa: architectural PMU.
 const LEAF_THERMAL_POWER: u32 = 0x6;
+const EAX_ARAT: u32 = 1 << 2;
 const LEAF_PMU: u32 = 0xa;
 /// Leaves 0xb and 0x1f: extended topology, one entry per level.
 const LEAF_TOPOLOGY: u32 = 0xb;
@@ -75,7 +80,12 @@ pub(super) fn filter_cpuid(
                         | sharing << 14;
                 }
             }
-            LEAF_THERMAL_POWER | LEAF_PMU => {
+            LEAF_THERMAL_POWER => {
+                // Without ARAT the guest marks its LAPIC timer as stopping in deep idle and keeps
+                // the PIT as a tick broadcast device (more timer interrupts, more exits).
+                (entry.eax, entry.ebx, entry.ecx, entry.edx) = (entry.eax & EAX_ARAT, 0, 0, 0);
+            }
+            LEAF_PMU => {
                 (entry.eax, entry.ebx, entry.ecx, entry.edx) = (0, 0, 0, 0);
             }
             LEAF_TOPOLOGY | LEAF_TOPOLOGY_V2 => {
@@ -219,14 +229,40 @@ mod tests {
     }
 
     #[test]
-    fn thermal_and_pmu_are_cleared_and_others_kept() {
+    fn thermal_keeps_only_arat_pmu_is_cleared_and_others_kept() {
         let mut e = sample();
         filter_cpuid(&mut e, 0, 2, false);
-        for leaf in [0x6, 0xa] {
-            let x = find(&e, leaf, 0);
-            assert_eq!((x.eax, x.ebx, x.ecx, x.edx), (0, 0, 0, 0), "leaf {leaf:#x}");
-        }
+        let thermal = find(&e, 0x6, 0);
+        assert_eq!(
+            (thermal.eax, thermal.ebx, thermal.ecx, thermal.edx),
+            (EAX_ARAT, 0, 0, 0),
+            "leaf 6 keeps ARAT only"
+        );
+        let pmu = find(&e, 0xa, 0);
+        assert_eq!((pmu.eax, pmu.ebx, pmu.ecx, pmu.edx), (0, 0, 0, 0));
         assert_eq!(find(&e, 0x4000_0001, 0).eax, 0x1234);
+
+        // A host without ARAT does not get it invented.
+        let mut e = sample();
+        e.iter_mut().find(|x| x.function == 0x6).unwrap().eax = 0x1;
+        filter_cpuid(&mut e, 0, 1, false);
+        assert_eq!(find(&e, 0x6, 0).eax, 0);
+    }
+
+    #[test]
+    fn kvm_paravirt_leaves_pass_through() {
+        // "KVMKVMKVM\0\0\0" and the feature bits KVM reports (kvmclock, CLOCKSOURCE2, the
+        // stable bit 24...), unchanged: the guest's kvmclock and TSC frequency depend on them.
+        let signature = entry(
+            0x4000_0000,
+            0,
+            [0x4000_0001, 0x4b4d_564b, 0x564b_4d56, 0x4d],
+        );
+        let features = entry(0x4000_0001, 0, [0x0100_00fb, 0, 0, 0]);
+        let mut e = vec![signature, features];
+        filter_cpuid(&mut e, 0, 1, true);
+        assert_eq!(e[0], signature);
+        assert_eq!(e[1], features);
     }
 
     #[test]
