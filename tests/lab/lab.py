@@ -3,9 +3,13 @@
 
   lab.py smoke     boot L1 once, hull-vmm boots our guest (L2 hangs retried)
   lab.py test      the smoke, containerd + our shim running `uname -r` in a microVM, the full pod
-                   scenario (two pods in two microVMs, pod start hull vs runc), 5 boots with 2 vCPUs
+                   scenario (two pods in two microVMs, pod start hull vs runc), the README's Kubernetes
+                   quick start (below), 5 boots with 2 vCPUs
   lab.py ctr       only the containerd step
   lab.py pod       only the pod step (CRI, one pod with two containers; --full: the full scenario)
+  lab.py quickstart  README's Kubernetes quick start in L1 as the node: hull install, containerd's
+                   CRI with handler hull, the pod hello-hull (the lab's CRI client in kubelet's
+                   place), hull check, hull uninstall
   lab.py bench     hull-vmm vs QEMU microvm booting the same guest in the same L1
   lab.py hangrate  N single-attempt L2 boots, to measure how often the lab hangs
   lab.py demo      boot our guest with hull-vmm in the lab, show its console and figures
@@ -49,6 +53,10 @@ SUITE_TIMEOUT_S = 300  # per agent-suite test executable run in L1 against the m
 POD_SMOKE_TIMEOUT_S = 180
 POD_FULL_TIMEOUT_S = 420
 POD_BENCH_N = 3  # pod starts per runtime in the full pod scenario
+QUICKSTART_TIMEOUT_S = 180  # the quick start's CRI client: one pod, started, logs, deleted
+# What a passing quick start has checked (run.sh's and the client's LAB-POD check names).
+QUICKSTART_CHECKS = ("install", "containerd", "hull-check", "cri-ready", "qs-image", "pod-start", "logs", "vm-size",
+                     "pod-remove", "nothing-left", "uninstall")  # fmt: skip
 # fsbench in the smoke (CI) is small; test and bench use run.sh's default (64 MiB, 10000 files).
 SMOKE_FSBENCH_ARGS = "--mib 8 --files 500"
 PEER_CMDLINE = "console=ttyS0 reboot=t panic=-1 hull.poweroff=1"
@@ -87,6 +95,7 @@ class Lab:
         self.pod_times = []  # fields of LAB-POD-TIME lines
         self.pod_bench = {}  # (name, runtime) -> fields of its LAB-POD-BENCH line
         self.net_bench = {}  # (name, runtime) -> fields of its LAB-NET-BENCH line
+        self.qs_check = {}  # (name, attempt) -> the lines of `hull check` in the quickstart step
         self.tag = time.strftime("%Y%m%d-%H%M%S")
         prune_logs(self.work_dir / "logs", keep=KEEP_LOGS)
 
@@ -151,6 +160,13 @@ class Lab:
             kind="pod", options=options,
         )  # fmt: skip
 
+    def quickstart_spec(self, name):
+        """The README's Kubernetes quick start with L1 as the node (issue 16)."""
+        return RunSpec(
+            name=name, vmm="hull", mem_mib=256, vcpus=1, cmdline=self.args.extra,
+            timeout_s=QUICKSTART_TIMEOUT_S, attempts=self.args.l2_attempts, kind="quickstart",
+        )  # fmt: skip
+
     def execute(self, runs, max_l1_boots):
         """Run all specs, re-booting L1 (with the runs not finished yet) after an L1 hang.
 
@@ -210,8 +226,12 @@ class Lab:
         if text.startswith("LAB-NET-BENCH "):
             f = lab_l1.parse_fields(text)
             self.net_bench[(f.get("name"), f.get("runtime"))] = f
-        if text.startswith(("LAB-RESULT", "LAB-KVM", "LAB-CTR", "LAB-SUITE", "LAB-FSBENCH", "LAB-POD", "LAB-L1 event=init",
-                            "LAB-L1 event=error")):  # fmt: skip
+        if text.startswith("LAB-QS-CHECK "):
+            head, _, screen = text.partition(" | ")
+            f = lab_l1.parse_fields(head)
+            self.qs_check.setdefault((f.get("name"), f.get("attempt")), []).append(screen)
+        if text.startswith(("LAB-RESULT", "LAB-KVM", "LAB-CTR", "LAB-SUITE", "LAB-FSBENCH", "LAB-POD", "LAB-QS-CHECK",
+                            "LAB-L1 event=init", "LAB-L1 event=error")):  # fmt: skip
             log("  " + text)
 
     def l1_summary(self):
@@ -257,6 +277,8 @@ def check_boot(lab, name, attempts, allowed, require_boot_ms=True):
         return check_suite(lab, name, attempts, allowed)
     if attempts and attempts[-1].kind == "pod":
         return check_pod(lab, name, attempts, allowed)
+    if attempts and attempts[-1].kind == "quickstart":
+        return check_quickstart(lab, name, attempts, allowed)
     code, msg = check_guest(lab, name, attempts, allowed, require_boot_ms)
     if code != EXIT_OK or attempts[-1].kind != "health":
         return code, msg
@@ -384,6 +406,41 @@ def check_pod(lab, name, attempts, allowed):
     return EXIT_OK, "\n".join(lines)
 
 
+def check_quickstart(lab, name, attempts, allowed):
+    """The README's Kubernetes quick start: every one of QUICKSTART_CHECKS ran and passed."""
+    if not attempts:
+        return EXIT_LAB_HANG, f"{name}: LAB HANG: never ran (L1 hung every time)"
+    last = attempts[-1]
+    hangs = sum(1 for a in attempts if a.status == "hang")
+    checks = [c for c in lab.pod_checks if c.get("name") == name and c.get("attempt") == str(last.attempt)]
+    listed = [f"    {c.get('check')}: {c.get('status')}: {c.get('detail')}" for c in checks]
+    if last.status == "hang":
+        return EXIT_LAB_HANG, "\n".join(
+            [f"{name}: LAB HANG: the quick start's pod never reached its agent (or the client outlived its "
+             f"timeout) in all {len(attempts)} of {allowed} attempts (TCG SVM lab hang, or a product hang if "
+             f"this repeats)"] + listed + [tail_text(last)]
+        )  # fmt: skip
+    passed = {c.get("check") for c in checks if c.get("status") == "ok"}
+    missing = [c for c in QUICKSTART_CHECKS if c not in passed]
+    if last.status != "ok" or missing:
+        why = last.fields.get("failed") or last.detail or f"lab-pod exit {last.rc}"
+        if last.status == "ok":
+            why = f"checks not passed or not run: {' '.join(missing)}"
+        screen = lab.qs_check.get((name, str(last.attempt)), [])
+        return EXIT_PRODUCT, "\n".join(
+            [f"{name}: PRODUCT FAILURE: README's Kubernetes quick start (hull install, CRI handler hull, pod "
+             f"hello-hull, hull uninstall): failed: {why}"]
+            + listed + (["    hull check said:"] + [f"      {s}" for s in screen] if screen else [])
+            + [tail_text(last)]
+        )  # fmt: skip
+    note = f" (after {hangs} lab hang(s))" if hangs else ""
+    lines = [f"{name}: ok{note}: README's Kubernetes quick start followed in L1 as the node (no kubelet: the lab's "
+             f"CRI client sent the pod as kubelet does): {len(passed)} checks passed, client "
+             f"{last.wall_ms / 1000:.1f} s",
+             f"    hull check: {last.fields.get('runtime', '?')}"] + listed  # fmt: skip
+    return EXIT_OK, "\n".join(lines)
+
+
 def parse_health(detail):
     """`hull agent health` output ('key: value' lines joined by ';') as a dict."""
     pairs = (part.split(":", 1) for part in detail.split(";") if ":" in part)
@@ -466,7 +523,8 @@ def cmd_smoke(lab, extra_runs=()):
     log(lab.l1_summary())
     for line in lines:
         log(line)
-    ok = [a for r in runs for a in results[r.name] if a.status == "ok" and a.kind not in ("ctr", "suite", "pod")]
+    ok = [a for r in runs for a in results[r.name]
+          if a.status == "ok" and a.kind not in ("ctr", "suite", "pod", "quickstart")]  # fmt: skip
     if ok:
         log(f"guest_boot_ms: {fmt_stats([a.boot_ms for a in ok if a.boot_ms >= 0], 'ms')}")
         log(
@@ -524,6 +582,9 @@ def cmd_test(lab):
         if not lab.args.no_pod:
             require_pods(lab)
             more.insert(1, lab.pod_spec("pod-full", full=True, bench=lab.args.pod_bench))
+            if not lab.args.no_quickstart:
+                require_quickstart(lab)
+                more.insert(2, lab.quickstart_spec("quickstart"))
     return cmd_smoke(lab, more)
 
 
@@ -534,6 +595,25 @@ def require_pods(lab):
             "(apt-get install containernetworking-plugins) and build/bin/lab-pod (`make lab-suite-bins`); "
             "or pass --no-pod"
         )
+
+
+def require_quickstart(lab):
+    require_pods(lab)
+    if not (lab.build_dir / "bin/hull").exists():
+        raise lab_assets.AssetError("the quickstart step needs build/bin/hull (`make static-bins`); or pass --no-quickstart")
+
+
+def cmd_quickstart(lab):
+    """Only the quickstart step (issue 16): README's Kubernetes quick start with L1 as the node."""
+    lab.prepare(need_hull=True)
+    require_quickstart(lab)
+    runs = [lab.quickstart_spec("quickstart")]
+    results = lab.execute(runs, lab.args.l1_boots)
+    code, msg = check_boot(lab, "quickstart", results["quickstart"], runs[0].attempts)
+    log("")
+    log(lab.l1_summary())
+    log(msg)
+    return code
 
 
 def cmd_pod(lab):
@@ -718,7 +798,7 @@ def size_mib(path):
 def parse_args(argv):
     env = os.environ.get
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("command", choices=["smoke", "test", "ctr", "pod", "bench", "hangrate", "demo", "assets"])
+    ap.add_argument("command", choices=["smoke", "test", "ctr", "pod", "quickstart", "bench", "hangrate", "demo", "assets"])
     ap.add_argument("--build-dir", default=env("BUILD_DIR", "build"))
     ap.add_argument("--cache", default=env("HULL_CACHE", "/var/cache/hull"))
     ap.add_argument("--qemu", default=env("LAB_QEMU", "qemu-system-x86_64"), help="QEMU that runs L1")
@@ -742,6 +822,7 @@ def parse_args(argv):
     ap.add_argument("--ctr-bench", action="store_true", help="ctr: also time `ctr run` and measure PSS, vs runc")
     ap.add_argument("--no-suite", action="store_true", help="smoke/test: skip the agent suite against a microVM")
     ap.add_argument("--no-pod", action="store_true", help="smoke/test: skip the pod (CRI) step")
+    ap.add_argument("--no-quickstart", action="store_true", help="test: skip the README quick start step")
     ap.add_argument("--full", action="store_true", help="pod: the full pod scenario (two pods, bench) instead of the smoke")
     ap.add_argument("--pod-bench", type=int, default=POD_BENCH_N, help="full pod scenario: pod starts per runtime")
     ap.add_argument("--guest-kernel", default=None)
@@ -764,6 +845,7 @@ def main(argv=None):
         "test": cmd_test,
         "ctr": cmd_ctr,
         "pod": cmd_pod,
+        "quickstart": cmd_quickstart,
         "bench": cmd_bench,
         "hangrate": cmd_hangrate,
         "demo": cmd_demo,

@@ -29,6 +29,8 @@ KVM_MODULES = ["kvm_amd"]
 # The pod step (run.sh lab_pod): the CNI bridge and veths, and what the shim wires a pod's veth
 # to its VM's tap with (tun, ingress qdisc, u32 filter, mirred action).
 NET_MODULES = ["bridge", "veth", "tun", "sch_ingress", "cls_u32", "act_mirred"]
+# The quickstart step (run.sh lab_quickstart): overlayfs, the snapshotter of containerd's default config.
+FS_MODULES = ["overlay"]
 # The pod step's CNI plugins (Debian's containernetworking-plugins; containerd adds loopback).
 CNI_PLUGINS = ["bridge", "host-local", "loopback"]
 CNI_DIRS = ["/usr/lib/cni", "/opt/cni/bin"]
@@ -226,7 +228,8 @@ def cloud_kernel(cache):
     """Directory with vmlinuz, release, modules/*.ko, boot.order, kvm.order (cached)."""
     package, version = resolve_cloud_kernel(cache)
     # The module lists are part of the key: a new list means a new entry.
-    name = f"kernel-{package}_{version}-m{short_key(*BOOT_MODULES, '|', *KVM_MODULES, '|', *NET_MODULES)[:8]}"
+    lists = short_key(*BOOT_MODULES, "|", *KVM_MODULES, "|", *NET_MODULES, "|", *FS_MODULES)
+    name = f"kernel-{package}_{version}-m{lists[:8]}"
     final = cache.path(name)
     if (final / ".complete").exists():
         return final
@@ -245,7 +248,8 @@ def cloud_kernel(cache):
         shutil.copy(tree / f"boot/vmlinuz-{release}", out / "vmlinuz")
         shutil.copy(tree / f"boot/config-{release}", out / "config")
         (out / "release").write_text(release + "\n")
-        for list_name, wanted in (("boot.order", BOOT_MODULES), ("kvm.order", KVM_MODULES), ("net.order", NET_MODULES)):
+        for list_name, wanted in (("boot.order", BOOT_MODULES), ("kvm.order", KVM_MODULES), ("net.order", NET_MODULES),
+                                  ("fs.order", FS_MODULES)):  # fmt: skip
             rels = modules_in_load_order(releases[0], wanted)
             for rel in rels:
                 shutil.copy(releases[0] / rel, out / "modules" / rel.name)

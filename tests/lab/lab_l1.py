@@ -69,17 +69,21 @@ class RunSpec:
     cmdline: str
     timeout_s: int
     attempts: int
-    kind: str = "boot"  # boot: lab_run; health: lab_health (vsock); ctr: lab_ctr (containerd); pod: lab_pod (CRI)
+    kind: str = "boot"  # boot: lab_run; health: lab_health (vsock); ctr: lab_ctr (containerd); pod: lab_pod (CRI);
+    # quickstart: lab_quickstart (the README's Kubernetes quick start: hull install, CRI pod, hull uninstall)
     options: str = ""  # pod: the CRI client's options (--full, --bench N)
 
 
 # run.sh function per RunSpec.kind
-PLAN_FUNCTIONS = {"boot": "lab_run", "health": "lab_health", "ctr": "lab_ctr", "suite": "lab_suite", "pod": "lab_pod"}
+PLAN_FUNCTIONS = {"boot": "lab_run", "health": "lab_health", "ctr": "lab_ctr", "suite": "lab_suite", "pod": "lab_pod",
+                  "quickstart": "lab_quickstart"}  # fmt: skip
 # A suite run's timeout_s bounds each of its test executables; the run as a whole (boot, 4
 # executables, fsbench, power-off) gets this many times that in L1's budget.
 SUITE_BUDGET_FACTOR = 5
-# A pod run's attempt also starts containerd and imports two images first (not in its timeout).
+# A pod (or quickstart) run's attempt also starts containerd and imports two images first (not in
+# its timeout); a quickstart attempt also runs hull install, hull check and hull uninstall.
 POD_SETUP_S = 40
+SETUP_KINDS = ("pod", "quickstart")
 
 
 @dataclass
@@ -241,7 +245,7 @@ def boot(assets, config, runs, work_dir, tag, on_line=None):
         p.unlink(missing_ok=True)
     budget = BOOT_S + 30 + sum(
         r.attempts
-        * (r.timeout_s * (SUITE_BUDGET_FACTOR if r.kind == "suite" else 1) + 15 + (POD_SETUP_S if r.kind == "pod" else 0))
+        * (r.timeout_s * (SUITE_BUDGET_FACTOR if r.kind == "suite" else 1) + 15 + (POD_SETUP_S if r.kind in SETUP_KINDS else 0))
         for r in runs
     )
     append = " ".join(p for p in ("console=ttyS0 panic=-1 quiet", config.append) if p)

@@ -757,6 +757,302 @@ pod_once() {
     rm -f "$out" "$err"
 }
 
+# lab_quickstart NAME TIMEOUT_S ATTEMPTS MEM_MIB VCPUS KERNEL_PARAMS
+# Issue 16: README.md's "Quick start -> Kubernetes (RuntimeClass)" followed as written, with L1 as
+# the node. L1's / is a throwaway tmpfs (l1-init.sh), so nothing needs --prefix: the node gets
+# containerd and ctr in /usr/bin and virtiofsd in /usr/libexec (where Debian's packages put
+# them), the CNI plugins in /opt/cni/bin and a bridge conflist in /etc/cni/net.d; then, as the
+# README says: `hull install` (the lab's `build/bin` is $LAB/bin, its guest image $LAB/guest:
+# `--from`; --bin-dir defaults to this hull's own directory), containerd (re)started with its
+# default config /etc/containerd/config.toml (which hull install wrote: none existed), the images
+# imported into k8s.io (no registry in the lab: busybox under the name `busybox:latest` resolves
+# to, the pause image under containerd's default sandbox_image), `hull check` (exit 0, and its
+# runtime line must say `hull in <file>, ConfigPath /etc/hull/config.toml`). L1 has no kubelet:
+# `lab-pod --quickstart` stands in for it and runs the README's pod hello-hull through CRI with
+# the handler and overhead of the RuntimeClass hull install printed (checks pod-start, logs,
+# vm-size, pod-remove, nothing-left). Last, `hull uninstall`: everything in the install manifest
+# must be gone (a file the lab changed must be kept and named). MEM_MIB and VCPUS are unused
+# (the installed config's defaults are what the README describes); KERNEL_PARAMS (lab.py's
+# --extra) is the only edit to the installed config, and only when given.
+#   LAB-POD name=.. attempt=.. check=install|hull-check|uninstall|<the client's> status=ok|fail detail=".."
+#   LAB-QS-CHECK name=.. attempt=.. | <a line of hull check's screen>
+#   LAB-RESULT name=.. kind=quickstart status=ok|fail|hang rc=<lab-pod> wall_ms=.. failed="<checks>" runtime=".."
+# A client run that outlives TIMEOUT_S or whose pod guest never reached its agent is a hang:
+# containerd's state is cleared, hull uninstalled, and the whole quick start tried again.
+QS_SUBNET=10.89.0.0/24    # not the pod step's 10.88.0.0/24: its bridge lab0 stays up in L1
+QS_SUBNET6=fd89::/64
+QS_NET=containerd-net
+QS_PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+lab_quickstart() {
+    name=$1 vmm=hull timeout=$2 attempts=$3 mem=$4 vcpus=$5 params=$6
+    R=${LAB_QS_ROOT:-}  # lab-selftest only: a scratch root instead of L1's /
+    attempt=1
+    while :; do
+        quickstart_once
+        [ "$status" = hang ] && [ "$attempt" -lt "$attempts" ] || break
+        attempt=$((attempt + 1))
+    done
+}
+
+# qs_line CHECK ok|fail DETAIL: one check's line (the client's format); failures are collected.
+qs_line() {
+    [ "$2" = ok ] || qs_failed="${qs_failed:+$qs_failed }$1"
+    echo "LAB-POD name=$name attempt=$attempt check=$1 status=$2 detail=\"$(printf '%s' "$3" | printable |
+        tr '\n' ';' | sed 's/"/'"'"'/g; s/;$//' | cut -c1-500)\""
+}
+
+# What a node has before Hull: cgroup2, the network modules and overlayfs (containerd's default
+# snapshotter), containerd, virtiofsd, the CNI plugins and a conflist.
+quickstart_node() {
+    qs_error=
+    cp -a "$LAB/sysroot/." "$R/" 2>/dev/null  # containerd, ctr, virtiofsd, CNI plugins are dynamic
+    grep -q ' /sys/fs/cgroup ' /proc/mounts 2>/dev/null || mount -t cgroup2 cgroup2 /sys/fs/cgroup 2>/dev/null
+    if ! lab_net; then
+        qs_error="kernel modules: $net_error"
+        return 1
+    fi
+    if [ "$LAB_POD_NET" != skip ]; then
+        for m in $(cat /lib/modules/fs.order 2>/dev/null); do
+            mod=$(echo "${m%.ko}" | tr - _)
+            [ -d "/sys/module/$mod" ] || insmod "/lib/modules/$m" || qs_error="insmod $m failed; "
+        done
+        grep -qw overlay /proc/filesystems || qs_error="${qs_error}no overlay file system (fs.order)"
+        [ -z "$qs_error" ] || return 1
+    fi
+    mkdir -p "$R/usr/bin" "$R/usr/libexec" "$R/opt/cni/bin" "$R/etc/cni/net.d" "$R/var/lib/cni" "$R/var/log/pods"
+    for b in containerd ctr containerd-shim-runc-v2 runc; do
+        [ -f "$LAB/bin/$b" ] && cp "$LAB/bin/$b" "$R/usr/bin/$b"
+    done
+    cp "$LAB/bin/virtiofsd" "$R/usr/libexec/virtiofsd" && cp "$LAB/cni/"* "$R/opt/cni/bin/" || {
+        qs_error="copying containerd, virtiofsd or the CNI plugins failed"
+        return 1
+    }
+    [ -f "$R/etc/hosts" ] || printf '127.0.0.1 localhost\n' > "$R/etc/hosts"  # CRI copies it into pods
+    printf '%s\n' \
+        '{' \
+        '  "cniVersion": "0.4.0",' \
+        "  \"name\": \"$QS_NET\"," \
+        '  "plugins": [' \
+        '    {' \
+        '      "type": "bridge",' \
+        '      "bridge": "cni0",' \
+        '      "isGateway": true,' \
+        '      "ipMasq": false,' \
+        '      "ipam": {' \
+        '        "type": "host-local",' \
+        "        \"ranges\": [[{ \"subnet\": \"$QS_SUBNET\" }], [{ \"subnet\": \"$QS_SUBNET6\" }]]" \
+        '      }' \
+        '    }' \
+        '  ]' \
+        '}' > "$R/etc/cni/net.d/10-$QS_NET.conflist"
+}
+
+# README step 1: `hull install`; keeps a copy of the manifest and the RuntimeClass it printed.
+qs_install() {
+    PATH=$QS_PATH "$LAB/bin/hull" install --from "$LAB/guest" ${R:+--prefix "$R"} > "$Q/install.out" 2>&1
+    irc=$?
+    manifest=$R/usr/share/hull/install-manifest
+    if [ "$irc" != 0 ] || [ ! -f "$manifest" ]; then
+        qs_line install fail "hull install exit $irc: $(tail -n 5 "$Q/install.out")"
+        return 1
+    fi
+    cp "$manifest" "$Q/manifest"
+    sed -n '/^apiVersion: node.k8s.io/,$p' "$Q/install.out" | sed '/^$/,$d' > "$Q/runtimeclass.yaml"
+    bad=
+    while read -r kind a b; do
+        case $kind in
+            file) [ "$(sha256sum "$b" 2>/dev/null | cut -d' ' -f1)" = "$a" ] || bad="$bad $b" ;;
+            dir) [ -d "$a" ] || bad="$bad $a" ;;
+        esac
+    done < "$Q/manifest"
+    files=$(grep -c '^file ' "$Q/manifest") dirs=$(grep -c '^dir ' "$Q/manifest")
+    if grep -q "^installed $R/etc/containerd/conf.d/hull.toml\$" "$Q/install.out"; then
+        how="drop-in $R/etc/containerd/conf.d/hull.toml"
+        grep -q "^installed $R/etc/containerd/config.toml\$" "$Q/install.out" && how="$how + a minimal main config"
+    else
+        how=""
+    fi
+    if [ -n "$bad" ]; then
+        qs_line install fail "manifest entries missing or not as written:$bad"
+    elif [ -z "$how" ]; then
+        qs_line install fail "containerd not configured on a node without a containerd config: $(grep '^note:' "$Q/install.out")"
+    elif ! grep -q '^handler: hull$' "$Q/runtimeclass.yaml"; then
+        qs_line install fail "no RuntimeClass with handler hull printed: $(tail -n 12 "$Q/install.out")"
+    else
+        qs_line install ok "exit 0; manifest: $files files and $dirs directories, all present; containerd: $how; RuntimeClass printed: $(grep -E '^(handler|    (cpu|memory)):' "$Q/runtimeclass.yaml" | tr '\n' ' ' | tr -s ' ')"
+    fi
+    [ -n "$how" ] && [ -z "$bad" ] || return 1
+    qs_edited=
+    if [ -n "$params" ]; then
+        # lab.py --extra (experiments only): the guest kernel parameters go into the installed
+        # config as a user would put them there; hull uninstall then keeps that file (changed).
+        sed -i "s|^kernel_params = .*|kernel_params = \"$params\"|" "$R/etc/hull/config.toml"
+        qs_edited="$R/etc/hull/config.toml"
+    fi
+}
+
+# README step 2: containerd (re)started with its default config; the images it needs.
+qs_containerd() {
+    sock=$R/run/containerd/containerd.sock
+    t0=$(uptime_s)
+    PATH=$QS_PATH "$R/usr/bin/containerd" ${R:+--config "$R/etc/containerd/config.toml"} > "$Q/containerd.log" 2>&1 &
+    qs_ctrd=$!
+    i=0
+    while [ ! -S "$sock" ]; do
+        i=$((i + 1))
+        if [ "$i" -gt 300 ] || ! kill -0 "$qs_ctrd" 2>/dev/null; then
+            qs_line containerd fail "containerd did not start: $(grep -v 'level=debug' "$Q/containerd.log" | tail -n 3)"
+            return 1
+        fi
+        sleep 0.1
+    done
+    t1=$(uptime_s)
+    pause=$("$R/usr/bin/containerd" ${R:+--config "$R/etc/containerd/config.toml"} config dump 2>/dev/null |
+        sed -n 's/^ *sandbox_image = "\(.*\)"$/\1/p' | head -n 1)
+    out=
+    for step in "image import $LAB/images/busybox.tar" "image import $LAB/images/pause.tar" \
+        "image tag lab.local/busybox:lab docker.io/library/busybox:latest" "image tag lab.local/pause:lab $pause"; do
+        # shellcheck disable=SC2086 # the step's words
+        out=$("$R/usr/bin/ctr" --address "$sock" --namespace k8s.io $step 2>&1) && continue
+        qs_line containerd fail "ctr $step: $(printf '%s' "$out" | tail -n 3)"
+        return 1
+    done
+    qs_line containerd ok "started with its default config in $(ms_between "$t0" "$t1") ms; busybox imported as docker.io/library/busybox:latest, the pause image as $pause (sandbox_image)"
+}
+
+# README step 2: `hull check`, its exit status and its runtime line.
+qs_check() {
+    PATH=$QS_PATH "$R/usr/local/bin/hull" check ${R:+--prefix "$R"} > "$Q/check.out" 2>&1
+    crc=$?
+    printable < "$Q/check.out" | sed "s/^/LAB-QS-CHECK name=$name attempt=$attempt | /"
+    runtime=$(grep -m1 '^runtime ' "$Q/check.out" | printable | tr -s ' ' | sed 's/"/'"'"'/g')
+    fails=$(grep -E '^[a-z-]+ +FAIL ' "$Q/check.out" | tr -s ' ' | tr '\n' ';')
+    case $runtime in
+        "runtime ok hull in "*", ConfigPath $R/etc/hull/config.toml"*) rt_ok=1 ;;
+        *) rt_ok=0 ;;
+    esac
+    if [ "$crc" = 0 ] && [ "$rt_ok" = 1 ]; then
+        qs_line hull-check ok "exit 0; $runtime"
+    else
+        qs_line hull-check fail "exit $crc; runtime line '$runtime' (must say hull in <file>, ConfigPath $R/etc/hull/config.toml); FAIL lines: ${fails:-none}"
+    fi
+}
+
+# The pod: lab-pod --quickstart in kubelet's place.
+qs_client() {
+    out=$Q/lab-pod.out err=$Q/lab-pod.err
+    summary=$(PATH=$QS_PATH $WATCH -t "$timeout" -o "$out" -e "$err" -- $LAB/bin/lab-pod --quickstart \
+        --socket "$sock" --run-dir "$R/run/hull" --pod-dir "$R/var/log/pods" --netns-dir "$R/var/run/netns" \
+        --ipam-dir "$R/var/lib/cni/networks/$QS_NET" --runtime-class "$Q/runtimeclass.yaml" \
+        --hull-config "$R/etc/hull/config.toml" --kubelet-dir "$R/var/lib/kubelet" --name "$name" --attempt "$attempt")
+    parse_summary "$summary"
+    [ -n "$summary" ] || echo "LAB-TAIL name=$name attempt=$attempt stream=labwatch | no summary from labwatch"
+    grep -a '^LAB-' "$out" 2>/dev/null | tr -cd ' -~\n' | cut -c1-600
+    end=$(grep -a '^LAB-POD-END ' "$out" 2>/dev/null | tail -n 1)
+    client_failed=$(printf '%s' "$end" | sed -n 's/.*failed="\([^"]*\)".*/\1/p')
+    case $end in
+        *status=ok*) client=ok ;;
+        *status=hang*) client=hang ;;
+        *) client=fail ;;
+    esac
+    [ -z "$end" ] && detail="lab-pod ended without a verdict: $(tail -n 3 "$err" 2>/dev/null | printable | tr '\n' ';' | sed 's/"/'"'"'/g')"
+}
+
+# Stops containerd and what a failed pod left, and clears containerd's state (mounts first), so
+# a retry starts from a node as before; the CNI leases go too.
+qs_teardown() {
+    for f in "$R"/run/hull/*/pids; do
+        [ -f "$f" ] || continue
+        while read -r _ pid; do
+            case $pid in '' | *[!0-9]*) continue ;; esac
+            [ "$pid" -gt 1 ] && kill -KILL "$pid" 2>/dev/null
+        done < "$f"
+    done
+    [ -n "$qs_ctrd" ] && kill -TERM "$qs_ctrd" 2>/dev/null && wait "$qs_ctrd" 2>/dev/null
+    qs_ctrd=
+    for d in run/containerd var/lib/containerd run/hull var/run/netns; do
+        awk '{ print $2 }' /proc/mounts | grep "^$R/$d/" | sort -r | while read -r m; do umount -l "$m" 2>/dev/null; done
+        rm -rf "$R/$d"
+    done
+    rm -rf "$R/var/lib/cni/networks" "$R/var/lib/kubelet"
+}
+
+# README's `hull uninstall`: every manifest entry gone, except files the lab changed (kept, and
+# uninstall must say so) and the directories holding them; then those go too.
+qs_uninstall() {
+    [ -f "$Q/manifest" ] || return 0
+    PATH=$QS_PATH "$R/usr/local/bin/hull" uninstall ${R:+--prefix "$R"} > "$Q/uninstall.out" 2>&1
+    urc=$?
+    left= n=0
+    while read -r kind a b; do
+        case $kind in
+            file) p=$b ;;
+            dir) p=$a ;;
+            *) continue ;;
+        esac
+        n=$((n + 1))
+        [ -e "$p" ] || continue
+        kept=0
+        for e in $qs_edited; do
+            case $e in "$p" | "$p"/*) kept=1 ;; esac
+        done
+        [ "$kept" = 1 ] || left="$left $p"
+    done < "$Q/manifest"
+    [ -e "$R/usr/share/hull/install-manifest" ] && left="$left $R/usr/share/hull/install-manifest"
+    unnamed=
+    for e in $qs_edited; do
+        grep -q "^kept $e (changed since install" "$Q/uninstall.out" || unnamed="$unnamed $e"
+        rm -f "$e"
+        rmdir "${e%/*}" 2>/dev/null
+    done
+    if [ "$urc" != 0 ]; then
+        qs_line uninstall fail "hull uninstall exit $urc: $(tail -n 5 "$Q/uninstall.out")"
+    elif [ -n "$left$unnamed" ]; then
+        qs_line uninstall fail "left behind:${left:- none}; changed by the lab but not named as kept:${unnamed:- none}"
+    else
+        qs_line uninstall ok "exit 0; the manifest's $n entries and the manifest itself removed$([ -n "$qs_edited" ] &&
+            echo " (but what the lab changed, which uninstall kept and named: $qs_edited)")"
+    fi
+}
+
+quickstart_once() {
+    Q=$TMP/qs.$attempt
+    rm -rf "$Q"
+    mkdir -p "$Q"
+    qs_failed= client= client_failed= detail= runtime= rc=-1 wall_ms=-1 timedout=0 qs_ctrd= qs_edited=
+    if ! quickstart_node; then
+        detail="node set-up: $qs_error"
+    elif qs_install && qs_containerd; then
+        qs_check
+        qs_client
+    fi
+    if [ "$timedout" = 1 ] || [ "$client" = hang ]; then
+        status=hang
+    elif [ "$rc" = 0 ] && [ "$client" = ok ] && [ -z "$qs_failed" ]; then
+        status=ok
+    else
+        status=fail
+    fi
+    if [ "$status" != ok ]; then
+        for f in "$Q/install.out" "$Q/uninstall.out" "$Q/lab-pod.err"; do
+            [ -s "$f" ] && tail -n 15 "$f" | printable | sed "s/^/LAB-TAIL name=$name attempt=$attempt stream=${f##*/} | /"
+        done
+        for f in "$R"/run/hull/*/console.log "$R"/run/hull/*/vmm.log "$R"/run/hull/*/virtiofsd.log; do
+            [ -s "$f" ] && sed "s/${ESC}\[[0-9;]*m//g" "$f" | tail -n 15 | printable |
+                sed "s/^/LAB-TAIL name=$name attempt=$attempt stream=${f##*/} | /"
+        done
+        sed "s/${ESC}\[[0-9;]*m//g" "$Q/containerd.log" 2>/dev/null | grep -v 'level=debug' | tail -n 20 |
+            printable | sed "s/^/LAB-TAIL name=$name attempt=$attempt stream=containerd | /"
+    fi
+    qs_teardown
+    qs_uninstall
+    # A failed uninstall fails the run, even after a good pod (a hang stays a hang: retried).
+    [ "$status" = ok ] && [ -n "$qs_failed" ] && status=fail
+    failed="$qs_failed${client_failed:+ $client_failed}"
+    failed=${failed# }
+    echo "LAB-RESULT name=$name attempt=$attempt vmm=hull kind=quickstart status=$status rc=$rc wall_ms=$wall_ms l1_kernel=$(uname -r) failed=\"$failed\" detail=\"$detail\" runtime=\"$runtime\""
+}
+
 echo "LAB-L1 event=plan uptime=$(uptime_s)"
 . "$1"
 echo "LAB-L1 event=plan-done uptime=$(uptime_s)"

@@ -365,6 +365,117 @@ class RunScriptTest(unittest.TestCase):
         self.assertEqual(results[0].fields["failed"], "l1-http")
         self.assertIn("lab-pod: lab-pod: something broke", results[0].tail)
 
+    # The quick start with a scratch root (LAB_QS_ROOT) in place of L1's /: a `hull` that installs
+    # a few files with a manifest, answers check and uninstalls by the manifest (as the real one
+    # does), a containerd that binds the default socket under the root, a ctr that records its
+    # calls, and lab-pod scripted per attempt.
+    FAKE_QS_HULL = r"""#!/bin/sh
+cmd=$1; shift
+while [ $# -gt 0 ]; do [ "$1" = --prefix ] && R=$2; shift; done
+m=$R/usr/share/hull/install-manifest
+case $cmd in
+install)
+    [ -e "$m" ] && { echo "hull: Hull is already installed here" >&2; exit 1; }
+    for d in usr/local usr/local/bin usr/share usr/share/hull etc/hull etc/containerd etc/containerd/conf.d; do
+        [ -d "$R/$d" ] || { mkdir "$R/$d"; echo "dir $R/$d" >> "$R/dirs"; }
+    done
+    cp "$0" "$R/usr/local/bin/hull"
+    echo 'kernel_params = ""' > "$R/etc/hull/config.toml"
+    echo "version = 2" > "$R/etc/containerd/config.toml"
+    echo "[plugins]" > "$R/etc/containerd/conf.d/hull.toml"
+    { echo "# hull install manifest"; cat "$R/dirs"; rm "$R/dirs"
+      for f in usr/local/bin/hull etc/hull/config.toml etc/containerd/config.toml etc/containerd/conf.d/hull.toml; do
+          echo "file $(sha256sum "$R/$f" | cut -d' ' -f1) $R/$f"
+      done; } > "$m"
+    for f in usr/local/bin/hull etc/hull/config.toml etc/containerd/config.toml etc/containerd/conf.d/hull.toml; do
+        echo "installed $R/$f"
+    done
+    printf '\n# Kubernetes: apply this RuntimeClass\napiVersion: node.k8s.io/v1\nkind: RuntimeClass\n'
+    printf 'metadata:\n  name: hull\nhandler: hull\noverhead:\n  podFixed:\n    memory: "160Mi"\n    cpu: "250m"\n'
+    printf '\nCheck the host with `hull check`.\n'
+    ;;
+check)
+    printf '%-11s %-4s %s\n' kvm ok "real" runtime ok \
+        "hull in $R/etc/containerd/conf.d/hull.toml, ConfigPath $R/etc/hull/config.toml (restart containerd after a change)"
+    ;;
+uninstall)
+    grep '^file ' "$m" | while read -r _ sum p; do
+        case $p in *@LEAVE@) continue ;; esac
+        if [ "$(sha256sum "$p" | cut -d' ' -f1)" = "$sum" ]; then rm -f "$p"; echo "removed $p"
+        else echo "kept $p (changed since install; remove it yourself if unwanted)"; fi
+    done
+    grep '^dir ' "$m" | sed -n '1!G;h;$p' > "$R/dirs.rev"
+    rm -f "$m"
+    while read -r _ d; do rmdir "$d" 2>/dev/null; done < "$R/dirs.rev"
+    rm -f "$R/dirs.rev"
+    ;;
+esac
+"""
+    FAKE_QS_CONTAINERD = (
+        "#!/bin/sh\n"
+        'R=${2%%/etc/containerd/config.toml}\n'
+        '[ "$3" = config ] && { echo \'    sandbox_image = "registry.k8s.io/pause:3.6"\'; exit 0; }\n'
+        'mkdir -p "$R/run/containerd"\n'
+        'exec python3 -c "import socket, sys, time; s = socket.socket(socket.AF_UNIX); s.bind(sys.argv[1]); '
+        'time.sleep(60)" "$R/run/containerd/containerd.sock"\n'
+    )
+    QS_POD_OK = (
+        'cp "$(echo "$*" | sed \'s/.*--runtime-class \\([^ ]*\\).*/\\1/\')" %(dir)s/runtime-class-seen\n'
+        'echo "LAB-POD name=q attempt=$n check=pod-start status=ok detail=\\"pod abc\\""\n'
+        'echo "LAB-POD-END name=q attempt=$n status=ok failed=\\"\\""'
+    )
+
+    def run_quickstart(self, pod_script, attempts=2, leave="/nothing", params=""):
+        root = self.dir / "root"
+        root.mkdir()
+        bins = self.dir / "lab/bin"
+        for name, text in (("hull", self.FAKE_QS_HULL.replace("@LEAVE@", leave)), ("containerd", self.FAKE_QS_CONTAINERD),
+                           ("ctr", '#!/bin/sh\necho "$*" >> %s/ctr-calls\n' % self.dir), ("virtiofsd", "#!/bin/sh\n"),
+                           ("lab-pod", "#!/bin/sh\necho \"$*\" > %s/lab-pod-args\nn=$(cat %s/count 2>/dev/null || "
+                            "echo 0); n=$((n+1)); echo $n > %s/count\n%s\n"
+                            % (self.dir, self.dir, self.dir, pod_script % {"dir": self.dir}))):  # fmt: skip
+            (bins / name).write_text(text)
+            (bins / name).chmod(0o755)
+        for d in ("sysroot", "cni", "guest"):
+            (self.dir / "lab" / d).mkdir()
+        (self.dir / "lab/cni/bridge").write_text("")
+        plan = "LAB_POD_NET=skip\nLAB_QS_ROOT=%s\nlab_quickstart q 5 %d 256 1 '%s'\n" % (root, attempts, params)
+        return self.run_plan("exit 0", plan), root
+
+    def test_quickstart_installs_runs_the_pod_and_uninstalls(self):
+        results, root = self.run_quickstart(self.QS_POD_OK)
+        self.assertEqual([(r.status, r.kind, r.rc) for r in results], [("ok", "quickstart", 0)], results[0].tail)
+        self.assertIn(f"ConfigPath {root}/etc/hull/config.toml", results[0].fields["runtime"])
+        args = (self.dir / "lab-pod-args").read_text()
+        self.assertIn(f"--quickstart --socket {root}/run/containerd/containerd.sock --run-dir {root}/run/hull", args)
+        self.assertIn(f"--hull-config {root}/etc/hull/config.toml", args)
+        self.assertIn("handler: hull", (self.dir / "runtime-class-seen").read_text())
+        calls = (self.dir / "ctr-calls").read_text()
+        self.assertIn("--namespace k8s.io image tag lab.local/busybox:lab docker.io/library/busybox:latest", calls)
+        self.assertIn("image tag lab.local/pause:lab registry.k8s.io/pause:3.6", calls)
+        self.assertIn('"bridge": "cni0"', (root / "etc/cni/net.d/10-containerd-net.conflist").read_text())
+        self.assertTrue((root / "usr/libexec/virtiofsd").exists(), "virtiofsd where Debian's package puts it")
+        for gone in ("usr/local", "usr/share/hull", "etc/hull", "etc/containerd"):
+            self.assertFalse((root / gone).exists(), f"{gone} left after hull uninstall")
+
+    def test_quickstart_uninstall_leaving_a_file_fails_the_run(self):
+        results, root = self.run_quickstart(self.QS_POD_OK, leave="conf.d/hull.toml")
+        self.assertEqual([(r.status, r.fields["failed"]) for r in results], [("fail", "uninstall")])
+        self.assertTrue((root / "etc/containerd/conf.d/hull.toml").exists())
+
+    def test_quickstart_config_edit_is_kept_and_named_by_uninstall(self):
+        results, root = self.run_quickstart(self.QS_POD_OK, params="panic=0")
+        self.assertEqual([r.status for r in results], ["ok"], results[0].tail)
+        self.assertFalse((root / "etc/hull").exists(), "the lab removes the file it changed after uninstall")
+
+    def test_quickstart_hang_is_retried_from_a_fresh_install(self):
+        script = (
+            '[ "$n" = 1 ] && { echo "LAB-POD-END name=q attempt=1 status=hang failed=\\"pod-start\\""; exit 1; }\n'
+            + self.QS_POD_OK
+        )
+        results, _ = self.run_quickstart(script)
+        self.assertEqual([r.status for r in results], ["hang", "ok"], results[-1].tail)
+
 
 class PodJudgementTest(unittest.TestCase):
     def lab_with(self, checks, bench=None, net=None):
@@ -412,6 +523,49 @@ class PodJudgementTest(unittest.TestCase):
     def test_plan_line_carries_the_clients_options(self):
         runs = [lab_l1.RunSpec("p", "hull", 256, 1, "", 180, 3, kind="pod", options="--full --bench 3")]
         self.assertIn("lab_pod p 180 3 256 1 '' '--full --bench 3'\n", lab_l1.plan_script(runs, ""))
+
+
+class QuickstartJudgementTest(unittest.TestCase):
+    ALL_OK = [f'name=q attempt=1 check={c} status=ok detail="fine"' for c in lab.QUICKSTART_CHECKS]
+
+    def lab_with(self, checks, screen=None):
+        return type("FakeLab", (), {"pod_checks": [lab_l1.parse_fields(c) for c in checks],
+                                    "qs_check": {("q", "1"): screen or []}})  # fmt: skip
+
+    def result(self, status="ok", failed="", attempt=1):
+        line = (f'name=q attempt={attempt} vmm=hull kind=quickstart status={status} rc=0 wall_ms=21000 '
+                f'failed="{failed}" detail="" runtime="runtime ok hull in /etc/containerd/conf.d/hull.toml, '
+                f'ConfigPath /etc/hull/config.toml"')  # fmt: skip
+        return lab_l1.parse_result(line)
+
+    def test_every_check_passed_is_ok_and_shows_the_runtime_line(self):
+        code, msg = lab.check_boot(self.lab_with(self.ALL_OK), "q", [self.result()], 3)
+        self.assertEqual(code, lab.EXIT_OK, msg)
+        self.assertIn("hull check: runtime ok hull in /etc/containerd/conf.d/hull.toml, ConfigPath /etc/hull/config.toml", msg)
+        self.assertIn("vm-size: ok: fine", msg)
+
+    def test_failed_check_is_a_product_failure_with_hull_checks_screen(self):
+        checks = self.ALL_OK[:7] + ['name=q attempt=1 check=vm-size status=fail detail="2 vCPU / 512 MiB"']
+        lab_ = self.lab_with(checks, ["kvm ok real", "runtime FAIL no hull runtime"])
+        code, msg = lab.check_boot(lab_, "q", [self.result("fail", "vm-size")], 3)
+        self.assertEqual(code, lab.EXIT_PRODUCT)
+        self.assertIn("failed: vm-size", msg)
+        self.assertIn("vm-size: fail: 2 vCPU / 512 MiB", msg)
+        self.assertIn("runtime FAIL no hull runtime", msg)
+
+    def test_ok_status_with_a_check_missing_is_a_product_failure(self):
+        checks = [c for c in self.ALL_OK if "check=uninstall" not in c]
+        code, msg = lab.check_boot(self.lab_with(checks), "q", [self.result()], 3)
+        self.assertEqual(code, lab.EXIT_PRODUCT)
+        self.assertIn("not passed or not run: uninstall", msg)
+
+    def test_hangs_are_a_lab_hang(self):
+        code, msg = lab.check_boot(self.lab_with([]), "q", [self.result("hang"), self.result("hang", attempt=2)], 2)
+        self.assertEqual(code, lab.EXIT_LAB_HANG, msg)
+
+    def test_plan_line_and_budget(self):
+        runs = [lab_l1.RunSpec("q", "hull", 256, 1, "", 180, 3, kind="quickstart")]
+        self.assertIn("lab_quickstart q 180 3 256 1 ''\n", lab_l1.plan_script(runs, ""))
 
 
 class HealthJudgementTest(unittest.TestCase):
