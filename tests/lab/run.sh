@@ -910,8 +910,9 @@ qs_containerd() {
     pause=$("$R/usr/bin/containerd" ${R:+--config "$R/etc/containerd/config.toml"} config dump 2>/dev/null |
         sed -n 's/^ *sandbox_image = "\(.*\)"$/\1/p' | head -n 1)
     out=
+    # busybox's name last: the client waits until CRI lists it, so CRI has seen the pause tag too.
     for step in "image import $LAB/images/busybox.tar" "image import $LAB/images/pause.tar" \
-        "image tag lab.local/busybox:lab docker.io/library/busybox:latest" "image tag lab.local/pause:lab $pause"; do
+        "image tag lab.local/pause:lab $pause" "image tag lab.local/busybox:lab docker.io/library/busybox:latest"; do
         # shellcheck disable=SC2086 # the step's words
         out=$("$R/usr/bin/ctr" --address "$sock" --namespace k8s.io $step 2>&1) && continue
         qs_line containerd fail "ctr $step: $(printf '%s' "$out" | tail -n 3)"

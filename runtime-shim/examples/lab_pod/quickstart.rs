@@ -300,6 +300,25 @@ fn container_config(files: &PodFiles) -> Result<api::ContainerConfig, String> {
     Ok(c)
 }
 
+/// `image: busybox:latest` as CRI sees it; CRI learns of an image tagged by `ctr` from
+/// containerd's events, so it may take a moment.
+fn wait_for_image(run: &Run) -> Check {
+    let started = Instant::now();
+    loop {
+        match run.cri.image_present(QS_IMAGE) {
+            Ok(true) => {
+                return Ok(format!(
+                    "{QS_IMAGE} present (what `image: busybox:latest` names)"
+                ))
+            }
+            Ok(false) if started.elapsed() < Duration::from_secs(30) => {}
+            Ok(false) => return Err(format!("{QS_IMAGE} not in CRI's images after 30 s")),
+            Err(e) => return Err(format!("ImageStatus {QS_IMAGE}: {e}")),
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// `kubectl logs`: the container's stdout lines once it printed one, at most [`LOG_WAIT`].
 fn wait_for_log(path: &Path) -> Result<Vec<String>, String> {
     let started = Instant::now();
@@ -389,13 +408,7 @@ pub fn scenario(run: &mut Run) {
             return;
         }
     };
-    let image = match run.cri.image_present(QS_IMAGE) {
-        Ok(true) => Ok(format!(
-            "{QS_IMAGE} present (what `image: busybox:latest` names)"
-        )),
-        Ok(false) => Err(format!("{QS_IMAGE} not in CRI's images")),
-        Err(e) => Err(format!("ImageStatus {QS_IMAGE}: {e}")),
-    };
+    let image = wait_for_image(run);
     if !run.check("qs-image", image) {
         return;
     }
