@@ -7,16 +7,13 @@
 //! stdio port to its process. Anything else is closed without a reply, as the VMM does when
 //! nothing listens on a port.
 //!
-//! Every connection is bounded ([`limits`], numbers from [`hull_proto::contract`]): at most
-//! `MAX_HANDSHAKING_CONNECTIONS` wait for their CONNECT line, at most `MAX_API_CONNECTIONS` API
-//! connections are open, and an API connection that sends no request within the first-request
-//! timeout is closed (one that did stays for as long as the host keeps it). A connection beyond
-//! a cap is closed at once, before any `OK` line, with a rate-limited warning.
-
-pub mod limits;
-
-#[cfg(test)]
-mod tests;
+//! Every connection is bounded ([`crate::conn_limits`], numbers from [`hull_proto::contract`],
+//! the same as the unix and vsock listeners apply): at most `MAX_HANDSHAKING_CONNECTIONS` wait
+//! for their CONNECT line, at most `MAX_API_CONNECTIONS` API connections are open, and an API
+//! connection that sends no request within the first-request timeout is closed (one that did
+//! stays for as long as the host keeps it); at most `MAX_LOG_READERS` log readers and
+//! `MAX_PORT_FORWARDS` port forwards. A connection beyond a cap is closed at once, before any
+//! `OK` line, with a rate-limited warning.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,11 +23,11 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
+use crate::conn_limits::{admit_api_connection, ApiConnection, ConnectionLimits, Slots};
 use crate::console::DebugConsole;
+use crate::logging::LogReaders;
 use crate::port_forward::PortForwards;
-use crate::stdio::{Stream, StreamHub};
-pub use limits::{ApiConnection, ConnectionLimits};
-use limits::{FirstRequest, Slots};
+use crate::stdio::StreamHub;
 
 pub use hull_proto::handshake::{parse_connect, MAX_CONNECT_LINE};
 
@@ -54,23 +51,23 @@ struct Routes {
     limits: ConnectionLimits,
     handshaking: Slots,
     api_slots: Slots,
-    api: mpsc::Sender<ApiConnection>,
-    logs: mpsc::Sender<Stream>,
+    api: mpsc::Sender<ApiConnection<UnixStream>>,
+    logs: Arc<LogReaders>,
     hub: Arc<StreamHub>,
     forwards: Arc<PortForwards>,
     console: Arc<DebugConsole>,
 }
 
-/// Accepts connections forever, routing them by port, within [`ConnectionLimits::from_env`].
+/// Accepts connections forever, routing them by port, within `limits`.
 pub async fn accept_loop(
     listener: UnixListener,
-    api: mpsc::Sender<ApiConnection>,
-    logs: mpsc::Sender<Stream>,
+    limits: ConnectionLimits,
+    api: mpsc::Sender<ApiConnection<UnixStream>>,
+    logs: Arc<LogReaders>,
     hub: Arc<StreamHub>,
     forwards: Arc<PortForwards>,
     console: Arc<DebugConsole>,
 ) {
-    let limits = ConnectionLimits::from_env();
     let routes = Arc::new(Routes {
         limits,
         handshaking: Slots::new("connections in the handshake", limits.max_handshaking),
@@ -120,19 +117,14 @@ async fn route(
         if stream.write_all(reply.as_bytes()).await.is_err() {
             return;
         }
-        match limits::wait_for_first_request(&stream, routes.limits.first_request_timeout).await {
-            FirstRequest::Arrived => {
-                let _ = routes.api.send(ApiConnection::new(stream, api_slot)).await;
-            }
-            FirstRequest::Closed => {}
-            FirstRequest::TimedOut => debug!(
-                timeout = ?routes.limits.first_request_timeout,
-                "API connection sent no request in time; closed"
-            ),
-        }
+        let timeout = routes.limits.first_request_timeout;
+        admit_api_connection(stream, api_slot, timeout, &routes.api).await;
     } else if port == hull_proto::AGENT_LOG_PORT {
+        let Some(reader_slot) = routes.logs.take_slot() else {
+            return;
+        };
         if stream.write_all(reply.as_bytes()).await.is_ok() {
-            let _ = routes.logs.send(Box::pin(stream)).await;
+            routes.logs.add(reader_slot, Box::pin(stream)).await;
         }
     } else if port == hull_proto::PORT_FORWARD_PORT {
         let Some(forward_slot) = routes.forwards.take_slot() else {
@@ -154,12 +146,4 @@ async fn route(
     } else {
         debug!(port, "CONNECT to a port nobody listens on; closed");
     }
-}
-
-/// A ttrpc listener fed with the API connections.
-pub fn api_listener(rx: mpsc::Receiver<ApiConnection>) -> ttrpc::asynchronous::transport::Listener {
-    let stream = futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|s| (Ok::<_, std::io::Error>(s), rx))
-    });
-    ttrpc::asynchronous::transport::Listener::new(stream)
 }

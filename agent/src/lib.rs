@@ -9,6 +9,7 @@
 //! the host into the guest), [`console`] (the debug console), [`logging`].
 
 pub mod cli;
+pub mod conn_limits;
 pub mod console;
 pub mod container;
 pub mod exits;

@@ -1,16 +1,20 @@
 //! Logs go through `tracing` (level from `RUST_LOG`, default `info`) to stderr (the console when
 //! PID 1) and into a bounded in-memory buffer that [`forward_logs`] sends to the host's readers
-//! on the log port ([`hull_proto::AGENT_LOG_PORT`]). Writing a log line never waits for the host: when the
+//! on the log port ([`hull_proto::AGENT_LOG_PORT`], at most [`MAX_LOG_READERS`] of them:
+//! [`LogReaders`]). Writing a log line never waits for the host: when the
 //! host does not read, the oldest lines are dropped and the next delivery says how many bytes.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use tokio::io::AsyncWriteExt as _;
-use tokio::sync::{mpsc, Notify};
+use std::task::Poll;
+
+use tokio::io::{AsyncWriteExt as _, ReadBuf};
+use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit};
 use tracing_subscriber::fmt::writer::MakeWriterExt as _;
 use tracing_subscriber::EnvFilter;
 
+use crate::conn_limits::Slots;
 use crate::stdio::Stream;
 
 /// Most bytes of log kept for the host (boot logs wait here until the host connects).
@@ -142,12 +146,68 @@ pub const MAX_LOG_READERS: usize = hull_proto::contract::MAX_LOG_READERS;
 /// How long one reader may take to accept one chunk before it is dropped.
 const READER_WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Sends the buffer's contents, as they come, to every host connection from `connections` (at
-/// most [`MAX_LOG_READERS`]: a new one beyond that replaces the oldest). A reader that fails or
-/// does not take a chunk within 2 s is dropped; with no reader left, the bytes wait in the
-/// buffer. Returns when `connections` closes and no reader is left.
-pub async fn forward_logs(buffer: Arc<LogBuffer>, mut connections: mpsc::Receiver<Stream>) {
-    let mut readers: Vec<Stream> = Vec::new();
+/// The log port's readers, in every listen mode: at most [`MAX_LOG_READERS`] at once; one
+/// beyond is refused (closed at once, a rate-limited warning), so the readers already there —
+/// the shim's among them — keep their place. Each reader holds its slot until
+/// [`forward_logs`] drops it.
+pub struct LogReaders {
+    slots: Slots,
+    readers: mpsc::Sender<LogReader>,
+}
+
+/// One host connection reading the log, holding its [`LogReaders`] slot.
+pub struct LogReader {
+    stream: Stream,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl LogReaders {
+    /// Room for [`MAX_LOG_READERS`] readers; the receiver goes to [`forward_logs`].
+    pub fn new() -> (Arc<LogReaders>, mpsc::Receiver<LogReader>) {
+        Self::with_limit(MAX_LOG_READERS)
+    }
+
+    /// Room for `limit` readers.
+    pub fn with_limit(limit: usize) -> (Arc<LogReaders>, mpsc::Receiver<LogReader>) {
+        let (readers, rx) = mpsc::channel(limit.max(1));
+        let slots = Slots::new("log readers", limit);
+        (Arc::new(LogReaders { slots, readers }), rx)
+    }
+
+    /// A reader's slot, or None (logged) when all are taken: the hybrid listener asks before
+    /// it answers the handshake.
+    pub fn take_slot(&self) -> Option<OwnedSemaphorePermit> {
+        self.slots.take()
+    }
+
+    /// Readers connected now.
+    pub fn connected(&self) -> usize {
+        self.slots.in_use()
+    }
+
+    /// Hands `stream`, counted by `slot`, to [`forward_logs`] (dropped if it is gone).
+    pub async fn add(&self, slot: OwnedSemaphorePermit, stream: Stream) {
+        let reader = LogReader {
+            stream,
+            _slot: slot,
+        };
+        let _ = self.readers.send(reader).await;
+    }
+
+    /// Adds `stream` as a reader if there is room; otherwise it is closed here.
+    pub async fn offer(&self, stream: Stream) {
+        if let Some(slot) = self.take_slot() {
+            self.add(slot, stream).await;
+        }
+    }
+}
+
+/// Sends the buffer's contents, as they come, to every reader from `readers` (at most
+/// [`MAX_LOG_READERS`], counted by [`LogReaders`]). A reader that fails, closes, sends anything
+/// or does not take a chunk within 2 s is dropped (freeing its slot at once); with no reader
+/// left, the bytes wait in the buffer. Returns when `readers` closes and no reader is left.
+pub async fn forward_logs(buffer: Arc<LogBuffer>, mut connections: mpsc::Receiver<LogReader>) {
+    let mut readers: Vec<LogReader> = Vec::new();
     let mut open = true;
     loop {
         if !open && readers.is_empty() {
@@ -155,19 +215,17 @@ pub async fn forward_logs(buffer: Arc<LogBuffer>, mut connections: mpsc::Receive
         }
         tokio::select! {
             connection = connections.recv(), if open => match connection {
-                Some(stream) => {
-                    if readers.len() >= MAX_LOG_READERS {
-                        readers.remove(0);
-                    }
-                    readers.push(stream);
-                }
+                Some(reader) => readers.push(reader),
                 None => open = false,
             },
+            gone = first_gone(&mut readers), if !readers.is_empty() => {
+                readers.remove(gone);
+            }
             chunk = buffer.take(), if !readers.is_empty() => {
                 let mut kept = Vec::with_capacity(readers.len());
                 for mut reader in readers.drain(..) {
-                    let sent =
-                        tokio::time::timeout(READER_WRITE_TIMEOUT, reader.write_all(&chunk)).await;
+                    let write = reader.stream.write_all(&chunk);
+                    let sent = tokio::time::timeout(READER_WRITE_TIMEOUT, write).await;
                     if matches!(sent, Ok(Ok(()))) {
                         kept.push(reader);
                     }
@@ -181,8 +239,26 @@ pub async fn forward_logs(buffer: Arc<LogBuffer>, mut connections: mpsc::Receive
     }
 }
 
-/// Accepts host connections on the vsock log port forever, handing each to `connections`.
-pub async fn accept_vsock_log_connections(connections: mpsc::Sender<Stream>) {
+/// Resolves to the index of the first reader that closed, failed or sent bytes (a reader only
+/// reads); pending while every reader is quiet.
+async fn first_gone(readers: &mut [LogReader]) -> usize {
+    std::future::poll_fn(|cx| {
+        for (index, reader) in readers.iter_mut().enumerate() {
+            let mut scratch = [0u8; 64];
+            let mut buf = ReadBuf::new(&mut scratch);
+            if reader.stream.as_mut().poll_read(cx, &mut buf).is_ready() {
+                // EOF, an error, or bytes nobody asked for: this reader is done.
+                return Poll::Ready(index);
+            }
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+/// Accepts host connections on the vsock log port forever, adding each to `readers` (or
+/// closing it when they are full).
+pub async fn accept_vsock_log_connections(readers: Arc<LogReaders>) {
     let addr = tokio_vsock::VsockAddr::new(tokio_vsock::VMADDR_CID_ANY, hull_proto::AGENT_LOG_PORT);
     let listener = match tokio_vsock::VsockListener::bind(addr) {
         Ok(listener) => listener,
@@ -193,11 +269,7 @@ pub async fn accept_vsock_log_connections(connections: mpsc::Sender<Stream>) {
     };
     loop {
         match listener.accept().await {
-            Ok((stream, _)) => {
-                if connections.send(Box::pin(stream)).await.is_err() {
-                    return;
-                }
-            }
+            Ok((stream, _)) => readers.offer(Box::pin(stream)).await,
             Err(err) => {
                 tracing::warn!(%err, "accepting a log connection");
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
@@ -209,6 +281,7 @@ pub async fn accept_vsock_log_connections(connections: mpsc::Sender<Stream>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
     use tokio::io::AsyncReadExt as _;
 
     #[tokio::test(flavor = "current_thread")]
@@ -232,18 +305,18 @@ mod tests {
     async fn logs_reach_every_reader_and_wait_when_there_is_none() {
         let buffer = Arc::new(LogBuffer::new(1024));
         buffer.push(b"before anyone connected\n");
-        let (tx, rx) = mpsc::channel(4);
+        let (readers, rx) = LogReaders::new();
         let forwarder = tokio::spawn(forward_logs(Arc::clone(&buffer), rx));
 
         let (agent_end, mut first) = tokio::net::UnixStream::pair().unwrap();
-        tx.send(Box::pin(agent_end)).await.unwrap();
+        readers.offer(Box::pin(agent_end)).await;
         let mut got = vec![0u8; 24];
         first.read_exact(&mut got).await.unwrap();
         assert_eq!(got, b"before anyone connected\n");
 
         // A second reader: both get what is logged from now on.
         let (agent_end, mut second) = tokio::net::UnixStream::pair().unwrap();
-        tx.send(Box::pin(agent_end)).await.unwrap();
+        readers.offer(Box::pin(agent_end)).await;
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         buffer.push(b"for both\n");
         for reader in [&mut first, &mut second] {
@@ -258,8 +331,8 @@ mod tests {
         buffer.push(b"while nobody listened\n");
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         let (agent_end, mut third) = tokio::net::UnixStream::pair().unwrap();
-        tx.send(Box::pin(agent_end)).await.unwrap();
-        drop(tx);
+        readers.offer(Box::pin(agent_end)).await;
+        drop(readers);
         let mut all = Vec::new();
         let reader = tokio::spawn(async move {
             let _ = third.read_to_end(&mut all).await;
@@ -269,5 +342,72 @@ mod tests {
         forwarder.abort();
         let all = String::from_utf8(reader.await.unwrap()).unwrap();
         assert!(all.ends_with("while nobody listened\n"), "{all:?}");
+    }
+
+    /// Whether the agent closed `stream` (EOF or reset) within `within`.
+    async fn closed_within(stream: &mut tokio::net::UnixStream, within: Duration) -> bool {
+        let mut byte = [0u8; 1];
+        matches!(
+            tokio::time::timeout(within, stream.read(&mut byte)).await,
+            Ok(Ok(0)) | Ok(Err(_))
+        )
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn readers_beyond_the_limit_are_refused_and_the_first_ones_keep_their_place() {
+        let buffer = Arc::new(LogBuffer::new(1024));
+        let (readers, rx) = LogReaders::new();
+        tokio::spawn(forward_logs(Arc::clone(&buffer), rx));
+        let mut held = Vec::new();
+        for _ in 0..MAX_LOG_READERS {
+            let (agent_end, host_end) = tokio::net::UnixStream::pair().unwrap();
+            readers.offer(Box::pin(agent_end)).await;
+            held.push(host_end);
+        }
+        // A flood of further readers: each is closed at once.
+        for _ in 0..20 {
+            let (agent_end, mut refused) = tokio::net::UnixStream::pair().unwrap();
+            readers.offer(Box::pin(agent_end)).await;
+            assert!(closed_within(&mut refused, Duration::from_secs(1)).await);
+        }
+        assert_eq!(readers.connected(), MAX_LOG_READERS);
+        // The first reader (the shim's) still gets every line.
+        buffer.push(b"still here\n");
+        for reader in &mut held {
+            let mut got = vec![0u8; 11];
+            reader.read_exact(&mut got).await.unwrap();
+            assert_eq!(got, b"still here\n");
+        }
+
+        // One closes: its place is free at once, with nothing logged meanwhile.
+        drop(held.pop());
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        while readers.connected() == MAX_LOG_READERS {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "closed reader kept its slot"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // One that sends bytes (readers only read) is dropped as well.
+        held[0].write_all(b"not a reader's business").await.unwrap();
+        assert!(closed_within(&mut held[0], Duration::from_secs(2)).await);
+        assert_eq!(readers.connected(), MAX_LOG_READERS - 2);
+        let (agent_end, mut newcomer) = tokio::net::UnixStream::pair().unwrap();
+        readers.offer(Box::pin(agent_end)).await;
+        // It gets what is logged once the forwarder took it in (a line logged just before may
+        // go to the others only).
+        let mut got = vec![0u8; 8];
+        for _ in 0..50 {
+            buffer.push(b"welcome\n");
+            let read = newcomer.read_exact(&mut got);
+            if tokio::time::timeout(Duration::from_millis(100), read)
+                .await
+                .is_ok()
+            {
+                break;
+            }
+        }
+        assert_eq!(got, b"welcome\n");
     }
 }

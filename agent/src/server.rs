@@ -8,7 +8,12 @@ use tokio::signal::unix::{signal, SignalKind};
 use tracing::{info, warn};
 
 use crate::cli::ListenAddress;
+use crate::conn_limits::{accept_api_connections, ttrpc_listener, ConnectionLimits};
+use crate::console::DebugConsole;
+use crate::logging::LogReaders;
+use crate::port_forward::PortForwards;
 use crate::service::AgentApi;
+use crate::stdio::StreamHub;
 
 /// Why the server stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,34 +96,18 @@ pub async fn serve(
     // Ends at power-off; on a signal it is dropped with the tokio runtime.
     tokio::spawn(oom.run(power_off_requested.clone()));
     let stop_long_polls = api.long_poll_stopper();
-    let bind_error = |source| ServerError::Bind {
-        address: listen.to_string(),
-        source,
-    };
     // The agent's own logs for the host, on the log port.
-    let (logs_tx, logs_rx) = tokio::sync::mpsc::channel(4);
+    let (log_readers, log_rx) = crate::logging::LogReaders::new();
     if let Some(buffer) = crate::logging::buffer() {
-        tokio::spawn(crate::logging::forward_logs(buffer, logs_rx));
+        tokio::spawn(crate::logging::forward_logs(buffer, log_rx));
     }
-    let forwards = crate::port_forward::PortForwards::new();
-    let server = ttrpc::asynchronous::Server::new();
-    let server = match listen {
-        ListenAddress::Hybrid(path) => {
-            let listener = tokio::net::UnixListener::bind(path)
-                .map_err(|e| bind_error(ttrpc::Error::Others(e.to_string())))?;
-            let (api_tx, api_rx) = tokio::sync::mpsc::channel(16);
-            tokio::spawn(crate::hybrid::accept_loop(
-                listener, api_tx, logs_tx, hub, forwards, console,
-            ));
-            server.add_listener(crate::hybrid::api_listener(api_rx))
-        }
-        ListenAddress::Vsock { .. } => {
-            tokio::spawn(crate::logging::accept_vsock_log_connections(logs_tx));
-            tokio::spawn(crate::port_forward::accept_vsock(forwards));
-            server.bind(&listen.ttrpc_address()).map_err(bind_error)?
-        }
-        _ => server.bind(&listen.ttrpc_address()).map_err(bind_error)?,
+    let others = OtherPorts {
+        logs: log_readers,
+        forwards: crate::port_forward::PortForwards::new(),
+        hub,
+        console,
     };
+    let server = listen_api(listen, ConnectionLimits::from_env(), others)?;
     let mut server = server.register_service(create_agent_service(Arc::new(api)));
     if let ListenAddress::Unix(path) | ListenAddress::Hybrid(path) = listen {
         restrict_to_owner(path);
@@ -160,6 +149,69 @@ pub async fn serve(
         }
     }
     Ok(reason)
+}
+
+/// What the listeners serve besides the API.
+struct OtherPorts {
+    logs: Arc<LogReaders>,
+    forwards: Arc<PortForwards>,
+    hub: Arc<StreamHub>,
+    console: Arc<DebugConsole>,
+}
+
+/// Binds `listen` and starts accepting on it, every connection within `limits` whatever the
+/// mode: ttrpc is fed through a listener of admitted connections (see
+/// [`crate::conn_limits`]), never its own accept loop. Guest mode also listens on the log and
+/// port-forward vsock ports (the debug console and stdio ports open when asked for).
+fn listen_api(
+    listen: &ListenAddress,
+    limits: ConnectionLimits,
+    others: OtherPorts,
+) -> Result<ttrpc::asynchronous::Server, ServerError> {
+    let bind_error = |err: std::io::Error| ServerError::Bind {
+        address: listen.to_string(),
+        source: ttrpc::Error::Others(err.to_string()),
+    };
+    let server = ttrpc::asynchronous::Server::new();
+    match listen {
+        ListenAddress::Hybrid(path) => {
+            let listener = tokio::net::UnixListener::bind(path).map_err(bind_error)?;
+            let (api_tx, api_rx) = tokio::sync::mpsc::channel(16);
+            let OtherPorts {
+                logs,
+                forwards,
+                hub,
+                console,
+            } = others;
+            tokio::spawn(crate::hybrid::accept_loop(
+                listener, limits, api_tx, logs, hub, forwards, console,
+            ));
+            Ok(server.add_listener(ttrpc_listener(api_rx)))
+        }
+        ListenAddress::Unix(path) => {
+            let listener = tokio::net::UnixListener::bind(path).map_err(bind_error)?;
+            let incoming = futures::stream::unfold(listener, |listener| async move {
+                let accepted = listener.accept().await.map(|(stream, _)| stream);
+                Some((accepted, listener))
+            });
+            let (api_tx, api_rx) = tokio::sync::mpsc::channel(16);
+            tokio::spawn(accept_api_connections(Box::pin(incoming), limits, api_tx));
+            Ok(server.add_listener(ttrpc_listener(api_rx)))
+        }
+        ListenAddress::Vsock { cid, port } => {
+            let address = tokio_vsock::VsockAddr::new(*cid, *port);
+            let listener = tokio_vsock::VsockListener::bind(address).map_err(bind_error)?;
+            let incoming = futures::stream::unfold(listener, |listener| async move {
+                let accepted = listener.accept().await.map(|(stream, _)| stream);
+                Some((accepted, listener))
+            });
+            let (api_tx, api_rx) = tokio::sync::mpsc::channel(16);
+            tokio::spawn(accept_api_connections(Box::pin(incoming), limits, api_tx));
+            tokio::spawn(crate::logging::accept_vsock_log_connections(others.logs));
+            tokio::spawn(crate::port_forward::accept_vsock(others.forwards));
+            Ok(server.add_listener(ttrpc_listener(api_rx)))
+        }
+    }
 }
 
 /// How long the stop waits for connections to finish: after PowerOff long enough for its

@@ -11,19 +11,23 @@ pub const MAX_OCI_PROCESS_BYTES: usize = 256 * 1024;
 /// Largest `UpdateContainerRequest.oci_resources_json`.
 pub const MAX_OCI_RESOURCES_BYTES: usize = 64 * 1024;
 
-/// Most host connections on the API port the agent serves at once (after the CONNECT/OK
-/// handshake). The shim keeps one for a sandbox's life, `hull` tools open a few more; one
-/// beyond the cap is closed at once, without an `OK` line.
+/// Most host connections on the API port the agent serves at once, in every listen mode (in
+/// hybrid mode counted after the CONNECT/OK handshake). The shim keeps one for a sandbox's
+/// life, `hull` tools open a few more; one beyond the cap is closed at once (hybrid: without an
+/// `OK` line).
 pub const MAX_API_CONNECTIONS: usize = 32;
 /// Most connections whose CONNECT line has not arrived yet; one beyond that is closed at once.
 pub const MAX_HANDSHAKING_CONNECTIONS: usize = 64;
 /// How long a connection may take to send its CONNECT line.
 pub const HANDSHAKE_TIMEOUT_SECS: u64 = 5;
-/// How long an API connection may stay silent after the handshake before its first request.
+/// How long an API connection may stay silent after the handshake (hybrid) or its accept
+/// (unix, vsock) before its first request.
 /// Once it sent one it stays open for as long as the host keeps it (the shim's connection
 /// lives as long as the sandbox).
 pub const API_FIRST_REQUEST_TIMEOUT_SECS: u64 = 10;
-/// Most readers of the agent's log port at once; a new one replaces the oldest.
+/// Most readers of the agent's log port at once; one beyond that is closed at once (hybrid:
+/// without an `OK` line), so a flood cannot push out the shim's reader. A reader that closes
+/// or sends anything (readers only read) frees its place.
 pub const MAX_LOG_READERS: usize = 4;
 /// Most port forwards running at once; one beyond that is closed at once.
 pub const MAX_PORT_FORWARDS: usize = 256;

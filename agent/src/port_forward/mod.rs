@@ -21,7 +21,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, warn};
 
-use crate::hybrid::limits::RateLimitedWarning;
+use crate::conn_limits::RateLimitedWarning;
 use crate::stdio::Stream;
 
 pub use listeners::{list_tcp_listeners, merge_ports, parse_proc_net_tcp, MAX_LISTENERS};
