@@ -295,3 +295,89 @@ pub fn cri_port_forward(run: &mut Run, pod: &str) {
     }
     run.check("cri-portforward", Err(last));
 }
+
+/// The jail (issue 14): every hull-vmm in L1 runs unprivileged, without capabilities, under
+/// seccomp, as PID 1 of its own pid namespace, in other mount/ipc/uts namespaces than L1's, in
+/// the pod cgroup, with a root holding only what it needs.
+pub fn jail_checks(run: &mut Run) {
+    let mut seen = Vec::new();
+    let mut wrong = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let p = e.path();
+        let Ok(status) = std::fs::read_to_string(p.join("status")) else {
+            continue;
+        };
+        if !status.lines().any(|l| l == "Name:\thull-vmm") {
+            continue;
+        }
+        let pid = e.file_name().to_string_lossy().into_owned();
+        let field = |k: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("{k}:")))
+                .map(|v| v.split_whitespace().collect::<Vec<_>>().join(" "))
+                .unwrap_or_default()
+        };
+        let uid = field("Uid");
+        let mut bad = Vec::new();
+        if uid.split(' ').any(|u| u == "0") {
+            bad.push(format!("Uid {uid}"));
+        }
+        for cap in ["CapPrm", "CapEff", "CapBnd"] {
+            if !field(cap).trim_start_matches('0').is_empty() {
+                bad.push(format!("{cap} {}", field(cap)));
+            }
+        }
+        if field("NoNewPrivs") != "1" {
+            bad.push(format!("NoNewPrivs {}", field("NoNewPrivs")));
+        }
+        if field("Seccomp") != "2" {
+            bad.push(format!("Seccomp {}", field("Seccomp")));
+        }
+        if !field("NSpid").ends_with(" 1") {
+            bad.push(format!("NSpid {}", field("NSpid")));
+        }
+        for ns in ["mnt", "pid", "ipc", "uts"] {
+            let own = std::fs::read_link(p.join("ns").join(ns)).ok();
+            if own.is_none() || own == std::fs::read_link(format!("/proc/self/ns/{ns}")).ok() {
+                bad.push(format!("{ns} namespace is L1's"));
+            }
+        }
+        let cgroup = std::fs::read_to_string(p.join("cgroup")).unwrap_or_default();
+        if !cgroup.contains("hull-pods/") {
+            bad.push(format!("cgroup {}", cgroup.trim().replace('\n', ",")));
+        }
+        let mut root: Vec<String> = std::fs::read_dir(p.join("root"))
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        root.sort();
+        if root
+            .iter()
+            .any(|n| ["etc", "usr", "bin", "home", "proc", "sys"].contains(&n.as_str()))
+        {
+            bad.push(format!("root holds {root:?}"));
+        }
+        let summary = format!("pid {pid} uid {uid} root {}", root.join(","));
+        if bad.is_empty() {
+            seen.push(summary);
+        } else {
+            wrong.push(format!("{summary}: {}", bad.join(", ")));
+        }
+    }
+    let r = if !wrong.is_empty() {
+        Err(wrong.join("; "))
+    } else if seen.is_empty() {
+        Err("no hull-vmm process found in L1".into())
+    } else {
+        Ok(format!(
+            "{} hull-vmm jailed (no caps, no_new_privs, seccomp, own pid/mnt/ipc/uts ns, pod cgroup): {}",
+            seen.len(),
+            seen.join("; ")
+        ))
+    };
+    run.check("vmm-jailed", r);
+}

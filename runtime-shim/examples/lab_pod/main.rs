@@ -38,7 +38,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use checks::{cri_port_forward, cross_pod_checks, pod_checks, port_forward_path};
+use checks::{cri_port_forward, cross_pod_checks, jail_checks, pod_checks, port_forward_path};
 use cri::{api, Cri};
 use l1::{read_trim, wait_clean, watch_consoles};
 
@@ -391,6 +391,7 @@ fn scenario(run: &mut Run) {
     );
     let mut pods = vec![pod_a.clone()];
     pod_checks(run, &pod_a, &web, &side);
+    jail_checks(run);
 
     if run.args.full {
         let cfg_b = run.pod_config("lab-b");
