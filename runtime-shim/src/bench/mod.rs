@@ -54,6 +54,9 @@ pub struct BenchArgs {
     /// An image already imported into that namespace (busybox-like: sh, sleep, dd, true).
     #[arg(long)]
     pub image: String,
+    /// Snapshotter for the containers (`ctr run --snapshotter`; the lab uses `native`).
+    #[arg(long)]
+    pub snapshotter: Option<String>,
     /// Measured repetitions per metric and runtime.
     #[arg(long, default_value_t = 10)]
     pub n: usize,
@@ -339,6 +342,7 @@ pub fn run(args: BenchArgs) -> Result<Report, BenchError> {
     let ctr = Ctr::new(
         args.address.clone(),
         args.namespace.clone(),
+        args.snapshotter.clone(),
         Duration::from_secs(args.timeout),
     );
     if !ctr.has_image(&args.image)? {

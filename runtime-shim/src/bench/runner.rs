@@ -27,17 +27,25 @@ pub struct Timed {
 pub struct Ctr {
     address: PathBuf,
     namespace: String,
+    snapshotter: Option<String>,
     timeout: Duration,
     live: Mutex<Vec<String>>,
     seq: Mutex<u64>,
 }
 
 impl Ctr {
-    /// `ctr -a address -n namespace`, each call killed after `timeout`.
-    pub fn new(address: PathBuf, namespace: String, timeout: Duration) -> Ctr {
+    /// `ctr -a address -n namespace`, each call killed after `timeout`; containers on
+    /// `snapshotter` (None: containerd's default).
+    pub fn new(
+        address: PathBuf,
+        namespace: String,
+        snapshotter: Option<String>,
+        timeout: Duration,
+    ) -> Ctr {
         Ctr {
             address,
             namespace,
+            snapshotter,
             timeout,
             live: Mutex::new(Vec::new()),
             seq: Mutex::new(0),
@@ -144,7 +152,9 @@ impl Ctr {
         cmd: &[&str],
     ) -> Result<Timed, BenchError> {
         self.remember(id);
-        let mut args = vec!["run", "--rm", "--runtime", runtime, image, id];
+        let mut args = vec!["run", "--rm"];
+        args.extend(self.run_options(runtime));
+        args.extend_from_slice(&[image, id]);
         args.extend_from_slice(cmd);
         let result = self.timed(&args);
         if result.is_ok() {
@@ -162,10 +172,21 @@ impl Ctr {
         cmd: &[&str],
     ) -> Result<(), BenchError> {
         self.remember(id);
-        let mut args = vec!["run", "-d", "--runtime", runtime, image, id];
+        let mut args = vec!["run", "-d"];
+        args.extend(self.run_options(runtime));
+        args.extend_from_slice(&[image, id]);
         args.extend_from_slice(cmd);
         self.timed(&args)?;
         Ok(())
+    }
+
+    /// `--runtime RUNTIME [--snapshotter S]`.
+    fn run_options<'a>(&'a self, runtime: &'a str) -> Vec<&'a str> {
+        let mut options = vec!["--runtime", runtime];
+        if let Some(snapshotter) = &self.snapshotter {
+            options.extend_from_slice(&["--snapshotter", snapshotter]);
+        }
+        options
     }
 
     /// An idle container (`sleep`) that work is exec'd in.
