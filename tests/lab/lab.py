@@ -88,6 +88,7 @@ class Lab:
         self.assets = None
         self.l1_boots = []  # L1Outcome per boot
         self.ctr_bench = {}  # runtime -> [wall ms or None] from LAB-CTR-BENCH lines
+        self.hull_bench = []  # the output of `hull bench` in L1 (LAB-HULLBENCH lines)
         self.ctr_pss = {}  # runtime -> PSS KiB of one idle container (shim and descendants), LAB-CTR-PSS
         self.suite = []  # fields of LAB-SUITE lines (one per test executable)
         self.fsbench = {}  # where (guest | l1) -> fields of its LAB-FSBENCH line
@@ -208,6 +209,8 @@ class Lab:
             f = lab_l1.parse_fields(text)
             walls = f.get("wall_ms", "").split()
             self.ctr_bench[f.get("runtime", "?")] = [None if w == "fail" else _num(w) for w in walls]
+        if text.startswith(("LAB-HULLBENCH |", "LAB-HULLBENCH-ERR |")):
+            self.hull_bench.append(text.split("| ", 1)[1] if "| " in text else "")
         if text.startswith("LAB-CTR-PSS "):
             f = lab_l1.parse_fields(text)
             self.ctr_pss[f.get("runtime", "?")] = _num(f.get("pss_kib"))
@@ -636,6 +639,8 @@ def cmd_ctr(lab):
     lab.prepare(need_hull=True)
     if lab.args.ctr_bench:
         lab.config.ctr_bench = lab.args.n
+    if lab.args.hull_bench:
+        lab.config.hull_bench = lab.args.n
     if not lab.assets.has_containerd:
         raise lab_assets.AssetError("containerd, ctr, virtiofsd or build/bin/containerd-shim-hull-v2 missing")
     runs = [lab.ctr_spec("ctr-run")]
@@ -646,6 +651,10 @@ def cmd_ctr(lab):
     log(msg)
     bench_ctr_runtimes(lab.ctr_bench)
     bench_ctr_pss(lab.ctr_pss)
+    if lab.hull_bench:
+        log("`hull bench` in L1 (hull in VM mode vs runc, same containerd):")
+        for line in lab.hull_bench:
+            log("    " + line)
     return code
 
 
@@ -820,6 +829,7 @@ def parse_args(argv):
     ap.add_argument("--mem", type=int, default=256, help="hangrate: L2 MiB")
     ap.add_argument("--no-health", action="store_true", help="smoke/test: skip the vsock Health run")
     ap.add_argument("--ctr-bench", action="store_true", help="ctr: also time `ctr run` and measure PSS, vs runc")
+    ap.add_argument("--hull-bench", action="store_true", help="ctr: also run `hull bench --n N` in L1 (VM mode vs runc)")
     ap.add_argument("--no-suite", action="store_true", help="smoke/test: skip the agent suite against a microVM")
     ap.add_argument("--no-pod", action="store_true", help="smoke/test: skip the pod (CRI) step")
     ap.add_argument("--no-quickstart", action="store_true", help="test: skip the README quick start step")

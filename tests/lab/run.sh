@@ -248,7 +248,22 @@ lab_ctr() {
     done
     # LAB_CTR_BENCH=N (set by the bench plan): N x `ctr run --rm IMG ID true`, hull vs runc.
     [ -n "$LAB_CTR_BENCH" ] && [ "$status" = ok ] && ctr_bench "$LAB_CTR_BENCH"
+    # LAB_HULL_BENCH=N (lab.py ctr --hull-bench): `hull bench` (issue 15) in VM mode, N repetitions.
+    [ -n "$LAB_HULL_BENCH" ] && [ "$status" = ok ] && hull_bench "$LAB_HULL_BENCH"
     ctr_teardown
+}
+
+# hull_bench N: `hull bench` against this step's containerd (hull in VM mode vs runc), its tables
+# as LAB-HULLBENCH lines (the JSON and plots stay in L1: its disks are thrown away).
+hull_bench() {
+    HULL_BENCH_WHERE=lab $WATCH -t 2400 -o "$TMP/hb.out" -e "$TMP/hb.err" -- $LAB/bin/hull bench --where lab \
+        --address "$D/run/containerd.sock" --namespace lab --image "$CTR_IMAGE" --snapshotter native \
+        --hull-config "$D/hull.toml" --containerd-log "$D/logs/containerd.log" --out "$TMP/hull-bench" \
+        --n "$1" --pods 1,5 --budget-mib 2048 --timeout 300 --quiet --groups start,stages,exec,work,memory > /dev/null
+    printable < "$TMP/hb.out" | sed 's/^/LAB-HULLBENCH | /'
+    tail -n 5 "$TMP/hb.err" | printable | sed 's/^/LAB-HULLBENCH-ERR | /'
+    ctr_kill_sandboxes
+    rm -f "$TMP/hb.out" "$TMP/hb.err"
 }
 
 # ctr_bench N: prints LAB-CTR-BENCH runtime=hull|runc wall_ms="..." (one figure per run, "fail" for a failed one).
