@@ -256,7 +256,7 @@ lab_ctr() {
 # hull_bench N: `hull bench` against this step's containerd (hull in VM mode vs runc), its tables
 # as LAB-HULLBENCH lines (the JSON and plots stay in L1: its disks are thrown away).
 hull_bench() {
-    HULL_BENCH_WHERE=lab $WATCH -t 2400 -o "$TMP/hb.out" -e "$TMP/hb.err" -- $LAB/bin/hull bench --where lab \
+    PATH=$LAB/bin:$PATH HULL_BENCH_WHERE=lab $WATCH -t 2400 -o "$TMP/hb.out" -e "$TMP/hb.err" -- $LAB/bin/hull bench --where lab \
         --address "$D/run/containerd.sock" --namespace lab --image "$CTR_IMAGE" --snapshotter native \
         --hull-config "$D/hull.toml" --containerd-log "$D/logs/containerd.log" --out "$TMP/hull-bench" \
         --n "$1" --pods 1,5 --budget-mib 2048 --timeout 300 --quiet --groups start,stages,exec,work,memory > /dev/null
