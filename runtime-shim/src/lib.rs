@@ -16,6 +16,7 @@ pub mod install;
 pub mod mounts;
 pub mod network;
 pub mod port_forward;
+pub mod proc_tree;
 pub mod publisher;
 pub mod sandbox;
 pub mod shared_dir;

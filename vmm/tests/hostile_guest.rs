@@ -21,6 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use common::netns::{ip, net_allowed, NetNs};
 use common::{pvh_guest_program, vmm_bin};
 
 const DEADLINE: Duration = Duration::from_secs(300);
@@ -524,45 +525,12 @@ fn hostile_guest_cannot_hang_crash_or_bloat_the_vmm() {
     }
 }
 
-fn net_allowed() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    let tun = Path::new("/dev/net/tun").exists();
-    let ip = Command::new("ip").arg("-V").output().is_ok();
-    if root && tun && ip {
-        return true;
-    }
-    let why = format!("needs root ({root}), /dev/net/tun ({tun}) and `ip` ({ip})");
-    if std::env::var_os("HULL_REQUIRE_NET").is_some() || std::env::var_os("CI").is_some() {
-        panic!("the hostile net guest test {why}");
-    }
-    eprintln!("SKIPPED: the hostile net guest test {why}");
-    false
-}
-
-fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "ip {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-struct NetNs(String);
-
-impl Drop for NetNs {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
-
 /// The same guest with a virtio-net device (over a tap in a scratch network namespace) next to
 /// vsock: registers poked in every state, hostile tx chains, heads past the table, avail index far
 /// ahead; vsock must keep serving.
 #[test]
 fn hostile_guest_attacking_virtio_net_leaves_vsock_serving() {
-    if !net_allowed() {
+    if !net_allowed("hostile net guest") {
         return;
     }
     let ns = NetNs(format!("hull-hostile-{}", std::process::id()));

@@ -14,45 +14,13 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::netns::{ip, net_allowed, NetNs};
 use common::{tiny_guest, vmm_bin, Entry};
 
 const TIMEOUT: Duration = Duration::from_secs(120);
 const TAP: &str = "hulltap0";
 const GUEST_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0a];
 const ETHERTYPE: [u8; 2] = [0x88, 0xb5];
-
-fn allowed() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    let tun = std::path::Path::new("/dev/net/tun").exists();
-    let ip = Command::new("ip").arg("-V").output().is_ok();
-    if root && tun && ip {
-        return true;
-    }
-    let why = format!("needs root ({root}), /dev/net/tun ({tun}) and `ip` ({ip})");
-    if std::env::var_os("HULL_REQUIRE_NET").is_some() || std::env::var_os("CI").is_some() {
-        panic!("the net tiny-guest test {why}");
-    }
-    eprintln!("SKIPPED: the net tiny-guest test {why}");
-    false
-}
-
-fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "ip {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-struct NetNs(String);
-
-impl Drop for NetNs {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
 
 /// An AF_PACKET socket on the tap, made by a thread inside the namespace.
 fn packet_socket(ns: &str) -> OwnedFd {
@@ -101,7 +69,7 @@ fn packet_socket(ns: &str) -> OwnedFd {
 
 #[test]
 fn guest_and_host_exchange_frames_through_a_tap() {
-    if !allowed() {
+    if !net_allowed("net tiny-guest") {
         return;
     }
     let ns = NetNs(format!("hull-tg-{}", std::process::id()));

@@ -4,6 +4,8 @@
 
 use std::collections::BTreeMap;
 
+pub use crate::proc_tree::{parse_pss_kib, with_descendants};
+
 /// The PSS of a container's processes, in KiB, by component.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PodMemory {
@@ -65,37 +67,6 @@ pub fn is_shim_of(args: &[String], namespace: &str, id: &str) -> bool {
         && !matches!(action, Some("start" | "delete"))
 }
 
-/// `pid` and every process below it.
-pub fn with_descendants(pid: u32) -> Vec<u32> {
-    let mut all = vec![pid];
-    let mut i = 0;
-    while i < all.len() && all.len() < 4096 {
-        if let Ok(tasks) = std::fs::read_dir(format!("/proc/{}/task", all[i])) {
-            for task in tasks.flatten() {
-                let children =
-                    std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
-                all.extend(
-                    children
-                        .split_whitespace()
-                        .filter_map(|c| c.parse::<u32>().ok()),
-                );
-            }
-        }
-        i += 1;
-    }
-    all.sort_unstable();
-    all.dedup();
-    all
-}
-
-/// The `Pss:` line of a smaps_rollup text, in KiB.
-pub fn parse_pss_kib(smaps_rollup: &str) -> Option<u64> {
-    smaps_rollup
-        .lines()
-        .find_map(|l| l.strip_prefix("Pss:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-}
-
 /// The component a process of a pod is, from its command name.
 pub fn component(comm: &str) -> &'static str {
     match comm.trim() {
@@ -111,10 +82,7 @@ pub fn component(comm: &str) -> &'static str {
 pub fn pod_memory(shim_pid: u32) -> PodMemory {
     let mut memory = PodMemory::default();
     for pid in with_descendants(shim_pid) {
-        let pss = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
-            .ok()
-            .and_then(|t| parse_pss_kib(&t))
-            .unwrap_or(0);
+        let pss = crate::proc_tree::pss_kib(pid);
         let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
         *memory.by_component.entry(component(&comm)).or_default() += pss;
     }

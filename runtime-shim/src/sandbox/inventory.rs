@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use super::processes::{read_pids_file, ProcessRecord};
 use super::SandboxPaths;
+use crate::proc_tree::{pss_kib, with_descendants};
 use crate::shared_dir::SharedDir;
 
 /// File in the sandbox directory recording how the sandbox was started.
@@ -110,40 +111,6 @@ pub fn summary(run_dir: &Path, id: &str) -> Option<SandboxSummary> {
         pss_kib,
         uptime,
     })
-}
-
-/// `pid` and every process below it (from /proc/<pid>/task/*/children).
-fn with_descendants(pid: u32) -> Vec<u32> {
-    let mut all = vec![pid];
-    let mut i = 0;
-    while i < all.len() && all.len() < 4096 {
-        let p = all[i];
-        if let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) {
-            for task in tasks.flatten() {
-                let children =
-                    std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
-                all.extend(
-                    children
-                        .split_whitespace()
-                        .filter_map(|c| c.parse::<u32>().ok()),
-                );
-            }
-        }
-        i += 1;
-    }
-    all.sort_unstable();
-    all.dedup();
-    all
-}
-
-/// PSS of `pid` in KiB (0 if unreadable).
-fn pss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("Pss:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
 }
 
 /// The agent log the shim keeps for sandbox `id`.

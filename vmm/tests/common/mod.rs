@@ -1,6 +1,8 @@
 //! Shared helpers for hull-vmm integration tests: building the tiny guests and running hull-vmm.
 #![allow(dead_code)]
 
+pub mod netns;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
