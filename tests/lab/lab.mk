@@ -5,7 +5,7 @@
 #                      CRI pod with two containers in a microVM (part of `make test`)
 #   make lab-test      the smoke, `ctr run` through our shim, the full pod step (two pods in two
 #                      microVMs, pod start hull vs runc), 5 boots with 2 vCPUs and 1 GiB
-#   make lab-bench     hull-vmm vs QEMU microvm in the same L1 (prints figures)
+#   make lab-bench     hull-vmm vs QEMU microvm in the same L1, then `hull bench` in VM mode (figures)
 #   make lab-hangrate  LAB_ARGS="--n 20 --vmm qemu ..." (reliability measurements)
 #   make lab-demo      for `make demo` on a PVM host: our guest booted by hull-vmm in the lab
 #   make lab-assets    only build/refresh the cached L1 assets
@@ -39,6 +39,7 @@ lab-test: lab-selftest $(LAB_INPUTS)
 
 lab-bench: $(LAB_INPUTS)
 	$(LAB_PY) bench $(LAB_ARGS)
+	$(LAB_PY) ctr --hull-bench --n 5
 
 lab-hangrate: $(LAB_INPUTS)
 	$(LAB_PY) hangrate $(LAB_ARGS)
