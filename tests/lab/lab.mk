@@ -22,7 +22,7 @@ LAB_INPUTS ?= static-bins guest lab-suite-bins
 LAB_ARGS ?=
 LAB_PY = python3 -B tests/lab/lab.py --build-dir $(BUILD_DIR) --cache $(HULL_CACHE)
 
-.PHONY: lab-suite-bins lab-smoke lab-test lab-bench lab-hangrate lab-demo lab-assets lab-selftest lab-clean
+.PHONY: lab-suite-bins lab-smoke lab-test lab-soak lab-bench lab-hangrate lab-demo lab-assets lab-selftest lab-clean
 
 # The agent's test suite as static executables and fsbench, run in L1 against a microVM.
 lab-suite-bins:
@@ -36,6 +36,9 @@ lab-smoke: lab-selftest $(LAB_INPUTS)
 
 lab-test: lab-selftest $(LAB_INPUTS)
 	$(LAB_PY) test $(LAB_ARGS)
+
+lab-soak: $(LAB_INPUTS)
+	$(LAB_PY) ctr --soak 50 $(LAB_ARGS)
 
 lab-bench: $(LAB_INPUTS)
 	$(LAB_PY) bench $(LAB_ARGS)

@@ -89,6 +89,7 @@ class Lab:
         self.l1_boots = []  # L1Outcome per boot
         self.ctr_bench = {}  # runtime -> [wall ms or None] from LAB-CTR-BENCH lines
         self.hull_bench = []  # the output of `hull bench` in L1 (LAB-HULLBENCH lines)
+        self.soak = None  # fields of the LAB-SOAK line (ctr --soak N, issue 14)
         self.ctr_pss = {}  # runtime -> PSS KiB of one idle container (shim and descendants), LAB-CTR-PSS
         self.suite = []  # fields of LAB-SUITE lines (one per test executable)
         self.fsbench = {}  # where (guest | l1) -> fields of its LAB-FSBENCH line
@@ -211,6 +212,8 @@ class Lab:
             self.ctr_bench[f.get("runtime", "?")] = [None if w == "fail" else _num(w) for w in walls]
         if text.startswith(("LAB-HULLBENCH |", "LAB-HULLBENCH-ERR |")):
             self.hull_bench.append(text.split("| ", 1)[1] if "| " in text else "")
+        if text.startswith("LAB-SOAK "):
+            self.soak = lab_l1.parse_fields(text)
         if text.startswith("LAB-CTR-PSS "):
             f = lab_l1.parse_fields(text)
             self.ctr_pss[f.get("runtime", "?")] = _num(f.get("pss_kib"))
@@ -233,7 +236,7 @@ class Lab:
             head, _, screen = text.partition(" | ")
             f = lab_l1.parse_fields(head)
             self.qs_check.setdefault((f.get("name"), f.get("attempt")), []).append(screen)
-        if text.startswith(("LAB-RESULT", "LAB-KVM", "LAB-CTR", "LAB-SUITE", "LAB-FSBENCH", "LAB-POD", "LAB-QS-CHECK",
+        if text.startswith(("LAB-RESULT", "LAB-KVM", "LAB-CTR", "LAB-SOAK", "LAB-SUITE", "LAB-FSBENCH", "LAB-POD", "LAB-QS-CHECK",
                             "LAB-L1 event=init", "LAB-L1 event=error")):  # fmt: skip
             log("  " + text)
 
@@ -635,12 +638,15 @@ def cmd_pod(lab):
 
 def cmd_ctr(lab):
     """Only the containerd step (issue 7): a container in a microVM through containerd and our shim;
-    with --ctr-bench also the `ctr run` timing (--n runs each) and PSS of hull vs runc."""
+    with --ctr-bench also the `ctr run` timing (--n runs each) and PSS of hull vs runc; with --soak N
+    also N create/delete cycles and SIGKILL faults with leak counts (judged by check_soak)."""
     lab.prepare(need_hull=True)
     if lab.args.ctr_bench:
         lab.config.ctr_bench = lab.args.n
     if lab.args.hull_bench:
         lab.config.hull_bench = lab.args.n
+    if lab.args.soak:
+        lab.config.soak = lab.args.soak
     if not lab.assets.has_containerd:
         raise lab_assets.AssetError("containerd, ctr, virtiofsd or build/bin/containerd-shim-hull-v2 missing")
     runs = [lab.ctr_spec("ctr-run")]
@@ -655,7 +661,31 @@ def cmd_ctr(lab):
         log("`hull bench` in L1 (hull in VM mode vs runc, same containerd):")
         for line in lab.hull_bench:
             log("    " + line)
+    if lab.args.soak and code == EXIT_OK:
+        l1_hung = bool(lab.l1_boots) and lab.l1_boots[-1].status == "hang"
+        code, msg = check_soak(lab.soak, lab.args.soak, l1_hung)
+        log(msg)
     return code
+
+
+def check_soak(fields, cycles, l1_hung=False):
+    """The ctr step's soak (issue 14): every cycle and fault ended well and the counts came back."""
+    if fields is None:
+        if l1_hung:
+            return EXIT_LAB_HANG, f"ctr-soak: LAB HANG: L1 stopped before the soak ({cycles} cycles) reported"
+        return EXIT_PRODUCT, f"ctr-soak: PRODUCT FAILURE: no LAB-SOAK line ({cycles} cycles asked for)"
+    figures = (
+        f"{fields.get('ok', '?')} of {fields.get('cycles', '?')} cycles ok, `ctr run --rm ... true` "
+        f"min {fields.get('min_ms', '?')} / median {fields.get('median_ms', '?')} / max {fields.get('max_ms', '?')} ms\n"
+        f"    faults (SIGKILL): {fields.get('faults', '')}\n"
+        f"    counts before: {fields.get('before', '')}\n"
+        f"    after cycles + vmm/virtiofsd/shim faults: {fields.get('mid', '')}\n"
+        f"    after the containerd restart: {fields.get('after', '')}"
+    )
+    if fields.get("status") != "ok" or fields.get("cycles") != str(cycles):
+        why = fields.get("detail") or f"status={fields.get('status')}"
+        return EXIT_PRODUCT, f"ctr-soak: PRODUCT FAILURE: {why}\n    " + figures
+    return EXIT_OK, "ctr-soak: ok: " + figures
 
 
 def cmd_bench(lab):
@@ -830,6 +860,8 @@ def parse_args(argv):
     ap.add_argument("--no-health", action="store_true", help="smoke/test: skip the vsock Health run")
     ap.add_argument("--ctr-bench", action="store_true", help="ctr: also time `ctr run` and measure PSS, vs runc")
     ap.add_argument("--hull-bench", action="store_true", help="ctr: also run `hull bench --n N` in L1 (VM mode vs runc)")
+    ap.add_argument("--soak", type=int, default=0, metavar="N",
+                    help="ctr: also N create/delete cycles, SIGKILL faults and leak counts (issue 14)")  # fmt: skip
     ap.add_argument("--no-suite", action="store_true", help="smoke/test: skip the agent suite against a microVM")
     ap.add_argument("--no-pod", action="store_true", help="smoke/test: skip the pod (CRI) step")
     ap.add_argument("--no-quickstart", action="store_true", help="test: skip the README quick start step")

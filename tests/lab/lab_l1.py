@@ -122,10 +122,19 @@ class L1Outcome:
 
 # `hull bench` in the ctr step (issue 15): start, stages, exec, work and 1 + 5 idle pods, hull and runc.
 HULL_BENCH_BUDGET_S = 1500
+# The soak in the ctr step (issue 14): per cycle (one `ctr run --rm ... true` under TCG) and for
+# the four faults with their settling waits.
+SOAK_CYCLE_BUDGET_S = 45
+SOAK_FAULTS_BUDGET_S = 900
+
+
+def soak_budget_s(cycles):
+    """Seconds the soak adds to L1's hard timeout (0 without one)."""
+    return cycles * SOAK_CYCLE_BUDGET_S + SOAK_FAULTS_BUDGET_S if cycles else 0
 
 
 def plan_script(runs, kvm_amd_options, pin_cpu=None, show_lines=0, health_peer=False, ctr_bench=0,
-                fsbench_args="", hull_bench=0):  # fmt: skip
+                fsbench_args="", hull_bench=0, soak=0):  # fmt: skip
     """The plan run.sh sources: load KVM, then one lab_run (lab_health, lab_ctr, lab_suite) line per RunSpec."""
     lines = ["# written by tests/lab/lab.py", f"lab_kvm {shlex.quote(kvm_amd_options)}"]
     if fsbench_args:
@@ -136,6 +145,8 @@ def plan_script(runs, kvm_amd_options, pin_cpu=None, show_lines=0, health_peer=F
         lines.append(f"LAB_CTR_BENCH={int(ctr_bench)}")
     if hull_bench:
         lines.append(f"LAB_HULL_BENCH={int(hull_bench)}")
+    if soak:
+        lines.append(f"LAB_SOAK={int(soak)}")
     if pin_cpu is not None:
         lines.append(f"LAB_PIN_CPU={int(pin_cpu)}")
     if show_lines:
@@ -192,7 +203,7 @@ class L1Config:
 
     def __init__(self, qemu="qemu-system-x86_64", accel="tcg,thread=single", cpu="EPYC,+svm,+npt", smp=1, mem_mib=4096,
                  kvm_amd_options="", pin_cpu=None, append="", show_lines=0, health_peer=False,
-                 ctr_bench=0, fsbench_args="", hull_bench=0):  # fmt: skip
+                 ctr_bench=0, fsbench_args="", hull_bench=0, soak=0):  # fmt: skip
         self.qemu = qemu
         self.accel = accel
         self.cpu = cpu
@@ -205,6 +216,7 @@ class L1Config:
         self.health_peer = health_peer  # health runs also time hull-agent on a plain Unix socket in L1 (bench)
         self.ctr_bench = ctr_bench  # ctr runs also time N x `ctr run --rm IMG true`, hull vs runc (bench)
         self.hull_bench = hull_bench  # ctr runs also run `hull bench --n N` (issue 15)
+        self.soak = soak  # ctr runs also run N create/delete cycles and the SIGKILL faults (issue 14)
         self.fsbench_args = fsbench_args  # suite runs: fsbench's arguments (default: run.sh's)
 
 
@@ -240,7 +252,7 @@ def boot(assets, config, runs, work_dir, tag, on_line=None):
     (work_dir / "logs").mkdir(exist_ok=True)
     plan = plan_script(
         runs, config.kvm_amd_options, config.pin_cpu, config.show_lines, config.health_peer, config.ctr_bench,
-        config.fsbench_args, config.hull_bench,
+        config.fsbench_args, config.hull_bench, config.soak,
     ).encode()
     plan_img = work_dir / f"plan-{tag}.img"
     # A raw disk: whole sectors; l1-init.sh drops the zero padding.
@@ -254,7 +266,7 @@ def boot(assets, config, runs, work_dir, tag, on_line=None):
         r.attempts
         * (r.timeout_s * (SUITE_BUDGET_FACTOR if r.kind == "suite" else 1) + 15 + (POD_SETUP_S if r.kind in SETUP_KINDS else 0))
         for r in runs
-    ) + (HULL_BENCH_BUDGET_S if config.hull_bench else 0)
+    ) + (HULL_BENCH_BUDGET_S if config.hull_bench else 0) + soak_budget_s(config.soak)
     append = " ".join(p for p in ("console=ttyS0 panic=-1 quiet", config.append) if p)
     cmd = [
         "timeout", "-s", "KILL", str(budget), config.qemu,

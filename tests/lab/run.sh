@@ -250,6 +250,8 @@ lab_ctr() {
     [ -n "$LAB_CTR_BENCH" ] && [ "$status" = ok ] && ctr_bench "$LAB_CTR_BENCH"
     # LAB_HULL_BENCH=N (lab.py ctr --hull-bench): `hull bench` (issue 15) in VM mode, N repetitions.
     [ -n "$LAB_HULL_BENCH" ] && [ "$status" = ok ] && hull_bench "$LAB_HULL_BENCH"
+    # LAB_SOAK=N (lab.py ctr --soak N, issue 14): N create/delete cycles and four SIGKILL faults.
+    [ -n "$LAB_SOAK" ] && [ "$status" = ok ] && ctr_soak "$LAB_SOAK"
     ctr_teardown
 }
 
@@ -264,6 +266,219 @@ hull_bench() {
     tail -n 5 "$TMP/hb.err" | printable | sed 's/^/LAB-HULLBENCH-ERR | /'
     ctr_kill_sandboxes
     rm -f "$TMP/hb.out" "$TMP/hb.err"
+}
+
+# ctr_soak N (issue 14, the lab variant of runtime-shim/tests/soak.rs): counts what sandboxes
+# leave behind, runs N `ctr run --rm ... true` cycles, then four faults, each a SIGKILL while a
+# detached container runs: its hull-vmm, its virtiofsd, its shim (each: the task must show
+# STOPPED or be gone within 60 s, then task delete and container delete must succeed), and
+# containerd (restarted on the same config: the task must be listed again, then killed and
+# deleted). The counts must then be back at the start; containerd's fds are compared exactly
+# before its restart and must not exceed the start after it (a new process). One line:
+#   LAB-SOAK cycles=N ok=.. failed=.. min_ms=.. median_ms=.. max_ms=.. faults="vmm:ok(exit=..) ..."
+#            before="..." mid="..." after="..." status=ok|fail detail=".."
+ctr_soak() {
+    n=$1 soak_ok=0 soak_failed=0 soak_ms="" soak_detail=""
+    soak_before=$(soak_counts)
+    i=1
+    while [ "$i" -le "$n" ]; do
+        t0=$(uptime_s)
+        if soak_ctr "$timeout" run --rm --snapshotter native --runtime io.containerd.hull.v2 "$CTR_IMAGE" \
+            "soak-$i" true > /dev/null 2> "$TMP/soak.err"; then
+            soak_ok=$((soak_ok + 1))
+            soak_ms="$soak_ms $(ms_between "$t0" "$(uptime_s)")"
+        else
+            soak_failed=$((soak_failed + 1))
+            tail -n 5 "$TMP/soak.err" | printable | sed "s/^/LAB-TAIL name=ctr-soak attempt=$i stream=ctr | /"
+            ctr_kill_sandboxes
+            soak_ctr 30 task delete -f "soak-$i" > /dev/null 2>&1
+            soak_ctr 30 container delete "soak-$i" > /dev/null 2>&1
+        fi
+        i=$((i + 1))
+    done
+    stats=$(printf '%s\n' $soak_ms | sort -n | awk 'NF { v[++k] = $1 }
+        END { if (k) printf "min_ms=%d median_ms=%d max_ms=%d", v[1], v[int((k + 1) / 2)], v[k];
+              else printf "min_ms=-1 median_ms=-1 max_ms=-1" }')
+    faults=""
+    for what in vmm virtiofsd shim; do faults="$faults $(soak_fault "$what")"; done
+    soak_mid=$(soak_settle "$soak_before")
+    soak_containerd_fault  # not in a subshell: it starts containerd again (ctrd_pid)
+    faults="$faults $fault_ctrd"
+    faults=${faults# }
+    soak_after=$(soak_settle "$(soak_without_fds "$soak_before")" soak_without_fds)
+    soak_status=ok
+    [ "$soak_failed" = 0 ] && [ "$soak_ok" = "$n" ] || soak_detail="$soak_detail $soak_failed of $n cycles failed;"
+    case " $faults " in *:fail*) soak_detail="$soak_detail a fault was not handled;" ;; esac
+    [ "$soak_mid" = "$soak_before" ] || soak_detail="$soak_detail counts after the cycles and 3 faults differ;"
+    [ "$(soak_without_fds "$soak_after")" = "$(soak_without_fds "$soak_before")" ] &&
+        [ "$(soak_fds "$soak_after")" -le "$(soak_fds "$soak_before")" ] ||
+        soak_detail="$soak_detail counts after the containerd restart differ;"
+    [ -z "$soak_detail" ] || soak_status=fail
+    echo "LAB-SOAK cycles=$n ok=$soak_ok failed=$soak_failed $stats faults=\"$faults\" before=\"$soak_before\" mid=\"$soak_mid\" after=\"$soak_after\" status=$soak_status detail=\"${soak_detail# }\""
+    [ "$soak_status" = ok ] || ctr_tails
+    ctr_kill_sandboxes
+    rm -f "$TMP/soak.err" "$TMP/soak.del"
+}
+
+# soak_ctr SECONDS ARGS...: ctr against this step's containerd, SIGKILLed after SECONDS.
+soak_ctr() {
+    s=$1
+    shift
+    timeout -s KILL "$s" $LAB/bin/ctr --address "$D/run/containerd.sock" --namespace lab "$@"
+}
+
+# What sandboxes may leave behind: hull processes, L1's mounts, containerd's fds, taps,
+# pod cgroups, run-dir entries.
+soak_counts() {
+    procs=0
+    for c in /proc/[0-9]*/comm; do
+        case $(cat "$c" 2>/dev/null) in hull-vmm | virtiofsd | containerd-shim* | hull-jail*) procs=$((procs + 1)) ;; esac
+    done
+    echo "procs=$procs mounts=$(wc -l < /proc/1/mountinfo) fds=$(ls "/proc/$ctrd_pid/fd" 2>/dev/null | wc -l)" \
+        "taps=$(ls /sys/class/net/*/tun_flags 2>/dev/null | wc -l)" \
+        "cgroups=$(ls -d /sys/fs/cgroup/hull-pods/*/ /sys/fs/cgroup/*/hull-pods/*/ 2>/dev/null | wc -l)" \
+        "rundir=$(ls -A "$D/hull" 2>/dev/null | wc -l)"
+}
+soak_without_fds() { printf '%s\n' "$1" | sed 's/ fds=[0-9]*//'; }
+soak_fds() { printf '%s\n' "$1" | sed -n 's/.* fds=\([0-9]*\).*/\1/p'; }
+
+# soak_settle WANTED [FILTER]: the counts once they equal WANTED (after FILTER), or after 30 s.
+soak_settle() {
+    j=0
+    while :; do
+        got=$(soak_counts)
+        seen=$got
+        [ -n "$2" ] && seen=$($2 "$got")
+        [ "$seen" = "$1" ] || [ "$j" -ge 30 ] && break
+        j=$((j + 1))
+        sleep 1
+    done
+    echo "$got"
+}
+
+# soak_pid CID NAME: NAME's pid from the sandbox's pids file, else from /proc by name.
+soak_pid() {
+    for f in "$D/hull/$1/pids" "$D"/hull/*/pids; do
+        [ -f "$f" ] || continue
+        pid=$(awk -v n="$2" '$1 == n && $2 ~ /^[0-9]+$/ { print $2; exit }' "$f")
+        [ -n "$pid" ] && { echo "$pid"; return; }
+    done
+    for c in /proc/[0-9]*/comm; do
+        [ "$(cat "$c" 2>/dev/null)" = "$2" ] && { pid=${c#/proc/}; echo "${pid%/comm}"; return; }
+    done
+}
+
+soak_shim_pid() {
+    for c in /proc/[0-9]*/cmdline; do
+        if tr '\0' ' ' < "$c" 2>/dev/null | grep -q "containerd-shim-hull-v2 .*-id $1 "; then
+            pid=${c#/proc/}
+            echo "${pid%/cmdline}"
+            return
+        fi
+    done
+}
+
+# soak_task_state CID: RUNNING, STOPPED, ... or gone (not listed), from `ctr task ls`.
+soak_task_state() {
+    st=$(soak_ctr 30 task ls 2>/dev/null | awk -v id="$1" '$1 == id { print $3 }')
+    echo "${st:-gone}"
+}
+
+# soak_wait_stopped CID: STOPPED or gone within 60 s (prints which, or "stuck:STATE").
+soak_wait_stopped() {
+    j=0
+    while :; do
+        st=$(soak_task_state "$1")
+        case $st in STOPPED | gone) echo "$st"; return ;; esac
+        [ "$j" -ge 60 ] && { echo "stuck:$st"; return; }
+        j=$((j + 1))
+        sleep 1
+    done
+}
+
+# soak_delete CID: task delete (its exit status from ctr's warning, 0 when none) and container
+# delete; prints "exit=N" or "fail(...)".
+soak_delete() {
+    soak_ctr 60 task delete "$1" > /dev/null 2> "$TMP/soak.del"
+    del_rc=$?
+    code=$(sed -n 's/.*exit code \([0-9]*\).*/\1/p' "$TMP/soak.del" | head -n1)
+    # ctr may exit non-zero to pass on the task's own non-zero exit code: that is not a failure.
+    if [ "$del_rc" != 0 ] && [ "$2" != gone ] && [ -z "$code" ]; then
+        echo "fail(task delete: $(tail -n 1 "$TMP/soak.del" | printable | tr -d '"' | cut -c1-80))"
+    elif ! soak_ctr 60 container delete "$1" > /dev/null 2> "$TMP/soak.del"; then
+        echo "fail(container delete: $(tail -n 1 "$TMP/soak.del" | printable | tr -d '"' | cut -c1-80))"
+    elif [ "$2" = gone ]; then
+        echo "exit=gone"
+    else
+        echo "exit=${code:-0}"
+    fi
+}
+
+# soak_fault vmm|virtiofsd|shim: prints "WHAT:ok(exit=N)" or "WHAT:fail(...)".
+soak_fault() {
+    cid=soak-kill-$1
+    if ! soak_ctr 120 run -d --snapshotter native --runtime io.containerd.hull.v2 "$CTR_IMAGE" "$cid" \
+        sleep 600 > /dev/null 2> "$TMP/soak.err"; then
+        echo "$1:fail(run-d:$(tail -n 1 "$TMP/soak.err" | printable | tr -d '" ' | cut -c1-60))"
+        ctr_kill_sandboxes
+        soak_ctr 30 task delete -f "$cid" > /dev/null 2>&1
+        soak_ctr 30 container delete "$cid" > /dev/null 2>&1
+        return
+    fi
+    sleep 2
+    case $1 in
+        vmm) pid=$(soak_pid "$cid" hull-vmm) ;;
+        virtiofsd) pid=$(soak_pid "$cid" virtiofsd) ;;
+        shim) pid=$(soak_shim_pid "$cid") ;;
+    esac
+    if [ -z "$pid" ]; then
+        echo "$1:fail(no-pid)"
+    else
+        kill -KILL "$pid"
+        st=$(soak_wait_stopped "$cid")
+        case $st in
+            stuck:*) echo "$1:fail($st)" ;;
+            *) echo "$1:$(soak_delete "$cid" "$st" | sed 's/^exit=/ok(exit=/; s/^ok(exit=.*/&)/')" ;;
+        esac
+    fi
+    # Nothing of this container may stay, whatever happened.
+    ctr_kill_sandboxes
+    soak_ctr 30 task delete -f "$cid" > /dev/null 2>&1
+    soak_ctr 30 container delete "$cid" > /dev/null 2>&1
+}
+
+# soak_containerd_fault: SIGKILL containerd under a detached container, start it again; the task
+# must be listed again, then SIGKILL it, STOPPED or gone, deleted. Sets fault_ctrd="containerd:ok(...)".
+soak_containerd_fault() {
+    cid=soak-kill-containerd
+    if ! soak_ctr 120 run -d --snapshotter native --runtime io.containerd.hull.v2 "$CTR_IMAGE" "$cid" \
+        sleep 600 > /dev/null 2> "$TMP/soak.err"; then
+        fault_ctrd="containerd:fail(run-d)"
+        return
+    fi
+    sleep 2
+    kill -KILL "$ctrd_pid"
+    wait "$ctrd_pid" 2>/dev/null
+    if ! ctrd_start; then
+        fault_ctrd="containerd:fail(restart)"
+        return
+    fi
+    j=0
+    until [ "$(soak_task_state "$cid")" = RUNNING ] || [ "$j" -ge 30 ]; do
+        j=$((j + 1))
+        sleep 1
+    done
+    before_kill=$(soak_task_state "$cid")
+    soak_ctr 30 task kill -s SIGKILL "$cid" > /dev/null 2>&1
+    st=$(soak_wait_stopped "$cid")
+    case $before_kill:$st in
+        RUNNING:STOPPED | RUNNING:gone)
+            fault_ctrd="containerd:$(soak_delete "$cid" "$st" | sed 's/^exit=/ok(exit=/; s/^ok(exit=.*/&)/')" ;;
+        *) fault_ctrd="containerd:fail(after-restart=$before_kill,then=$st)" ;;
+    esac
+    ctr_kill_sandboxes
+    soak_ctr 30 task delete -f "$cid" > /dev/null 2>&1
+    soak_ctr 30 container delete "$cid" > /dev/null 2>&1
 }
 
 # ctr_bench N: prints LAB-CTR-BENCH runtime=hull|runc wall_ms="..." (one figure per run, "fail" for a failed one).
@@ -366,8 +581,20 @@ ctr_setup() {
         "[plugins.\"io.containerd.internal.v1.opt\"]" \
         "  path = \"$D/opt\"" > "$D/config.toml"
     t0=$(uptime_s)
+    ctrd_start || return 1
+    t1=$(uptime_s)
+    if ! out=$(ctr_cmd image import --snapshotter native "$LAB/images/busybox.tar" 2>&1); then
+        setup_error="ctr image import: $(printf '%s' "$out" | printable | tail -n 3 | tr '\n' ';')"
+        return 1
+    fi
+    echo "LAB-CTR event=ready containerd_start_ms=$(ms_between "$t0" "$t1") import_ms=$(ms_between "$t1" "$(uptime_s)")"
+}
+
+# ctrd_start: containerd on this step's config (its log appended to), ctrd_pid set; waits for its socket.
+ctrd_start() {
+    rm -f "$D/run/containerd.sock"
     HULL_CONFIG=$D/hull.toml PATH=$LAB/bin:/bin \
-        $LAB/bin/containerd --config "$D/config.toml" > "$D/logs/containerd.log" 2>&1 &
+        $LAB/bin/containerd --config "$D/config.toml" >> "$D/logs/containerd.log" 2>&1 &
     ctrd_pid=$!
     i=0
     while [ ! -S "$D/run/containerd.sock" ]; do
@@ -378,12 +605,6 @@ ctr_setup() {
         fi
         sleep 0.1
     done
-    t1=$(uptime_s)
-    if ! out=$(ctr_cmd image import --snapshotter native "$LAB/images/busybox.tar" 2>&1); then
-        setup_error="ctr image import: $(printf '%s' "$out" | printable | tail -n 3 | tr '\n' ';')"
-        return 1
-    fi
-    echo "LAB-CTR event=ready containerd_start_ms=$(ms_between "$t0" "$t1") import_ms=$(ms_between "$t1" "$(uptime_s)")"
 }
 
 ctr_cmd() { $LAB/bin/ctr --address "$D/run/containerd.sock" --namespace lab "$@"; }
@@ -707,18 +928,7 @@ pod_setup() {
         "      [plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.hull.options]" \
         "        ConfigPath = \"$D/hull.toml\"" > "$D/config.toml"
     t0=$(uptime_s)
-    HULL_CONFIG=$D/hull.toml PATH=$LAB/bin:/bin \
-        $LAB/bin/containerd --config "$D/config.toml" > "$D/logs/containerd.log" 2>&1 &
-    ctrd_pid=$!
-    i=0
-    while [ ! -S "$D/run/containerd.sock" ]; do
-        i=$((i + 1))
-        if [ "$i" -gt 200 ] || ! kill -0 "$ctrd_pid" 2>/dev/null; then
-            setup_error="containerd did not start"
-            return 1
-        fi
-        sleep 0.1
-    done
+    ctrd_start || return 1
     t1=$(uptime_s)
     for img in busybox pause; do
         if ! imported=$($LAB/bin/ctr --address "$D/run/containerd.sock" --namespace k8s.io image import \

@@ -671,3 +671,111 @@ class SuiteJudgementTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class SoakScriptTest(unittest.TestCase):
+    """run.sh's ctr_soak under busybox sh with a fake ctr, containerd and shim: the flow of the
+    cycles, the four faults and the counts, not the product."""
+
+    def setUp(self):
+        self.dir = Path(tempfile.mkdtemp())
+        (self.dir / "lab/bin").mkdir(parents=True)
+        (self.dir / "tmp").mkdir()
+
+    def tearDown(self):
+        shutil.rmtree(self.dir)
+
+    FAKE_CTR = (
+        "#!/bin/sh\n"
+        'shift 4; D=$(dirname "$SOAK_RUN")\n'
+        'case "$1 $2" in\n'
+        '"run --rm") exit 0 ;;\n'
+        '"run -d") id=$(echo "$@" | awk \'{ print $(NF-2) }\')\n'
+        '  mkdir -p "$D/hull/$id"; "$LAB/bin/containerd-shim-hull-v2" -id "$id" -address x < /dev/null > /dev/null 2>&1 &\n'
+        '  printf "hull-vmm %s 1\\nvirtiofsd %s 1\\n" $! $! > "$D/hull/$id/pids"; echo $id > "$D/task" ;;\n'
+        '"task ls") id=$(cat "$D/task" 2>/dev/null); [ -n "$id" ] || exit 0; pid=$(awk \'{ print $2; exit }\' "$D/hull/$id/pids")\n'
+        '  if kill -0 "$pid" 2>/dev/null; then echo "$id $pid RUNNING"; else echo "$id 0 STOPPED"; fi ;;\n'
+        '"task kill") id=$(cat "$D/task"); kill -KILL $(awk \'{ print $2; exit }\' "$D/hull/$id/pids") ;;\n'
+        '"task delete") [ -s "$D/task" ] || exit 1; id=$(cat "$D/task"); kill -KILL $(awk \'{ print $2; exit }\' "$D/hull/$id/pids") 2>/dev/null\n'
+        '  rm -rf "$D/hull/$id" "$D/task"; echo "task $id exit with non-zero exit code 137" >&2 ;;\n'
+        '"container delete") exit 0 ;;\n'
+        "esac\n"
+    )
+    FAKE_CONTAINERD = (
+        "#!/usr/bin/env python3\n"
+        "import os, socket, sys, time\n"
+        "s = socket.socket(socket.AF_UNIX); s.bind(os.environ['SOAK_RUN'] + '/containerd.sock')\n"
+        "time.sleep(600)\n"
+    )
+
+    def test_cycles_faults_and_counts_come_back(self):
+        for name, text in (("ctr", self.FAKE_CTR), ("containerd", self.FAKE_CONTAINERD),
+                           ("containerd-shim-hull-v2", "#!/bin/sh\nsleep 600\n")):  # fmt: skip
+            (self.dir / "lab/bin" / name).write_text(text)
+            (self.dir / "lab/bin" / name).chmod(0o755)
+        run = self.dir / "tmp/ctr/run"
+        plan = (
+            f"export SOAK_RUN={run}\nD=$TMP/ctr; mkdir -p $D/hull $D/run $D/logs; timeout=20\n"
+            "ctrd_start; ctr_soak 3; ctr_teardown\n"
+        )
+        (self.dir / "plan.sh").write_text(plan)
+        env = {"PATH": "/usr/bin:/bin", "LAB": str(self.dir / "lab"), "TMP": str(self.dir / "tmp")}
+        out = subprocess.run(["busybox", "sh", LAB_DIR / "run.sh", self.dir / "plan.sh"], env=env,
+                             capture_output=True, text=True, timeout=120).stdout  # fmt: skip
+        line = next((x for x in out.splitlines() if x.startswith("LAB-SOAK ")), None)
+        self.assertIsNotNone(line, out)
+        fields = lab_l1.parse_fields(line)
+        self.assertEqual((fields["cycles"], fields["ok"], fields["failed"]), ("3", "3", "0"), line)
+        self.assertEqual(
+            fields["faults"],
+            "vmm:ok(exit=137) virtiofsd:ok(exit=137) shim:ok(exit=137) containerd:ok(exit=137)",
+            line,
+        )
+        self.assertEqual(fields["status"], "ok", line)
+        self.assertEqual(lab.check_soak(fields, 3)[0], lab.EXIT_OK)
+
+
+class SoakJudgementTest(unittest.TestCase):
+    COUNTS = "procs=0 mounts=31 fds=24 taps=0 cgroups=0 rundir=0"
+
+    def line(self, status="ok", ok=50, failed=0, detail="", after=COUNTS):
+        text = (
+            f'LAB-SOAK cycles=50 ok={ok} failed={failed} min_ms=2900 median_ms=3100 max_ms=4800 '
+            f'faults="vmm:ok(exit=137) virtiofsd:ok(exit=137) shim:ok(exit=gone) containerd:ok(exit=137)" '
+            f'before="{self.COUNTS}" mid="{self.COUNTS}" after="{after}" status={status} detail="{detail}"'
+        )
+        fake = type("FakeLab", (), {"soak": None})()
+        lab.Lab.progress(fake, "[  12.0] " + text)
+        return fake.soak
+
+    def test_ok_line_passes_with_its_figures(self):
+        code, msg = lab.check_soak(self.line(), 50)
+        self.assertEqual(code, lab.EXIT_OK, msg)
+        self.assertIn("50 of 50 cycles ok", msg)
+        self.assertIn("median 3100", msg)
+        self.assertIn("shim:ok(exit=gone)", msg)
+        self.assertIn(f"counts before: {self.COUNTS}", msg)
+
+    def test_failed_line_is_a_product_failure_naming_why(self):
+        fields = self.line("fail", ok=48, failed=2, detail="2 of 50 cycles failed; counts after the containerd restart differ;",
+                           after="procs=2 mounts=33 fds=24 taps=0 cgroups=0 rundir=1")  # fmt: skip
+        code, msg = lab.check_soak(fields, 50)
+        self.assertEqual(code, lab.EXIT_PRODUCT)
+        self.assertIn("2 of 50 cycles failed", msg)
+        self.assertIn("procs=2 mounts=33", msg)
+
+    def test_fewer_cycles_than_asked_is_a_failure(self):
+        code, _ = lab.check_soak(self.line(), 500)
+        self.assertEqual(code, lab.EXIT_PRODUCT)
+
+    def test_no_line_is_a_failure_or_a_lab_hang(self):
+        self.assertEqual(lab.check_soak(None, 50)[0], lab.EXIT_PRODUCT)
+        self.assertEqual(lab.check_soak(None, 50, l1_hung=True)[0], lab.EXIT_LAB_HANG)
+
+    def test_plan_sets_lab_soak_and_the_budget_grows(self):
+        runs = [lab_l1.RunSpec("c", "hull", 256, 1, "x", 90, 2, kind="ctr")]
+        self.assertIn("LAB_SOAK=50\n", lab_l1.plan_script(runs, "", soak=50))
+        self.assertNotIn("LAB_SOAK", lab_l1.plan_script(runs, ""))
+        self.assertEqual(lab_l1.soak_budget_s(0), 0)
+        self.assertGreater(lab_l1.soak_budget_s(50), 50 * 30)
+        self.assertEqual(lab.parse_args(["ctr", "--soak", "50"]).soak, 50)
