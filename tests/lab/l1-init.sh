@@ -26,6 +26,16 @@ mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev 2>/dev/null
 mkdir -p /tmp /lab
 mount -t tmpfs tmp /tmp
+# lab.shmem_thp=advise|always on L1's command line (lab.py --l1-append): transparent huge pages
+# for shared memory, which hull-vmm's memfd-backed guest RAM needs for 2 MiB pages (issue 15).
+for arg in $(cat /proc/cmdline); do
+    case $arg in
+        lab.shmem_thp=*)
+            echo "${arg#lab.shmem_thp=}" > /sys/kernel/mm/transparent_hugepage/shmem_enabled &&
+                echo "LAB-L1 event=shmem-thp value=$(cat /sys/kernel/mm/transparent_hugepage/shmem_enabled)"
+            ;;
+    esac
+done
 
 uptime_s() { read -r up _ < /proc/uptime; echo "$up"; }
 
