@@ -14,7 +14,7 @@ use std::io::Write as _;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::containerd::{containerd_or_skip, Containerd, Options, IMAGE, RUNTIME};
+use common::containerd::{containerd_or_skip, Containerd, Options, RUNTIME};
 use common::text;
 
 /// Runs `hull console <id>` with `input` piped to it; fails the test after 20 s.
@@ -51,39 +51,6 @@ fn set_debug_console(c: &Containerd, on: bool) {
     std::fs::write(&path, format!("debug_console = {on}\n{kept}")).unwrap();
 }
 
-fn start_detached(c: &Containerd, id: &str) {
-    c.track(id);
-    let out = c.ctr(&[
-        "run",
-        "-d",
-        "--runtime",
-        RUNTIME,
-        IMAGE,
-        id,
-        "sleep",
-        "1000",
-    ]);
-    assert!(
-        out.status.success(),
-        "run -d {id}: {}\n{}",
-        text(&out),
-        c.log_tail()
-    );
-    c.wait_for_status(id, "RUNNING");
-}
-
-fn remove(c: &Containerd, id: &str) {
-    let _ = c.ctr(&["task", "kill", "-s", "SIGKILL", id]);
-    let started = Instant::now();
-    while !c.ctr(&["task", "rm", id]).status.success()
-        && started.elapsed() < Duration::from_secs(10)
-    {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let _ = c.ctr(&["container", "rm", id]);
-    c.assert_clean(id);
-}
-
 #[test]
 fn hull_console_runs_a_shell_only_where_the_config_enabled_it() {
     let Some(c) = containerd_or_skip("hull console", &Options::default()) else {
@@ -92,7 +59,7 @@ fn hull_console_runs_a_shell_only_where_the_config_enabled_it() {
     let script = b"echo hello-from-console-$((40+2)); exit\n";
 
     // Default config: no console, and `hull console` says why.
-    start_detached(&c, "plain1");
+    c.run_detached("plain1", RUNTIME, &["sleep", "1000"]);
     let out = hull_console(&c, "plain1", script);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -103,12 +70,13 @@ fn hull_console_runs_a_shell_only_where_the_config_enabled_it() {
         text(&out)
     );
     assert!(out.stdout.is_empty(), "{}", text(&out));
-    remove(&c, "plain1");
+    c.kill_and_remove("plain1");
+    c.assert_clean("plain1");
 
     // debug_console = true: the piped script runs in the sandbox's shell (the pty echoes the
     // input line too, but only the shell prints "42").
     set_debug_console(&c, true);
-    start_detached(&c, "console1");
+    c.run_detached("console1", RUNTIME, &["sleep", "1000"]);
     let out = hull_console(&c, "console1", script);
     assert!(out.status.success(), "{}\n{}", text(&out), c.log_tail());
     assert!(
@@ -133,6 +101,7 @@ fn hull_console_runs_a_shell_only_where_the_config_enabled_it() {
         "{}",
         text(&out)
     );
-    remove(&c, "console1");
+    c.kill_and_remove("console1");
+    c.assert_clean("console1");
     set_debug_console(&c, false);
 }

@@ -18,31 +18,6 @@ use std::time::{Duration, Instant};
 use common::containerd::{containerd_or_skip, which, Containerd, Options, IMAGE, NS, RUNTIME};
 use common::text;
 
-fn start_detached(c: &Containerd, id: &str, cmd: &[&str]) {
-    c.track(id);
-    let mut args = vec!["run", "-d", "--runtime", RUNTIME, IMAGE, id];
-    args.extend_from_slice(cmd);
-    let out = c.ctr(&args);
-    assert!(
-        out.status.success(),
-        "run -d {id}: {}\n{}",
-        text(&out),
-        c.log_tail()
-    );
-    c.wait_for_status(id, "RUNNING");
-}
-
-fn remove(c: &Containerd, id: &str) {
-    let _ = c.ctr(&["task", "kill", "-s", "SIGKILL", id]);
-    let started = Instant::now();
-    while !c.ctr(&["task", "rm", id]).status.success()
-        && started.elapsed() < Duration::from_secs(10)
-    {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let _ = c.ctr(&["container", "rm", id]);
-}
-
 fn scenario_echo(c: &Containerd) {
     let out = c.run("echo1", &[], &["echo", "hi"]);
     assert!(out.status.success(), "{}\n{}", text(&out), c.log_tail());
@@ -178,7 +153,7 @@ fn tty_run(c: &Containerd, runtime: &str) {
 }
 
 fn scenario_exec_kill_metrics_pause(c: &Containerd) {
-    start_detached(c, "long1", &["sleep", "1000"]);
+    c.run_detached("long1", RUNTIME, &["sleep", "1000"]);
     let out = c.ctr(&[
         "task",
         "exec",
@@ -242,7 +217,7 @@ fn scenario_exec_kill_metrics_pause(c: &Containerd) {
     let out = c.ctr(&["task", "kill", "-s", "SIGKILL", "long1"]);
     assert!(out.status.success(), "kill: {}", text(&out));
     c.wait_for_status("long1", "STOPPED");
-    remove(c, "long1");
+    c.kill_and_remove("long1");
     c.assert_clean("long1");
 }
 
@@ -294,7 +269,7 @@ fn assert_container_gone(c: &Containerd, id: &str) {
 /// `delete` through the shim binary stops what is left, the container's processes and cgroup
 /// included.
 fn scenario_crash_cleanup(c: &Containerd) {
-    start_detached(c, "crash1", &["sleep", "1000"]);
+    c.run_detached("crash1", RUNTIME, &["sleep", "1000"]);
     let sandbox = c.hull_run_dir().join("crash1");
     assert!(sandbox.join("shared/crash1/rootfs/bin/busybox").exists());
     let agent = sandbox_pid(c, "crash1", "hull-agent");
@@ -321,13 +296,13 @@ fn scenario_crash_cleanup(c: &Containerd) {
 /// The host agent killed with SIGKILL under a live shim: the task exits (containerd sees it
 /// stopped, not hung), and deleting it leaves no container process or cgroup.
 fn scenario_agent_killed(c: &Containerd) {
-    start_detached(c, "agentkill1", &["sleep", "1000"]);
+    c.run_detached("agentkill1", RUNTIME, &["sleep", "1000"]);
     let agent = sandbox_pid(c, "agentkill1", "hull-agent");
     let _ = Command::new("kill")
         .args(["-9", &agent.to_string()])
         .status();
     c.wait_for_status("agentkill1", "STOPPED");
-    remove(c, "agentkill1");
+    c.kill_and_remove("agentkill1");
     c.assert_clean("agentkill1");
     assert_container_gone(c, "agentkill1");
 }

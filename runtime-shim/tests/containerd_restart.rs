@@ -18,32 +18,11 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::containerd::{containerd_or_skip, Containerd, Options, IMAGE, NS, RUNTIME};
+use common::containerd::{containerd_or_skip, Containerd, Options, NS, RUNTIME};
 use common::text;
 
 /// runc's shim, the reference.
 const RUNC: &str = "io.containerd.runc.v2";
-
-fn start_detached(c: &Containerd, id: &str, runtime: &str) {
-    c.track(id);
-    let out = c.ctr(&[
-        "run",
-        "-d",
-        "--runtime",
-        runtime,
-        IMAGE,
-        id,
-        "sleep",
-        "1000",
-    ]);
-    assert!(
-        out.status.success(),
-        "run -d {id} ({runtime}): {}\n{}",
-        text(&out),
-        c.log_tail()
-    );
-    c.wait_for_status(id, "RUNNING");
-}
 
 /// `ctr events`: containerd's event stream, one line per event
 /// (`<time> <namespace> <topic> <event as JSON>`).
@@ -143,7 +122,7 @@ fn task_events_arrive_after_containerd_is_killed_and_restarted() {
     let _runc_state = RuncState(runc_id.clone());
     let containers = [(runc_id.as_str(), RUNC), (hull_id.as_str(), RUNTIME)];
     for (id, runtime) in containers {
-        start_detached(&c, id, runtime);
+        c.run_detached(id, runtime, &["sleep", "1000"]);
     }
 
     c.restart();

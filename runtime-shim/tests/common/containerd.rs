@@ -500,6 +500,34 @@ state = "{d}/state"
         self.ctr(&args)
     }
 
+    /// `ctr run -d` of the busybox image with `runtime` running `cmd`; waits until RUNNING.
+    pub fn run_detached(&self, id: &str, runtime: &str, cmd: &[&str]) {
+        self.track(id);
+        let mut args = vec!["run", "-d", "--runtime", runtime, IMAGE, id];
+        args.extend_from_slice(cmd);
+        let out = self.ctr(&args);
+        assert!(
+            out.status.success(),
+            "run -d {id} ({runtime}): {}\n{}",
+            text(&out),
+            self.log_tail()
+        );
+        self.wait_for_status(id, "RUNNING");
+    }
+
+    /// What an operator does to get rid of `id`: SIGKILL its task, remove the task (retried for
+    /// 10 s while it stops), remove the container.
+    pub fn kill_and_remove(&self, id: &str) {
+        let _ = self.ctr(&["task", "kill", "-s", "SIGKILL", id]);
+        let started = Instant::now();
+        while !self.ctr(&["task", "rm", id]).status.success()
+            && started.elapsed() < Duration::from_secs(10)
+        {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.ctr(&["container", "rm", id]);
+    }
+
     /// Nothing of sandbox `id` is left: no sandbox dir, no mounts, no hull-agent for it.
     pub fn assert_clean(&self, id: &str) {
         let sandbox = self.hull_run_dir().join(id);
