@@ -188,6 +188,12 @@ pub fn run_checks(config: &Config, prefix: &Path) -> Vec<Finding> {
         &std::fs::read_to_string("/proc/self/mounts").unwrap_or_default(),
     ));
 
+    out.push(findings::guest_ram_pages(
+        std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/shmem_enabled")
+            .ok()
+            .as_deref(),
+    ));
+
     let cgroup_layout = crate::sandbox::jail::cgroup::host_layout().ok();
     out.push(findings::jail(
         config.sandbox.mode,

@@ -213,3 +213,13 @@ fn jail_off_is_a_warning_and_no_cgroup_hierarchy_a_failure() {
     let host_agent = jail(SandboxMode::HostAgent, false, 1, 1, parent, None);
     assert_eq!(host_agent.status, Status::Ok);
 }
+
+#[test]
+fn shared_memory_huge_pages_off_is_a_warning_that_says_how() {
+    let on = guest_ram_pages(Some("always within_size [advise] never deny force\n"));
+    assert_eq!(on.status, Status::Ok, "{on:?}");
+    let off = guest_ram_pages(Some("always within_size advise [never] deny force\n"));
+    assert_eq!(off.status, Status::Warn);
+    assert!(off.detail.contains("echo advise"), "{off:?}");
+    assert_eq!(guest_ram_pages(None).status, Status::Warn);
+}
