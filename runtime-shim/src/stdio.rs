@@ -10,6 +10,9 @@ use tokio::net::UnixStream;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+/// How long a CloseIO waits for what is still in the stdin FIFO to reach the process.
+const STDIN_DRAIN: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// The FIFO paths containerd gave for one process (empty = not wanted).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StdioPaths {
@@ -122,6 +125,8 @@ async fn copy_input(fifo: PathBuf, mut stream: UnixStream, close: oneshot::Recei
     let open = tokio::task::spawn_blocking(move || std::fs::File::open(&path));
     tokio::pin!(close);
     let file = tokio::select! {
+        // A writer that connected wins over a CloseIO handled at the same moment.
+        biased;
         opened = open => opened,
         _ = &mut close => {
             unblock_fifo_open(&fifo);
@@ -136,13 +141,17 @@ async fn copy_input(fifo: PathBuf, mut stream: UnixStream, close: oneshot::Recei
     };
     match receiver {
         Ok(mut receiver) => {
-            tokio::select! {
-                result = tokio::io::copy(&mut receiver, &mut stream) => {
-                    if let Err(e) = result {
-                        tracing::debug!(%e, "copying stdin");
-                    }
-                }
-                _ = &mut close => {}
+            let copy = tokio::io::copy(&mut receiver, &mut stream);
+            tokio::pin!(copy);
+            let result = tokio::select! {
+                result = &mut copy => Some(result),
+                // CloseIO comes after containerd closed its end of the FIFO, but what it wrote
+                // before may still be in the FIFO: pass that on before the EOF (bounded, as
+                // another writer could still hold the FIFO open).
+                _ = &mut close => tokio::time::timeout(STDIN_DRAIN, &mut copy).await.ok(),
+            };
+            if let Some(Err(e)) = result {
+                tracing::debug!(%e, "copying stdin");
             }
         }
         Err(e) => tracing::warn!(%e, fifo = %fifo.display(), "opening stdin FIFO"),
@@ -228,6 +237,42 @@ mod tests {
         let mut buf = [0u8; 6];
         reader.read_exact(&mut buf).await.unwrap();
         assert_eq!(&buf, b"hello\n");
+    }
+
+    /// ctr writes, closes its end, then sends CloseIO: the CloseIO may be handled before the
+    /// copier read the FIFO. The bytes must still reach the process, then EOF.
+    #[tokio::test]
+    async fn close_stdin_after_the_writer_wrote_keeps_the_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let stdin_fifo = dir.path().join("in");
+        mkfifo(&stdin_fifo);
+        let paths = StdioPaths {
+            stdin: stdin_fifo.to_string_lossy().into(),
+            ..Default::default()
+        };
+        let (shim_in, mut agent_in) = UnixStream::pair().unwrap();
+        let mut io = wire(&paths, Some(shim_in), None, None);
+        let mut writer = {
+            let path = stdin_fifo.clone();
+            tokio::task::spawn_blocking(move || {
+                std::fs::OpenOptions::new().write(true).open(path).unwrap()
+            })
+            .await
+            .unwrap()
+        };
+        io.close_stdin();
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        std::io::Write::write_all(&mut writer, b"through stdin\n").unwrap();
+        drop(writer);
+        let mut got = Vec::new();
+        tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            agent_in.read_to_end(&mut got),
+        )
+        .await
+        .expect("stdin stream must reach EOF after CloseIO")
+        .unwrap();
+        assert_eq!(got, b"through stdin\n");
     }
 
     #[tokio::test]
