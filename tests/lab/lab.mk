@@ -5,6 +5,8 @@
 #                      CRI pod with two containers in a microVM (part of `make test`)
 #   make lab-test      the smoke, `ctr run` through our shim, the full pod step (two pods in two
 #                      microVMs, pod start hull vs runc), 5 boots with 2 vCPUs and 1 GiB
+#   make lab-console   the ctr step with a debug guest image (DEBUG_IMAGE=1 initramfs in
+#                      $(BUILD_DIR)/guest-debug/): `hull console` must reach the guest's shell
 #   make lab-bench     hull-vmm vs QEMU microvm in the same L1, then `hull bench` in VM mode (figures)
 #   make lab-hangrate  LAB_ARGS="--n 20 --vmm qemu ..." (reliability measurements)
 #   make lab-demo      for `make demo` on a PVM host: our guest booted by hull-vmm in the lab
@@ -22,7 +24,7 @@ LAB_INPUTS ?= static-bins guest lab-suite-bins
 LAB_ARGS ?=
 LAB_PY = python3 -B tests/lab/lab.py --build-dir $(BUILD_DIR) --cache $(HULL_CACHE)
 
-.PHONY: lab-suite-bins lab-smoke lab-test lab-soak lab-bench lab-hangrate lab-demo lab-assets lab-selftest lab-clean
+.PHONY: lab-suite-bins lab-smoke lab-test lab-soak lab-console lab-bench lab-hangrate lab-demo lab-assets lab-selftest lab-clean
 
 # The agent's test suite as static executables and fsbench, run in L1 against a microVM.
 lab-suite-bins:
@@ -39,6 +41,14 @@ lab-test: lab-selftest $(LAB_INPUTS)
 
 lab-soak: $(LAB_INPUTS)
 	$(LAB_PY) ctr --soak 50 $(LAB_ARGS)
+
+# The default image has no shell (the ctr step then checks the agent's refusal); this builds the
+# debug initramfs beside it, from the same agent, and wants the shell.
+LAB_DEBUG_INITRAMFS = $(BUILD_DIR)/guest-debug/initramfs.cpio
+lab-console: $(LAB_INPUTS)
+	@mkdir -p $(dir $(LAB_DEBUG_INITRAMFS))
+	$(MAKE) --no-print-directory guest-initramfs DEBUG_IMAGE=1 GUEST_INITRAMFS=$(LAB_DEBUG_INITRAMFS)
+	$(LAB_PY) ctr --guest-initramfs $(LAB_DEBUG_INITRAMFS) --console-shell $(LAB_ARGS)
 
 lab-bench: $(LAB_INPUTS)
 	$(LAB_PY) bench $(LAB_ARGS)

@@ -652,6 +652,8 @@ def cmd_ctr(lab):
     runs = [lab.ctr_spec("ctr-run")]
     results = lab.execute(runs, lab.args.l1_boots)
     code, msg = check_boot(lab, "ctr-run", results["ctr-run"], runs[0].attempts)
+    if code == EXIT_OK and lab.args.console_shell:
+        code, msg = check_console_shell("ctr-run", results["ctr-run"][-1], msg)
     log("")
     log(lab.l1_summary())
     log(msg)
@@ -666,6 +668,18 @@ def cmd_ctr(lab):
         code, msg = check_soak(lab.soak, lab.args.soak, l1_hung)
         log(msg)
     return code
+
+
+def check_console_shell(name, last, ok_msg):
+    """--console-shell (make lab-console, a debug image): `hull console` must have reached a shell
+    in the guest; the default image's 'no /bin/sh' answer is then a failure."""
+    console = last.fields.get("console", "")
+    if console.startswith("ok: a shell"):
+        return EXIT_OK, ok_msg
+    return EXIT_PRODUCT, (
+        f"{name}: PRODUCT FAILURE: a debug image was booted but `hull console` reached no shell: "
+        f"{console or 'not run'}"
+    )
 
 
 def check_soak(fields, cycles, l1_hung=False):
@@ -860,6 +874,8 @@ def parse_args(argv):
     ap.add_argument("--no-health", action="store_true", help="smoke/test: skip the vsock Health run")
     ap.add_argument("--ctr-bench", action="store_true", help="ctr: also time `ctr run` and measure PSS, vs runc")
     ap.add_argument("--hull-bench", action="store_true", help="ctr: also run `hull bench --n N` in L1 (VM mode vs runc)")
+    ap.add_argument("--console-shell", action="store_true",
+                    help="ctr: the guest image is a debug image; `hull console` must reach its shell")
     ap.add_argument("--soak", type=int, default=0, metavar="N",
                     help="ctr: also N create/delete cycles, SIGKILL faults and leak counts (issue 14)")  # fmt: skip
     ap.add_argument("--no-suite", action="store_true", help="smoke/test: skip the agent suite against a microVM")

@@ -605,6 +605,16 @@ class HealthJudgementTest(unittest.TestCase):
         self.assertEqual(code, lab.EXIT_PRODUCT)
         self.assertIn("hull console", msg)
 
+    def test_console_shell_wanted_and_reached(self):
+        last = self.ctr_result("6.1.192", console="ok: a shell in the guest: console-42;init")
+        self.assertEqual(lab.check_console_shell("c", last, "fine"), (lab.EXIT_OK, "fine"))
+
+    def test_console_shell_wanted_but_default_image_answer_fails(self):
+        last = self.ctr_result("6.1.192", console="ok: default image, the agent says it has no shell: x")
+        code, msg = lab.check_console_shell("c", last, "fine")
+        self.assertEqual(code, lab.EXIT_PRODUCT)
+        self.assertIn("reached no shell", msg)
+
     def test_ctr_printing_the_guest_release_passes(self):
         code, msg = lab.check_boot(None, "c", [self.ctr_result("6.1.192")], 3)
         self.assertEqual(code, lab.EXIT_OK, msg)
