@@ -645,6 +645,7 @@ def cmd_ctr(lab):
         lab.config.ctr_bench = lab.args.n
     if lab.args.hull_bench:
         lab.config.hull_bench = lab.args.n
+        lab.config.hull_bench_groups = lab.args.hull_bench_groups
     if lab.args.soak:
         lab.config.soak = lab.args.soak
     if not lab.assets.has_containerd:
@@ -874,6 +875,8 @@ def parse_args(argv):
     ap.add_argument("--no-health", action="store_true", help="smoke/test: skip the vsock Health run")
     ap.add_argument("--ctr-bench", action="store_true", help="ctr: also time `ctr run` and measure PSS, vs runc")
     ap.add_argument("--hull-bench", action="store_true", help="ctr: also run `hull bench --n N` in L1 (VM mode vs runc)")
+    ap.add_argument("--hull-bench-groups", default="",
+                    help="ctr --hull-bench: its --groups (default start,stages,exec,work,memory)")
     ap.add_argument("--console-shell", action="store_true",
                     help="ctr: the guest image is a debug image; `hull console` must reach its shell")
     ap.add_argument("--soak", type=int, default=0, metavar="N",

@@ -629,6 +629,13 @@ class HealthJudgementTest(unittest.TestCase):
         code, _ = lab.check_boot(None, "c", [self.ctr_result("", "hang"), self.ctr_result("", "hang")], 2)
         self.assertEqual(code, lab.EXIT_LAB_HANG)
 
+    def test_plan_carries_hull_bench_and_its_groups(self):
+        runs = [lab_l1.RunSpec("c", "hull", 512, 1, "x", 90, 2, kind="ctr")]
+        plan = lab_l1.plan_script(runs, "", hull_bench=3, hull_bench_groups="memory,start")
+        self.assertIn("LAB_HULL_BENCH=3\n", plan)
+        self.assertIn("LAB_HULL_BENCH_GROUPS=memory,start\n", plan)
+        self.assertNotIn("LAB_HULL_BENCH_GROUPS", lab_l1.plan_script(runs, "", hull_bench=3))
+
     def test_plan_line_for_health_and_ctr(self):
         runs = [lab_l1.RunSpec("h", "hull", 256, 1, "a b", 45, 3, kind="health"),
                 lab_l1.RunSpec("c", "hull", 512, 1, "x", 90, 2, kind="ctr")]  # fmt: skip
