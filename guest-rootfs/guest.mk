@@ -4,7 +4,8 @@
 #
 #   make guest-kernel     $(BUILD_DIR)/guest/vmlinux (cached in $(HULL_CACHE)/kernel/<key>/)
 #   make static-bins      $(BUILD_DIR)/bin/: hull-agent, hull-vmm, hull, containerd-shim-hull-v2 (static)
-#   make guest-initramfs  $(BUILD_DIR)/guest/initramfs.cpio (uncompressed newc)
+#   make guest-initramfs  $(BUILD_DIR)/guest/initramfs.cpio (uncompressed newc; the agent stripped of
+#                         its symbol tables: every byte of /init is guest memory the host pays for, twice)
 #                         DEBUG_IMAGE=1: plus a shell (static busybox as /bin/sh) for `hull console`
 #   make guest            both guest images, then prints their sizes
 #   make guest-rootfs-test  tests of the initramfs writer and of build-kernel.sh (fake source)
@@ -80,8 +81,11 @@ ifeq ($(DEBUG_IMAGE),1)
 	esac
 	@echo "guest-initramfs: DEBUG IMAGE: adds $(BUSYBOX) as /bin/sh for the debug console (not for production)"
 endif
+	@mkdir -p "$(dir $(GUEST_INITRAMFS))"
+	strip --strip-all -o "$(GUEST_INITRAMFS).agent" "$(GUEST_BIN_DIR)/hull-agent"
 	python3 $(GUEST_ROOTFS_DIR)/scripts/mk-initramfs.py "$(GUEST_LAYOUT)" "$(GUEST_INITRAMFS)" \
-		--set AGENT="$(GUEST_BIN_DIR)/hull-agent" $(GUEST_LAYOUT_ARGS)
+		--set AGENT="$(GUEST_INITRAMFS).agent" $(GUEST_LAYOUT_ARGS)
+	@rm -f "$(GUEST_INITRAMFS).agent"
 	@cpio -itv --quiet < "$(GUEST_INITRAMFS)"
 
 guest: guest-kernel guest-initramfs

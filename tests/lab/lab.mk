@@ -46,7 +46,6 @@ lab-soak: $(LAB_INPUTS)
 # debug initramfs beside it, from the same agent, and wants the shell.
 LAB_DEBUG_INITRAMFS = $(BUILD_DIR)/guest-debug/initramfs.cpio
 lab-console: $(LAB_INPUTS)
-	@mkdir -p $(dir $(LAB_DEBUG_INITRAMFS))
 	$(MAKE) --no-print-directory guest-initramfs DEBUG_IMAGE=1 GUEST_INITRAMFS=$(LAB_DEBUG_INITRAMFS)
 	$(LAB_PY) ctr --guest-initramfs $(LAB_DEBUG_INITRAMFS) --console-shell $(LAB_ARGS)
 
