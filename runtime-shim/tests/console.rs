@@ -10,33 +10,24 @@
 
 mod common;
 
-use std::io::Write as _;
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::ffi::OsStr;
+use std::process::Output;
 
 use common::containerd::{containerd_or_skip, Containerd, Options, RUNTIME};
-use common::text;
+use common::{hull_with_input, text};
 
 /// Runs `hull console <id>` with `input` piped to it; fails the test after 20 s.
 fn hull_console(c: &Containerd, id: &str, input: &[u8]) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hull"))
-        .args(["console", id, "--config"])
-        .arg(c.dir().join("hull.toml"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(input).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("hull console {id} did not finish within 20 s");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.wait_with_output().unwrap()
+    let config = c.dir().join("hull.toml");
+    hull_with_input(
+        &[
+            OsStr::new("console"),
+            OsStr::new(id),
+            OsStr::new("--config"),
+            config.as_os_str(),
+        ],
+        input,
+    )
 }
 
 /// Sets `debug_console` in the test's hull config (read by each new shim).

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::text;
+use common::{hull_with_input, text};
 
 struct Agent {
     child: Child,
@@ -130,29 +130,6 @@ fn agent_logs_prints_the_agent_log_from_boot_on() {
     // Logged before anybody connected: kept for the first reader.
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("serving the agent API"), "{}", text(&out));
-}
-
-/// Runs `hull args` with `input` on its stdin (a pipe, not a terminal); fails the test if it
-/// has not finished within 20 s.
-fn hull_with_input(args: &[&str], input: &[u8]) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hull"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write as _;
-    child.stdin.take().unwrap().write_all(input).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("hull {args:?} did not finish within 20 s");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.wait_with_output().unwrap()
 }
 
 #[test]

@@ -5,7 +5,10 @@
 pub mod containerd;
 pub mod cri;
 
-use std::process::{Command, Output};
+use std::ffi::{OsStr, OsString};
+use std::io::Write as _;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 /// A command's exit status and output, for assertion messages.
 pub fn text(out: &Output) -> String {
@@ -26,4 +29,27 @@ pub fn run(program: &str, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap()
+}
+
+/// Runs this package's `hull` with `args` and `input` on its stdin (a pipe, not a terminal);
+/// fails the test if it has not finished within 20 s.
+pub fn hull_with_input<S: AsRef<OsStr>>(args: &[S], input: &[u8]) -> Output {
+    let args: Vec<OsString> = args.iter().map(|a| a.as_ref().to_owned()).collect();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hull"))
+        .args(&args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("hull {args:?} did not finish within 20 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
 }
