@@ -876,7 +876,7 @@ def parse_args(argv):
     ap.add_argument("--ctr-bench", action="store_true", help="ctr: also time `ctr run` and measure PSS, vs runc")
     ap.add_argument("--hull-bench", action="store_true", help="ctr: also run `hull bench --n N` in L1 (VM mode vs runc)")
     ap.add_argument("--hull-bench-groups", default="",
-                    help="ctr --hull-bench: its --groups (default start,stages,exec,work,memory)")
+                    help="ctr --hull-bench: its --groups (default: run.sh hull_bench's list)")
     ap.add_argument("--console-shell", action="store_true",
                     help="ctr: the guest image is a debug image; `hull console` must reach its shell")
     ap.add_argument("--soak", type=int, default=0, metavar="N",
