@@ -122,16 +122,24 @@ async fn copy_output(mut stream: UnixStream, fifo: PathBuf) {
 /// process).
 async fn copy_input(fifo: PathBuf, mut stream: UnixStream, close: oneshot::Receiver<()>) {
     let path = fifo.clone();
-    let open = tokio::task::spawn_blocking(move || std::fs::File::open(&path));
+    let mut open = tokio::task::spawn_blocking(move || std::fs::File::open(&path));
     tokio::pin!(close);
+    let mut closed = false;
     let file = tokio::select! {
         // A writer that connected wins over a CloseIO handled at the same moment.
         biased;
-        opened = open => opened,
+        opened = &mut open => opened,
         _ = &mut close => {
-            unblock_fifo_open(&fifo);
-            let _ = stream.shutdown().await;
-            return;
+            closed = true;
+            // The open may have completed (ctr connected, wrote and closed) without this task
+            // having seen it yet: finish it and drain what is in the FIFO, never drop it.
+            match finish_open_after_close(&fifo, &mut open).await {
+                Some(opened) => opened,
+                None => {
+                    let _ = stream.shutdown().await;
+                    return;
+                }
+            }
         }
     };
     let receiver = match file {
@@ -143,12 +151,16 @@ async fn copy_input(fifo: PathBuf, mut stream: UnixStream, close: oneshot::Recei
         Ok(mut receiver) => {
             let copy = tokio::io::copy(&mut receiver, &mut stream);
             tokio::pin!(copy);
-            let result = tokio::select! {
-                result = &mut copy => Some(result),
-                // CloseIO comes after containerd closed its end of the FIFO, but what it wrote
-                // before may still be in the FIFO: pass that on before the EOF (bounded, as
-                // another writer could still hold the FIFO open).
-                _ = &mut close => tokio::time::timeout(STDIN_DRAIN, &mut copy).await.ok(),
+            // CloseIO comes after containerd closed its end of the FIFO, but what it wrote
+            // before may still be in the FIFO: pass that on before the EOF (bounded, as
+            // another writer could still hold the FIFO open).
+            let result = if closed {
+                tokio::time::timeout(STDIN_DRAIN, &mut copy).await.ok()
+            } else {
+                tokio::select! {
+                    result = &mut copy => Some(result),
+                    _ = &mut close => tokio::time::timeout(STDIN_DRAIN, &mut copy).await.ok(),
+                }
             };
             if let Some(Err(e)) = result {
                 tracing::debug!(%e, "copying stdin");
@@ -157,6 +169,29 @@ async fn copy_input(fifo: PathBuf, mut stream: UnixStream, close: oneshot::Recei
         Err(e) => tracing::warn!(%e, fifo = %fifo.display(), "opening stdin FIFO"),
     }
     let _ = stream.shutdown().await;
+}
+
+type FifoOpen = tokio::task::JoinHandle<std::io::Result<std::fs::File>>;
+
+/// After a CloseIO, brings the blocking open of the stdin FIFO to an end: wakes it (again, in
+/// case the blocking thread had not reached `open` yet) until it returns, for at most
+/// [`STDIN_DRAIN`]. `None` if it never returned.
+async fn finish_open_after_close(
+    fifo: &Path,
+    open: &mut FifoOpen,
+) -> Option<Result<std::io::Result<std::fs::File>, tokio::task::JoinError>> {
+    let wake_until_open = async {
+        loop {
+            unblock_fifo_open(fifo);
+            tokio::select! {
+                opened = &mut *open => return opened,
+                _ = tokio::time::sleep(std::time::Duration::from_millis(10)) => {}
+            }
+        }
+    };
+    tokio::time::timeout(STDIN_DRAIN, wake_until_open)
+        .await
+        .ok()
 }
 
 /// Wakes a thread blocked opening `fifo` for reading by opening (and closing) its write side.
