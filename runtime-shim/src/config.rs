@@ -41,6 +41,9 @@ pod_mem_overhead_mib = 128
 kernel_params = ""
 # virtiofsd binary; empty: the shim searches $HULL_VIRTIOFSD, $PATH, ~/.cargo/bin, ...
 virtiofsd = ""
+# Free page reporting: the guest hands memory it freed back to hull-vmm, which releases it on
+# the host (a virtio-balloon device that is never inflated). Lowers an idle pod's host memory.
+free_page_reporting = true
 # Debug logs into containerd's log.
 debug = false
 # Debug console (`hull console <sandbox>`): a root shell in the guest on vsock port 1027, for
@@ -144,6 +147,8 @@ pub struct Config {
     pub kernel_params: String,
     /// virtiofsd binary; empty = the shim's search (see `sandbox::virtiofsd`).
     pub virtiofsd: PathBuf,
+    /// Free page reporting (hull-vmm `--free-page-reporting`).
+    pub free_page_reporting: bool,
     /// Debug logging.
     pub debug: bool,
     /// Open the guest's debug console (`hull console`) in new sandboxes.
@@ -176,6 +181,7 @@ impl Default for Config {
             pod_mem_overhead_mib: 128,
             kernel_params: String::new(),
             virtiofsd: PathBuf::new(),
+            free_page_reporting: true,
             debug: false,
             debug_console: false,
             jail: true,

@@ -71,6 +71,13 @@ struct Args {
     #[arg(long, value_name = "SPEC")]
     net: Vec<NetConfig>,
 
+    /// Add a virtio-balloon device for free page reporting: the guest driver (Linux
+    /// CONFIG_VIRTIO_BALLOON) reports blocks of memory it freed and hull-vmm releases their host
+    /// pages (a hole punched in the guest RAM memfd), so the VMM's memory shrinks to what the guest
+    /// uses. The balloon is never inflated.
+    #[arg(long)]
+    free_page_reporting: bool,
+
     /// Per-thread seccomp filters (vmm thread, vCPU threads): `on` (default) or `off`. `off` is for
     /// debugging only and logs a warning at start.
     #[arg(long, value_name = "on|off", default_value = "on", value_parser = parse_on_off, action = clap::ArgAction::Set)]
@@ -126,6 +133,7 @@ fn main() -> ExitCode {
             }),
         fs: args.fs,
         net: args.net,
+        free_page_reporting: args.free_page_reporting,
         seccomp: args.seccomp,
         exit_stats: args.exit_stats,
     };

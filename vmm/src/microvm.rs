@@ -30,6 +30,7 @@ use crate::layout::*;
 use crate::memory::{self, MemoryError};
 use crate::seccomp::{self, SeccompError, ThreadKind};
 use crate::vcpu::{self, VcpuContext};
+use crate::virtio::balloon::{Balloon, BalloonError};
 use crate::virtio::fs::{FsConfig, VhostUserFs};
 use crate::virtio::mmio::{MmioTransport, QUEUE_NOTIFY_OFFSET};
 use crate::virtio::net::{Net, NetConfig, NetError};
@@ -68,6 +69,9 @@ pub struct VmConfig {
     pub fs: Vec<FsConfig>,
     /// virtio-net devices, each over a tap.
     pub net: Vec<NetConfig>,
+    /// A virtio-balloon device for free page reporting: the guest hands freed memory back and
+    /// the VMM releases its host pages.
+    pub free_page_reporting: bool,
     /// Per-thread seccomp filters (see [`crate::seccomp`]). `false` is for debugging only.
     pub seccomp: bool,
     /// Log the guest's exit counts when the VM ends (the VMM's own by reason and port/address,
@@ -118,6 +122,8 @@ pub enum VmmError {
         #[source]
         source: NetError,
     },
+    #[error(transparent)]
+    Balloon(#[from] BalloonError),
     #[error("cannot create the vsock device: {0}")]
     Vsock(String),
     #[error("{what}: {source}")]
@@ -308,6 +314,16 @@ pub fn run(config: &VmConfig, vmm_start: Instant) -> Result<VmExit, VmmError> {
     for (index, net) in config.net.iter().enumerate() {
         let dev = Net::new(net).map_err(|source| VmmError::Net { index, source })?;
         attach_virtio(&vm_fd, &mut mmio_bus, &ram.memory, &mut virtio, dev)?;
+    }
+
+    if config.free_page_reporting {
+        attach_virtio(
+            &vm_fd,
+            &mut mmio_bus,
+            &ram.memory,
+            &mut virtio,
+            Balloon::new()?,
+        )?;
     }
 
     let slots: Vec<_> = virtio.iter().map(|v| v.slot).collect();

@@ -306,3 +306,34 @@ fn tempdir() -> std::path::PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+/// The guest touches 4 MiB, reports it free on the balloon's reporting queue and reads it back:
+/// hull-vmm (seccomp on) punched the hole, so the guest sees zeroes and the VMM logs the release.
+#[test]
+fn free_page_report_releases_guest_memory() {
+    let run = boot(
+        Entry::Pvh,
+        "console=ttyS0 reboot=k balloon-report",
+        &["--mem-mib", "64", "--free-page-reporting"],
+    );
+    run.assert_exit(0);
+    assert!(
+        run.stdout
+            .contains("tiny-guest: balloon touched=4096KiB first_byte=165\n"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout
+            .contains("tiny-guest: balloon reported, nonzero_pages=0\n"),
+        "{}\n{}",
+        run.stdout,
+        run.stderr
+    );
+    assert!(
+        run.stderr
+            .contains("balloon: 1 free page reports released 4 MiB on the host (0 refused"),
+        "{}",
+        run.stderr
+    );
+}

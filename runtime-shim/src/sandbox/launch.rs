@@ -172,6 +172,9 @@ pub fn vmm_command(
             "tag={SHARED_FS_TAG},socket={}",
             virtiofsd.display()
         ));
+    if config.free_page_reporting {
+        cmd.arg("--free-page-reporting");
+    }
     if let Some((jail, netns)) = jail {
         jail.confine(cmd.as_std_mut(), netns)?;
     }

@@ -122,3 +122,25 @@ fn a_seccomp_kill_is_named() {
     let exit1 = std::process::ExitStatus::from_raw(1 << 8);
     assert!(super::processes::death_reason("hull-vmm", exit1).contains("exited unexpectedly"));
 }
+
+#[test]
+fn vmm_is_asked_for_free_page_reporting_as_the_config_says() {
+    let paths = SandboxPaths::new(Path::new("/run/hull"), "sb1");
+    let size = crate::cri::sizing::VmSize {
+        vcpus: 1,
+        mem_mib: 256,
+    };
+    let args_with = |free_page_reporting| {
+        let config = crate::config::Config {
+            free_page_reporting,
+            ..Default::default()
+        };
+        let (_, cmd) = launch::vmm_command(&config, &paths, size, &[], None).unwrap();
+        cmd.as_std()
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+    };
+    assert!(args_with(true).contains(&"--free-page-reporting".to_string()));
+    assert!(!args_with(false).contains(&"--free-page-reporting".to_string()));
+}

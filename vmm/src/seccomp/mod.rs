@@ -17,7 +17,8 @@
 //!
 //! Argument filters: `ioctl` only with the request numbers the thread needs; `socket` only for
 //! `AF_UNIX` stream sockets; `mmap`/`mprotect` never with `PROT_EXEC`; `futex` only the wait/wake
-//! family; `fcntl` only flag queries/updates; `madvise` only `MADV_DONTNEED`; `tgkill` only with the
+//! family; `fcntl` only flag queries/updates; `madvise` only `MADV_DONTNEED`; `fallocate` only
+//! `PUNCH_HOLE | KEEP_SIZE` (free page reporting); `tgkill` only with the
 //! vCPU kick signal (vmm) or `SIGABRT` (a Rust abort).
 
 use std::collections::BTreeMap;
@@ -210,6 +211,13 @@ fn vmm_rules(kick_signal: libc::c_int) -> Rules {
             arg_eq(0, libc::AF_UNIX as u64),
             arg_masked(1, 0xf, libc::SOCK_STREAM as u64),
         ])],
+    );
+    // virtio-balloon free page reporting: a hole punched in the guest RAM memfd, nothing else.
+    allow_values(
+        &mut rules,
+        libc::SYS_fallocate,
+        1,
+        &[(libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE) as u64],
     );
     // set_nonblocking on an accepted client.
     allow_values(&mut rules, libc::SYS_ioctl, 1, &[libc::FIONBIO]);

@@ -107,6 +107,7 @@ fn assert_killed(case: &str) {
 fn listed_calls_pass_under_each_filter() {
     assert_passes("vcpu-mmap-rw");
     assert_passes("vmm-unix-socket");
+    assert_passes("vmm-punch-hole");
 }
 
 #[test]
@@ -117,6 +118,8 @@ fn forbidden_calls_kill_the_process() {
     assert_killed("vmm-inet-socket");
     assert_killed("vmm-kvm-run");
     assert_killed("vmm-mprotect-exec");
+    assert_killed("vmm-fallocate-grow");
+    assert_killed("vcpu-punch-hole");
 }
 
 #[test]
@@ -158,6 +161,19 @@ fn mmap_anon(prot: libc::c_int) -> bool {
     // SAFETY: p is the mapping made above (if any).
     p != libc::MAP_FAILED && unsafe { libc::munmap(p, 4096) } == 0
 }
+
+/// fallocate(2) with `mode` on the first page of guest RAM, on a thread under the filter of
+/// `kind`. The RAM is created unfiltered, as at hull-vmm's set-up.
+fn fallocate_guest_ram(kind: ThreadKind, mode: libc::c_int) -> libc::c_int {
+    let ram = crate::memory::create_guest_ram(crate::layout::MIN_MEM_MIB).unwrap();
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&*ram.memfd);
+    // SAFETY: plain fallocate on the memfd `ram` owns, alive until the thread is joined.
+    let rc = filtered(kind, move || unsafe { libc::fallocate(fd, mode, 0, 4096) });
+    drop(ram);
+    rc
+}
+
+const PUNCH_HOLE: libc::c_int = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
 
 fn socket(family: libc::c_int) -> bool {
     // SAFETY: plain socket(2); the fd is closed right away.
@@ -208,6 +224,13 @@ fn child() {
                 // SAFETY: a page inside our own buffer; never executed.
                 unsafe { libc::mprotect(addr, 4096, libc::PROT_READ | libc::PROT_EXEC) }
             });
+        }
+        "vmm-punch-hole" => assert_eq!(fallocate_guest_ram(ThreadKind::Vmm, PUNCH_HOLE), 0),
+        "vmm-fallocate-grow" => {
+            fallocate_guest_ram(ThreadKind::Vmm, 0);
+        }
+        "vcpu-punch-hole" => {
+            fallocate_guest_ram(ThreadKind::Vcpu, PUNCH_HOLE);
         }
         "virtio-fs" => virtio_fs_under_filters(),
         other => panic!("unknown case {other}"),

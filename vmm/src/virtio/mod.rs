@@ -10,9 +10,12 @@
 //! guest kick never leaves the kernel except to wake the event loop; a transport that sees a QueueNotify
 //! write itself (no ioeventfd) writes the same eventfd.
 
+pub mod balloon;
 pub mod fs;
 pub mod mmio;
 pub mod net;
+#[cfg(test)]
+pub mod test_driver;
 pub mod vsock;
 
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -27,6 +30,7 @@ use crate::memory::GuestMemory;
 pub mod device_type {
     pub const NET: u32 = 1;
     pub const BLOCK: u32 = 2;
+    pub const BALLOON: u32 = 5;
     pub const VSOCK: u32 = 19;
     pub const FS: u32 = 26;
 }

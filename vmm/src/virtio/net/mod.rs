@@ -24,6 +24,4 @@ pub use tap::{Tap, TapError, TapIo};
 #[cfg(test)]
 mod tap_tests;
 #[cfg(test)]
-mod test_driver;
-#[cfg(test)]
 mod tests;

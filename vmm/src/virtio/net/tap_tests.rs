@@ -23,9 +23,9 @@ use vmm_sys_util::eventfd::EventFd;
 
 use super::device::{RX_QUEUE, TX_QUEUE};
 use super::frame::VNET_HDR_LEN;
-use super::test_driver::{guest_memory, DriverQueue, SLOT};
 use super::tests::{eth_frame, with_hdr};
 use super::{Net, NetConfig, Tap, TapError};
+use crate::virtio::test_driver::{guest_memory, DriverQueue, SLOT};
 use crate::virtio::{IrqTrigger, VirtioDevice, VIRTIO_F_VERSION_1};
 
 const TAP: &str = "hulltap0";

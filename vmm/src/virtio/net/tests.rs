@@ -20,8 +20,8 @@ use vmm_sys_util::eventfd::EventFd;
 use super::device::{RX_QUEUE, TX_QUEUE};
 use super::frame::{ChainError, MAX_BUFFER_LEN, VNET_HDR_LEN};
 use super::tap::{offload, TapIo};
-use super::test_driver::{guest_memory, DriverQueue, Mem, RawDesc, MEM_SIZE, QSIZE, SLOT};
 use super::{Net, NetConfig};
+use crate::virtio::test_driver::{guest_memory, DriverQueue, Mem, RawDesc, MEM_SIZE, QSIZE, SLOT};
 use crate::virtio::{IrqTrigger, VirtioDevice, VIRTIO_F_VERSION_1};
 
 const F_MRG: u64 = 1 << VIRTIO_NET_F_MRG_RXBUF;

@@ -1,4 +1,4 @@
-//! A fake guest driver for the net device tests: one split queue in test guest memory (written
+//! A fake guest driver for the device tests (net, balloon): one split queue in test guest memory (written
 //! field by field as the virtio 1.2 split-ring layout says; virtio-queue's mock rings zero the ring
 //! indexes whenever they are constructed), with a fixed buffer slot per descriptor index. Raw
 //! descriptors can be published too, for the malformed chains a hostile guest would post.

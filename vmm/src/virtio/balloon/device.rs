@@ -1,0 +1,315 @@
+//! The virtio-balloon device: inflate, deflate and (when the driver accepts
+//! VIRTIO_BALLOON_F_REPORTING) the free page reporting queue; config space `num_pages` (always 0)
+//! and `actual` (written by the driver). Work happens on queue kicks in the event loop.
+
+use event_manager::{EventOps, EventSet, Events, MutEventSubscriber};
+use tracing::{debug, error, info, warn};
+use virtio_queue::{Queue, QueueT};
+use vmm_sys_util::eventfd::EventFd;
+
+use super::report::{free_ranges, Discard, PunchHole};
+use super::VIRTIO_BALLOON_F_REPORTING;
+use crate::memory::GuestMemory;
+use crate::virtio::vsock::log_limit::GuestLogLimit;
+use crate::virtio::{
+    device_type, pop_chain, ActivateError, IrqTrigger, VirtioDevice, INT_VRING, VIRTIO_F_VERSION_1,
+};
+
+/// Queue indexes as the driver numbers them when it accepts free page reporting (Linux gives
+/// indexes only to the queues it uses: inflate, deflate, then reporting).
+pub const INFLATE_QUEUE: usize = 0;
+pub const DEFLATE_QUEUE: usize = 1;
+pub const REPORTING_QUEUE: usize = 2;
+/// Queue size; the Linux driver needs at least 32 entries on the reporting queue.
+pub const QUEUE_SIZE: u16 = 128;
+const QUEUE_SIZES: [u16; 3] = [QUEUE_SIZE; 3];
+
+/// Config space: `num_pages` (le32, the pages the device wants; always 0) then `actual` (le32,
+/// written by the driver).
+const CONFIG_SPACE_LEN: usize = 8;
+const ACTUAL_OFFSET: u64 = 4;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BalloonError {
+    #[error("cannot create the eventfds of the balloon device: {0}")]
+    EventFd(#[source] std::io::Error),
+}
+
+/// What the device did, for logs and tests.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct BalloonStats {
+    /// Reports whose ranges were all released.
+    pub reports: u64,
+    /// Bytes of guest memory released on the host.
+    pub released_bytes: u64,
+    /// Reports refused as malformed, or whose release failed.
+    pub bad_reports: u64,
+    /// Chains on the inflate/deflate queues, returned untouched.
+    pub ignored_chains: u64,
+}
+
+struct Active {
+    mem: GuestMemory,
+    irq: IrqTrigger,
+    /// Inflate, deflate and, when negotiated, reporting.
+    queues: Vec<Queue>,
+}
+
+/// A virtio-balloon device that serves free page reporting.
+pub struct Balloon {
+    acked_features: u64,
+    actual_pages: u32,
+    queue_events: Vec<EventFd>,
+    active: Option<Active>,
+    discard: Box<dyn Discard>,
+    guest_log: GuestLogLimit,
+    stats: BalloonStats,
+}
+
+impl Balloon {
+    /// A device that releases reported pages by punching holes in the guest RAM memfd.
+    pub fn new() -> Result<Self, BalloonError> {
+        Self::with_discard(Box::new(PunchHole))
+    }
+
+    /// A device over another way of releasing pages (tests).
+    pub fn with_discard(discard: Box<dyn Discard>) -> Result<Self, BalloonError> {
+        let queue_events = QUEUE_SIZES
+            .iter()
+            .map(|_| EventFd::new(libc::EFD_NONBLOCK))
+            .collect::<Result<_, _>>()
+            .map_err(BalloonError::EventFd)?;
+        Ok(Balloon {
+            acked_features: 0,
+            actual_pages: 0,
+            queue_events,
+            active: None,
+            discard,
+            guest_log: GuestLogLimit::default(),
+            stats: BalloonStats::default(),
+        })
+    }
+
+    /// What the device did so far.
+    pub fn stats(&self) -> BalloonStats {
+        self.stats
+    }
+
+    fn reporting_acked(&self) -> bool {
+        self.acked_features & (1u64 << VIRTIO_BALLOON_F_REPORTING) != 0
+    }
+
+    /// Serves every available chain of queue `index` (at most a queue's worth per call).
+    pub fn process_queue(&mut self, index: usize) {
+        let Some(active) = self.active.as_mut() else {
+            return;
+        };
+        let Some(queue) = active.queues.get_mut(index) else {
+            return;
+        };
+        let mem = &active.mem;
+        let mut returned = 0u16;
+        while returned < queue.size() {
+            let chain = match pop_chain(queue, mem) {
+                Ok(Some(chain)) => chain,
+                Ok(None) => break,
+                Err(e) => {
+                    if self.guest_log.allow() {
+                        error!("balloon: queue {index} unusable until the driver resets the device: {e}");
+                    }
+                    break;
+                }
+            };
+            let head = chain.head_index();
+            if index == REPORTING_QUEUE {
+                match free_ranges(mem, chain) {
+                    Ok(ranges) => {
+                        let mut released = 0;
+                        let mut failed = None;
+                        for range in ranges {
+                            match self.discard.discard(mem, range) {
+                                Ok(()) => released += range.len,
+                                Err(e) => failed = Some((range, e)),
+                            }
+                        }
+                        self.stats.released_bytes += released;
+                        match failed {
+                            None => self.stats.reports += 1,
+                            Some((range, e)) => {
+                                self.stats.bad_reports += 1;
+                                if self.guest_log.allow() {
+                                    warn!("balloon: cannot release {range:?}: {e}");
+                                }
+                            }
+                        }
+                        debug!("balloon: released {} KiB reported free", released >> 10);
+                    }
+                    Err(e) => {
+                        self.stats.bad_reports += 1;
+                        if self.guest_log.allow() {
+                            warn!("balloon: refusing free page report {head}: {e}");
+                        }
+                    }
+                }
+            } else {
+                self.stats.ignored_chains += 1;
+                if self.guest_log.allow() {
+                    warn!("balloon: the balloon is never inflated; returning chain {head} of queue {index} untouched");
+                }
+            }
+            // Every chain goes back, so the driver never waits for an answer.
+            if let Err(e) = queue.add_used(mem, head, 0) {
+                if self.guest_log.allow() {
+                    warn!("balloon: queue {index}: cannot return chain {head}: {e}");
+                }
+            }
+            returned += 1;
+        }
+        if returned == queue.size() {
+            // Leave the rest for the next round of the event loop.
+            let _ = self.queue_events[index].write(1);
+        }
+        if returned > 0 {
+            if let Err(e) = active.irq.trigger(INT_VRING) {
+                error!("balloon: cannot raise the interrupt: {e}");
+            }
+        }
+    }
+}
+
+impl Drop for Balloon {
+    fn drop(&mut self) {
+        let s = self.stats;
+        if s.reports + s.bad_reports + s.ignored_chains > 0 {
+            info!(
+                "balloon: {} free page reports released {} MiB on the host ({} refused, {} inflate/deflate chains ignored)",
+                s.reports,
+                s.released_bytes >> 20,
+                s.bad_reports,
+                s.ignored_chains
+            );
+        }
+    }
+}
+
+impl VirtioDevice for Balloon {
+    fn device_type(&self) -> u32 {
+        device_type::BALLOON
+    }
+
+    fn queue_max_sizes(&self) -> &[u16] {
+        &QUEUE_SIZES
+    }
+
+    fn avail_features(&self) -> u64 {
+        VIRTIO_F_VERSION_1 | (1u64 << VIRTIO_BALLOON_F_REPORTING)
+    }
+
+    fn set_acked_features(&mut self, features: u64) {
+        self.acked_features = features & self.avail_features();
+    }
+
+    fn read_config(&self, offset: u64, data: &mut [u8]) {
+        let mut space = [0u8; CONFIG_SPACE_LEN];
+        space[ACTUAL_OFFSET as usize..].copy_from_slice(&self.actual_pages.to_le_bytes());
+        for (i, byte) in data.iter_mut().enumerate() {
+            *byte = offset
+                .checked_add(i as u64)
+                .and_then(|at| space.get(usize::try_from(at).ok()?))
+                .copied()
+                .unwrap_or(0);
+        }
+    }
+
+    fn write_config(&mut self, offset: u64, data: &[u8]) {
+        match (offset, <[u8; 4]>::try_from(data)) {
+            (ACTUAL_OFFSET, Ok(bytes)) => self.actual_pages = u32::from_le_bytes(bytes),
+            _ => {
+                if self.guest_log.allow() {
+                    warn!(
+                        "balloon: ignoring a write of {} bytes to config at {offset:#x} (only `actual` is writable)",
+                        data.len()
+                    );
+                }
+            }
+        }
+    }
+
+    fn queue_events(&self) -> &[EventFd] {
+        &self.queue_events
+    }
+
+    fn activate(
+        &mut self,
+        mem: GuestMemory,
+        irq: IrqTrigger,
+        mut queues: Vec<Queue>,
+    ) -> Result<(), ActivateError> {
+        if self.acked_features & VIRTIO_F_VERSION_1 == 0 {
+            return Err(ActivateError::MissingFeature("VIRTIO_F_VERSION_1"));
+        }
+        let wanted = if self.reporting_acked() { 3 } else { 2 };
+        if queues.len() < wanted {
+            return Err(ActivateError::BadQueue {
+                index: queues.len(),
+                reason: format!("virtio-balloon needs {wanted} queues, got {}", queues.len()),
+            });
+        }
+        queues.truncate(wanted);
+        for (index, q) in queues.iter().enumerate() {
+            if !q.ready() || !q.is_valid(&mem) {
+                return Err(ActivateError::BadQueue {
+                    index,
+                    reason: "not ready or not inside guest memory".to_string(),
+                });
+            }
+        }
+        debug!(
+            "balloon: activated, free page reporting {}",
+            if wanted == 3 {
+                "on"
+            } else {
+                "off (the driver declined it)"
+            }
+        );
+        self.active = Some(Active { mem, irq, queues });
+        // Kicks before activation were ignored: have the event loop (not this vCPU thread) look
+        // at what the driver already queued.
+        for evt in &self.queue_events[..wanted] {
+            if let Err(e) = evt.write(1) {
+                error!("balloon: cannot wake the event loop: {e}");
+            }
+        }
+        Ok(())
+    }
+
+    fn reset(&mut self) -> bool {
+        self.active = None;
+        self.acked_features = 0;
+        self.actual_pages = 0;
+        true
+    }
+}
+
+impl MutEventSubscriber for Balloon {
+    fn init(&mut self, ops: &mut EventOps) {
+        for (index, evt) in self.queue_events.iter().enumerate() {
+            if let Err(e) = ops.add(Events::with_data(evt, index as u32, EventSet::IN)) {
+                error!("balloon: cannot watch queue {index} notifications: {e:?}");
+            }
+        }
+    }
+
+    fn process(&mut self, events: Events, _ops: &mut EventOps) {
+        let index = events.data() as usize;
+        match self.queue_events.get(index) {
+            Some(evt) => {
+                if let Err(e) = evt.read() {
+                    debug!("balloon: draining queue {index} notification: {e}");
+                }
+                self.process_queue(index);
+            }
+            None => warn!("balloon: event with unknown token {index}"),
+        }
+    }
+}
