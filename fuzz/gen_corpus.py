@@ -199,6 +199,16 @@ def net_seed(mergeable):
     return acked + bytes([mergeable]) + tx + rx + data + frames
 
 
+def balloon_seed(reporting, page_ok=True):
+    """Inflate and deflate chains, then a free page report of two 4 KiB pages (or a bad one)."""
+    inflate = queue(0, [desc(0x100, 64)], [0])
+    deflate = queue(0, [desc(0x200, 64)], [0])
+    second = desc(0x2000, 0x1000) if page_ok else desc(0x2010, 0x1000)
+    report = queue(1, [desc(0x0, 0x1000, NEXT), second], [0])
+    ops = bytes([2, 0, 1, 2])
+    return bytes([reporting]) + inflate + deflate + report + chunks([]) + ops
+
+
 def mmio_write(reg, value):
     return bytes([0x01, 3, reg // 4]) + struct.pack("<Q", value)
 
@@ -235,6 +245,8 @@ def main():
         "vsock_packets": {"conversation": vsock_seed()},
         "net_frames": {"tx-rx": net_seed(0), "tx-rx-mergeable": net_seed(1)},
         "mmio": MMIO,
+        "balloon_reports": {"report": balloon_seed(1), "report-unaligned": balloon_seed(1, False),
+                            "no-reporting": balloon_seed(0)},
     }
     for target, seeds in targets.items():
         d = os.path.join(HERE, "corpus", target)
