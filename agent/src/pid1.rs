@@ -34,6 +34,15 @@ pub fn run() -> ! {
     });
     print_banner(&guest_init::banner_line(&release));
 
+    match guest_init::set_page_reporting_order(std::path::Path::new("/sys")) {
+        Ok(true) => info!(
+            "free page reporting in blocks of order {}",
+            guest_init::PAGE_REPORTING_ORDER
+        ),
+        Ok(false) => {}
+        Err(err) => warn!(%err, "setting the free page reporting order"),
+    }
+
     if let Err(err) = guest_init::write_boot_marker() {
         warn!(%err, "writing the boot marker");
     }
