@@ -21,6 +21,7 @@ setup error. See tests/lab/README.md.
 
 import argparse
 import os
+import re
 import shutil
 import statistics
 import sys
@@ -639,6 +640,15 @@ def cmd_pod(lab):
     return code
 
 
+def hull_config_line(key_value):
+    """`KEY=VALUE` from --hull-config as a line of hull.toml's top level (VALUE is TOML)."""
+    key, sep, value = key_value.partition("=")
+    key, value = key.strip(), value.strip()
+    if not sep or not re.fullmatch(r"[a-z_]+", key) or not value or "\n" in value:
+        raise ValueError(f"--hull-config wants KEY=VALUE with a top-level hull.toml key, got {key_value!r}")
+    return f"{key} = {value}"
+
+
 def cmd_ctr(lab):
     """Only the containerd step (issue 7): a container in a microVM through containerd and our shim;
     with --ctr-bench also the `ctr run` timing (--n runs each) and PSS of hull vs runc; with --soak N
@@ -651,6 +661,7 @@ def cmd_ctr(lab):
         lab.config.hull_bench_groups = lab.args.hull_bench_groups
     if lab.args.soak:
         lab.config.soak = lab.args.soak
+    lab.config.hull_config = tuple(hull_config_line(kv) for kv in lab.args.hull_config)
     if not lab.assets.has_containerd:
         raise lab_assets.AssetError("containerd, ctr, virtiofsd or build/bin/containerd-shim-hull-v2 missing")
     runs = [lab.ctr_spec("ctr-run")]
@@ -880,6 +891,8 @@ def parse_args(argv):
     ap.add_argument("--hull-bench", action="store_true", help="ctr: also run `hull bench --n N` in L1 (VM mode vs runc)")
     ap.add_argument("--hull-bench-groups", default="",
                     help="ctr --hull-bench: its --groups (default: run.sh hull_bench's list)")
+    ap.add_argument("--hull-config", action="append", default=[], metavar="KEY=VALUE",
+                    help="ctr: a top-level key of the step's hull.toml, e.g. free_page_reporting=false (repeatable)")
     ap.add_argument("--console-shell", action="store_true",
                     help="ctr: the guest image is a debug image; `hull console` must reach its shell")
     ap.add_argument("--soak", type=int, default=0, metavar="N",

@@ -566,6 +566,7 @@ ctr_setup() {
         "mem_mib = $mem" \
         "kernel_params = \"$params\"" \
         "debug = true" \
+        ${LAB_HULL_CONFIG:+"$LAB_HULL_CONFIG"} \
         "[sandbox]" \
         "mode = \"vm\"" \
         "run_dir = \"$D/hull\"" \

@@ -636,6 +636,16 @@ class HealthJudgementTest(unittest.TestCase):
         self.assertIn("LAB_HULL_BENCH_GROUPS=memory,start\n", plan)
         self.assertNotIn("LAB_HULL_BENCH_GROUPS", lab_l1.plan_script(runs, "", hull_bench=3))
 
+    def test_hull_config_lines_reach_the_plan_checked(self):
+        self.assertEqual(lab.hull_config_line("free_page_reporting=false"), "free_page_reporting = false")
+        for bad in ["nokey", "=1", "Bad-Key=1", "k=", "k=a\nb"]:
+            with self.assertRaises(ValueError):
+                lab.hull_config_line(bad)
+        runs = [lab_l1.RunSpec("c", "hull", 512, 1, "x", 90, 2, kind="ctr")]
+        plan = lab_l1.plan_script(runs, "", hull_config=("a = 1", "b = false"))
+        self.assertIn("LAB_HULL_CONFIG='a = 1\nb = false'\n", plan)
+        self.assertNotIn("LAB_HULL_CONFIG", lab_l1.plan_script(runs, ""))
+
     def test_plan_line_for_health_and_ctr(self):
         runs = [lab_l1.RunSpec("h", "hull", 256, 1, "a b", 45, 3, kind="health"),
                 lab_l1.RunSpec("c", "hull", 512, 1, "x", 90, 2, kind="ctr")]  # fmt: skip
