@@ -21,7 +21,7 @@ pub mod vsock;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
-use virtio_queue::{DescriptorChain, Queue, QueueOwnedT};
+use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::memory::GuestMemory;
@@ -99,6 +99,45 @@ pub fn pop_chain<'m>(
     mem: &'m GuestMemory,
 ) -> Result<Option<DescriptorChain<&'m GuestMemory>>, virtio_queue::Error> {
     Ok(queue.iter(mem)?.next())
+}
+
+/// Copies the config space bytes at `offset` into `data`; bytes past the end read as zero.
+pub fn read_config_space(space: &[u8], offset: u64, data: &mut [u8]) {
+    for (i, byte) in data.iter_mut().enumerate() {
+        *byte = offset
+            .checked_add(i as u64)
+            .and_then(|at| space.get(usize::try_from(at).ok()?))
+            .copied()
+            .unwrap_or(0);
+    }
+}
+
+/// The checks every device's `activate` starts with: the driver accepted VIRTIO_F_VERSION_1 and
+/// set up exactly `N` queues, each ready and inside guest memory. `device` names the device in
+/// the error.
+pub fn ready_queues<const N: usize>(
+    device: &str,
+    acked_features: u64,
+    mem: &GuestMemory,
+    queues: Vec<Queue>,
+) -> Result<[Queue; N], ActivateError> {
+    if acked_features & VIRTIO_F_VERSION_1 == 0 {
+        return Err(ActivateError::MissingFeature("VIRTIO_F_VERSION_1"));
+    }
+    let count = queues.len();
+    let queues: [Queue; N] = queues.try_into().map_err(|_| ActivateError::BadQueue {
+        index: count.min(N),
+        reason: format!("{device} needs {N} queues, got {count}"),
+    })?;
+    for (index, q) in queues.iter().enumerate() {
+        if !q.ready() || !q.is_valid(mem) {
+            return Err(ActivateError::BadQueue {
+                index,
+                reason: "not ready or not inside guest memory".to_string(),
+            });
+        }
+    }
+    Ok(queues)
 }
 
 #[derive(Debug, thiserror::Error)]

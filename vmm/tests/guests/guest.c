@@ -127,24 +127,30 @@ static void post_rx(u16 i) {
     vq_publish(0, i);
 }
 
-static int vsock_init(void) {
+/* The virtio-mmio init sequence for the device in window `vsock_base`: checks it is `device_id`,
+ * accepts VERSION_1 and the bits of `want_lo` the device offers (returned in *got_lo), sets up
+ * `nqueues` queues of QSZ on vqs[] and sets DRIVER_OK. 0 on success; prints why not. */
+static int virtio_init(const char *name, u32 device_id, u32 want_lo, u32 nqueues, u32 *got_lo) {
     u64 b = vsock_base;
-    if (mmio_read32(b) != 0x74726976 || mmio_read32(b + 4) != 2 || mmio_read32(b + 8) != 19) {
-        puts_serial("tiny-guest: vsock: no virtio-vsock device in window 0\n");
+    if (mmio_read32(b) != 0x74726976 || mmio_read32(b + 4) != 2 || mmio_read32(b + 8) != device_id) {
+        puts_serial("tiny-guest: "); puts_serial(name); puts_serial(": not the device in window 0\n");
         return -1;
     }
     mmio_write32(b + 0x70, 0);
     mmio_write32(b + 0x70, 1);
     mmio_write32(b + 0x70, 1 | 2);
     mmio_write32(b + 0x14, 1);                 /* DeviceFeaturesSel = 1 */
-    if (!(mmio_read32(b + 0x10) & 1)) { puts_serial("tiny-guest: vsock: no VERSION_1\n"); return -1; }
+    if (!(mmio_read32(b + 0x10) & 1)) { puts_serial("tiny-guest: "); puts_serial(name); puts_serial(": no VERSION_1\n"); return -1; }
+    mmio_write32(b + 0x14, 0);
+    u32 lo = mmio_read32(b + 0x10) & want_lo;
+    if (got_lo) *got_lo = lo;
     mmio_write32(b + 0x24, 1); mmio_write32(b + 0x20, 1);   /* VERSION_1 */
-    mmio_write32(b + 0x24, 0); mmio_write32(b + 0x20, 0);
+    mmio_write32(b + 0x24, 0); mmio_write32(b + 0x20, lo);
     mmio_write32(b + 0x70, 1 | 2 | 8);
-    if (!(mmio_read32(b + 0x70) & 8)) { puts_serial("tiny-guest: vsock: FEATURES_OK refused\n"); return -1; }
-    for (u32 q = 0; q < 3; q++) {
+    if (!(mmio_read32(b + 0x70) & 8)) { puts_serial("tiny-guest: "); puts_serial(name); puts_serial(": FEATURES_OK refused\n"); return -1; }
+    for (u32 q = 0; q < nqueues; q++) {
         mmio_write32(b + 0x30, q);
-        if (mmio_read32(b + 0x34) < QSZ) { puts_serial("tiny-guest: vsock: queue too small\n"); return -1; }
+        if (mmio_read32(b + 0x34) < QSZ) { puts_serial("tiny-guest: "); puts_serial(name); puts_serial(": queue too small\n"); return -1; }
         mmio_write32(b + 0x38, QSZ);
         u64 d = (u64)&vqs[q].desc, a = (u64)&vqs[q].avail, u = (u64)&vqs[q].used;
         mmio_write32(b + 0x80, (u32)d); mmio_write32(b + 0x84, (u32)(d >> 32));
@@ -153,6 +159,12 @@ static int vsock_init(void) {
         mmio_write32(b + 0x44, 1);
     }
     mmio_write32(b + 0x70, 1 | 2 | 8 | 4);
+    return 0;
+}
+
+static int vsock_init(void) {
+    u64 b = vsock_base;
+    if (virtio_init("vsock", 19, 0, 3, 0) != 0) return -1;
     guest_cid = (u64)mmio_read32(b + 0x100) | ((u64)mmio_read32(b + 0x104) << 32);
     puts_serial("tiny-guest: vsock guest_cid=");
     put_dec(guest_cid);
@@ -283,30 +295,7 @@ static void vsock_listen(u32 port) {
 
 static void net_echo(void) {
     u64 b = vsock_base;
-    if (mmio_read32(b) != 0x74726976 || mmio_read32(b + 4) != 2 || mmio_read32(b + 8) != 1) {
-        puts_serial("tiny-guest: net: no virtio-net device in window 0\n");
-        return;
-    }
-    mmio_write32(b + 0x70, 0);
-    mmio_write32(b + 0x70, 1);
-    mmio_write32(b + 0x70, 1 | 2);
-    mmio_write32(b + 0x14, 0);
-    u32 mac_feature = mmio_read32(b + 0x10) & (1u << 5);
-    mmio_write32(b + 0x24, 0); mmio_write32(b + 0x20, mac_feature);   /* MAC if offered */
-    mmio_write32(b + 0x24, 1); mmio_write32(b + 0x20, 1);             /* VERSION_1 */
-    mmio_write32(b + 0x70, 1 | 2 | 8);
-    if (!(mmio_read32(b + 0x70) & 8)) { puts_serial("tiny-guest: net: FEATURES_OK refused\n"); return; }
-    for (u32 q = 0; q < 2; q++) {
-        mmio_write32(b + 0x30, q);
-        if (mmio_read32(b + 0x34) < QSZ) { puts_serial("tiny-guest: net: queue too small\n"); return; }
-        mmio_write32(b + 0x38, QSZ);
-        u64 d = (u64)&vqs[q].desc, a = (u64)&vqs[q].avail, u = (u64)&vqs[q].used;
-        mmio_write32(b + 0x80, (u32)d); mmio_write32(b + 0x84, (u32)(d >> 32));
-        mmio_write32(b + 0x90, (u32)a); mmio_write32(b + 0x94, (u32)(a >> 32));
-        mmio_write32(b + 0xa0, (u32)u); mmio_write32(b + 0xa4, (u32)(u >> 32));
-        mmio_write32(b + 0x44, 1);
-    }
-    mmio_write32(b + 0x70, 1 | 2 | 8 | 4);
+    if (virtio_init("net", 1, 1u << 5, 2, 0) != 0) return;   /* MAC if offered */
     u8 mac[6];
     for (int i = 0; i < 6; i++) mac[i] = *(volatile u8 *)(b + 0x100 + i);
     puts_serial("tiny-guest: net mac=");
@@ -357,31 +346,9 @@ static void net_echo(void) {
 #define BALLOON_FREE_AT 0x1000000ULL
 #define BALLOON_FREE_LEN 0x400000U
 static void balloon_report(void) {
-    u64 b = vsock_base;
-    if (mmio_read32(b) != 0x74726976 || mmio_read32(b + 4) != 2 || mmio_read32(b + 8) != 5) {
-        puts_serial("tiny-guest: balloon: no virtio-balloon device in window 0\n");
-        return;
-    }
-    mmio_write32(b + 0x70, 0);
-    mmio_write32(b + 0x70, 1);
-    mmio_write32(b + 0x70, 1 | 2);
-    mmio_write32(b + 0x14, 0);
-    if (!(mmio_read32(b + 0x10) & (1u << 5))) { puts_serial("tiny-guest: balloon: no REPORTING\n"); return; }
-    mmio_write32(b + 0x24, 0); mmio_write32(b + 0x20, 1u << 5);     /* REPORTING */
-    mmio_write32(b + 0x24, 1); mmio_write32(b + 0x20, 1);           /* VERSION_1 */
-    mmio_write32(b + 0x70, 1 | 2 | 8);
-    if (!(mmio_read32(b + 0x70) & 8)) { puts_serial("tiny-guest: balloon: FEATURES_OK refused\n"); return; }
-    for (u32 q = 0; q < 3; q++) {
-        mmio_write32(b + 0x30, q);
-        if (mmio_read32(b + 0x34) < QSZ) { puts_serial("tiny-guest: balloon: queue too small\n"); return; }
-        mmio_write32(b + 0x38, QSZ);
-        u64 d = (u64)&vqs[q].desc, a = (u64)&vqs[q].avail, u = (u64)&vqs[q].used;
-        mmio_write32(b + 0x80, (u32)d); mmio_write32(b + 0x84, (u32)(d >> 32));
-        mmio_write32(b + 0x90, (u32)a); mmio_write32(b + 0x94, (u32)(a >> 32));
-        mmio_write32(b + 0xa0, (u32)u); mmio_write32(b + 0xa4, (u32)(u >> 32));
-        mmio_write32(b + 0x44, 1);
-    }
-    mmio_write32(b + 0x70, 1 | 2 | 8 | 4);
+    u32 features = 0;
+    if (virtio_init("balloon", 5, 1u << 5, 3, &features) != 0) return;
+    if (!(features & (1u << 5))) { puts_serial("tiny-guest: balloon: no REPORTING\n"); return; }
     volatile u8 *area = (volatile u8 *)BALLOON_FREE_AT;
     for (u32 i = 0; i < BALLOON_FREE_LEN; i += 4096) area[i] = 0xa5;
     puts_serial("tiny-guest: balloon touched=4096KiB first_byte=");

@@ -12,7 +12,8 @@ use super::VIRTIO_BALLOON_F_REPORTING;
 use crate::memory::GuestMemory;
 use crate::virtio::vsock::log_limit::GuestLogLimit;
 use crate::virtio::{
-    device_type, pop_chain, ActivateError, IrqTrigger, VirtioDevice, INT_VRING, VIRTIO_F_VERSION_1,
+    device_type, pop_chain, read_config_space, ready_queues, ActivateError, IrqTrigger,
+    VirtioDevice, INT_VRING, VIRTIO_F_VERSION_1,
 };
 
 /// Queue indexes as the driver numbers them when it accepts free page reporting (Linux gives
@@ -212,13 +213,7 @@ impl VirtioDevice for Balloon {
     fn read_config(&self, offset: u64, data: &mut [u8]) {
         let mut space = [0u8; CONFIG_SPACE_LEN];
         space[ACTUAL_OFFSET as usize..].copy_from_slice(&self.actual_pages.to_le_bytes());
-        for (i, byte) in data.iter_mut().enumerate() {
-            *byte = offset
-                .checked_add(i as u64)
-                .and_then(|at| space.get(usize::try_from(at).ok()?))
-                .copied()
-                .unwrap_or(0);
-        }
+        read_config_space(&space, offset, data);
     }
 
     fn write_config(&mut self, offset: u64, data: &[u8]) {
@@ -245,41 +240,31 @@ impl VirtioDevice for Balloon {
         irq: IrqTrigger,
         mut queues: Vec<Queue>,
     ) -> Result<(), ActivateError> {
-        if self.acked_features & VIRTIO_F_VERSION_1 == 0 {
-            return Err(ActivateError::MissingFeature("VIRTIO_F_VERSION_1"));
-        }
-        let wanted = if self.reporting_acked() { 3 } else { 2 };
-        if queues.len() < wanted {
-            return Err(ActivateError::BadQueue {
-                index: queues.len(),
-                reason: format!("virtio-balloon needs {wanted} queues, got {}", queues.len()),
-            });
-        }
-        queues.truncate(wanted);
-        for (index, q) in queues.iter().enumerate() {
-            if !q.ready() || !q.is_valid(&mem) {
-                return Err(ActivateError::BadQueue {
-                    index,
-                    reason: "not ready or not inside guest memory".to_string(),
-                });
-            }
-        }
+        let reporting = self.reporting_acked();
+        let acked = self.acked_features;
+        let queues = if reporting {
+            Vec::from(ready_queues::<3>("virtio-balloon", acked, &mem, queues)?)
+        } else {
+            // The driver numbers only the queues it uses: inflate and deflate.
+            queues.truncate(2);
+            Vec::from(ready_queues::<2>("virtio-balloon", acked, &mem, queues)?)
+        };
         debug!(
             "balloon: activated, free page reporting {}",
-            if wanted == 3 {
+            if reporting {
                 "on"
             } else {
                 "off (the driver declined it)"
             }
         );
-        self.active = Some(Active { mem, irq, queues });
         // Kicks before activation were ignored: have the event loop (not this vCPU thread) look
         // at what the driver already queued.
-        for evt in &self.queue_events[..wanted] {
+        for evt in &self.queue_events[..queues.len()] {
             if let Err(e) = evt.write(1) {
                 error!("balloon: cannot wake the event loop: {e}");
             }
         }
+        self.active = Some(Active { mem, irq, queues });
         Ok(())
     }
 

@@ -30,7 +30,8 @@ use super::tap::{offload, Tap, TapError, TapIo};
 use crate::memory::GuestMemory;
 use crate::virtio::vsock::log_limit::GuestLogLimit;
 use crate::virtio::{
-    device_type, pop_chain, ActivateError, IrqTrigger, VirtioDevice, INT_VRING, VIRTIO_F_VERSION_1,
+    device_type, pop_chain, read_config_space, ready_queues, ActivateError, IrqTrigger,
+    VirtioDevice, INT_VRING,
 };
 
 /// Index of the rx queue (device -> driver frames).
@@ -344,13 +345,7 @@ impl VirtioDevice for Net {
     }
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {
-        for (i, byte) in data.iter_mut().enumerate() {
-            *byte = offset
-                .checked_add(i as u64)
-                .and_then(|at| self.config_space.get(usize::try_from(at).ok()?))
-                .copied()
-                .unwrap_or(0);
-        }
+        read_config_space(&self.config_space, offset, data);
     }
 
     fn write_config(&mut self, offset: u64, data: &[u8]) {
@@ -372,22 +367,7 @@ impl VirtioDevice for Net {
         irq: IrqTrigger,
         queues: Vec<Queue>,
     ) -> Result<(), ActivateError> {
-        if self.acked_features & VIRTIO_F_VERSION_1 == 0 {
-            return Err(ActivateError::MissingFeature("VIRTIO_F_VERSION_1"));
-        }
-        let count = queues.len();
-        let [rx, tx]: [Queue; 2] = queues.try_into().map_err(|_| ActivateError::BadQueue {
-            index: count.min(2),
-            reason: format!("virtio-net needs 2 queues, got {count}"),
-        })?;
-        for (index, q) in [&rx, &tx].into_iter().enumerate() {
-            if !q.ready() || !q.is_valid(&mem) {
-                return Err(ActivateError::BadQueue {
-                    index,
-                    reason: "not ready or not inside guest memory".to_string(),
-                });
-            }
-        }
+        let [rx, tx] = ready_queues("virtio-net", self.acked_features, &mem, queues)?;
         let offloads = self.tap_offloads();
         self.tap
             .set_offload(offloads)

@@ -23,7 +23,8 @@ use super::log_limit::GuestLogLimit;
 use super::packet::{Header, EVENT_TRANSPORT_RESET, MAX_PACKET_DATA};
 use crate::memory::GuestMemory;
 use crate::virtio::{
-    device_type, pop_chain, ActivateError, IrqTrigger, VirtioDevice, INT_VRING, VIRTIO_F_VERSION_1,
+    device_type, pop_chain, read_config_space, ready_queues, ActivateError, IrqTrigger,
+    VirtioDevice, INT_VRING, VIRTIO_F_VERSION_1,
 };
 
 /// Index of the rx queue (device -> driver packets).
@@ -372,14 +373,7 @@ impl VirtioDevice for Vsock {
     }
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {
-        let config = self.guest_cid.to_le_bytes();
-        for (i, byte) in data.iter_mut().enumerate() {
-            *byte = offset
-                .checked_add(i as u64)
-                .and_then(|at| config.get(usize::try_from(at).ok()?))
-                .copied()
-                .unwrap_or(0);
-        }
+        read_config_space(&self.guest_cid.to_le_bytes(), offset, data);
     }
 
     fn write_config(&mut self, offset: u64, data: &[u8]) {
@@ -401,23 +395,7 @@ impl VirtioDevice for Vsock {
         irq: IrqTrigger,
         queues: Vec<Queue>,
     ) -> Result<(), ActivateError> {
-        if self.acked_features & VIRTIO_F_VERSION_1 == 0 {
-            return Err(ActivateError::MissingFeature("VIRTIO_F_VERSION_1"));
-        }
-        let count = queues.len();
-        let [rx, tx, event]: [Queue; 3] =
-            queues.try_into().map_err(|_| ActivateError::BadQueue {
-                index: count.min(3),
-                reason: format!("virtio-vsock needs 3 queues, got {count}"),
-            })?;
-        for (index, q) in [&rx, &tx, &event].into_iter().enumerate() {
-            if !q.ready() || !q.is_valid(&mem) {
-                return Err(ActivateError::BadQueue {
-                    index,
-                    reason: "not ready or not inside guest memory".to_string(),
-                });
-            }
-        }
+        let [rx, tx, event] = ready_queues("virtio-vsock", self.acked_features, &mem, queues)?;
         // Kicks before activation were ignored: look at what the driver already queued.
         self.tx_pending = true;
         self.active = Some(ActiveQueues {
