@@ -7,7 +7,7 @@ use tracing::{debug, error, info, warn};
 use virtio_queue::{Queue, QueueT};
 use vmm_sys_util::eventfd::EventFd;
 
-use super::report::{free_ranges, Discard, PunchHole};
+use super::report::{free_ranges, release_all, Discard, PunchHole};
 use super::VIRTIO_BALLOON_F_REPORTING;
 use crate::memory::GuestMemory;
 use crate::virtio::vsock::log_limit::GuestLogLimit;
@@ -125,16 +125,13 @@ impl Balloon {
             if index == REPORTING_QUEUE {
                 match free_ranges(mem, chain) {
                     Ok(ranges) => {
-                        let mut released = 0;
-                        let mut failed = None;
-                        for range in ranges {
-                            match self.discard.discard(mem, range) {
-                                Ok(()) => released += range.len,
-                                Err(e) => failed = Some((range, e)),
-                            }
-                        }
-                        self.stats.released_bytes += released;
-                        match failed {
+                        let released = release_all(self.discard.as_mut(), mem, ranges);
+                        self.stats.released_bytes += released.bytes;
+                        debug!(
+                            "balloon: released {} KiB reported free",
+                            released.bytes >> 10
+                        );
+                        match released.failed {
                             None => self.stats.reports += 1,
                             Some((range, e)) => {
                                 self.stats.bad_reports += 1;
@@ -143,7 +140,6 @@ impl Balloon {
                                 }
                             }
                         }
-                        debug!("balloon: released {} KiB reported free", released >> 10);
                     }
                     Err(e) => {
                         self.stats.bad_reports += 1;

@@ -78,6 +78,34 @@ pub trait Discard: Send {
     fn discard(&mut self, mem: &GuestMemory, range: FreeRange) -> std::io::Result<()>;
 }
 
+/// What releasing the ranges of one report did.
+#[derive(Debug)]
+pub struct Released {
+    /// Bytes released.
+    pub bytes: u64,
+    /// The last range that could not be released, and why.
+    pub failed: Option<(FreeRange, std::io::Error)>,
+}
+
+/// Releases every range of a checked report; a failed range does not stop the others.
+pub fn release_all(
+    discard: &mut dyn Discard,
+    mem: &GuestMemory,
+    ranges: Vec<FreeRange>,
+) -> Released {
+    let mut released = Released {
+        bytes: 0,
+        failed: None,
+    };
+    for range in ranges {
+        match discard.discard(mem, range) {
+            Ok(()) => released.bytes += range.len,
+            Err(e) => released.failed = Some((range, e)),
+        }
+    }
+    released
+}
+
 /// Punches a hole in the memfd behind guest RAM (`fallocate(PUNCH_HOLE | KEEP_SIZE)`): the pages
 /// leave the page cache, every mapping of them (hull-vmm's, KVM's, virtiofsd's) is dropped, and the
 /// next guest access faults in a zero page.
