@@ -9,6 +9,7 @@ pub mod config;
 pub mod console;
 pub mod convert;
 pub mod cri;
+pub mod cri_client;
 pub mod daemon;
 pub mod events;
 pub mod exit;

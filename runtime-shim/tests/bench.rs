@@ -1,20 +1,25 @@
-//! `hull bench` end to end, short: a real containerd (tests/common's fixture, hull in
-//! host-agent mode), n=2, a few groups; the JSON it wrote parses, holds every group asked for
-//! with both runtimes' samples, says host-agent mode everywhere, and the plots are SVG files.
-//! No timing is asserted.
+//! `hull bench` end to end, short: a real containerd with its CRI plugin and a bridge CNI
+//! network this host reaches (tests/common's fixture, hull in host-agent mode), n=2, a few
+//! groups including pods through CRI and the pod network; the JSON it wrote parses, holds every
+//! group asked for with both runtimes' samples, says host-agent mode everywhere, and the plots
+//! are SVG files. No timing is asserted.
 //!
 //! Run: `cargo build -p hull-agent -p hull-runtime && cargo test -p hull-runtime --test bench -- --nocapture`
 
 mod common;
 
-use common::containerd::{containerd_or_skip, Options, IMAGE, NS, RUNTIME};
+use common::containerd::{containerd_or_skip, Containerd, Options, CRI_NS, IMAGE, NS, RUNTIME};
 use common::text;
 
-const GROUPS: [&str; 5] = ["start", "stages", "exec", "memory", "network"];
+const GROUPS: [&str; 6] = ["start", "pod", "stages", "exec", "memory", "network"];
 
 #[test]
 fn hull_bench_short_run_writes_what_it_says() {
-    let Some(c) = containerd_or_skip("hull bench", &Options::default()) else {
+    let opts = Options {
+        pod_gateway: true,
+        ..Options::cri()
+    };
+    let Some(c) = containerd_or_skip("hull bench", &opts) else {
         return;
     };
     let out_dir = tempfile::tempdir().unwrap();
@@ -28,6 +33,7 @@ fn hull_bench_short_run_writes_what_it_says() {
         ])
         .args(["--groups", &GROUPS.join(",")])
         .args(["--hull-runtime", RUNTIME])
+        .args(["--cgroup-parent", &Containerd::cgroup_parent()])
         .arg("--hull-config")
         .arg(c.dir().join("hull.toml"))
         .arg("--containerd-log")
@@ -75,14 +81,17 @@ fn hull_bench_short_run_writes_what_it_says() {
             place.starts_with("host-agent mode (no VM)"),
             "{name}: {place}"
         );
-        if name == "network" {
-            assert!(group["skipped"].is_string(), "network is a hook only");
-            continue;
-        }
+        assert!(group["skipped"].is_null(), "{name} did not run: {group}");
         let metrics = group["metrics"].as_array().unwrap();
         assert!(!metrics.is_empty(), "{name} has no metrics");
-        // Both runtimes measured in every group (the stage group: the client-side stages).
-        for rt in ["hull", "runc"] {
+        // Both runtimes measured in every group (the stage group: the client-side stages),
+        // but the network: a host-agent pod has no network of its own.
+        let measured: &[&str] = if name == "network" {
+            &["runc"]
+        } else {
+            &["hull", "runc"]
+        };
+        for rt in measured {
             assert!(
                 metrics.iter().any(|m| m[rt]["n"].as_u64() > Some(0)),
                 "{name}: no {rt} samples: {group}"
@@ -114,8 +123,30 @@ fn hull_bench_short_run_writes_what_it_says() {
     assert_eq!(start["runc"]["n"], 2);
     assert!(start["ratio"].as_f64().unwrap() > 0.0);
 
+    // Pods through CRI: each call timed for both handlers, and the pods served over the network.
+    let pod: Vec<&str> = groups[1]["metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["hull"]["n"] == 2 && m["runc"]["n"] == 2)
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    for call in ["RunPodSandbox", "CreateContainer", "StartContainer"] {
+        assert!(pod.contains(&call), "{call} not measured: {pod:?}");
+    }
+    // The network from this host to runc's pod; hull's column empty, and said why.
+    let network = groups[5]["metrics"].as_array().unwrap();
+    assert_eq!(network.len(), 3, "{network:?}");
+    for m in network {
+        assert!(m["runc"]["n"].as_u64() >= Some(2), "{m}");
+        assert!(m["runc"]["min"].as_f64() > Some(0.0), "{m}");
+        assert!(m["hull"].is_null(), "host-agent hull measured: {m}");
+    }
+    let notes = groups[5]["notes"].to_string();
+    assert!(notes.contains("hull not measured"), "{notes}");
+
     // The shim's own stage lines reached containerd's log and were read back.
-    let stages: Vec<&str> = groups[1]["metrics"]
+    let stages: Vec<&str> = groups[2]["metrics"]
         .as_array()
         .unwrap()
         .iter()
@@ -134,7 +165,7 @@ fn hull_bench_short_run_writes_what_it_says() {
         assert!(stages.contains(&stage), "stage {stage} missing: {stages:?}");
     }
     // Host-agent mode has no VM stages, and says so.
-    let vmm = groups[1]["metrics"]
+    let vmm = groups[2]["metrics"]
         .as_array()
         .unwrap()
         .iter()
@@ -143,13 +174,17 @@ fn hull_bench_short_run_writes_what_it_says() {
     assert!(vmm["hull"].is_null());
     assert!(vmm["note"].as_str().unwrap().contains("host-agent"));
 
-    // Nothing the bench started is left.
-    let ls = c.ctr(&["container", "ls", "-q"]);
-    assert!(
-        String::from_utf8_lossy(&ls.stdout).trim().is_empty(),
-        "containers left: {}",
-        text(&ls)
-    );
+    // Nothing the bench started is left, by ctr or through CRI.
+    for ls in [
+        c.ctr(&["container", "ls", "-q"]),
+        c.ctr_in(CRI_NS, &["container", "ls", "-q"]),
+    ] {
+        assert!(
+            String::from_utf8_lossy(&ls.stdout).trim().is_empty(),
+            "containers left: {}",
+            text(&ls)
+        );
+    }
 }
 
 /// `make bench-hull`: the full `hull bench` (every group, default repetitions unless
@@ -158,7 +193,11 @@ fn hull_bench_short_run_writes_what_it_says() {
 #[test]
 #[ignore = "benchmark: make bench-hull"]
 fn bench_hull_host_agent_full() {
-    let Some(c) = containerd_or_skip("hull bench (full)", &Options::default()) else {
+    let opts = Options {
+        pod_gateway: true,
+        ..Options::cri()
+    };
+    let Some(c) = containerd_or_skip("hull bench (full)", &opts) else {
         return;
     };
     let out_dir = std::env::var("HULL_BENCH_OUT")
@@ -170,6 +209,7 @@ fn bench_hull_host_agent_full() {
         .arg(c.sock())
         .args(["--namespace", NS, "--image", IMAGE, "--n", &n])
         .args(["--hull-runtime", RUNTIME])
+        .args(["--cgroup-parent", &Containerd::cgroup_parent()])
         .arg("--hull-config")
         .arg(c.dir().join("hull.toml"))
         .arg("--containerd-log")

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use common::containerd::{containerd_or_skip, Containerd, Options, IMAGE, PAUSE_IMAGE};
 use common::cri::{
-    api, container_config, log_path, mount, pod_config, read_log, short, Cri, CriResult,
+    api, container_config, log_path, mount, pod_config, read_log, short, Cri, CriResult, CriTestExt,
 };
 
 /// What a scenario saw that must be the same under every handler.
@@ -1034,7 +1034,7 @@ fn cri_scenarios() {
     let Some(c) = containerd_or_skip("CRI scenarios", &Options::cri()) else {
         return;
     };
-    let cri = Cri::connect(&c.sock(), c.ids());
+    let cri = common::cri::connect(&c.sock(), c.ids());
     cri.wait_ready(&[IMAGE, PAUSE_IMAGE]);
     let version = cri.version().unwrap();
     eprintln!(

@@ -24,15 +24,25 @@
 
 mod bench;
 mod checks;
-#[path = "../../tests/common/cri.rs"]
-#[allow(dead_code)]
-mod cri;
+/// The library's CRI client, with the lab pods' Kubernetes namespace.
+mod cri {
+    pub use hull_runtime::cri_client::*;
+
+    /// A pod config as kubelet sends it, in Kubernetes namespace `hull-test`.
+    pub fn pod_config(
+        name: &str,
+        log_dir: &std::path::Path,
+        cgroup_parent: &str,
+    ) -> api::PodSandboxConfig {
+        hull_runtime::cri_client::pod_config(name, "hull-test", log_dir, cgroup_parent)
+    }
+}
 mod l1;
 mod net_bench;
 mod quickstart;
 mod ws_port_forward;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -46,7 +56,7 @@ use l1::{read_trim, wait_clean, watch_consoles};
 const IMAGE: &str = "lab.local/busybox:lab";
 const PAUSE_IMAGE: &str = "lab.local/pause:lab";
 /// busybox httpd's port in the pods.
-const PORT: u16 = 8080;
+const PORT: u16 = hull_runtime::bench::netprobe::HTTP_PORT;
 /// What the pods' DNS config asks for (checked in /etc/resolv.conf of a container).
 const DNS_SERVER: &str = "10.88.0.53";
 const DNS_SEARCH: &str = "lab.example";
@@ -450,7 +460,10 @@ fn main() {
         let (dir, c, s) = (args.run_dir.clone(), consoles.clone(), stop.clone());
         std::thread::spawn(move || watch_consoles(dir, c, s))
     };
-    let cri = Cri::connect(&args.socket, Arc::new(Mutex::new(BTreeSet::new())));
+    let cri = Cri::connect(&args.socket).unwrap_or_else(|e| {
+        eprintln!("lab_pod: {e}");
+        std::process::exit(1)
+    });
     let mut run = Run {
         args,
         cri,

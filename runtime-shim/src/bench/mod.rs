@@ -10,12 +10,16 @@
 //! - [`runner`]: `ctr` calls (timed, detached containers, execs, clean-up)
 //! - [`stats`]: median / p90 / min / max
 //! - [`stages`]: the stage lines the shim logs, and their parser
+//! - [`pods`]: pods through CRI (the `pod` and `network` groups)
+//! - [`netprobe`]: what the network group runs in a pod and measures from outside
 //! - [`pss`]: PSS of a container's shim and everything below it
 //! - [`progress`]: the progress line on stderr
 
 pub mod groups;
 pub mod location;
+pub mod netprobe;
 pub mod plots;
+pub mod pods;
 pub mod progress;
 pub mod pss;
 pub mod report;
@@ -38,8 +42,8 @@ use runner::Ctr;
 use stats::Summary;
 
 /// Every group, in the order they run.
-pub const ALL_GROUPS: [&str; 7] = [
-    "start", "stages", "exec", "work", "memory", "noisy", "network",
+pub const ALL_GROUPS: [&str; 8] = [
+    "start", "pod", "stages", "exec", "work", "memory", "noisy", "network",
 ];
 
 /// `hull bench`'s arguments.
@@ -63,7 +67,7 @@ pub struct BenchArgs {
     /// Unmeasured rounds first.
     #[arg(long, default_value_t = 1)]
     pub warmup: usize,
-    /// Groups to run, comma-separated (start,stages,exec,work,memory,noisy,network).
+    /// Groups to run, comma-separated (start,pod,stages,exec,work,memory,noisy,network).
     #[arg(long, value_delimiter = ',', default_values_t = ALL_GROUPS.map(String::from))]
     pub groups: Vec<String>,
     /// Directory for bench.json and the SVG plots.
@@ -98,6 +102,19 @@ pub struct BenchArgs {
     /// Seconds before one `ctr` call is killed.
     #[arg(long, default_value_t = 120)]
     pub timeout: u64,
+    /// CRI's socket for the `pod` and `network` groups (default: --address; containerd serves
+    /// CRI on its own socket). Those groups use images of namespace k8s.io.
+    #[arg(long)]
+    pub cri_address: Option<PathBuf>,
+    /// hull's CRI runtime handler (a RuntimeClass's `handler`).
+    #[arg(long, default_value = "hull")]
+    pub hull_handler: String,
+    /// The baseline's CRI runtime handler.
+    #[arg(long, default_value = "runc")]
+    pub runc_handler: String,
+    /// The pods' cgroup parent (as kubelet gives it; cgroupfs driver).
+    #[arg(long, default_value = "/hull-bench")]
+    pub cgroup_parent: String,
     /// No progress line.
     #[arg(long)]
     pub quiet: bool,
@@ -111,6 +128,12 @@ pub enum BenchError {
     Ctr {
         /// The call.
         call: String,
+        /// What went wrong.
+        detail: String,
+    },
+    /// A pod could not be started, reached or removed through CRI.
+    #[error("pod: {detail}")]
+    Pod {
         /// What went wrong.
         detail: String,
     },

@@ -28,7 +28,7 @@ pub fn table(group: &GroupResult) -> String {
         .max(6);
     let _ = writeln!(
         out,
-        "{:<width$} {:>5} | {:>9} {:>9} {:>9} {:>9} | {:>9} {:>9} {:>9} {:>9} | {:>9}",
+        "{:<width$} {:>6} | {:>9} {:>9} {:>9} {:>9} | {:>9} {:>9} {:>9} {:>9} | {:>9}",
         "metric",
         "unit",
         "hull med",
@@ -45,7 +45,7 @@ pub fn table(group: &GroupResult) -> String {
         let ratio = m.ratio.map_or("-".into(), |r| format!("{r:.2}x"));
         let _ = writeln!(
             out,
-            "{:<width$} {:>5} | {} | {} | {:>9}",
+            "{:<width$} {:>6} | {} | {} | {:>9}",
             m.name,
             m.unit,
             cells(m.hull.as_ref()),

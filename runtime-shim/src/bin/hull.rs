@@ -97,9 +97,10 @@ enum Command {
         #[command(subcommand)]
         command: AgentCommand,
     },
-    /// Benchmarks hull against runc through a real containerd: start, stages, exec, work,
-    /// memory per idle pod, noisy neighbours; tables, bench.json and SVG plots.
-    Bench(hull_runtime::bench::BenchArgs),
+    /// Benchmarks hull against runc through a real containerd: container and CRI pod start,
+    /// stages, exec, work, memory per idle pod, noisy neighbours, pod network; tables,
+    /// bench.json and SVG plots.
+    Bench(Box<hull_runtime::bench::BenchArgs>),
     /// Prints the version.
     Version,
 }
@@ -188,7 +189,7 @@ fn main() -> ExitCode {
         } => install(prefix, from, bin_dir, config_from),
         Command::Uninstall { prefix } => uninstall(&prefix),
         Command::Ps { config } => ps(config),
-        Command::Bench(args) => hull_runtime::bench::run(args)
+        Command::Bench(args) => hull_runtime::bench::run(*args)
             .map(|_| true)
             .map_err(Into::into),
         Command::Logs { sandbox, config } => logs(&sandbox, config),

@@ -43,6 +43,9 @@ pub struct Options {
     pub imports: Vec<PathBuf>,
     /// Directories searched before the fixture's own `bin` (containerd finds shims on $PATH).
     pub bin_dirs: Vec<PathBuf>,
+    /// The pod network's bridge gets the gateway address, so this host reaches pod IPs (a
+    /// connected route to the test's own /24; nothing else changes).
+    pub pod_gateway: bool,
 }
 
 impl Options {
@@ -234,7 +237,7 @@ state = "{d}/state"
             config.push_str(&Self::cri_config(d));
             std::fs::write(
                 d.join("cni/net.d/10-hull-test.conflist"),
-                Self::cni_conflist(d),
+                Self::cni_conflist(d, opts.pod_gateway),
             )
             .unwrap();
         }
@@ -324,9 +327,9 @@ state = "{d}/state"
         )
     }
 
-    /// A bridge network private to this test: no gateway address and no masquerading, so the
-    /// host's own routes are untouched.
-    fn cni_conflist(d: &Path) -> String {
+    /// A bridge network private to this test, no masquerading; without `gateway` no address
+    /// on the bridge either, so the host's own routes are untouched.
+    fn cni_conflist(d: &Path, gateway: bool) -> String {
         let name = Self::bridge_name();
         let pid = std::process::id();
         format!(
@@ -337,7 +340,7 @@ state = "{d}/state"
     {{
       "type": "bridge",
       "bridge": "{name}",
-      "isGateway": false,
+      "isGateway": {gateway},
       "ipMasq": false,
       "ipam": {{
         "type": "host-local",

@@ -4,6 +4,7 @@ pub mod exec;
 pub mod memory;
 pub mod network;
 pub mod noisy;
+pub mod pod;
 pub mod stages;
 pub mod start;
 pub mod work;
@@ -14,12 +15,13 @@ use super::{Bench, BenchError, GroupResult};
 pub fn run(bench: &mut Bench, name: &str) -> Result<GroupResult, BenchError> {
     match name {
         "start" => start::run(bench),
+        "pod" => pod::run(bench),
         "stages" => stages::run(bench),
         "exec" => exec::run(bench),
         "work" => work::run(bench),
         "memory" => memory::run(bench),
         "noisy" => noisy::run(bench),
-        "network" => Ok(network::run(bench)),
+        "network" => network::run(bench),
         other => Err(BenchError::Usage(format!("unknown group {other:?}"))),
     }
 }
