@@ -1,4 +1,5 @@
-//! Logs go through `tracing` (level from `RUST_LOG`, default `info`) to stderr (the console when
+//! Logs go through `tracing` (filter from `RUST_LOG`: a level, or `target=level` directives
+//! separated by commas; default `info`) to stderr (the console when
 //! PID 1) and into a bounded in-memory buffer that [`forward_logs`] sends to the host's readers
 //! on the log port ([`hull_proto::AGENT_LOG_PORT`], at most [`MAX_LOG_READERS`] of them:
 //! [`LogReaders`]). Writing a log line never waits for the host: when the
@@ -12,7 +13,9 @@ use std::task::Poll;
 use tokio::io::{AsyncWriteExt as _, ReadBuf};
 use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit};
 use tracing_subscriber::fmt::writer::MakeWriterExt as _;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
 
 use crate::conn_limits::Slots;
 use crate::stdio::Stream;
@@ -24,15 +27,28 @@ static BUFFER: OnceLock<Arc<LogBuffer>> = OnceLock::new();
 
 /// Installs the global subscriber; a second call is a no-op.
 pub fn init(ansi: bool) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = log_filter(std::env::var("RUST_LOG").ok().as_deref());
     let buffer = Arc::clone(BUFFER.get_or_init(|| Arc::new(LogBuffer::new(LOG_BUFFER_BYTES))));
     let to_buffer = move || BufferWriter(Arc::clone(&buffer));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let format = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr.and(to_buffer))
         .with_ansi(ansi)
-        .with_target(false)
+        .with_target(false);
+    let _ = tracing_subscriber::registry()
+        .with(format)
+        .with(filter)
         .try_init();
+}
+
+/// The filter `RUST_LOG` asks for (`debug`, `hull_agent=debug,info`, ...); `info` when it is
+/// unset or does not parse. A plain target filter, not `EnvFilter`: the agent lives in every
+/// guest's memory, and EnvFilter's regex engine is about a megabyte of it.
+pub fn log_filter(rust_log: Option<&str>) -> Targets {
+    let info = || Targets::new().with_default(tracing::Level::INFO);
+    match rust_log.map(str::trim) {
+        None | Some("") => info(),
+        Some(spec) => spec.parse().unwrap_or_else(|_| info()),
+    }
 }
 
 /// The buffer the subscriber writes into, once [`init`] ran.
@@ -283,6 +299,26 @@ mod tests {
     use super::*;
     use std::time::Duration;
     use tokio::io::AsyncReadExt as _;
+
+    #[test]
+    fn rust_log_sets_the_level_per_target_and_defaults_to_info() {
+        use tracing::Level;
+        use tracing_subscriber::filter::LevelFilter;
+        let default = log_filter(None);
+        assert!(default.would_enable("hull_agent", &Level::INFO));
+        assert!(!default.would_enable("hull_agent", &Level::DEBUG));
+        let debug = log_filter(Some("debug"));
+        assert!(debug.would_enable("hull_agent::runtime", &Level::DEBUG));
+        assert!(!debug.would_enable("hull_agent::runtime", &Level::TRACE));
+        let mixed = log_filter(Some("warn,hull_agent::network=trace"));
+        assert!(mixed.would_enable("hull_agent::network", &Level::TRACE));
+        assert!(!mixed.would_enable("hull_agent::runtime", &Level::INFO));
+        assert!(mixed.would_enable("ttrpc", &Level::WARN));
+        assert_eq!(log_filter(Some("off")).default_level(), Some(LevelFilter::OFF));
+        // Not a filter: the default, not silence.
+        let bad = log_filter(Some("hull_agent=loud"));
+        assert!(bad.would_enable("hull_agent", &Level::INFO));
+    }
 
     #[tokio::test(flavor = "current_thread")]
     async fn a_full_buffer_drops_whole_old_lines_and_says_so() {

@@ -627,9 +627,11 @@ def cmd_quickstart(lab):
 
 
 def cmd_pod(lab):
-    """Only the pod step (issues 12, 13): CRI pods in microVMs with the CNI bridge in L1."""
+    """Only the pod step (issues 12, 13): CRI pods in microVMs with the CNI bridge in L1; with
+    --hull-bench also `hull bench`'s pod and network groups against the same containerd."""
     lab.prepare(need_hull=True)
     require_pods(lab)
+    take_hull_bench_args(lab)
     full = lab.args.full
     runs = [lab.pod_spec("pod-full" if full else "pod-smoke", full=full, bench=lab.args.pod_bench if full else 0)]
     results = lab.execute(runs, lab.args.l1_boots)
@@ -637,6 +639,7 @@ def cmd_pod(lab):
     log("")
     log(lab.l1_summary())
     log(msg)
+    show_hull_bench(lab)
     return code
 
 
@@ -649,6 +652,21 @@ def hull_config_line(key_value):
     return f"{key} = {value}"
 
 
+def take_hull_bench_args(lab):
+    """--hull-bench [--hull-bench-groups G]: `hull bench --n N` in L1 after the step."""
+    if lab.args.hull_bench:
+        lab.config.hull_bench = lab.args.n
+        lab.config.hull_bench_groups = lab.args.hull_bench_groups
+
+
+def show_hull_bench(lab):
+    """The tables `hull bench` printed in L1 (LAB-HULLBENCH lines), if it ran."""
+    if lab.hull_bench:
+        log("`hull bench` in L1 (hull in VM mode vs runc, same containerd):")
+        for line in lab.hull_bench:
+            log("    " + line)
+
+
 def cmd_ctr(lab):
     """Only the containerd step (issue 7): a container in a microVM through containerd and our shim;
     with --ctr-bench also the `ctr run` timing (--n runs each) and PSS of hull vs runc; with --soak N
@@ -656,9 +674,7 @@ def cmd_ctr(lab):
     lab.prepare(need_hull=True)
     if lab.args.ctr_bench:
         lab.config.ctr_bench = lab.args.n
-    if lab.args.hull_bench:
-        lab.config.hull_bench = lab.args.n
-        lab.config.hull_bench_groups = lab.args.hull_bench_groups
+    take_hull_bench_args(lab)
     if lab.args.soak:
         lab.config.soak = lab.args.soak
     lab.config.hull_config = tuple(hull_config_line(kv) for kv in lab.args.hull_config)
@@ -674,10 +690,7 @@ def cmd_ctr(lab):
     log(msg)
     bench_ctr_runtimes(lab.ctr_bench)
     bench_ctr_pss(lab.ctr_pss)
-    if lab.hull_bench:
-        log("`hull bench` in L1 (hull in VM mode vs runc, same containerd):")
-        for line in lab.hull_bench:
-            log("    " + line)
+    show_hull_bench(lab)
     if lab.args.soak and code == EXIT_OK:
         l1_hung = bool(lab.l1_boots) and lab.l1_boots[-1].status == "hang"
         code, msg = check_soak(lab.soak, lab.args.soak, l1_hung)
@@ -888,9 +901,10 @@ def parse_args(argv):
     ap.add_argument("--mem", type=int, default=256, help="hangrate: L2 MiB")
     ap.add_argument("--no-health", action="store_true", help="smoke/test: skip the vsock Health run")
     ap.add_argument("--ctr-bench", action="store_true", help="ctr: also time `ctr run` and measure PSS, vs runc")
-    ap.add_argument("--hull-bench", action="store_true", help="ctr: also run `hull bench --n N` in L1 (VM mode vs runc)")
+    ap.add_argument("--hull-bench", action="store_true",
+                    help="ctr, pod: also run `hull bench --n N` in L1 (VM mode vs runc; pod: its CRI groups)")
     ap.add_argument("--hull-bench-groups", default="",
-                    help="ctr --hull-bench: its --groups (default: run.sh hull_bench's list)")
+                    help="--hull-bench: its --groups (default: run.sh's list for the step)")
     ap.add_argument("--hull-config", action="append", default=[], metavar="KEY=VALUE",
                     help="ctr: a top-level key of the step's hull.toml, e.g. free_page_reporting=false (repeatable)")
     ap.add_argument("--console-shell", action="store_true",

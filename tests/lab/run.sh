@@ -250,19 +250,23 @@ lab_ctr() {
     [ -n "$LAB_CTR_BENCH" ] && [ "$status" = ok ] && ctr_bench "$LAB_CTR_BENCH"
     # LAB_HULL_BENCH=N (lab.py ctr --hull-bench): `hull bench` (issue 15) in VM mode, N repetitions;
     # LAB_HULL_BENCH_GROUPS (--hull-bench-groups) picks its groups.
-    [ -n "$LAB_HULL_BENCH" ] && [ "$status" = ok ] && hull_bench "$LAB_HULL_BENCH"
+    [ -n "$LAB_HULL_BENCH" ] && [ "$status" = ok ] &&
+        hull_bench "$LAB_HULL_BENCH" lab "$CTR_IMAGE" start,stages,exec,work,memory --snapshotter native
     # LAB_SOAK=N (lab.py ctr --soak N, issue 14): N create/delete cycles and four SIGKILL faults.
     [ -n "$LAB_SOAK" ] && [ "$status" = ok ] && ctr_soak "$LAB_SOAK"
     ctr_teardown
 }
 
-# hull_bench N: `hull bench` against this step's containerd (hull in VM mode vs runc), its tables
-# as LAB-HULLBENCH lines (the JSON and plots stay in L1: its disks are thrown away).
+# hull_bench N NAMESPACE IMAGE GROUPS [ARGS...]: `hull bench` against this step's containerd
+# (hull in VM mode vs runc; $LAB_HULL_BENCH_GROUPS overrides GROUPS), its tables as LAB-HULLBENCH
+# lines (the JSON and plots stay in L1: its disks are thrown away).
 hull_bench() {
+    n=$1 ns=$2 image=$3 groups=${LAB_HULL_BENCH_GROUPS:-$4}
+    shift 4
     PATH=$LAB/bin:$PATH HULL_BENCH_WHERE=lab $WATCH -t 2400 -o "$TMP/hb.out" -e "$TMP/hb.err" -- $LAB/bin/hull bench --where lab \
-        --address "$D/run/containerd.sock" --namespace lab --image "$CTR_IMAGE" --snapshotter native \
+        --address "$D/run/containerd.sock" --namespace "$ns" --image "$image" "$@" \
         --hull-config "$D/hull.toml" --containerd-log "$D/logs/containerd.log" --out "$TMP/hull-bench" \
-        --n "$1" --pods 1,5 --budget-mib 2048 --timeout 300 --quiet --groups "${LAB_HULL_BENCH_GROUPS:-start,stages,exec,work,memory}" > /dev/null
+        --n "$n" --pods 1,5 --budget-mib 2048 --timeout 300 --quiet --groups "$groups" > /dev/null
     printable < "$TMP/hb.out" | sed 's/^/LAB-HULLBENCH | /'
     tail -n 5 "$TMP/hb.err" | printable | sed 's/^/LAB-HULLBENCH-ERR | /'
     ctr_kill_sandboxes
@@ -867,9 +871,11 @@ pod_setup() {
         setup_error="kernel modules: $net_error"
         return 1
     fi
-    # CRI copies L1's /etc/hosts into every pod.
+    # CRI copies L1's /etc/hosts into every pod, and its /etc/resolv.conf into a pod without
+    # a DNS config (hull bench's pods, like kubelet's dnsPolicy Default).
     mkdir -p /etc /var/lib/cni
     [ -f /etc/hosts ] || printf '127.0.0.1 localhost\n' > /etc/hosts
+    [ -f /etc/resolv.conf ] || printf '# lab L1: no name server\n' > /etc/resolv.conf
     printf '%s\n' \
         "kernel = \"$LAB/guest/vmlinux\"" \
         "initramfs = \"$LAB/guest/initramfs.cpio\"" \
@@ -980,6 +986,10 @@ pod_once() {
         tail -n 15 "$err" 2>/dev/null | printable | sed "s/^/LAB-TAIL name=$name attempt=$attempt stream=lab-pod | /"
         ctr_tails
     fi
+    # LAB_HULL_BENCH=N (lab.py pod --hull-bench): `hull bench`'s CRI groups against this
+    # containerd: pod start and the pod network from L1, hull's handler vs runc's.
+    [ -n "$LAB_HULL_BENCH" ] && [ "$status" = ok ] &&
+        hull_bench "$LAB_HULL_BENCH" k8s.io lab.local/busybox:lab pod,network --cgroup-parent /labpods
     ctr_teardown
     rm -f "$out" "$err"
 }
