@@ -3,7 +3,8 @@
 # from the repository root. See guest-rootfs/README.md.
 #
 #   make guest-kernel     $(BUILD_DIR)/guest/vmlinux (cached in $(HULL_CACHE)/kernel/<key>/)
-#   make static-bins      $(BUILD_DIR)/bin/: hull-agent, hull-vmm, hull, containerd-shim-hull-v2 (static)
+#   make static-bins      $(BUILD_DIR)/bin/: hull-agent, hull-vmm, hull, containerd-shim-hull-v2 (static;
+#                         the agent with the size-optimized `guest-agent` profile: make static-agent)
 #   make guest-initramfs  $(BUILD_DIR)/guest/initramfs.cpio (uncompressed newc; the agent stripped of
 #                         its symbol tables: every byte of /init is guest memory the host pays for, twice)
 #                         DEBUG_IMAGE=1: plus a shell (static busybox as /bin/sh) for `hull console`
@@ -37,19 +38,23 @@ CARGO ?= cargo
 GUEST_RUST_TARGET := x86_64-unknown-linux-gnu
 GUEST_CARGO_TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 GUEST_RELEASE_DIR := $(GUEST_CARGO_TARGET_DIR)/$(GUEST_RUST_TARGET)/release
-GUEST_STATIC_CARGO := RUSTFLAGS="-C target-feature=+crt-static" LIBSECCOMP_LINK_TYPE=static \
-	$(CARGO) build --release --target $(GUEST_RUST_TARGET)
+GUEST_STATIC_ENV := RUSTFLAGS="-C target-feature=+crt-static" LIBSECCOMP_LINK_TYPE=static
+GUEST_STATIC_CARGO := $(GUEST_STATIC_ENV) $(CARGO) build --release --target $(GUEST_RUST_TARGET)
+# The agent with the workspace's `guest-agent` profile (built for size: Cargo.toml says why).
+GUEST_AGENT_DIR := $(GUEST_CARGO_TARGET_DIR)/$(GUEST_RUST_TARGET)/guest-agent
+GUEST_AGENT_CARGO := $(GUEST_STATIC_ENV) $(CARGO) build --profile guest-agent --target $(GUEST_RUST_TARGET)
 
-# Copy a cargo-built binary ($1) to $(GUEST_BIN_DIR), failing unless it is static.
+# Copy a cargo-built binary ($1, from directory $2: default the release one) to
+# $(GUEST_BIN_DIR), failing unless it is static.
 define guest_install_static
-	@info=$$(file -L "$(GUEST_RELEASE_DIR)/$(1)"); \
+	@info=$$(file -L "$(or $(2),$(GUEST_RELEASE_DIR))/$(1)"); \
 	case "$$info" in \
 	  *"dynamically linked"*|*"interpreter"*) echo "static-bins: $(1) is NOT static: $$info" >&2; exit 1 ;; \
 	  *static*) ;; \
 	  *) echo "static-bins: cannot tell whether $(1) is static: $$info" >&2; exit 1 ;; \
 	esac
 	@mkdir -p "$(GUEST_BIN_DIR)"
-	cp "$(GUEST_RELEASE_DIR)/$(1)" "$(GUEST_BIN_DIR)/$(1).tmp"
+	cp "$(or $(2),$(GUEST_RELEASE_DIR))/$(1)" "$(GUEST_BIN_DIR)/$(1).tmp"
 	mv -f "$(GUEST_BIN_DIR)/$(1).tmp" "$(GUEST_BIN_DIR)/$(1)"
 endef
 
@@ -58,9 +63,8 @@ endef
 guest-kernel:
 	HULL_CACHE="$(HULL_CACHE)" $(GUEST_ROOTFS_DIR)/scripts/build-kernel.sh "$(GUEST_VMLINUX)"
 
-static-bins:
-	$(GUEST_STATIC_CARGO) -p hull-agent -p hull-vmm -p hull-runtime
-	$(call guest_install_static,hull-agent)
+static-bins: static-agent
+	$(GUEST_STATIC_CARGO) -p hull-vmm -p hull-runtime
 	$(call guest_install_static,hull-vmm)
 	$(call guest_install_static,hull)
 	$(call guest_install_static,containerd-shim-hull-v2)
@@ -70,8 +74,8 @@ static-bins:
 # The initramfs needs only the agent; this builds it alone so a broken VMM
 # does not block the guest image.
 static-agent:
-	$(GUEST_STATIC_CARGO) -p hull-agent
-	$(call guest_install_static,hull-agent)
+	$(GUEST_AGENT_CARGO) -p hull-agent
+	$(call guest_install_static,hull-agent,$(GUEST_AGENT_DIR))
 
 guest-initramfs: static-agent
 ifeq ($(DEBUG_IMAGE),1)
