@@ -12,8 +12,8 @@ use std::task::Poll;
 
 use tokio::io::{AsyncWriteExt as _, ReadBuf};
 use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit};
-use tracing_subscriber::fmt::writer::MakeWriterExt as _;
 use tracing_subscriber::filter::Targets;
+use tracing_subscriber::fmt::writer::MakeWriterExt as _;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
@@ -314,7 +314,10 @@ mod tests {
         assert!(mixed.would_enable("hull_agent::network", &Level::TRACE));
         assert!(!mixed.would_enable("hull_agent::runtime", &Level::INFO));
         assert!(mixed.would_enable("ttrpc", &Level::WARN));
-        assert_eq!(log_filter(Some("off")).default_level(), Some(LevelFilter::OFF));
+        assert_eq!(
+            log_filter(Some("off")).default_level(),
+            Some(LevelFilter::OFF)
+        );
         // Not a filter: the default, not silence.
         let bad = log_filter(Some("hull_agent=loud"));
         assert!(bad.would_enable("hull_agent", &Level::INFO));

@@ -134,6 +134,26 @@ fn hull_bench_short_run_writes_what_it_says() {
     for call in ["RunPodSandbox", "CreateContainer", "StartContainer"] {
         assert!(pod.contains(&call), "{call} not measured: {pod:?}");
     }
+    // hull's RunPodSandbox broken into the shim's stages for the pod's sandbox.
+    let pod_stage = |stage: &str| {
+        groups[1]["metrics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == format!("hull RunPodSandbox: {stage} after the call"))
+            .unwrap_or_else(|| panic!("no {stage} row: {}", groups[1]))
+            .clone()
+    };
+    for stage in ["shim-start", "agent-ready"] {
+        let m = pod_stage(stage);
+        assert_eq!(m["hull"]["n"], 2, "{m}");
+        assert!(m["runc"].is_null(), "{m}");
+    }
+    let (shim, agent) = (pod_stage("shim-start"), pod_stage("agent-ready"));
+    assert!(
+        shim["hull"]["median"].as_f64() <= agent["hull"]["median"].as_f64(),
+        "the agent was ready before the shim started: {shim} {agent}"
+    );
     // The network from this host to runc's pod; hull's column empty, and said why.
     let network = groups[5]["metrics"].as_array().unwrap();
     assert_eq!(network.len(), 3, "{network:?}");

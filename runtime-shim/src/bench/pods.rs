@@ -3,7 +3,7 @@
 //! timed pod start and teardown. Every pod started is removed, also when a group fails.
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use super::{Bench, Rt};
 use crate::cri_client::{self, Cri};
@@ -14,6 +14,8 @@ const K8S_NAMESPACE: &str = "hull-bench";
 /// How long one pod start took, per CRI call.
 #[derive(Debug, Clone, Copy)]
 pub struct PodStart {
+    /// When RunPodSandbox was called (wall clock).
+    pub called_at: SystemTime,
     /// RunPodSandbox.
     pub run: Duration,
     /// CreateContainer of every container.
@@ -109,6 +111,7 @@ impl Pods {
             .map_err(|e| format!("creating {}: {e}", log_dir.display()))?;
         let config = cri_client::pod_config(&name, K8S_NAMESPACE, &log_dir, &self.cgroup_parent);
         let handler = self.handler(rt).to_string();
+        let called_at = SystemTime::now();
         let t = Instant::now();
         let pod = self
             .cri
@@ -132,7 +135,15 @@ impl Pods {
                 .map_err(|e| format!("StartContainer {container} in {name}: {e}"))?;
             start += t.elapsed();
         }
-        Ok((pod, PodStart { run, create, start }))
+        Ok((
+            pod,
+            PodStart {
+                called_at,
+                run,
+                create,
+                start,
+            },
+        ))
     }
 
     /// StopPodSandbox + RemovePodSandbox of `pod`, timed.

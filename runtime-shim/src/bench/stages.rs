@@ -8,6 +8,7 @@
 //! returned.
 
 use std::collections::BTreeMap;
+use std::io::{Read as _, Seek as _};
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -192,4 +193,19 @@ pub fn parse(log: &str, id: &str) -> BTreeMap<Stage, u64> {
         }
     }
     found
+}
+
+/// The length of the log at `path` now (0 if unreadable): where the next run's lines start.
+pub fn log_len(path: &Path) -> u64 {
+    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+}
+
+/// The text of `path` from byte `offset` on (empty if unreadable; at most 64 MiB).
+pub fn read_from(path: &Path, offset: u64) -> String {
+    let mut text = Vec::new();
+    if let Ok(mut file) = std::fs::File::open(path) {
+        let _ = file.seek(std::io::SeekFrom::Start(offset));
+        let _ = file.take(64 << 20).read_to_end(&mut text);
+    }
+    String::from_utf8_lossy(&text).into_owned()
 }

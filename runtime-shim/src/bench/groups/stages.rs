@@ -4,11 +4,9 @@
 //! client-side stages in the same rounds, for comparison.
 
 use std::collections::BTreeMap;
-use std::io::{Read as _, Seek as _};
-use std::path::Path;
 use std::time::Duration;
 
-use crate::bench::stages::{parse, unix_us, Stage};
+use crate::bench::stages::{log_len, parse, read_from, unix_us, Stage};
 use crate::bench::{Bench, BenchError, GroupResult, Metric, Rt};
 
 /// What the container prints.
@@ -98,18 +96,4 @@ pub fn run(bench: &mut Bench) -> Result<GroupResult, BenchError> {
             .into(),
     );
     Ok(group)
-}
-
-fn log_len(path: &Path) -> u64 {
-    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
-}
-
-/// The text of `path` from byte `offset` on (empty if unreadable).
-fn read_from(path: &Path, offset: u64) -> String {
-    let mut text = Vec::new();
-    if let Ok(mut file) = std::fs::File::open(path) {
-        let _ = file.seek(std::io::SeekFrom::Start(offset));
-        let _ = file.take(64 << 20).read_to_end(&mut text);
-    }
-    String::from_utf8_lossy(&text).into_owned()
 }
