@@ -8,7 +8,10 @@ use std::io::Write as _;
 
 use hull_runtime::shim::{start_command, HullShim, RUNTIME_ID};
 
-#[tokio::main]
+// Two workers, not one per host CPU (tokio's default): every pod has its own shim, and on a
+// 64-CPU host each shim would start 64 idle workers, each with its stack and malloc arena.
+// Slow work goes to tokio's blocking pool, which grows on demand and shrinks when idle.
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let args: Vec<_> = std::env::args_os().collect();
     if let Ok(flags) = containerd_shim::parse(&args[1..]) {
