@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
-use super::{Bench, Rt};
+use super::{Bench, GroupResult, Rt};
 use crate::cri_client::{self, Cri};
 
 /// The Kubernetes namespace of the bench's pods.
@@ -86,9 +86,12 @@ impl Pods {
         })
     }
 
-    /// The client.
-    pub fn cri(&self) -> &Cri {
-        &self.cri
+    /// [`Pods::open`] for `group`; where CRI cannot run pods the group is marked skipped with
+    /// the reason, and None.
+    pub fn open_for(bench: &Bench, group: &mut GroupResult) -> Option<Pods> {
+        Pods::open(bench)
+            .map_err(|why| group.skipped = Some(why))
+            .ok()
     }
 
     /// The runtime handler of `rt`.

@@ -31,12 +31,8 @@ fn probe_error(rt: Rt, e: ProbeError) -> BenchError {
 /// Runs the group; it is skipped (with the reason) where CRI cannot run pods.
 pub fn run(bench: &mut Bench) -> Result<GroupResult, BenchError> {
     let mut group = bench.group("network", "pod network: this host <-> a pod's IP");
-    let mut pods = match Pods::open(bench) {
-        Ok(p) => p,
-        Err(why) => {
-            group.skipped = Some(why);
-            return Ok(group);
-        }
+    let Some(mut pods) = Pods::open_for(bench, &mut group) else {
+        return Ok(group);
     };
     let bulk_mib = super::scaled(bench, BULK_MIB) as usize;
     let runtimes: &[Rt] = if bench.location.vm {

@@ -14,12 +14,8 @@ use crate::bench::{Bench, BenchError, GroupResult, Metric, Rt};
 /// Runs the group; it is skipped (with the reason) where CRI cannot run pods.
 pub fn run(bench: &mut Bench) -> Result<GroupResult, BenchError> {
     let mut group = bench.group("pod", "CRI pod start: RunPodSandbox + one container");
-    let mut pods = match Pods::open(bench) {
-        Ok(p) => p,
-        Err(why) => {
-            group.skipped = Some(why);
-            return Ok(group);
-        }
+    let Some(mut pods) = Pods::open_for(bench, &mut group) else {
+        return Ok(group);
     };
     let mut samples: [[Vec<f64>; 2]; 5] = Default::default();
     let log = bench.args.containerd_log.clone();
