@@ -8,11 +8,30 @@ use std::io::Write as _;
 
 use hull_runtime::shim::{start_command, HullShim, RUNTIME_ID};
 
-// Two workers, not one per host CPU (tokio's default): every pod has its own shim, and on a
-// 64-CPU host each shim would start 64 idle workers, each with its stack and malloc arena.
-// Slow work goes to tokio's blocking pool, which grows on demand and shrinks when idle.
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() {
+/// Most tokio workers of one shim. Every pod has its own shim: with tokio's default (one worker
+/// per host CPU) each shim on a 64-CPU host would start 64 idle workers, each with its stack and
+/// malloc arena. Slow work goes to tokio's blocking pool, which grows on demand and shrinks when
+/// idle.
+const MAX_WORKERS: usize = 2;
+
+fn main() {
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(MAX_WORKERS);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build();
+    match runtime {
+        Ok(runtime) => runtime.block_on(shim_main()),
+        Err(e) => {
+            eprintln!("{RUNTIME_ID}: starting the async runtime: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+async fn shim_main() {
     let args: Vec<_> = std::env::args_os().collect();
     if let Ok(flags) = containerd_shim::parse(&args[1..]) {
         if flags.action.is_empty() {
