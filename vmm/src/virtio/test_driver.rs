@@ -158,6 +158,23 @@ impl DriverQueue {
             .unwrap();
     }
 
+    /// Writes the used event (EVENT_IDX: interrupt me once the used index passes it).
+    pub fn set_used_event(&self, mem: &Mem, event: u16) {
+        let at = self.avail + 4 + 2 * u64::from(QSIZE);
+        mem.write_obj(event.to_le(), GuestAddress(at)).unwrap();
+    }
+
+    /// The avail event the device wrote (EVENT_IDX: kick once the avail index passes it).
+    pub fn avail_event(&self, mem: &Mem) -> u16 {
+        let at = self.used + 4 + 8 * u64::from(QSIZE);
+        u16::from_le(mem.read_obj(GuestAddress(at)).unwrap())
+    }
+
+    /// The driver's avail index.
+    pub fn avail_idx(&self) -> u16 {
+        self.avail_idx
+    }
+
     /// Reads `len` bytes from descriptor `index`'s buffer.
     pub fn read_buf(&self, mem: &Mem, index: u16, len: usize) -> Vec<u8> {
         let mut data = vec![0u8; len];

@@ -16,6 +16,8 @@ use virtio_bindings::virtio_net::{
     VIRTIO_NET_F_MTU, VIRTIO_NET_F_STATUS, VIRTIO_NET_S_LINK_UP,
 };
 
+use virtio_bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX;
+
 use crate::virtio::VIRTIO_F_VERSION_1;
 
 /// Size of the config space we expose (mac, status, max_virtqueue_pairs, mtu).
@@ -33,7 +35,8 @@ pub const BASE_FEATURES: u64 = VIRTIO_F_VERSION_1
     | (1 << VIRTIO_NET_F_HOST_TSO4)
     | (1 << VIRTIO_NET_F_HOST_TSO6)
     | (1 << VIRTIO_NET_F_MRG_RXBUF)
-    | (1 << VIRTIO_NET_F_STATUS);
+    | (1 << VIRTIO_NET_F_STATUS)
+    | (1 << VIRTIO_RING_F_EVENT_IDX);
 
 /// An Ethernet address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -11,6 +11,7 @@
 //!   us; the guest's next rx kick puts it back.
 
 use std::io;
+use std::sync::atomic::Ordering;
 
 use event_manager::{EventOps, EventSet, Events, MutEventSubscriber};
 use tracing::{debug, error, warn};
@@ -173,16 +174,28 @@ impl Net {
         flags
     }
 
-    /// Sends every available tx chain to the tap (at most one queue's worth per call).
+    /// Sends every available tx chain to the tap (at most one queue's worth per call). The
+    /// driver's kicks are off while the queue is drained and on again once it is empty (with
+    /// EVENT_IDX: the avail event at the next chain); the interrupt follows the driver's used
+    /// event (EVENT_IDX) or comes once per batch.
     fn run_tx(&mut self) {
         let Some(q) = self.active.as_mut() else {
             return;
         };
         let mut done: u16 = 0;
+        // Only ring flags/events are written here; a ring the guest broke shows in pop_chain.
+        let _ = q.tx.disable_notification(&q.mem);
         loop {
             let chain = match pop_chain(&mut q.tx, &q.mem) {
                 Ok(Some(chain)) => chain,
-                Ok(None) => break,
+                Ok(None) => {
+                    // Kicks on again; a chain the driver queued meanwhile is taken now.
+                    if matches!(q.tx.enable_notification(&q.mem), Ok(true)) {
+                        let _ = q.tx.disable_notification(&q.mem);
+                        continue;
+                    }
+                    break;
+                }
                 Err(e) => {
                     if self.guest_log.allow() {
                         error!("net: tx queue unusable until the driver resets the device: {e}");
@@ -226,7 +239,7 @@ impl Net {
                 break;
             }
         }
-        if done > 0 {
+        if done > 0 && q.tx.needs_notification(&q.mem).unwrap_or(true) {
             if let Err(e) = q.irq.trigger(INT_VRING) {
                 error!("net: cannot raise the interrupt: {e}");
             }
@@ -247,7 +260,7 @@ impl Net {
             let len = match self.rx_pending {
                 Some(len) => len,
                 None => {
-                    if !has_available(&q.rx, &q.mem) {
+                    if !has_available(&q.rx, &q.mem) && !kick_at_next_rx_buffer(&mut q.rx, &q.mem) {
                         break false;
                     }
                     if reads == RX_BATCH || self.tap_broken {
@@ -290,7 +303,12 @@ impl Net {
                     self.stats.rx_frames += 1;
                     used = true;
                 }
-                RxOutcome::NoBuffers => break false,
+                RxOutcome::NoBuffers => {
+                    if kick_at_next_rx_buffer(&mut q.rx, &q.mem) {
+                        continue;
+                    }
+                    break false;
+                }
                 RxOutcome::Dropped(e) => {
                     self.rx_pending = None;
                     self.stats.rx_dropped += 1;
@@ -301,7 +319,7 @@ impl Net {
                 }
             }
         };
-        if used {
+        if used && q.rx.needs_notification(&q.mem).unwrap_or(true) {
             if let Err(e) = q.irq.trigger(INT_VRING) {
                 error!("net: cannot raise the interrupt: {e}");
             }
@@ -325,6 +343,22 @@ impl Net {
             Err(e) => error!("net: cannot change the tap's epoll registration: {e:?}"),
         }
     }
+}
+
+/// The rx queue has too few buffers for the next frame (none were taken): asks the driver to
+/// kick when it adds the next one, and says whether it added some meanwhile (then the frame is
+/// tried again). With EVENT_IDX the avail event is set to the driver's current avail index, not
+/// to where the device stopped: buffers already posted but too few for a merged frame must not
+/// hide the next addition. Without EVENT_IDX kicks are never turned off on rx.
+fn kick_at_next_rx_buffer(rx: &mut Queue, mem: &GuestMemory) -> bool {
+    let Ok(avail) = rx.avail_idx(mem, Ordering::Acquire) else {
+        return false;
+    };
+    let stopped_at = rx.next_avail();
+    rx.set_next_avail(avail.0);
+    let more = matches!(rx.enable_notification(mem), Ok(true));
+    rx.set_next_avail(stopped_at);
+    more
 }
 
 impl VirtioDevice for Net {
