@@ -44,12 +44,15 @@ pub fn hull_with_input<S: AsRef<OsStr>>(args: &[S], input: &[u8]) -> Output {
         .spawn()
         .unwrap();
     let mut stdin = child.stdin.take().unwrap();
-    match stdin.write_all(input) {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
-            panic!("writing hull's stdin: {e}")
-        }
-        _ => drop(stdin),
+    if let Err(e) = stdin.write_all(input) {
+        assert_eq!(
+            e.kind(),
+            std::io::ErrorKind::BrokenPipe,
+            "writing hull's stdin: {e}"
+        );
     }
+    // Closed here, so `hull` sees the end of its input.
+    drop(stdin);
     let deadline = Instant::now() + Duration::from_secs(20);
     while child.try_wait().unwrap().is_none() {
         if Instant::now() > deadline {
