@@ -5,6 +5,7 @@ use std::io::{Seek, SeekFrom};
 
 use vm_memory::{Bytes, GuestAddress};
 
+use super::zero_pages::SkipZeroPages;
 use super::{BootError, InitrdInfo};
 use crate::layout::MMIO_GAP_START;
 use crate::memory::GuestMemory;
@@ -32,7 +33,8 @@ fn initrd_addr(mem_bytes: u64, size: u64, kernel_end: u64) -> Result<u64, BootEr
 }
 
 /// Copies the initrd file into guest memory at the top of low RAM (below `MMIO_GAP_START`),
-/// page aligned and above `kernel_end`.
+/// page aligned and above `kernel_end`. `mem` must be fresh guest memory: pages of the initrd that
+/// are all zero are not written (see [`SkipZeroPages`]).
 pub fn load_initrd(
     mem: &GuestMemory,
     mem_bytes: u64,
@@ -53,13 +55,19 @@ pub fn load_initrd(
     initrd
         .seek(SeekFrom::Start(0))
         .map_err(BootError::InitrdRead)?;
-    mem.read_exact_volatile_from(GuestAddress(addr), initrd, len)
+    let mut image = SkipZeroPages::new(&mut *initrd);
+    mem.read_exact_volatile_from(GuestAddress(addr), &mut image, len)
         .map_err(|source| BootError::GuestWrite {
             what: "initrd",
             addr,
             source,
         })?;
-    tracing::info!(addr = format_args!("{addr:#x}"), size, "initrd loaded");
+    tracing::info!(
+        addr = format_args!("{addr:#x}"),
+        size,
+        zero_pages_skipped = image.skipped(),
+        "initrd loaded"
+    );
     Ok(InitrdInfo {
         addr: GuestAddress(addr),
         size,

@@ -13,6 +13,7 @@ use linux_loader::elf::{
 use linux_loader::loader::{Elf, KernelLoader, PvhBootCapability};
 use vm_memory::{ByteValued, GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
 
+use super::zero_pages::SkipZeroPages;
 use super::{BootError, BootProtocol, LoadedKernel};
 use crate::layout::{HIMEM_START, MMIO_GAP_START};
 use crate::memory::GuestMemory;
@@ -49,7 +50,8 @@ fn classify_image(prefix: &[u8]) -> ImageKind {
 /// Loads an ELF `vmlinux` at the physical addresses of its segments (all at or above
 /// `HIMEM_START` and below the end of low RAM). Picks PVH when the ELF has a
 /// `XEN_ELFNOTE_PHYS32_ENTRY` note, the 64-bit boot protocol otherwise. A bzImage is refused with
-/// a clear error.
+/// a clear error. `mem` must be fresh guest memory: pages of the image that are all zero are not
+/// written (see [`SkipZeroPages`]).
 pub fn load_kernel(mem: &GuestMemory, kernel: &mut File) -> Result<LoadedKernel, BootError> {
     let file_size = kernel.metadata().map_err(BootError::KernelRead)?.len();
     let prefix = read_prefix(kernel, PROBE_LEN)?;
@@ -62,7 +64,8 @@ pub fn load_kernel(mem: &GuestMemory, kernel: &mut File) -> Result<LoadedKernel,
     let phdrs = read_phdrs(kernel, &ehdr, file_size)?;
     let (kernel_start, kernel_end) = check_segments(&phdrs, file_size, low_ram_end(mem))?;
 
-    let loaded = Elf::load(mem, None, kernel, Some(GuestAddress(HIMEM_START)))
+    let mut image = SkipZeroPages::new(&mut *kernel);
+    let loaded = Elf::load(mem, None, &mut image, Some(GuestAddress(HIMEM_START)))
         .map_err(BootError::KernelLoad)?;
     let (entry, protocol) = match loaded.pvh_boot_cap {
         PvhBootCapability::PvhEntryPresent(addr) => (addr.0, BootProtocol::Pvh),
@@ -79,6 +82,8 @@ pub fn load_kernel(mem: &GuestMemory, kernel: &mut File) -> Result<LoadedKernel,
         entry = format_args!("{entry:#x}"),
         start = format_args!("{kernel_start:#x}"),
         end = format_args!("{kernel_end:#x}"),
+        written = image.written(),
+        zero_pages_skipped = image.skipped(),
         "kernel loaded"
     );
     Ok(LoadedKernel {

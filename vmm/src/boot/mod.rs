@@ -25,6 +25,7 @@ mod pvh;
 #[cfg(test)]
 mod test_util;
 mod vcpu;
+mod zero_pages;
 
 use vm_memory::GuestAddress;
 
