@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use hull_proto::agent::{AgentCapabilities, GuestDetailsResponse};
+use hull_proto::agent::{AgentCapabilities, GuestDetailsResponse, GuestMemory};
 
 /// File systems whose support is worth telling the host about.
 const INTERESTING_FILESYSTEMS: [&str; 9] = [
@@ -28,35 +28,86 @@ pub enum GuestInfoError {
     MeminfoField(&'static str),
 }
 
-/// Memory figures from /proc/meminfo, in bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Memory figures from /proc/meminfo, in bytes. `MemTotal` and `MemAvailable` must be there;
+/// a breakdown line the kernel does not print counts as 0.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct MemInfo {
     /// MemTotal.
     pub total_bytes: u64,
     /// MemAvailable.
     pub available_bytes: u64,
+    /// MemFree.
+    pub free_bytes: u64,
+    /// Cached (includes Shmem).
+    pub cached_bytes: u64,
+    /// Shmem (tmpfs, the initramfs root).
+    pub shmem_bytes: u64,
+    /// AnonPages.
+    pub anon_bytes: u64,
+    /// Slab.
+    pub slab_bytes: u64,
+    /// KernelStack.
+    pub kernel_stack_bytes: u64,
+    /// PageTables.
+    pub page_tables_bytes: u64,
+    /// Percpu.
+    pub percpu_bytes: u64,
 }
 
-/// Parses the `MemTotal` and `MemAvailable` lines of /proc/meminfo (values in kB).
-pub fn parse_meminfo(text: &str) -> Result<MemInfo, GuestInfoError> {
-    let field = |name: &'static str| -> Result<u64, GuestInfoError> {
-        text.lines()
-            .find_map(|line| {
-                let rest = line.strip_prefix(name)?.strip_prefix(':')?;
-                let mut parts = rest.split_whitespace();
-                let value: u64 = parts.next()?.parse().ok()?;
-                match parts.next() {
-                    Some("kB") => value.checked_mul(1024),
-                    None => Some(value),
-                    Some(_) => None,
-                }
-            })
-            .ok_or(GuestInfoError::MeminfoField(name))
+/// The value of the /proc/meminfo line `name` in bytes (values are in kB); `Ok(None)` when there
+/// is no such line, an error when the line is there but unreadable.
+fn meminfo_field(text: &str, name: &'static str) -> Result<Option<u64>, GuestInfoError> {
+    let Some(rest) = text
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
+    else {
+        return Ok(None);
     };
+    let mut parts = rest.split_whitespace();
+    let value: Option<u64> = parts.next().and_then(|v| v.parse().ok());
+    let bytes = match (value, parts.next()) {
+        (Some(value), Some("kB")) => value.checked_mul(1024),
+        (Some(value), None) => Some(value),
+        _ => None,
+    };
+    bytes.map(Some).ok_or(GuestInfoError::MeminfoField(name))
+}
+
+/// Parses /proc/meminfo text into [`MemInfo`].
+pub fn parse_meminfo(text: &str) -> Result<MemInfo, GuestInfoError> {
+    let required = |name| meminfo_field(text, name)?.ok_or(GuestInfoError::MeminfoField(name));
+    let optional = |name| Ok::<_, GuestInfoError>(meminfo_field(text, name)?.unwrap_or(0));
     Ok(MemInfo {
-        total_bytes: field("MemTotal")?,
-        available_bytes: field("MemAvailable")?,
+        total_bytes: required("MemTotal")?,
+        available_bytes: required("MemAvailable")?,
+        free_bytes: optional("MemFree")?,
+        cached_bytes: optional("Cached")?,
+        shmem_bytes: optional("Shmem")?,
+        anon_bytes: optional("AnonPages")?,
+        slab_bytes: optional("Slab")?,
+        kernel_stack_bytes: optional("KernelStack")?,
+        page_tables_bytes: optional("PageTables")?,
+        percpu_bytes: optional("Percpu")?,
     })
+}
+
+impl MemInfo {
+    /// The API's form.
+    pub fn to_proto(self) -> GuestMemory {
+        GuestMemory {
+            total_bytes: self.total_bytes,
+            free_bytes: self.free_bytes,
+            available_bytes: self.available_bytes,
+            cached_bytes: self.cached_bytes,
+            shmem_bytes: self.shmem_bytes,
+            anon_bytes: self.anon_bytes,
+            slab_bytes: self.slab_bytes,
+            kernel_stack_bytes: self.kernel_stack_bytes,
+            page_tables_bytes: self.page_tables_bytes,
+            percpu_bytes: self.percpu_bytes,
+            ..Default::default()
+        }
+    }
 }
 
 /// The [`INTERESTING_FILESYSTEMS`] listed in /proc/filesystems text, in that order.
@@ -112,6 +163,7 @@ pub fn read_guest_details(
             ..Default::default()
         }),
         agent_version: crate::AGENT_VERSION.to_string(),
+        memory: protobuf::MessageField::some(memory.to_proto()),
         ..Default::default()
     })
 }
@@ -129,9 +181,31 @@ mod tests {
             parse_meminfo(MEMINFO).unwrap(),
             MemInfo {
                 total_bytes: 4028152 * 1024,
-                available_bytes: 3000000 * 1024
+                available_bytes: 3000000 * 1024,
+                free_bytes: 123 * 1024,
+                ..Default::default()
             }
         );
+    }
+
+    #[test]
+    fn meminfo_breakdown_lines_are_read_and_missing_ones_are_zero() {
+        let text = "MemTotal: 100 kB\nMemFree: 10 kB\nMemAvailable: 50 kB\nCached: 30 kB\n\
+                    SwapCached: 99 kB\nAnonPages: 4 kB\nShmem: 20 kB\nSlab: 7 kB\n\
+                    KernelStack: 2 kB\nPageTables: 1 kB\n";
+        let info = parse_meminfo(text).unwrap();
+        assert_eq!(info.cached_bytes, 30 * 1024, "Cached, not SwapCached");
+        assert_eq!(info.shmem_bytes, 20 * 1024);
+        assert_eq!(info.anon_bytes, 4 * 1024);
+        assert_eq!(info.slab_bytes, 7 * 1024);
+        assert_eq!(info.kernel_stack_bytes, 2 * 1024);
+        assert_eq!(info.page_tables_bytes, 1024);
+        assert_eq!(info.percpu_bytes, 0, "no Percpu line");
+        let proto = info.to_proto();
+        assert_eq!(proto.total_bytes, 100 * 1024);
+        assert_eq!(proto.shmem_bytes, 20 * 1024);
+        // A breakdown line that is there but unreadable is an error, not a zero.
+        assert!(parse_meminfo("MemTotal: 1 kB\nMemAvailable: 1 kB\nSlab: lots\n").is_err());
     }
 
     #[test]
@@ -162,6 +236,8 @@ mod tests {
         let details = read_guest_details(&["Health"]).unwrap();
         let meminfo = parse_meminfo(&std::fs::read_to_string("/proc/meminfo").unwrap()).unwrap();
         assert_eq!(details.memory_total_bytes, meminfo.total_bytes);
+        assert_eq!(details.memory.total_bytes, meminfo.total_bytes);
+        assert!(details.memory.slab_bytes > 0);
         assert!(details.online_cpus >= 1);
         assert_eq!(details.kernel_release, kernel_release().unwrap());
         assert_eq!(details.capabilities.rpcs, vec!["Health"]);

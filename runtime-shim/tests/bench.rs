@@ -243,3 +243,46 @@ fn bench_hull_host_agent_full() {
     let status = bench.status().unwrap();
     assert!(status.success(), "hull bench failed\n{}", c.log_tail());
 }
+
+/// The memory group's guest view goes through a real agent: GetGuestDetails over the sandbox's
+/// hybrid-vsock socket, split by `bench::guest_memory`. A host agent reports the host's
+/// /proc/meminfo, so only the plumbing and the split are checked, not guest figures.
+#[test]
+fn guest_memory_is_read_from_the_agent_of_a_sandbox() {
+    use hull_runtime::bench::guest_memory;
+    use hull_runtime::sandbox::{inventory, SandboxPaths};
+
+    let agent = common::containerd::target_dir().join("hull-agent");
+    assert!(
+        agent.exists(),
+        "{} not built (cargo build -p hull-agent)",
+        agent.display()
+    );
+    let run_dir = tempfile::tempdir().unwrap();
+    let paths = SandboxPaths::new(run_dir.path(), "guest-mem");
+    std::fs::create_dir_all(&paths.shared).unwrap();
+    inventory::write_info(&paths.dir, "vm", 1, 256).unwrap();
+    let mut child = std::process::Command::new(&agent)
+        .arg("--listen")
+        .arg(format!("hybrid://{}", paths.vsock_socket.display()))
+        .arg("--shared-dir")
+        .arg(&paths.shared)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let result = loop {
+        match guest_memory::read(run_dir.path(), "guest-mem") {
+            Ok(split) => break Ok(split),
+            Err(e) if started.elapsed() > std::time::Duration::from_secs(10) => break Err(e),
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(50)),
+        }
+    };
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let split = result.expect("the agent's memory");
+    assert_eq!(split.ram, 256.0, "the size the sandbox recorded");
+    assert!(split.free > 0.0 && split.slab > 0.0, "{split:?}");
+    let text = guest_memory::describe(&[split]).unwrap();
+    assert!(text.contains("RAM 256.0"), "{text}");
+}

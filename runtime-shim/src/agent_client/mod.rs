@@ -6,12 +6,12 @@ use std::time::Duration;
 
 use hull_proto::agent::{
     CreateContainerRequest, CreateSandboxRequest, DestroySandboxRequest, ExecProcessRequest,
-    GetOOMEventRequest, GetOOMEventResponse, ListProcessesRequest, ListProcessesResponse,
-    ListTcpListenersRequest, ListTcpListenersResponse, PauseContainerRequest,
-    RemoveContainerRequest, RemoveProcessRequest, ResumeContainerRequest, SignalProcessRequest,
-    StartContainerRequest, StartExecRequest, StatsContainerRequest, StdioPorts, StdioRequest,
-    TtyWinResizeRequest, UpdateContainerRequest, UpdateInterfaceRequest, UpdateRoutesRequest,
-    VersionRequest, VersionResponse, WaitProcessRequest,
+    GetOOMEventRequest, GetOOMEventResponse, GuestDetailsRequest, GuestDetailsResponse,
+    ListProcessesRequest, ListProcessesResponse, ListTcpListenersRequest, ListTcpListenersResponse,
+    PauseContainerRequest, RemoveContainerRequest, RemoveProcessRequest, ResumeContainerRequest,
+    SignalProcessRequest, StartContainerRequest, StartExecRequest, StatsContainerRequest,
+    StdioPorts, StdioRequest, TtyWinResizeRequest, UpdateContainerRequest, UpdateInterfaceRequest,
+    UpdateRoutesRequest, VersionRequest, VersionResponse, WaitProcessRequest,
 };
 use hull_proto::agent_ttrpc::AgentServiceClient;
 use hull_proto::network::{Interface, Route};
@@ -124,6 +124,17 @@ impl AgentClient {
             version,
             within(timeout),
             VersionRequest::default()
+        )
+    }
+
+    /// GetGuestDetails (kernel, memory, CPUs, what the agent implements).
+    pub async fn guest_details(&self) -> Result<GuestDetailsResponse, AgentError> {
+        call!(
+            self,
+            "GetGuestDetails",
+            get_guest_details,
+            short(),
+            GuestDetailsRequest::default()
         )
     }
 

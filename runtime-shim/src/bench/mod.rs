@@ -16,6 +16,7 @@
 //! - [`progress`]: the progress line on stderr
 
 pub mod groups;
+pub mod guest_memory;
 pub mod location;
 pub mod netprobe;
 pub mod plots;
@@ -286,6 +287,9 @@ pub struct Bench {
     pub ctr: Ctr,
     /// Where this runs.
     pub location: Location,
+    /// hull's sandbox run directory (from its config): where the memory group finds each hull
+    /// pod's agent socket.
+    pub hull_run_dir: PathBuf,
     /// The progress line.
     pub progress: Progress,
 }
@@ -387,6 +391,7 @@ pub fn run(args: BenchArgs) -> Result<Report, BenchError> {
         args,
         ctr,
         location,
+        hull_run_dir: config.sandbox.run_dir.clone(),
     };
     let mut results = Vec::new();
     for name in bench.args.groups.clone() {

@@ -48,6 +48,12 @@ pub fn recorded_mode(dir: &Path) -> Option<String> {
     (mode != "?").then_some(mode)
 }
 
+/// The guest memory (MiB) recorded in the info file of sandbox directory `dir`, if there is one.
+pub fn recorded_mem_mib(dir: &Path) -> Option<u64> {
+    let (_, _, mem_mib) = read_info(dir);
+    (mem_mib > 0).then_some(mem_mib)
+}
+
 fn read_info(dir: &Path) -> (String, u32, u64) {
     let text = std::fs::read_to_string(dir.join(INFO_FILE)).unwrap_or_default();
     let mut f = text.split_whitespace();

@@ -1,11 +1,13 @@
 //! Host memory per idle pod at several pod counts, and density: k idle containers (`sleep`) per
 //! runtime, then the PSS of each one's shim and everything below it (hull: the VMM with the
 //! guest memory it touched, virtiofsd, or the host agent and its container; runc: the
-//! container). Per pod = that pod's own processes; the shared containerd is not counted.
+//! container). Per pod = that pod's own processes; the shared containerd is not counted. In VM
+//! mode it also asks each hull pod's guest where its memory goes (see `bench::guest_memory`).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::bench::guest_memory::{self, GuestSplit};
 use crate::bench::pss::{find_shim, pod_memory};
 use crate::bench::{Bench, BenchError, GroupResult, Metric, Rt};
 
@@ -27,6 +29,7 @@ pub fn run(bench: &mut Bench) -> Result<GroupResult, BenchError> {
     for &k in &counts {
         let mut per_pod: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
         let mut parts: [BTreeMap<&'static str, Vec<f64>>; 2] = Default::default();
+        let mut guests: Vec<GuestSplit> = Vec::new();
         for rt in Rt::BOTH {
             bench.progress.show(
                 "memory",
@@ -59,9 +62,22 @@ pub fn run(bench: &mut Bench) -> Result<GroupResult, BenchError> {
                         .push(kib as f64 / 1024.0);
                 }
             }
+            if rt == Rt::Hull && bench.location.vm {
+                for id in &ids {
+                    match guest_memory::read(&bench.hull_run_dir, id) {
+                        Ok(split) => guests.push(split),
+                        Err(e) => group
+                            .notes
+                            .push(format!("hull: the guest of {id} said nothing: {e}")),
+                    }
+                }
+            }
             for id in &ids {
                 bench.ctr.remove(id);
             }
+        }
+        if let Some(text) = guest_memory::describe(&guests) {
+            group.notes.push(format!("{k} pod(s): {text}"));
         }
         let metric = Metric::pair(
             &format!("PSS per idle pod, {k} pod(s)"),
