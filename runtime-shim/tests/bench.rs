@@ -144,7 +144,7 @@ fn hull_bench_short_run_writes_what_it_says() {
             .unwrap_or_else(|| panic!("no {stage} row: {}", groups[1]))
             .clone()
     };
-    for stage in ["shim-start", "agent-ready"] {
+    for stage in ["shim-start", "agent-ready", "sandbox-ready"] {
         let m = pod_stage(stage);
         assert_eq!(m["hull"]["n"], 2, "{m}");
         assert!(m["runc"].is_null(), "{m}");
@@ -176,6 +176,7 @@ fn hull_bench_short_run_writes_what_it_says() {
     for stage in [
         "shim-start",
         "agent-ready",
+        "sandbox-ready",
         "create-container",
         "start-container",
         "exit-seen",

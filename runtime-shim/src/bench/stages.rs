@@ -30,6 +30,9 @@ pub enum Stage {
     KernelEntry,
     /// The agent answered Version (guest agent, or the host agent).
     AgentReady,
+    /// The agent set the sandbox up (CreateSandbox, then the guest's network where the pod has
+    /// one).
+    SandboxReady,
     /// CreateContainer done (the task's Create answered).
     CreateContainer,
     /// StartContainer done (the task's Start answered).
@@ -46,13 +49,14 @@ pub enum Stage {
 
 impl Stage {
     /// Every stage, in order.
-    pub const ALL: [Stage; 12] = [
+    pub const ALL: [Stage; 13] = [
         Stage::CtrStarted,
         Stage::ShimStart,
         Stage::VirtiofsdReady,
         Stage::VmmSpawn,
         Stage::KernelEntry,
         Stage::AgentReady,
+        Stage::SandboxReady,
         Stage::CreateContainer,
         Stage::StartContainer,
         Stage::FirstOutput,
@@ -70,6 +74,7 @@ impl Stage {
             Stage::VmmSpawn => "vmm-spawn",
             Stage::KernelEntry => "kernel-entry",
             Stage::AgentReady => "agent-ready",
+            Stage::SandboxReady => "sandbox-ready",
             Stage::CreateContainer => "create-container",
             Stage::StartContainer => "start-container",
             Stage::FirstOutput => "first-output",

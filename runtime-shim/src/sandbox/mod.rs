@@ -362,6 +362,7 @@ impl Sandbox {
                     .unwrap_or_else(|p| p.into_inner()) = Some(forwarder);
             }
         }
+        stages::mark(Stage::SandboxReady, sandbox_id);
         tracing::info!(sandbox = sandbox_id, mode = ?sandbox.mode, "sandbox ready");
         Ok(sandbox)
     }
