@@ -29,7 +29,16 @@ fn hull_bench_short_run_writes_what_it_says() {
         .arg(c.sock())
         .args(["--namespace", NS, "--image", IMAGE])
         .args([
-            "--n", "2", "--warmup", "1", "--pods", "1,2", "--scale", "0.05",
+            "--n",
+            "2",
+            "--warmup",
+            "1",
+            "--pods",
+            "1,2",
+            "--scale",
+            "0.05",
+            "--settle-secs",
+            "1",
         ])
         .args(["--groups", &GROUPS.join(",")])
         .args(["--hull-runtime", RUNTIME])

@@ -11,9 +11,6 @@ use crate::bench::guest_memory::{self, GuestSplit};
 use crate::bench::pss::{find_shim, pod_memory};
 use crate::bench::{Bench, BenchError, GroupResult, Metric, Rt};
 
-/// How long idle pods settle before they are measured.
-const SETTLE: Duration = Duration::from_secs(2);
-
 /// Runs the group.
 pub fn run(bench: &mut Bench) -> Result<GroupResult, BenchError> {
     let mut group = bench.group(
@@ -44,7 +41,7 @@ pub fn run(bench: &mut Bench) -> Result<GroupResult, BenchError> {
             for id in &ids {
                 bench.ctr.start_idle(bench.runtime(rt), &image, id)?;
             }
-            std::thread::sleep(SETTLE);
+            std::thread::sleep(Duration::from_secs(bench.args.settle_secs));
             for id in &ids {
                 let Some(shim) = find_shim(&namespace, id) else {
                     group.notes.push(format!(
@@ -113,10 +110,11 @@ pub fn run(bench: &mut Bench) -> Result<GroupResult, BenchError> {
         )
         .with_note("budget / median PSS per pod at the largest pod count"),
     );
-    group.notes.push(
-        "samples are pods (one PSS figure per pod); containerd itself is shared and not counted"
-            .into(),
-    );
+    group.notes.push(format!(
+        "samples are pods (one PSS figure per pod, measured after {} s idle); containerd itself \
+         is shared and not counted",
+        bench.args.settle_secs
+    ));
     Ok(group)
 }
 
