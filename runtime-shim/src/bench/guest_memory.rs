@@ -13,7 +13,6 @@ use hull_proto::agent::GuestMemory;
 use hull_proto::agent_ttrpc::AgentServiceClient;
 
 use crate::agent_client::AgentClient;
-use crate::bench::stats::Summary;
 use crate::sandbox::{inventory, SandboxPaths};
 
 /// How long to wait for the agent's hybrid-vsock handshake.
@@ -79,11 +78,11 @@ impl GuestSplit {
         self.ram - self.free
     }
 
-    /// Every figure with its name, in the order [`describe`] prints them.
+    /// Every figure with its name, in table order.
     pub fn parts(&self) -> [(&'static str, f64); 10] {
         [
             ("RAM", self.ram),
-            ("held", self.held()),
+            ("held (RAM - free)", self.held()),
             ("reserved at boot (kernel image, page map)", self.reserved),
             ("root fs + tmpfs", self.shmem),
             ("page cache", self.page_cache),
@@ -125,25 +124,21 @@ pub fn read(run_dir: &Path, id: &str) -> Result<GuestSplit, String> {
     Ok(GuestSplit::of(&memory, ram_mib))
 }
 
-/// "RAM 256.0, held 46.0, reserved at boot (...) 20.1, ..., free 210.0" from the medians of
-/// `splits`; `None` without any.
-pub fn describe(splits: &[GuestSplit]) -> Option<String> {
-    let first = splits.first()?;
-    let words: Vec<String> = first
+/// One row per figure of [`GuestSplit::parts`], each with a sample per guest: hull-only rows
+/// of the memory group's table.
+pub fn rows(splits: &[GuestSplit]) -> Vec<(String, Vec<f64>)> {
+    let Some(first) = splits.first() else {
+        return Vec::new();
+    };
+    first
         .parts()
         .iter()
         .enumerate()
         .map(|(i, (name, _))| {
-            let values: Vec<f64> = splits.iter().map(|s| s.parts()[i].1).collect();
-            let median = Summary::of(&values).map_or(f64::NAN, |s| s.median);
-            format!("{name} {median:.1}")
+            let samples = splits.iter().map(|s| s.parts()[i].1).collect();
+            (format!("hull guest: {name}"), samples)
         })
-        .collect();
-    Some(format!(
-        "hull guests as their kernel counts (MiB, median of {}): {}",
-        splits.len(),
-        words.join(", ")
-    ))
+        .collect()
 }
 
 #[cfg(test)]

@@ -23,10 +23,10 @@ pub fn run(bench: &mut Bench) -> Result<GroupResult, BenchError> {
     let total = counts.len() * 2;
     let mut last_per_pod: [Option<f64>; 2] = [None, None];
     let mut step = 0;
+    let mut guests: Vec<GuestSplit> = Vec::new();
     for &k in &counts {
         let mut per_pod: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
         let mut parts: [BTreeMap<&'static str, Vec<f64>>; 2] = Default::default();
-        let mut guests: Vec<GuestSplit> = Vec::new();
         for rt in Rt::BOTH {
             bench.progress.show(
                 "memory",
@@ -73,9 +73,6 @@ pub fn run(bench: &mut Bench) -> Result<GroupResult, BenchError> {
                 bench.ctr.remove(id);
             }
         }
-        if let Some(text) = guest_memory::describe(&guests) {
-            group.notes.push(format!("{k} pod(s): {text}"));
-        }
         let metric = Metric::pair(
             &format!("PSS per idle pod, {k} pod(s)"),
             "MiB",
@@ -110,6 +107,19 @@ pub fn run(bench: &mut Bench) -> Result<GroupResult, BenchError> {
         )
         .with_note("budget / median PSS per pod at the largest pod count"),
     );
+    for (name, samples) in guest_memory::rows(&guests) {
+        group
+            .metrics
+            .push(Metric::pair(&name, "MiB", &samples, &[]));
+    }
+    if !guests.is_empty() {
+        group.notes.push(
+            "hull guest rows: each guest's memory as its kernel counts it (all pod counts \
+             pooled); the host pays for what the guest holds plus free pages it touched and has \
+             not handed back"
+                .into(),
+        );
+    }
     group.notes.push(format!(
         "samples are pods (one PSS figure per pod, measured after {} s idle); containerd itself \
          is shared and not counted",

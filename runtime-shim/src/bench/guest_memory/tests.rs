@@ -60,22 +60,28 @@ fn figures_that_do_not_add_up_never_go_negative() {
 }
 
 #[test]
-fn the_description_names_every_part_with_medians() {
+fn rows_carry_one_sample_per_guest_for_every_part() {
     let a = GuestSplit::of(&guest(), 256);
     let mut b = a;
     b.slab = 9.0;
-    let mut c = a;
-    c.slab = 7.0;
-    let text = describe(&[a, b, c]).unwrap();
-    assert!(text.contains("median of 3"), "{text}");
-    assert!(text.contains("RAM 256.0"), "{text}");
-    assert!(
-        text.contains("reserved at boot (kernel image, page map) 20.0"),
-        "{text}"
+    let rows = rows(&[a, b]);
+    assert_eq!(rows.len(), a.parts().len());
+    let slab = rows
+        .iter()
+        .find(|(name, _)| name == "hull guest: slab")
+        .unwrap();
+    assert_eq!(slab.1, vec![5.0, 9.0]);
+    let reserved = &rows[2];
+    assert_eq!(
+        reserved.0,
+        "hull guest: reserved at boot (kernel image, page map)"
     );
-    assert!(text.contains("slab 7.0"), "{text}");
-    assert!(text.contains("free 200.0"), "{text}");
-    assert_eq!(describe(&[]), None);
+    assert_eq!(reserved.1, vec![20.0, 20.0]);
+    assert!(
+        rows.iter().all(|(name, _)| name.len() <= 60),
+        "names fit the table"
+    );
+    assert!(super::rows(&[]).is_empty());
 }
 
 #[test]
