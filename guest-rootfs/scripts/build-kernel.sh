@@ -69,6 +69,21 @@ has_pvh_note() {
     grep -E '^[[:space:]]*Xen[[:space:]]' <<<"$notes" | grep -iE 'type: \(0x0*12\)|PHYS32_ENTRY' >/dev/null
 }
 
+# The kernel's bss ends on a 2 MiB boundary and the guest clears all of it at boot, so the
+# padding after its last symbol is host memory every pod pays (see hull-microvm.config, "kernel
+# image size"). Prints it; prints nothing when the symbols are not there.
+report_bss_padding() {
+    local syms stop last
+    syms=$(nm -n -S "$1" 2>/dev/null) || return 0
+    stop=$(awk '$NF == "__bss_stop" { print $1; exit }' <<<"$syms")
+    [ -n "$stop" ] || return 0
+    last=$(awk -v stop="$stop" 'NF == 4 && ($3 == "b" || $3 == "B") && $1 < stop { a = $1; s = $2 } END { if (a != "") print a, s }' <<<"$syms")
+    [ -n "$last" ] || return 0
+    set -- $last
+    local padding=$(( 16#$stop - 16#$1 - 16#$2 ))
+    log "bss padding to its 2 MiB boundary: $(( padding / 1024 )) KiB (the guest clears it: host memory per pod)"
+}
+
 # Place the cached vmlinux at $output: hardlink when possible, else copy.
 install_output() {
     mkdir -p "$(dirname "$output")"
@@ -80,6 +95,7 @@ install_output() {
     cp "$entry/config" "$output.config"
     chmod 0644 "$output.config"
     log "$output ($(stat -c %s "$output") bytes) from cache entry $entry"
+    report_bss_padding "$output"
 }
 
 if [ -f "$entry/vmlinux" ]; then
