@@ -52,6 +52,8 @@ pub struct MemInfo {
     pub page_tables_bytes: u64,
     /// Percpu.
     pub percpu_bytes: u64,
+    /// VmallocUsed.
+    pub vmalloc_bytes: u64,
 }
 
 /// The value of the /proc/meminfo line `name` in bytes (values are in kB); `Ok(None)` when there
@@ -88,12 +90,25 @@ pub fn parse_meminfo(text: &str) -> Result<MemInfo, GuestInfoError> {
         kernel_stack_bytes: optional("KernelStack")?,
         page_tables_bytes: optional("PageTables")?,
         percpu_bytes: optional("Percpu")?,
+        vmalloc_bytes: optional("VmallocUsed")?,
     })
 }
 
+/// Pages parked on the per-CPU page lists, in bytes: the sum of every pageset's `count:` in
+/// /proc/zoneinfo text (4 KiB pages).
+pub fn parse_percpu_list_bytes(zoneinfo: &str) -> u64 {
+    zoneinfo
+        .lines()
+        .filter_map(|line| line.trim_start().strip_prefix("count:"))
+        .filter_map(|count| count.trim().parse::<u64>().ok())
+        .fold(0u64, |sum, pages| {
+            sum.saturating_add(pages.saturating_mul(4096))
+        })
+}
+
 impl MemInfo {
-    /// The API's form.
-    pub fn to_proto(self) -> GuestMemory {
+    /// The API's form; `percpu_lists_bytes` comes from /proc/zoneinfo.
+    pub fn to_proto(self, percpu_lists_bytes: u64) -> GuestMemory {
         GuestMemory {
             total_bytes: self.total_bytes,
             free_bytes: self.free_bytes,
@@ -105,6 +120,8 @@ impl MemInfo {
             kernel_stack_bytes: self.kernel_stack_bytes,
             page_tables_bytes: self.page_tables_bytes,
             percpu_bytes: self.percpu_bytes,
+            vmalloc_bytes: self.vmalloc_bytes,
+            percpu_lists_bytes,
             ..Default::default()
         }
     }
@@ -150,6 +167,10 @@ pub fn read_guest_details(
     let uts = nix::sys::utsname::uname().map_err(GuestInfoError::Uname)?;
     let memory = parse_meminfo(&read_proc("/proc/meminfo")?)?;
     let filesystems = parse_filesystems(&read_proc("/proc/filesystems")?);
+    // Only a breakdown figure: a kernel without /proc/zoneinfo reports 0.
+    let percpu_lists = read_proc("/proc/zoneinfo")
+        .map(|text| parse_percpu_list_bytes(&text))
+        .unwrap_or(0);
     Ok(GuestDetailsResponse {
         kernel_release: uts.release().to_string_lossy().into_owned(),
         kernel_version: uts.version().to_string_lossy().into_owned(),
@@ -163,7 +184,7 @@ pub fn read_guest_details(
             ..Default::default()
         }),
         agent_version: crate::AGENT_VERSION.to_string(),
-        memory: protobuf::MessageField::some(memory.to_proto()),
+        memory: protobuf::MessageField::some(memory.to_proto(percpu_lists)),
         ..Default::default()
     })
 }
@@ -201,8 +222,9 @@ mod tests {
         assert_eq!(info.kernel_stack_bytes, 2 * 1024);
         assert_eq!(info.page_tables_bytes, 1024);
         assert_eq!(info.percpu_bytes, 0, "no Percpu line");
-        let proto = info.to_proto();
+        let proto = info.to_proto(8192);
         assert_eq!(proto.total_bytes, 100 * 1024);
+        assert_eq!(proto.percpu_lists_bytes, 8192);
         assert_eq!(proto.shmem_bytes, 20 * 1024);
         // A breakdown line that is there but unreadable is an error, not a zero.
         assert!(parse_meminfo("MemTotal: 1 kB\nMemAvailable: 1 kB\nSlab: lots\n").is_err());
@@ -220,6 +242,15 @@ mod tests {
         assert!(parse_meminfo(&overflow).is_err());
         // "MemTotalX" is not "MemTotal".
         assert!(parse_meminfo("MemTotalX: 1 kB\nMemAvailable: 1 kB\n").is_err());
+    }
+
+    #[test]
+    fn per_cpu_list_pages_are_summed_over_every_pageset() {
+        let zoneinfo = "Node 0, zone    DMA32\n  pages free     3\n  pagesets\n    cpu: 0\n\
+                        \x20             count:    103\n              high:     1581\n    cpu: 1\n\
+                        \x20             count: 2\n  node_unreclaimable:  0\n";
+        assert_eq!(parse_percpu_list_bytes(zoneinfo), 105 * 4096);
+        assert_eq!(parse_percpu_list_bytes("count: lots\n"), 0);
     }
 
     #[test]

@@ -35,7 +35,11 @@ pub struct GuestSplit {
     pub slab: f64,
     /// KernelStack + PageTables + Percpu.
     pub stacks_tables_percpu: f64,
-    /// Used but in none of the above (vmalloc, device buffers, ...).
+    /// VmallocUsed.
+    pub vmalloc: f64,
+    /// Free pages parked on the per-CPU page lists (not in MemFree, not handed back).
+    pub percpu_lists: f64,
+    /// Used but in none of the above (device buffers, pages the kernel allocates directly, ...).
     pub other_kernel: f64,
     /// MemFree.
     pub free: f64,
@@ -59,7 +63,10 @@ impl GuestSplit {
         let stacks_tables_percpu = mib(memory.kernel_stack_bytes)
             + mib(memory.page_tables_bytes)
             + mib(memory.percpu_bytes);
-        let counted = shmem + page_cache + anon + slab + stacks_tables_percpu;
+        let vmalloc = mib(memory.vmalloc_bytes);
+        let percpu_lists = mib(memory.percpu_lists_bytes);
+        let counted =
+            shmem + page_cache + anon + slab + stacks_tables_percpu + vmalloc + percpu_lists;
         GuestSplit {
             ram,
             reserved: (ram - total).max(0.0),
@@ -68,6 +75,8 @@ impl GuestSplit {
             anon,
             slab,
             stacks_tables_percpu,
+            vmalloc,
+            percpu_lists,
             other_kernel: (total - free - counted).max(0.0),
             free,
         }
@@ -79,7 +88,7 @@ impl GuestSplit {
     }
 
     /// Every figure with its name, in table order.
-    pub fn parts(&self) -> [(&'static str, f64); 10] {
+    pub fn parts(&self) -> [(&'static str, f64); 12] {
         [
             ("RAM", self.ram),
             ("held (RAM - free)", self.held()),
@@ -89,6 +98,8 @@ impl GuestSplit {
             ("anon", self.anon),
             ("slab", self.slab),
             ("stacks + page tables + percpu", self.stacks_tables_percpu),
+            ("vmalloc", self.vmalloc),
+            ("free pages on per-CPU lists", self.percpu_lists),
             ("other kernel", self.other_kernel),
             ("free", self.free),
         ]

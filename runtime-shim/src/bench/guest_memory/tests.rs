@@ -14,6 +14,8 @@ fn guest() -> GuestMemory {
         kernel_stack_bytes: MIB / 2,
         page_tables_bytes: MIB / 4,
         percpu_bytes: MIB / 4,
+        vmalloc_bytes: 2 * MIB,
+        percpu_lists_bytes: MIB,
         ..Default::default()
     }
 }
@@ -28,8 +30,10 @@ fn ram_splits_into_reserved_used_parts_and_free() {
     assert_eq!(split.anon, 3.0);
     assert_eq!(split.slab, 5.0);
     assert_eq!(split.stacks_tables_percpu, 1.0);
-    // 236 - 200 free - (6 + 2 + 3 + 5 + 1) counted.
-    assert_eq!(split.other_kernel, 19.0);
+    assert_eq!(split.vmalloc, 2.0);
+    assert_eq!(split.percpu_lists, 1.0);
+    // 236 - 200 free - (6 + 2 + 3 + 5 + 1 + 2 + 1) counted.
+    assert_eq!(split.other_kernel, 16.0);
     assert_eq!(split.free, 200.0);
     assert_eq!(split.held(), 56.0);
     let parts = split.reserved
@@ -38,6 +42,8 @@ fn ram_splits_into_reserved_used_parts_and_free() {
         + split.anon
         + split.slab
         + split.stacks_tables_percpu
+        + split.vmalloc
+        + split.percpu_lists
         + split.other_kernel
         + split.free;
     assert_eq!(parts, split.ram);
