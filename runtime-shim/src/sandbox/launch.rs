@@ -16,7 +16,14 @@ use crate::cri::sizing::VmSize;
 
 /// The guest kernel command line the shim starts from (`quiet` and the config's
 /// `kernel_params` are appended).
-pub const GUEST_CMDLINE: &str = "console=ttyS0 reboot=k panic=-1";
+///
+/// `percpu_alloc=page`: by default x86 embeds the per-CPU areas in 2 MiB units, and with few
+/// vCPUs every unit is a whole 2 MiB; each further per-CPU chunk the guest needs (its cgroups'
+/// statistics fill the first) then gets a 4 MiB zeroed array for memory-cgroup accounting
+/// (one pointer per 4 bytes of the unit). Page-sized units make those arrays small: in the lab an
+/// idle guest's vmalloc went from 4.2 MiB (1063 pages, `pcpu_mem_zalloc` in /proc/vmallocinfo)
+/// to 0.3 MiB, and hull-vmm's PSS per idle pod from 35.2 to 31.0 MiB (5 pods).
+pub const GUEST_CMDLINE: &str = "console=ttyS0 reboot=k panic=-1 percpu_alloc=page";
 
 /// hull-agent on the host serving the sandbox's hybrid-vsock socket (test-only mode).
 pub fn host_agent_command(
