@@ -15,7 +15,7 @@ packages=(
   # Rust crates that build C, the static agent, tiny test guests
   build-essential file python3 pkg-config
   # guest kernel build (guest-rootfs/): ~5 min once, cached in $HULL_CACHE
-  linux-source-6.1 flex bison bc libelf-dev libssl-dev cpio kmod xz-utils
+  linux-source-6.1 flex bison bc libelf-dev libssl-dev cpio kmod xz-utils patch
   # nested lab (tests/lab/)
   qemu-system-x86 busybox-static e2fsprogs
   # containerd shim and CRI tests (runtime-shim/tests/): containerd, runc, the CNI plugins,

@@ -11,9 +11,11 @@
 #   KERNEL_SOURCE_VERSION  source version for the key (default: asked from dpkg)
 #   JOBS            parallel make jobs (default: nproc)
 #
+# Patches: every guest-rootfs/kernel/patches/*.patch, in name order, applied with
+# `patch -p1` to the extracted source before the build (a patch that does not apply fails it).
 # The cache key is the sha256 of: the config fragment's settings (its CONFIG_
 # lines and "# CONFIG_X is not set" lines; other comments do not count), the
-# source package version, the gcc version and the build scripts themselves.
+# source package version, the gcc version, the patches and the build scripts themselves.
 # A cache entry is created in a temp dir and renamed into place, so it is
 # either complete or absent. Builds are serialised with flock on
 # $HULL_CACHE/kernel/.lock. On a cache hit the script only hardlinks (or
@@ -24,6 +26,7 @@ script_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 rootfs_dir=$(dirname "$script_dir")
 fragment="$rootfs_dir/kernel/hull-microvm.config"
 checker="$script_dir/check-kernel-config.sh"
+patch_dir="$rootfs_dir/kernel/patches"
 
 cache_root=${HULL_CACHE:-/var/cache/hull}
 tarball=${KERNEL_TARBALL:-/usr/src/linux-source-6.1.tar.xz}
@@ -57,6 +60,10 @@ cache_key=$({
     echo "compiler $gcc_version"
     echo "build-script"; sha256sum <"$script_dir/build-kernel.sh"
     echo "check-script"; sha256sum <"$checker"
+    for patch_file in "$patch_dir"/*.patch; do
+        [ -f "$patch_file" ] || continue
+        echo "patch $(basename "$patch_file")"; sha256sum <"$patch_file"
+    done
 } | sha256sum | cut -d' ' -f1)
 
 kernel_cache="$cache_root/kernel"
@@ -178,6 +185,10 @@ run_step() {
 run_step "extract source" tar -xJf "$tarball" -C "$work"
 src=$(find "$work" -mindepth 1 -maxdepth 1 -type d -name 'linux-*' | head -n 1)
 [ -n "$src" ] || die "no linux-* directory in $tarball"
+for patch_file in "$patch_dir"/*.patch; do
+    [ -f "$patch_file" ] || continue
+    run_step "patch $(basename "$patch_file")" patch -p1 -d "$src" --forward --batch -i "$patch_file"
+done
 
 # Fixed build identity so the banner does not depend on who built it.
 export KBUILD_BUILD_USER=hull KBUILD_BUILD_HOST=hull KBUILD_BUILD_VERSION=1

@@ -27,6 +27,7 @@ allnoconfig:
 
 vmlinux:
 	echo built >> "$$FAKE_COUNTER"
+	if [ -f PATCHED ]; then cp PATCHED "$$FAKE_PATCHED"; fi
 	sleep "$${FAKE_SLEEP:-0}"
 	if [ -n "$$FAKE_NO_NOTE" ]; then cp note.s.off note.s; else cp note.s.on note.s; fi
 	as note.s -o note.o
@@ -47,6 +48,23 @@ NOTE_ON = """
 NOTE_OFF = """
 .section .text
 nop
+"""
+
+# A patch that creates the file PATCHED in the source (the fake build copies it out).
+GOOD_PATCH = """A test patch.
+
+--- /dev/null
++++ b/PATCHED
+@@ -0,0 +1 @@
++patched
+"""
+
+# A patch against a file the fake source does not have.
+BAD_PATCH = """--- a/no-such-file.c
++++ b/no-such-file.c
+@@ -1 +1 @@
+-old
++new
 """
 
 FRAGMENT = """# test fragment
@@ -97,6 +115,7 @@ class BuildKernelTest(unittest.TestCase):
             KERNEL_TARBALL=self.tarball,
             KERNEL_SOURCE_VERSION="1.0-test",
             FAKE_COUNTER=self.counter,
+            FAKE_PATCHED=os.path.join(self.tmp.name, "patched-out"),
             JOBS="1",
         )
         env.update(extra_env)
@@ -150,6 +169,25 @@ class BuildKernelTest(unittest.TestCase):
         result = self.run_build(KERNEL_SOURCE_VERSION="2.0-test")
         self.assertEqual(result.returncode, 0, result.stderr)
         self.assertEqual(self.builds(), 3)
+
+    def test_patches_are_applied_and_are_part_of_the_key(self):
+        self.assertEqual(self.run_build().returncode, 0)
+        write(os.path.join(self.rootfs, "kernel", "patches", "0001-test.patch"), GOOD_PATCH)
+        result = self.run_build()
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        self.assertIn("step: patch 0001-test.patch", result.stdout)
+        with open(os.path.join(self.tmp.name, "patched-out"), encoding="utf-8") as handle:
+            self.assertEqual(handle.read(), "patched\n")
+        self.assertEqual(len(self.entries()), 2, "a new patch is a new cache key")
+        self.assertEqual(self.builds(), 2)
+
+    def test_a_patch_that_does_not_apply_fails_with_its_name(self):
+        write(os.path.join(self.rootfs, "kernel", "patches", "0002-bad.patch"), BAD_PATCH)
+        result = self.run_build()
+        self.assertEqual(result.returncode, 1)
+        self.assertIn("step 'patch 0002-bad.patch' failed", result.stderr)
+        self.assertEqual(self.entries(), ["last-failed-build.log"])
+        self.assertEqual(self.builds(), 0)
 
     def test_dropped_option_fails_with_its_name(self):
         result = self.run_build(FAKE_DROP="CONFIG_PVH=y")
