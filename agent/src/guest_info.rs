@@ -28,34 +28,6 @@ pub enum GuestInfoError {
     MeminfoField(&'static str),
 }
 
-/// Memory figures from /proc/meminfo, in bytes. `MemTotal` and `MemAvailable` must be there;
-/// a breakdown line the kernel does not print counts as 0.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct MemInfo {
-    /// MemTotal.
-    pub total_bytes: u64,
-    /// MemAvailable.
-    pub available_bytes: u64,
-    /// MemFree.
-    pub free_bytes: u64,
-    /// Cached (includes Shmem).
-    pub cached_bytes: u64,
-    /// Shmem (tmpfs, the initramfs root).
-    pub shmem_bytes: u64,
-    /// AnonPages.
-    pub anon_bytes: u64,
-    /// Slab.
-    pub slab_bytes: u64,
-    /// KernelStack.
-    pub kernel_stack_bytes: u64,
-    /// PageTables.
-    pub page_tables_bytes: u64,
-    /// Percpu.
-    pub percpu_bytes: u64,
-    /// VmallocUsed.
-    pub vmalloc_bytes: u64,
-}
-
 /// The value of the /proc/meminfo line `name` in bytes (values are in kB); `Ok(None)` when there
 /// is no such line, an error when the line is there but unreadable.
 fn meminfo_field(text: &str, name: &'static str) -> Result<Option<u64>, GuestInfoError> {
@@ -75,11 +47,13 @@ fn meminfo_field(text: &str, name: &'static str) -> Result<Option<u64>, GuestInf
     bytes.map(Some).ok_or(GuestInfoError::MeminfoField(name))
 }
 
-/// Parses /proc/meminfo text into [`MemInfo`].
-pub fn parse_meminfo(text: &str) -> Result<MemInfo, GuestInfoError> {
+/// Parses /proc/meminfo text into the API's [`GuestMemory`] (bytes). `MemTotal` and
+/// `MemAvailable` must be there; a breakdown line the kernel does not print counts as 0.
+/// `percpu_lists_bytes` is not in /proc/meminfo (see [`parse_percpu_list_bytes`]) and stays 0.
+pub fn parse_meminfo(text: &str) -> Result<GuestMemory, GuestInfoError> {
     let required = |name| meminfo_field(text, name)?.ok_or(GuestInfoError::MeminfoField(name));
     let optional = |name| Ok::<_, GuestInfoError>(meminfo_field(text, name)?.unwrap_or(0));
-    Ok(MemInfo {
+    Ok(GuestMemory {
         total_bytes: required("MemTotal")?,
         available_bytes: required("MemAvailable")?,
         free_bytes: optional("MemFree")?,
@@ -91,6 +65,7 @@ pub fn parse_meminfo(text: &str) -> Result<MemInfo, GuestInfoError> {
         page_tables_bytes: optional("PageTables")?,
         percpu_bytes: optional("Percpu")?,
         vmalloc_bytes: optional("VmallocUsed")?,
+        ..Default::default()
     })
 }
 
@@ -104,27 +79,6 @@ pub fn parse_percpu_list_bytes(zoneinfo: &str) -> u64 {
         .fold(0u64, |sum, pages| {
             sum.saturating_add(pages.saturating_mul(4096))
         })
-}
-
-impl MemInfo {
-    /// The API's form; `percpu_lists_bytes` comes from /proc/zoneinfo.
-    pub fn to_proto(self, percpu_lists_bytes: u64) -> GuestMemory {
-        GuestMemory {
-            total_bytes: self.total_bytes,
-            free_bytes: self.free_bytes,
-            available_bytes: self.available_bytes,
-            cached_bytes: self.cached_bytes,
-            shmem_bytes: self.shmem_bytes,
-            anon_bytes: self.anon_bytes,
-            slab_bytes: self.slab_bytes,
-            kernel_stack_bytes: self.kernel_stack_bytes,
-            page_tables_bytes: self.page_tables_bytes,
-            percpu_bytes: self.percpu_bytes,
-            vmalloc_bytes: self.vmalloc_bytes,
-            percpu_lists_bytes,
-            ..Default::default()
-        }
-    }
 }
 
 /// The [`INTERESTING_FILESYSTEMS`] listed in /proc/filesystems text, in that order.
@@ -165,10 +119,10 @@ pub fn read_guest_details(
     implemented_rpcs: &[&str],
 ) -> Result<GuestDetailsResponse, GuestInfoError> {
     let uts = nix::sys::utsname::uname().map_err(GuestInfoError::Uname)?;
-    let memory = parse_meminfo(&read_proc("/proc/meminfo")?)?;
+    let mut memory = parse_meminfo(&read_proc("/proc/meminfo")?)?;
     let filesystems = parse_filesystems(&read_proc("/proc/filesystems")?);
     // Only a breakdown figure: a kernel without /proc/zoneinfo reports 0.
-    let percpu_lists = read_proc("/proc/zoneinfo")
+    memory.percpu_lists_bytes = read_proc("/proc/zoneinfo")
         .map(|text| parse_percpu_list_bytes(&text))
         .unwrap_or(0);
     Ok(GuestDetailsResponse {
@@ -184,7 +138,7 @@ pub fn read_guest_details(
             ..Default::default()
         }),
         agent_version: crate::AGENT_VERSION.to_string(),
-        memory: protobuf::MessageField::some(memory.to_proto(percpu_lists)),
+        memory: protobuf::MessageField::some(memory),
         ..Default::default()
     })
 }
@@ -200,7 +154,7 @@ mod tests {
     fn meminfo_values_are_converted_to_bytes() {
         assert_eq!(
             parse_meminfo(MEMINFO).unwrap(),
-            MemInfo {
+            GuestMemory {
                 total_bytes: 4028152 * 1024,
                 available_bytes: 3000000 * 1024,
                 free_bytes: 123 * 1024,
@@ -222,10 +176,8 @@ mod tests {
         assert_eq!(info.kernel_stack_bytes, 2 * 1024);
         assert_eq!(info.page_tables_bytes, 1024);
         assert_eq!(info.percpu_bytes, 0, "no Percpu line");
-        let proto = info.to_proto(8192);
-        assert_eq!(proto.total_bytes, 100 * 1024);
-        assert_eq!(proto.percpu_lists_bytes, 8192);
-        assert_eq!(proto.shmem_bytes, 20 * 1024);
+        assert_eq!(info.total_bytes, 100 * 1024);
+        assert_eq!(info.percpu_lists_bytes, 0, "not a /proc/meminfo figure");
         // A breakdown line that is there but unreadable is an error, not a zero.
         assert!(parse_meminfo("MemTotal: 1 kB\nMemAvailable: 1 kB\nSlab: lots\n").is_err());
     }

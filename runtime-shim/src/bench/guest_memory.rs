@@ -138,15 +138,15 @@ pub fn read(run_dir: &Path, id: &str) -> Result<GuestSplit, String> {
 /// One row per figure of [`GuestSplit::parts`], each with a sample per guest: hull-only rows
 /// of the memory group's table.
 pub fn rows(splits: &[GuestSplit]) -> Vec<(String, Vec<f64>)> {
-    let Some(first) = splits.first() else {
+    let parts: Vec<_> = splits.iter().map(GuestSplit::parts).collect();
+    let Some(first) = parts.first() else {
         return Vec::new();
     };
     first
-        .parts()
         .iter()
         .enumerate()
         .map(|(i, (name, _))| {
-            let samples = splits.iter().map(|s| s.parts()[i].1).collect();
+            let samples = parts.iter().map(|p| p[i].1).collect();
             (format!("hull guest: {name}"), samples)
         })
         .collect()
