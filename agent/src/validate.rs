@@ -227,6 +227,27 @@ fn check_mac(field: &str, mac: &str) -> Result {
     Ok(())
 }
 
+/// A MAC address to give an interface: [`check_mac`]'s form, and one the kernel accepts as a
+/// link's own address (unicast, not all zeros; `is_valid_ether_addr`).
+fn check_unicast_mac(field: &str, mac: &str) -> Result {
+    check_mac(field, mac)?;
+    // check_mac passed: 17 ASCII characters, hex pairs at 0, 3, ...
+    let first = u8::from_str_radix(&mac[..2], 16).unwrap_or(0);
+    if first & 1 != 0 {
+        return Err(ValidationError::new(
+            field,
+            format!("{mac:?} is a multicast or broadcast address, not a unicast one"),
+        ));
+    }
+    if mac.split(':').all(|p| p == "00") {
+        return Err(ValidationError::new(
+            field,
+            format!("{mac:?} is all zeros, not a unicast address"),
+        ));
+    }
+    Ok(())
+}
+
 fn check_family(field: &str, family: protobuf::EnumOrUnknown<IpFamily>) -> Result<IpFamily> {
     match family.enum_value() {
         Ok(IpFamily::IP_FAMILY_V4) => Ok(IpFamily::IP_FAMILY_V4),
@@ -551,6 +572,12 @@ fn check_interface(field: &str, interface: &Interface) -> Result {
     check_interface_name(&format!("{field}.name"), &interface.name)?;
     if !interface.hw_address.is_empty() {
         check_mac(&format!("{field}.hw_address"), &interface.hw_address)?;
+    }
+    if !interface.new_hw_address.is_empty() {
+        check_unicast_mac(
+            &format!("{field}.new_hw_address"),
+            &interface.new_hw_address,
+        )?;
     }
     if interface.mtu != 0 && !(68..=65535).contains(&interface.mtu) {
         return Err(ValidationError::new(

@@ -16,6 +16,7 @@ pub mod exit;
 pub mod install;
 pub mod mounts;
 pub mod network;
+pub mod pool;
 pub mod port_forward;
 pub mod proc_tree;
 pub mod publisher;

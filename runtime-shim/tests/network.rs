@@ -327,9 +327,13 @@ fn udp_reply(
 /// `b`'s IP stack sends a datagram to the pod IP; the test, playing the guest behind the tap,
 /// answers the ARP request and the datagram; `b` receives the answer.
 fn frames_cross(scratch: &Scratch, wiring: &Wiring) {
-    let nic = &wiring.nics[0];
-    let pod_mac = nic.guest.mac.0;
-    let tap = nic.fd.as_fd();
+    let tap = wiring.nics[0].fd.as_ref().expect("a tap descriptor");
+    frames_cross_tap(scratch, wiring, tap.as_fd());
+}
+
+/// [`frames_cross`] through `tap`, the descriptor of the wiring's tap.
+fn frames_cross_tap(scratch: &Scratch, wiring: &Wiring, tap: BorrowedFd<'_>) {
+    let pod_mac = wiring.nics[0].guest.mac.0;
     let socket = in_ns(&scratch.b, || UdpSocket::bind((PEER_IP, 0)).unwrap());
     socket
         .set_read_timeout(Some(Duration::from_secs(5)))
@@ -505,4 +509,42 @@ fn unwire_all_cleans_up_after_a_crash() {
 
     // A namespace that is gone is clean.
     network::unwire_all(&PathBuf::from("/run/netns/hull-net-no-such-namespace")).unwrap();
+}
+
+#[test]
+fn a_pre_booted_vms_tap_is_carried_into_the_pod_and_wired() {
+    if !can_run() {
+        return;
+    }
+    let scratch = Scratch::new("p");
+    let pod = network::discover(&scratch.path()).unwrap();
+    // The pool: a namespace of the VM's own with its tap (the VMM holds the descriptor).
+    let vm_netns = std::fs::File::from(network::new_netns().unwrap());
+    let vm_tap = network::create_detached_tap(&vm_netns, "hulltap0").unwrap();
+    let from = PathBuf::from(format!("/proc/self/fd/{}", vm_netns.as_raw_fd()));
+
+    // A pod with two interfaces cannot take a VM with one NIC; nothing moves.
+    let mut two = pod.clone();
+    two.interfaces.push(two.interfaces[0].clone());
+    let err = network::adopt_tap(&from, "hulltap0", &scratch.path(), &two).unwrap_err();
+    assert!(err.to_string().contains("one NIC"), "{err}");
+
+    let wiring = network::adopt_tap(&from, "hulltap0", &scratch.path(), &pod).unwrap();
+    assert!(
+        wiring.nics[0].fd.is_none(),
+        "the VMM keeps the only descriptor"
+    );
+    assert_eq!(wiring.routes, pod.routes);
+    check_wired(&scratch, &wiring);
+    frames_cross_tap(&scratch, &wiring, vm_tap.as_fd());
+    // The tap left the VM's namespace.
+    let again = network::adopt_tap(&from, "hulltap0", &scratch.path(), &pod).unwrap_err();
+    assert!(
+        matches!(again, network::NetworkError::AlreadyWired(ref tap) if tap == "hulltap0"),
+        "{again}"
+    );
+
+    network::unwire(&scratch.path(), &wiring).unwrap();
+    drop(vm_tap);
+    scratch.assert_clean();
 }

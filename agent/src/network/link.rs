@@ -16,11 +16,16 @@ use tracing::{debug, info};
 use super::{errno_of, netlink_error, NetError, Netlink, Netns};
 
 /// Configures one interface in `netns`: finds it by `hw_address` when set (then renames it to
-/// `name`, taking it down first as the kernel requires), else by `name`; sets the MTU when
+/// `name`, taking it down first as the kernel requires), else by `name`; gives it the MAC
+/// `new_hw_address` when that is set and differs (taking it down first too: most drivers,
+/// virtio-net among them, refuse a MAC change while the link is up); sets the MTU when
 /// non-zero; brings it up; replaces its addresses with the given ones (IPv6 link-local
 /// addresses the kernel made are kept unless listed). IPv6 addresses are added without
 /// duplicate address detection (the host assigned them), so routes may use them as source at
-/// once. Returns the interface as the kernel reports it afterwards.
+/// once. Returns the interface as the kernel reports it afterwards (with the new MAC).
+///
+/// A retried request whose MAC change already happened still finds its link: when no link
+/// has `hw_address`, the one that has `new_hw_address` is taken.
 pub async fn update_interface(netns: &Netns, wanted: &Interface) -> Result<Interface, NetError> {
     let nl = Netlink::open(netns)?;
     let link = find_link(&nl, wanted).await?;
@@ -30,11 +35,13 @@ pub async fn update_interface(netns: &Netns, wanted: &Interface) -> Result<Inter
         let request = nl.handle.link().set(message);
         async move { request.execute().await.map_err(netlink_error(what)) }
     };
+    let mut up = link.header.flags.contains(LinkFlags::Up);
     if current != wanted.name {
         info!(from = %current, to = %wanted.name, "renaming interface");
-        if link.header.flags.contains(LinkFlags::Up) {
+        if up {
             let down = LinkUnspec::new_with_index(index).down().build();
             set(format!("taking {current} down to rename it"), down).await?;
+            up = false;
         }
         let rename = LinkUnspec::new_with_index(index)
             .name(wanted.name.clone())
@@ -42,6 +49,21 @@ pub async fn update_interface(netns: &Netns, wanted: &Interface) -> Result<Inter
         set(format!("renaming {current} to {}", wanted.name), rename).await?;
     }
     let name = &wanted.name;
+    if let Some(mac) = new_mac(wanted)? {
+        if link_mac(&link) != Some(&mac[..]) {
+            let from = link_mac(&link).map(format_mac).unwrap_or_default();
+            let to = format_mac(&mac);
+            info!(interface = %name, %from, %to, "changing MAC address");
+            if up {
+                let down = LinkUnspec::new_with_index(index).down().build();
+                set(format!("taking {name} down to change its MAC"), down).await?;
+            }
+            let address = LinkUnspec::new_with_index(index)
+                .address(mac.to_vec())
+                .build();
+            set(format!("setting MAC {to} on {name}"), address).await?;
+        }
+    }
     if wanted.mtu != 0 && link_mtu(&link) != Some(wanted.mtu) {
         let mtu = LinkUnspec::new_with_index(index).mtu(wanted.mtu).build();
         set(format!("setting MTU {} on {name}", wanted.mtu), mtu).await?;
@@ -88,8 +110,22 @@ pub async fn set_link_up(netns: &Netns, name: &str) -> Result<(), NetError> {
         .map_err(netlink_error(format!("bringing {name} up")))
 }
 
+/// `new_hw_address` parsed, None when empty.
+fn new_mac(wanted: &Interface) -> Result<Option<[u8; 6]>, NetError> {
+    if wanted.new_hw_address.is_empty() {
+        return Ok(None);
+    }
+    parse_mac(&wanted.new_hw_address)
+        .map(Some)
+        .ok_or_else(|| NetError::Invalid {
+            what: format!("new MAC {}", wanted.new_hw_address),
+            reason: "not a MAC address".into(),
+        })
+}
+
 /// The link the request means: by MAC when given (a link that has the requested name wins
-/// when several share the MAC), else by name.
+/// when several share the MAC), else by name. When no link has `hw_address` but one has
+/// `new_hw_address`, that one: the request was carried out before (a retry).
 async fn find_link(nl: &Netlink, wanted: &Interface) -> Result<LinkMessage, NetError> {
     if wanted.hw_address.is_empty() {
         return link_by_name(nl, &wanted.name).await;
@@ -99,11 +135,19 @@ async fn find_link(nl: &Netlink, wanted: &Interface) -> Result<LinkMessage, NetE
         what: what.clone(),
         reason: "not a MAC address".into(),
     })?;
-    let mut matching: Vec<LinkMessage> = links(nl)
-        .await?
-        .into_iter()
-        .filter(|link| link_mac(link) == Some(&mac[..]))
-        .collect();
+    let all = links(nl).await?;
+    let with_mac = |mac: &[u8]| -> Vec<LinkMessage> {
+        all.iter()
+            .filter(|link| link_mac(link) == Some(mac))
+            .cloned()
+            .collect()
+    };
+    let mut matching = with_mac(&mac);
+    if matching.is_empty() {
+        if let Some(new) = new_mac(wanted)? {
+            matching = with_mac(&new);
+        }
+    }
     if let Some(i) = matching
         .iter()
         .position(|link| link_name(link) == Some(wanted.name.as_str()))

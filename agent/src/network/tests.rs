@@ -230,6 +230,52 @@ async fn update_interface_by_name_on_a_veth_keeps_the_mtu_when_zero() {
 }
 
 #[tokio::test(flavor = "current_thread")]
+async fn update_interface_gives_the_link_a_new_mac_and_name() {
+    let Some(ns) = ScratchNetns::new() else {
+        return;
+    };
+    // A pre-booted VM's NIC (MAC A, up) taking over a pod's (MAC B).
+    ns.veth("tmp0", Some("02:00:00:aa:00:0a"));
+    ns.ip(&["link", "set", "tmp0", "up"]);
+    let wanted = Interface {
+        new_hw_address: "02:00:00:BB:00:0B".into(),
+        ..interface(
+            "eth-x",
+            "02:00:00:aa:00:0a",
+            0,
+            vec![ip(V4, "10.88.0.9", 16)],
+        )
+    };
+    let configured = update_interface(&ns.netns(), &wanted).await.unwrap();
+
+    let link = ns.link("eth-x");
+    assert_eq!(link["address"], "02:00:00:bb:00:0b");
+    assert!(is_up(&link), "{link}");
+    assert_eq!(addresses(&link), ["10.88.0.9/16"]);
+    let links = ns.json(&["link", "show"]);
+    assert!(!links.iter().any(|l| l["ifname"] == "tmp0"), "{links:?}");
+    assert_eq!(configured.name, "eth-x");
+    assert_eq!(configured.hw_address, "02:00:00:bb:00:0b");
+
+    // Retried: no link has MAC A any more; the one with MAC B is it.
+    let again = update_interface(&ns.netns(), &wanted).await.unwrap();
+    assert_eq!(again.name, "eth-x");
+    assert_eq!(again.hw_address, "02:00:00:bb:00:0b");
+
+    // Another MAC for the link, up and already named: it is taken down for the change and
+    // comes up again.
+    let by_name = Interface {
+        new_hw_address: "02:00:00:cc:00:0c".into(),
+        ..interface("eth-x", "", 0, vec![ip(V4, "10.88.0.9", 16)])
+    };
+    let configured = update_interface(&ns.netns(), &by_name).await.unwrap();
+    let link = ns.link("eth-x");
+    assert_eq!(link["address"], "02:00:00:cc:00:0c");
+    assert!(is_up(&link), "{link}");
+    assert_eq!(configured.hw_address, "02:00:00:cc:00:0c");
+}
+
+#[tokio::test(flavor = "current_thread")]
 async fn a_missing_link_is_not_found_and_named() {
     let Some(ns) = ScratchNetns::new() else {
         return;

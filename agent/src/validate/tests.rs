@@ -282,6 +282,50 @@ fn interface_fields() {
     );
 }
 
+#[test]
+fn interface_new_hw_address() {
+    let request = |new_hw_address: &str| UpdateInterfaceRequest {
+        interface: protobuf::MessageField::some(Interface {
+            new_hw_address: new_hw_address.into(),
+            ..interface()
+        }),
+        ..Default::default()
+    };
+    // Empty leaves the MAC; either case of a unicast address is fine.
+    for good in [
+        "",
+        "02:00:0a:58:00:09",
+        "AA:BB:CC:DD:EE:FE",
+        "00:16:3e:00:00:01",
+    ] {
+        assert_eq!(request(good).validate(), Ok(()), "{good:?}");
+    }
+    for bad in [
+        "02:00:0a:58:00",
+        "02:00:0a:58:00:09:01",
+        "02-00-0a-58-00-09",
+        "02:00:0a:58:0:009",
+        "02:00:0a:58:00:zz",
+        "0200.0a58.0009",
+        " 02:00:0a:58:00:09",
+        "not a mac",
+    ] {
+        let err = request(bad).validate().unwrap_err();
+        assert_eq!(err.field, "interface.new_hw_address", "{bad:?}");
+        assert!(err.reason.contains("not a MAC address"), "{bad:?}: {err:?}");
+    }
+    for (bad, why) in [
+        ("ff:ff:ff:ff:ff:ff", "broadcast"),
+        ("01:00:5e:00:00:01", "multicast"),
+        ("33:33:00:00:00:01", "multicast"),
+        ("00:00:00:00:00:00", "all zeros"),
+    ] {
+        let err = request(bad).validate().unwrap_err();
+        assert_eq!(err.field, "interface.new_hw_address", "{bad:?}");
+        assert!(err.reason.contains(why), "{bad:?}: {err:?}");
+    }
+}
+
 fn route(destination: &str, gateway: &str, device: &str) -> Route {
     Route {
         destination: destination.into(),

@@ -22,6 +22,8 @@ pub enum Stage {
     CtrStarted,
     /// The shim daemon serves its task API.
     ShimStart,
+    /// The shim claimed a pre-booted VM from the pool (VM mode with `hull pool run`).
+    PoolClaimed,
     /// virtiofsd's socket is there (VM mode).
     VirtiofsdReady,
     /// hull-vmm was spawned (VM mode).
@@ -49,9 +51,10 @@ pub enum Stage {
 
 impl Stage {
     /// Every stage, in order.
-    pub const ALL: [Stage; 13] = [
+    pub const ALL: [Stage; 14] = [
         Stage::CtrStarted,
         Stage::ShimStart,
+        Stage::PoolClaimed,
         Stage::VirtiofsdReady,
         Stage::VmmSpawn,
         Stage::KernelEntry,
@@ -70,6 +73,7 @@ impl Stage {
         match self {
             Stage::CtrStarted => "ctr-started",
             Stage::ShimStart => "shim-start",
+            Stage::PoolClaimed => "pool-claimed",
             Stage::VirtiofsdReady => "virtiofsd-ready",
             Stage::VmmSpawn => "vmm-spawn",
             Stage::KernelEntry => "kernel-entry",
@@ -93,7 +97,7 @@ impl Stage {
     pub fn vm_only(self) -> bool {
         matches!(
             self,
-            Stage::VirtiofsdReady | Stage::VmmSpawn | Stage::KernelEntry
+            Stage::PoolClaimed | Stage::VirtiofsdReady | Stage::VmmSpawn | Stage::KernelEntry
         )
     }
 }

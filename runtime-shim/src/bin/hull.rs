@@ -92,6 +92,12 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// A pool of pre-booted sandbox VMs (off unless this runs): new pods and containers of the
+    /// default VM size take a ready VM instead of booting one.
+    Pool {
+        #[command(subcommand)]
+        command: PoolCommand,
+    },
     /// Talks to an agent.
     Agent {
         #[command(subcommand)]
@@ -103,6 +109,27 @@ enum Command {
     Bench(Box<hull_runtime::bench::BenchArgs>),
     /// Prints the version.
     Version,
+}
+
+#[derive(Subcommand)]
+enum PoolCommand {
+    /// Keeps --size VMs of the config's default size (vcpus, mem_mib) booted to a ready agent
+    /// under <run_dir>/.pool and boots a new one for each a shim takes; runs until SIGTERM or
+    /// SIGINT, then stops the VMs no shim took. One per run directory.
+    Run {
+        /// VMs kept ready.
+        #[arg(long, default_value_t = 1)]
+        size: usize,
+        /// Configuration file (the shim's: the same run_dir, kernel, sizes and jail).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Prints how many pool VMs are ready and booting.
+    Status {
+        /// Configuration file (its sandbox.run_dir is read).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -193,6 +220,12 @@ fn main() -> ExitCode {
             .map(|_| true)
             .map_err(Into::into),
         Command::Logs { sandbox, config } => logs(&sandbox, config),
+        Command::Pool {
+            command: PoolCommand::Run { size, config },
+        } => pool_run(size, config),
+        Command::Pool {
+            command: PoolCommand::Status { config },
+        } => pool_status(config),
         Command::Console { sandbox, config } => console(&sandbox, config),
         Command::Agent {
             command: AgentCommand::Console { uds },
@@ -345,6 +378,43 @@ fn console(sandbox: &str, config: Option<PathBuf>) -> anyhow::Result<bool> {
 
 fn agent_console(uds: &std::path::Path) -> anyhow::Result<bool> {
     block_on(hull_runtime::console::run_on_socket(uds))??;
+    Ok(true)
+}
+
+fn pool_run(size: usize, config: Option<PathBuf>) -> anyhow::Result<bool> {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let config = hull_runtime::config::Config::load(config.as_deref())?;
+    block_on(async {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        let shutdown = async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        };
+        hull_runtime::pool::daemon::run(&config, size, shutdown).await?;
+        anyhow::Ok(true)
+    })?
+}
+
+fn pool_status(config: Option<PathBuf>) -> anyhow::Result<bool> {
+    let config = hull_runtime::config::Config::load(config.as_deref())?;
+    let dirs = hull_runtime::pool::PoolDirs::new(&config.sandbox.run_dir);
+    let count = |dir: &std::path::Path| std::fs::read_dir(dir).map_or(0, |e| e.count());
+    println!(
+        "pool in {}: {} ready, {} booting",
+        config.sandbox.run_dir.display(),
+        dirs.ready_slots().len(),
+        count(&dirs.boot)
+    );
     Ok(true)
 }
 

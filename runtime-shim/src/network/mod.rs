@@ -164,8 +164,8 @@ pub struct TapNic {
     /// The tap's descriptor (opened with `IFF_TAP | IFF_NO_PI | IFF_VNET_HDR`, vnet header
     /// size [`VNET_HDR_LEN`], blocking, close-on-exec): hand it to hull-vmm as an inherited fd
     /// (`--net fd=N,mac=MAC,mtu=MTU`, see [`TapNic::vmm_net_arg`]). The VMM sets offloads and
-    /// `O_NONBLOCK` itself.
-    pub fd: OwnedFd,
+    /// `O_NONBLOCK` itself. `None` for a tap a running VMM already holds ([`adopt_tap`]).
+    pub fd: Option<OwnedFd>,
     /// The guest side: name, MAC and MTU for the guest NIC, and the addresses.
     pub guest: Interface,
 }
@@ -230,28 +230,131 @@ pub fn unwire_all(netns: &Path) -> Result<(), NetworkError> {
     })
 }
 
+/// Makes a new network namespace with nothing in it but a down loopback, and returns a
+/// descriptor of it (it lives while the descriptor, or a process in it, does).
+pub fn new_netns() -> Result<OwnedFd, NetworkError> {
+    let label = PathBuf::from("(new network namespace)");
+    let err = |source: io::Error| NetworkError::Netns {
+        path: label.clone(),
+        source,
+    };
+    std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .name("hull-netns".into())
+            .spawn_scoped(scope, || {
+                nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
+                    .map_err(|e| err(e.into()))?;
+                File::open("/proc/thread-self/ns/net")
+                    .map(OwnedFd::from)
+                    .map_err(err)
+            })
+            .map_err(err)?
+            .join()
+            .map_err(|_| NetworkError::Panicked(label.clone()))?
+    })
+}
+
+/// Creates the tap `name` (down, without IPv6 link-local addressing) in the namespace `netns`
+/// and returns its descriptor: the NIC of a VM booted before its pod's network exists
+/// ([`adopt_tap`] carries it into the pod's namespace later).
+pub fn create_detached_tap(netns: &File, name: &str) -> Result<OwnedFd, NetworkError> {
+    in_netns_file(netns, Path::new("(detached tap namespace)"), || {
+        let fd = tap::open_tap(name).map_err(|source| NetworkError::Tap {
+            name: name.to_string(),
+            source,
+        })?;
+        let mut nl = netlink::Netlink::open()?;
+        let index = tc::tap_index(&mut nl, name)?;
+        tc::quiet_tap(&mut nl, index, name);
+        Ok(fd)
+    })
+}
+
+/// Carries the tap `tap` of a running VM from the namespace `from` (the VMM's) into the pod's
+/// namespace `netns` and wires the pod's one interface to it, as [`wire`] does with a new tap.
+/// The pod must have exactly one interface (a VM booted with one NIC can carry no more).
+pub fn adopt_tap(
+    from: &Path,
+    tap: &str,
+    netns: &Path,
+    network: &PodNetwork,
+) -> Result<Wiring, NetworkError> {
+    let [interface] = network.interfaces.as_slice() else {
+        return Err(NetworkError::Tap {
+            name: tap.to_string(),
+            source: io::Error::other(format!(
+                "a pre-booted VM has one NIC, the pod has {} interfaces",
+                network.interfaces.len()
+            )),
+        });
+    };
+    let pod = File::open(netns).map_err(|source| NetworkError::Netns {
+        path: netns.to_path_buf(),
+        source,
+    })?;
+    in_netns(netns, || {
+        let mut nl = netlink::Netlink::open()?;
+        match discover::links(&mut nl)?.into_iter().find(|l| l.ours()) {
+            Some(existing) => Err(NetworkError::AlreadyWired(existing.name)),
+            None => Ok(()),
+        }
+    })?;
+    in_netns(from, || {
+        let mut nl = netlink::Netlink::open()?;
+        tc::move_link(&mut nl, tap, pod.as_fd())
+    })?;
+    let nic = in_netns(netns, || {
+        let mut nl = netlink::Netlink::open()?;
+        let wired = tc::wire_existing(&mut nl, interface, tap);
+        if wired.is_err() {
+            let undo = tc::cleanup(&mut nl, Some((&[tap.to_string()], &[interface.index])));
+            if let Err(undo) = undo {
+                tracing::warn!(error = %undo, "undoing a failed adoption");
+            }
+        }
+        wired
+    })?;
+    Ok(Wiring {
+        nics: vec![nic],
+        routes: network.routes.clone(),
+    })
+}
+
 /// Runs `f` on a new thread that has entered the network namespace at `netns`.
 fn in_netns<T: Send>(
     netns: &Path,
     f: impl FnOnce() -> Result<T, NetworkError> + Send,
 ) -> Result<T, NetworkError> {
-    let netns_err = |source| NetworkError::Netns {
+    let file = File::open(netns).map_err(|source| NetworkError::Netns {
         path: netns.to_path_buf(),
         source,
+    })?;
+    in_netns_file(&file, netns, f)
+}
+
+/// Runs `f` on a new thread that has entered the network namespace `netns` (named `label` in
+/// errors).
+fn in_netns_file<T: Send>(
+    netns: &File,
+    label: &Path,
+    f: impl FnOnce() -> Result<T, NetworkError> + Send,
+) -> Result<T, NetworkError> {
+    let netns_err = |source| NetworkError::Netns {
+        path: label.to_path_buf(),
+        source,
     };
-    let file = File::open(netns).map_err(netns_err)?;
     std::thread::scope(|scope| {
         let thread = std::thread::Builder::new()
             .name("hull-netns".into())
             .spawn_scoped(scope, || {
-                nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
+                nix::sched::setns(netns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
                     .map_err(|e| netns_err(e.into()))?;
                 f()
             })
             .map_err(netns_err)?;
         thread
             .join()
-            .map_err(|_| NetworkError::Panicked(netns.to_path_buf()))?
+            .map_err(|_| NetworkError::Panicked(label.to_path_buf()))?
     })
 }
 

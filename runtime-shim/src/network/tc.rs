@@ -77,16 +77,46 @@ fn wire_one(nl: &mut Netlink, interface: &Interface, tap: String) -> Result<TapN
         name: tap.clone(),
         source,
     })?;
-    let tap_index = links(nl)?
+    let tap_index = tap_index(nl, &tap)?;
+    quiet_tap(nl, tap_index, &tap);
+    connect(nl, interface, &tap, tap_index)?;
+    Ok(TapNic {
+        tap_name: tap,
+        fd: Some(fd),
+        guest: interface.clone(),
+    })
+}
+
+/// Wires `interface` to the tap `tap` that is already in this namespace (a pre-booted VM's,
+/// moved here); the tap's descriptor stays with its VMM.
+pub(super) fn wire_existing(
+    nl: &mut Netlink,
+    interface: &Interface,
+    tap: &str,
+) -> Result<TapNic, NetworkError> {
+    let index = tap_index(nl, tap)?;
+    connect(nl, interface, tap, index)?;
+    Ok(TapNic {
+        tap_name: tap.to_string(),
+        fd: None,
+        guest: interface.clone(),
+    })
+}
+
+/// The index of the tap `tap` in this namespace.
+pub(super) fn tap_index(nl: &mut Netlink, tap: &str) -> Result<u32, NetworkError> {
+    links(nl)?
         .into_iter()
         .find(|l| l.name == tap && l.tun)
         .map(|l| l.index)
         .ok_or_else(|| NetworkError::Tap {
-            name: tap.clone(),
-            source: std::io::Error::other("created, but not listed by the kernel"),
-        })?;
+            name: tap.to_string(),
+            source: std::io::Error::other("not in this network namespace"),
+        })
+}
 
-    // No IPv6 link-local address on the tap: its own neighbour discovery would reach the guest.
+/// No IPv6 link-local address on the tap: its own neighbour discovery would reach the guest.
+pub(super) fn quiet_tap(nl: &mut Netlink, tap_index: u32, tap: &str) {
     let mut quiet = LinkMessage::default();
     quiet.header.index = tap_index;
     quiet
@@ -99,7 +129,15 @@ fn wire_one(nl: &mut Netlink, interface: &Interface, tap: String) -> Result<TapN
     }) {
         tracing::debug!(error = %e, "tap keeps IPv6 link-local addressing");
     }
+}
 
+/// Sets the tap's MTU to the interface's, brings it up and redirects frames both ways.
+fn connect(
+    nl: &mut Netlink,
+    interface: &Interface,
+    tap: &str,
+    tap_index: u32,
+) -> Result<(), NetworkError> {
     let mut up = LinkMessage::default();
     up.header.index = tap_index;
     up.header.flags = LinkFlags::Up;
@@ -109,7 +147,7 @@ fn wire_one(nl: &mut Netlink, interface: &Interface, tap: String) -> Result<TapN
         format!("set MTU {} and up on {tap}", interface.mtu)
     })?;
 
-    for (index, name) in [(interface.index, &interface.name), (tap_index, &tap)] {
+    for (index, name) in [(interface.index, interface.name.as_str()), (tap_index, tap)] {
         add_ingress_qdisc(nl, index, name)?;
     }
     add_redirect(nl, interface.index, tap_index, || {
@@ -125,10 +163,24 @@ fn wire_one(nl: &mut Netlink, interface: &Interface, tap: String) -> Result<TapN
         mtu = interface.mtu,
         "pod interface wired to a tap"
     );
-    Ok(TapNic {
-        tap_name: tap,
-        fd,
-        guest: interface.clone(),
+    Ok(())
+}
+
+/// Moves the link `name` of this namespace into the namespace `to`.
+pub(super) fn move_link(
+    nl: &mut Netlink,
+    name: &str,
+    to: std::os::fd::BorrowedFd<'_>,
+) -> Result<(), NetworkError> {
+    use std::os::fd::AsRawFd;
+    let index = tap_index(nl, name)?;
+    let mut message = LinkMessage::default();
+    message.header.index = index;
+    message
+        .attributes
+        .push(LinkAttribute::NetNsFd(to.as_raw_fd()));
+    nl.request(RouteNetlinkMessage::SetLink(message), 0, || {
+        format!("move {name} into the pod's network namespace")
     })
 }
 

@@ -109,7 +109,7 @@ fn vmm_arg_names_the_fd_and_the_veth_mac_and_mtu() {
     let fd: OwnedFd = File::open("/dev/null").unwrap().into();
     let nic = TapNic {
         tap_name: "hulltap0".into(),
-        fd,
+        fd: Some(fd),
         guest: Interface {
             name: "eth0".into(),
             index: 2,

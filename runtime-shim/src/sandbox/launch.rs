@@ -10,7 +10,9 @@ use super::jail::plan::{
     VSOCK_IN_JAIL,
 };
 use super::jail::{Jail, JailContents, JailSettings};
+use super::processes::spawn_logged;
 use super::{SandboxError, SandboxPaths, GUEST_CID, SHARED_FS_TAG};
+use crate::bench::stages::{self, Stage};
 use crate::config::{resolve_binary, Config};
 use crate::cri::sizing::VmSize;
 
@@ -24,6 +26,49 @@ use crate::cri::sizing::VmSize;
 /// idle guest's vmalloc went from 4.2 MiB (1063 pages, `pcpu_mem_zalloc` in /proc/vmallocinfo)
 /// to 0.3 MiB, and hull-vmm's PSS per idle pod from 35.2 to 31.0 MiB (5 pods).
 pub const GUEST_CMDLINE: &str = "console=ttyS0 reboot=k panic=-1 percpu_alloc=page";
+
+/// Starts a sandbox VM in `paths` (its directory made): the jail, virtiofsd on the shared
+/// directory, then hull-vmm with the NICs `nets` (inherited tap descriptors and their `--net`
+/// arguments) in the network namespace `netns` (a new, empty one for `None`). Returns the
+/// processes, hull-vmm last. On failure what was started is stopped; the caller removes the
+/// directory.
+pub async fn start_vm(
+    config: &Config,
+    sandbox_id: &str,
+    paths: &SandboxPaths,
+    size: VmSize,
+    nets: &[(RawFd, String)],
+    netns: Option<&Path>,
+) -> Result<Vec<(&'static str, tokio::process::Child)>, SandboxError> {
+    let jail = prepare_jail(config, sandbox_id, paths, size)?;
+    make_shared_mount(&paths.shared)?;
+    let (binary, cmd) = virtiofsd_command(config, paths, jail.as_ref())?;
+    let mut virtiofsd = spawn_logged("virtiofsd", binary, cmd, &paths.dir.join("virtiofsd.log"))?;
+    let vmm = async {
+        wait_for_socket(&paths.virtiofsd_socket, Duration::from_secs(5)).await;
+        grant_virtiofsd_socket(jail.as_ref())?;
+        tracing::info!(
+            sandbox = sandbox_id,
+            vcpus = size.vcpus,
+            mem_mib = size.mem_mib,
+            "booting the sandbox VM"
+        );
+        stages::mark(Stage::VirtiofsdReady, sandbox_id);
+        let jailed = jail.as_ref().map(|j| (j, netns));
+        let (vmm, cmd) = vmm_command(config, paths, size, nets, jailed)?;
+        let spawned = spawn_logged("hull-vmm", vmm, cmd, &paths.dir.join("vmm.log"))?;
+        stages::mark(Stage::VmmSpawn, sandbox_id);
+        Ok::<_, SandboxError>(spawned)
+    };
+    match vmm.await {
+        Ok(vmm) => Ok(vec![virtiofsd, vmm]),
+        Err(e) => {
+            let _ = virtiofsd.1.start_kill();
+            let _ = virtiofsd.1.wait().await;
+            Err(e)
+        }
+    }
+}
 
 /// hull-agent on the host serving the sandbox's hybrid-vsock socket (test-only mode).
 pub fn host_agent_command(

@@ -13,6 +13,7 @@
 //! - `*.log`          stdout/stderr of those processes
 
 pub mod cleanup;
+mod from_pool;
 pub mod inventory;
 pub mod jail;
 pub mod launch;
@@ -101,6 +102,9 @@ pub enum SandboxError {
     /// The VMM's jail could not be made.
     #[error(transparent)]
     Jail(#[from] jail::JailError),
+    /// The id names a directory of the run directory that is not a sandbox's.
+    #[error("sandbox id {0:?} is reserved (the VM pool's directory)")]
+    ReservedId(String),
     /// A sandbox process died while starting.
     #[error("sandbox process died during start-up: {0}")]
     Died(String),
@@ -180,7 +184,15 @@ impl Sandbox {
         sandbox_id: &str,
         request: SandboxRequest,
     ) -> Result<Sandbox, SandboxError> {
+        if sandbox_id == crate::pool::POOL_DIR {
+            return Err(SandboxError::ReservedId(sandbox_id.to_string()));
+        }
         config.check_sandbox_prerequisites()?;
+        if config.sandbox.mode == SandboxMode::Vm {
+            if let Some(sandbox) = Sandbox::start_from_pool(config, sandbox_id, &request).await {
+                return Ok(sandbox);
+            }
+        }
         let paths = SandboxPaths::new(&config.sandbox.run_dir, sandbox_id);
         let io = |action, path: &Path| {
             let path = path.to_path_buf();
@@ -212,8 +224,6 @@ impl Sandbox {
                 )?);
             }
             SandboxMode::Vm => {
-                let jail = launch::prepare_jail(config, sandbox_id, &paths, request.size)
-                    .inspect_err(|_| cleanup::cleanup_dir(&paths))?;
                 if let Some(netns) = &request.host_netns {
                     match PodNetwork::wire(netns, &paths.dir).await {
                         Ok(net) => network = Some(net),
@@ -223,36 +233,29 @@ impl Sandbox {
                         }
                     }
                 }
-                launch::make_shared_mount(&paths.shared)?;
-                let (binary, cmd) = launch::virtiofsd_command(config, &paths, jail.as_ref())?;
-                children.push(spawn_logged(
-                    "virtiofsd",
-                    binary,
-                    cmd,
-                    &paths.dir.join("virtiofsd.log"),
-                )?);
-                launch::wait_for_socket(&paths.virtiofsd_socket, Duration::from_secs(5)).await;
-                launch::grant_virtiofsd_socket(jail.as_ref())?;
-                tracing::info!(
-                    sandbox = sandbox_id,
-                    vcpus = request.size.vcpus,
-                    mem_mib = request.size.mem_mib,
-                    "booting the sandbox VM"
-                );
-                stages::mark(Stage::VirtiofsdReady, sandbox_id);
                 let nets = network
                     .as_ref()
                     .map(PodNetwork::vmm_nets)
                     .unwrap_or_default();
-                let jailed = jail.as_ref().map(|j| (j, request.host_netns.as_deref()));
-                let (vmm, cmd) = launch::vmm_command(config, &paths, request.size, &nets, jailed)?;
-                children.push(spawn_logged(
-                    "hull-vmm",
-                    vmm,
-                    cmd,
-                    &paths.dir.join("vmm.log"),
-                )?);
-                stages::mark(Stage::VmmSpawn, sandbox_id);
+                match launch::start_vm(
+                    config,
+                    sandbox_id,
+                    &paths,
+                    request.size,
+                    &nets,
+                    request.host_netns.as_deref(),
+                )
+                .await
+                {
+                    Ok(started) => children.extend(started),
+                    Err(e) => {
+                        if let Some(net) = network {
+                            net.unwire().await;
+                        }
+                        cleanup::cleanup_dir(&paths);
+                        return Err(e);
+                    }
+                }
             }
         }
         let pids: Vec<(&'static str, ProcessRecord)> = children
@@ -283,88 +286,15 @@ impl Sandbox {
                 death_tx.clone(),
             );
         }
-
-        let agent =
-            match connect_agent(&paths, sandbox_id, &death, config.sandbox.boot_timeout()).await {
-                Ok(agent) => agent,
-                Err(e) => {
-                    stopping.store(true, Ordering::SeqCst);
-                    stop_processes(&pids).await;
-                    if let Some(net) = network {
-                        net.unwire().await;
-                    }
-                    cleanup::cleanup_dir(&paths);
-                    return Err(e);
-                }
-            };
-        stages::mark(Stage::AgentReady, sandbox_id);
-        if config.sandbox.mode == SandboxMode::Vm {
-            stages::mark_kernel_entry(sandbox_id, &paths.dir.join("vmm.log"));
-            follow_agent_log(&paths, sandbox_id).await;
-        }
-        let sandbox = Sandbox {
-            id: sandbox_id.to_string(),
+        let started = Started {
             paths,
-            request,
-            mode: config.sandbox.mode,
-            agent,
-            network: std::sync::Mutex::new(network),
-            port_forward: std::sync::Mutex::new(None),
+            network,
             pids,
             stopping,
             death,
+            from_pool: false,
         };
-        let create = CreateSandboxRequest {
-            sandbox_id: sandbox_id.to_string(),
-            hostname: sandbox.request.hostname.clone(),
-            shared_fs: match sandbox.mode {
-                SandboxMode::Vm => Some(SharedFs {
-                    tag: SHARED_FS_TAG.into(),
-                    mount_point: GUEST_SHARED_DIR.into(),
-                    ..Default::default()
-                })
-                .into(),
-                SandboxMode::HostAgent => None.into(),
-            },
-            shm_size_bytes: sandbox.request.shm_size_bytes,
-            debug_console: config.debug_console,
-            ..Default::default()
-        };
-        if let Err(e) = sandbox.agent.create_sandbox(&create).await {
-            sandbox.destroy().await;
-            return Err(e.into());
-        }
-        if config.debug_console {
-            tracing::warn!(
-                sandbox = sandbox_id,
-                "debug console open (`hull console {sandbox_id}`): a root shell in the guest"
-            );
-            if let Err(e) = crate::console::mark_enabled(&sandbox.paths.dir) {
-                tracing::warn!(%e, "recording the debug console for `hull console`");
-            }
-        }
-        if let Err(e) = sandbox.configure_guest_network().await {
-            sandbox.destroy().await;
-            return Err(e.into());
-        }
-        // CRI PortForward dials localhost in the pod's host netns: mirror the guest's TCP
-        // listeners there (VM mode only: a host agent would report the host's own ports).
-        if sandbox.mode == SandboxMode::Vm {
-            if let Some(netns) = sandbox.request.host_netns.clone() {
-                let forwarder = PortForwarder::start(
-                    netns,
-                    sandbox.paths.vsock_socket.clone(),
-                    sandbox.agent.clone(),
-                );
-                *sandbox
-                    .port_forward
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner()) = Some(forwarder);
-            }
-        }
-        stages::mark(Stage::SandboxReady, sandbox_id);
-        tracing::info!(sandbox = sandbox_id, mode = ?sandbox.mode, "sandbox ready");
-        Ok(sandbox)
+        started.finish(config, sandbox_id, request).await
     }
 
     /// Configures the guest's NICs and routes as CNI configured the pod's host interfaces.
@@ -453,10 +383,125 @@ impl Sandbox {
     }
 }
 
+/// A sandbox whose processes run (booted here, or claimed from the pool), before its agent
+/// answered.
+struct Started {
+    paths: SandboxPaths,
+    network: Option<PodNetwork>,
+    pids: Vec<(&'static str, ProcessRecord)>,
+    stopping: Arc<AtomicBool>,
+    death: watch::Receiver<Option<String>>,
+    /// Claimed from the pool: booted long before this pod, so no kernel-entry stage.
+    from_pool: bool,
+}
+
+impl Started {
+    /// Connects to the agent and sets the sandbox up (CreateSandbox, the guest's network, the
+    /// port forwarder); on failure everything of the sandbox is stopped and removed.
+    async fn finish(
+        self,
+        config: &Config,
+        sandbox_id: &str,
+        request: SandboxRequest,
+    ) -> Result<Sandbox, SandboxError> {
+        let Started {
+            paths,
+            network,
+            pids,
+            stopping,
+            death,
+            from_pool,
+        } = self;
+        let agent =
+            match connect_agent(&paths, sandbox_id, &death, config.sandbox.boot_timeout()).await {
+                Ok(agent) => agent,
+                Err(e) => {
+                    stopping.store(true, Ordering::SeqCst);
+                    stop_processes(&pids).await;
+                    if let Some(net) = network {
+                        net.unwire().await;
+                    }
+                    cleanup::cleanup_dir(&paths);
+                    return Err(e);
+                }
+            };
+        stages::mark(Stage::AgentReady, sandbox_id);
+        if config.sandbox.mode == SandboxMode::Vm {
+            if !from_pool {
+                stages::mark_kernel_entry(sandbox_id, &paths.dir.join("vmm.log"));
+            }
+            follow_agent_log(&paths, sandbox_id).await;
+        }
+        let sandbox = Sandbox {
+            id: sandbox_id.to_string(),
+            paths,
+            request,
+            mode: config.sandbox.mode,
+            agent,
+            network: std::sync::Mutex::new(network),
+            port_forward: std::sync::Mutex::new(None),
+            pids,
+            stopping,
+            death,
+        };
+        let create = CreateSandboxRequest {
+            sandbox_id: sandbox_id.to_string(),
+            hostname: sandbox.request.hostname.clone(),
+            shared_fs: match sandbox.mode {
+                SandboxMode::Vm => Some(SharedFs {
+                    tag: SHARED_FS_TAG.into(),
+                    mount_point: GUEST_SHARED_DIR.into(),
+                    ..Default::default()
+                })
+                .into(),
+                SandboxMode::HostAgent => None.into(),
+            },
+            shm_size_bytes: sandbox.request.shm_size_bytes,
+            debug_console: config.debug_console,
+            ..Default::default()
+        };
+        if let Err(e) = sandbox.agent.create_sandbox(&create).await {
+            sandbox.destroy().await;
+            return Err(e.into());
+        }
+        if config.debug_console {
+            tracing::warn!(
+                sandbox = sandbox_id,
+                "debug console open (`hull console {sandbox_id}`): a root shell in the guest"
+            );
+            if let Err(e) = crate::console::mark_enabled(&sandbox.paths.dir) {
+                tracing::warn!(%e, "recording the debug console for `hull console`");
+            }
+        }
+        if let Err(e) = sandbox.configure_guest_network().await {
+            sandbox.destroy().await;
+            return Err(e.into());
+        }
+        // CRI PortForward dials localhost in the pod's host netns: mirror the guest's TCP
+        // listeners there (VM mode only: a host agent would report the host's own ports).
+        if sandbox.mode == SandboxMode::Vm {
+            if let Some(netns) = sandbox.request.host_netns.clone() {
+                let forwarder = PortForwarder::start(
+                    netns,
+                    sandbox.paths.vsock_socket.clone(),
+                    sandbox.agent.clone(),
+                );
+                *sandbox
+                    .port_forward
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner()) = Some(forwarder);
+            }
+        }
+        stages::mark(Stage::SandboxReady, sandbox_id);
+        tracing::info!(sandbox = sandbox_id, mode = ?sandbox.mode, "sandbox ready");
+        Ok(sandbox)
+    }
+}
+
 /// Connects to the agent through the hybrid-vsock socket, retrying while the sandbox boots
 /// (the VMM closes a host connection the guest does not answer within 5 s), then checks the
 /// agent's API version.
-async fn connect_agent(
+pub(crate) async fn connect_agent(
     paths: &SandboxPaths,
     sandbox_id: &str,
     death: &watch::Receiver<Option<String>>,

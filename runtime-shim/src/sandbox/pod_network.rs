@@ -8,7 +8,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
 
 use crate::agent_client::AgentClient;
-use crate::network::{self, NetworkError, Wiring};
+use crate::network::{self, MacAddr, NetworkError, Wiring};
 
 /// File in the sandbox directory naming the pod's host netns.
 pub const NETNS_FILE: &str = "netns";
@@ -17,6 +17,8 @@ pub const NETNS_FILE: &str = "netns";
 pub struct PodNetwork {
     netns: PathBuf,
     wiring: Wiring,
+    /// A pool VM's: the MAC its NIC booted with, which the guest swaps for the pod's.
+    booted_mac: Option<MacAddr>,
 }
 
 impl PodNetwork {
@@ -37,6 +39,34 @@ impl PodNetwork {
         Ok(PodNetwork {
             netns: netns.to_path_buf(),
             wiring,
+            booted_mac: None,
+        })
+    }
+
+    /// Carries a pool VM's tap from its namespace `vmm_netns` into the pod's `netns` and wires
+    /// it to the pod's one interface (`found`, discovered before the claim); records the netns in
+    /// `sandbox_dir`.
+    pub async fn adopt(
+        netns: &Path,
+        sandbox_dir: &Path,
+        vmm_netns: &Path,
+        found: network::PodNetwork,
+    ) -> Result<PodNetwork, NetworkError> {
+        let _ = std::fs::write(
+            sandbox_dir.join(NETNS_FILE),
+            netns.as_os_str().as_encoded_bytes(),
+        );
+        let (path, from) = (netns.to_path_buf(), vmm_netns.to_path_buf());
+        let wiring = tokio::task::spawn_blocking(move || {
+            network::adopt_tap(&from, crate::pool::POOL_TAP, &path, &found)
+        })
+        .await
+        .map_err(|_| NetworkError::Panicked(netns.to_path_buf()))??;
+        tracing::info!(netns = %netns.display(), "pod network wired to a pool VM's NIC");
+        Ok(PodNetwork {
+            netns: netns.to_path_buf(),
+            wiring,
+            booted_mac: Some(crate::pool::POOL_MAC),
         })
     }
 
@@ -45,9 +75,9 @@ impl PodNetwork {
         self.wiring
             .nics
             .iter()
-            .map(|nic| {
-                let fd = nic.fd.as_raw_fd();
-                (fd, nic.vmm_net_arg(fd))
+            .filter_map(|nic| {
+                let fd = nic.fd.as_ref()?.as_raw_fd();
+                Some((fd, nic.vmm_net_arg(fd)))
             })
             .collect()
     }
@@ -58,7 +88,12 @@ impl PodNetwork {
         agent: &AgentClient,
     ) -> Result<(), crate::agent_client::AgentError> {
         for nic in &self.wiring.nics {
-            agent.update_interface(nic.guest.to_proto()).await?;
+            let mut interface = nic.guest.to_proto();
+            if let Some(booted) = self.booted_mac {
+                interface.new_hw_address = std::mem::take(&mut interface.hw_address);
+                interface.hw_address = booted.to_string();
+            }
+            agent.update_interface(interface).await?;
         }
         let routes = self.wiring.routes.iter().map(|r| r.to_proto()).collect();
         agent.update_routes(routes).await
@@ -66,7 +101,7 @@ impl PodNetwork {
 
     /// Removes the taps and filters (after the VMM is gone).
     pub async fn unwire(self) {
-        let PodNetwork { netns, wiring } = self;
+        let PodNetwork { netns, wiring, .. } = self;
         let result = tokio::task::spawn_blocking(move || network::unwire(&netns, &wiring)).await;
         match result {
             Ok(Ok(())) => {}

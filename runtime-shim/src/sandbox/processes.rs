@@ -69,6 +69,60 @@ pub fn monitor_child(
     });
 }
 
+/// Watches `record`, a process another started (the pool daemon, whose child it stays), through
+/// a pidfd; if it ends while the sandbox is not stopping, reports it on `death` and kills the
+/// others, as [`monitor_child`] does. Its exit status is its parent's to see, not ours.
+pub fn monitor_adopted(
+    name: &'static str,
+    record: ProcessRecord,
+    all: Vec<(&'static str, ProcessRecord)>,
+    stopping: Arc<AtomicBool>,
+    death: Arc<watch::Sender<Option<String>>>,
+) -> std::io::Result<()> {
+    let pidfd = pidfd_open(record.pid)?;
+    // Opened after the pid was recorded: make sure it is still that very process.
+    if !record.is_alive() {
+        return Err(std::io::Error::other(format!(
+            "{name} (pid {}) is gone",
+            record.pid
+        )));
+    }
+    // SAFETY: an OwnedFd stays open and keeps its number until the AsyncFd drops it.
+    let pidfd = unsafe { tokio::io::unix::AsyncFd::register(pidfd) }
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    tokio::spawn(async move {
+        // A pidfd turns readable when its process has exited.
+        let _ = pidfd.readable().await;
+        if stopping.load(Ordering::SeqCst) {
+            return;
+        }
+        let reason = format!("{name} (pid {}) exited unexpectedly", record.pid);
+        tracing::error!(
+            reason,
+            "sandbox process died: every task of the sandbox exits"
+        );
+        death.send_replace(Some(reason));
+        for (_, other) in all {
+            if other.is_alive() {
+                let _ = kill(Pid::from_raw(other.pid as i32), Signal::SIGKILL);
+            }
+        }
+    });
+    Ok(())
+}
+
+/// pidfd_open(2).
+fn pidfd_open(pid: u32) -> std::io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a descriptor pidfd_open just returned, owned by nobody else.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) })
+}
+
 /// A sandbox process as recorded for clean-up: its pid and the start time the kernel gave
 /// it, so a recycled pid is never taken for it, whatever the binary is called.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -144,3 +144,63 @@ fn vmm_is_asked_for_free_page_reporting_as_the_config_says() {
     assert!(args_with(true).contains(&"--free-page-reporting".to_string()));
     assert!(!args_with(false).contains(&"--free-page-reporting".to_string()));
 }
+
+#[tokio::test]
+async fn the_pool_directory_is_no_sandbox_id() {
+    let run = tempfile::tempdir().unwrap();
+    let mut config = Config::default();
+    config.sandbox.run_dir = run.path().to_path_buf();
+    let request = SandboxRequest {
+        size: VmSize {
+            vcpus: 1,
+            mem_mib: 256,
+        },
+        shm_size_bytes: 0,
+        hostname: "h".into(),
+        host_netns: None,
+    };
+    match Sandbox::start(&config, crate::pool::POOL_DIR, request).await {
+        Err(SandboxError::ReservedId(id)) => assert_eq!(id, ".pool"),
+        Err(e) => panic!("wrong error: {e}"),
+        Ok(_) => panic!("a sandbox started as the pool's directory"),
+    }
+}
+
+#[tokio::test]
+async fn an_adopted_process_that_dies_is_reported_unless_stopping() {
+    use processes::monitor_adopted;
+    for stopping in [false, true] {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let record = ProcessRecord::of(child.id()).unwrap();
+        let flag = Arc::new(AtomicBool::new(stopping));
+        let (tx, mut death) = watch::channel(None);
+        let all = vec![("hull-vmm", record)];
+        monitor_adopted("hull-vmm", record, all, flag, Arc::new(tx)).unwrap();
+        assert!(death.borrow().is_none());
+        child.kill().unwrap();
+        let reported = tokio::time::timeout(Duration::from_secs(5), death.changed()).await;
+        child.wait().unwrap();
+        if stopping {
+            assert!(reported.is_err() || death.borrow().is_none());
+        } else {
+            reported.expect("no death report").unwrap();
+            let reason = death.borrow().clone().unwrap();
+            assert!(
+                reason.contains("hull-vmm") && reason.contains(&record.pid.to_string()),
+                "{reason}"
+            );
+        }
+    }
+    // A record whose process is gone cannot be adopted.
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let record = ProcessRecord::of(child.id());
+    child.wait().unwrap();
+    if let Some(record) = record {
+        let (tx, _death) = watch::channel(None);
+        let flag = Arc::new(AtomicBool::new(false));
+        assert!(monitor_adopted("virtiofsd", record, vec![], flag, Arc::new(tx)).is_err());
+    }
+}

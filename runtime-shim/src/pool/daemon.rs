@@ -1,0 +1,285 @@
+//! The pool daemon (`hull pool run`): keeps `size` VMs of the default size booted to a ready
+//! agent under `<run_dir>/.pool/`, one boot at a time, and boots a new one for each a shim
+//! claims. The VMs' processes are its children: it reaps them, claimed or not. A VM that dies
+//! before a shim claims it is retired and replaced. On shutdown (the future given to [`run`])
+//! it retires the unclaimed VMs; claimed ones are the shims' and keep running.
+
+use std::fs::File;
+use std::future::Future;
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use super::{PoolDirs, POOL_DIR, POOL_MAC, POOL_MTU, POOL_TAP};
+use crate::config::{Config, SandboxMode};
+use crate::cri::sizing::VmSize;
+use crate::network;
+use crate::sandbox::processes::{death_reason, stop_processes, write_pids_file, ProcessRecord};
+use crate::sandbox::{cleanup, inventory, launch, SandboxError, SandboxPaths};
+
+/// Boot failures in a row after which the daemon gives up.
+const MAX_FAILURES: u32 = 5;
+
+/// Why the pool cannot run.
+#[derive(Debug, thiserror::Error)]
+pub enum PoolError {
+    /// The configuration or the arguments do not allow a pool.
+    #[error("hull pool: {0}")]
+    Usage(String),
+    /// A pool directory could not be made or locked.
+    #[error("hull pool: {action} {path}: {source}")]
+    Io {
+        /// What was done.
+        action: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// VMs kept failing to boot.
+    #[error("hull pool: {MAX_FAILURES} boots in a row failed, the last: {0}")]
+    Boots(SandboxError),
+}
+
+/// A ready VM of the pool.
+struct Slot {
+    id: String,
+    pids: Vec<(&'static str, ProcessRecord)>,
+    died: watch::Receiver<Option<String>>,
+}
+
+/// Runs the pool of `size` VMs until `shutdown` completes.
+pub async fn run(
+    config: &Config,
+    size: usize,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), PoolError> {
+    if size == 0 {
+        return Err(PoolError::Usage(
+            "the pool size is 0 (pass --size N or set pool_size in the config)".into(),
+        ));
+    }
+    if config.sandbox.mode != SandboxMode::Vm {
+        return Err(PoolError::Usage(
+            "a pool holds VMs: sandbox.mode must be \"vm\"".into(),
+        ));
+    }
+    if !config.jail {
+        return Err(PoolError::Usage(
+            "a pool VM needs the jail (its own network namespace): jail = false is not supported"
+                .into(),
+        ));
+    }
+    config
+        .check_sandbox_prerequisites()
+        .map_err(|e| PoolError::Usage(e.to_string()))?;
+    let dirs = PoolDirs::new(&config.sandbox.run_dir);
+    let _lock = lock(&config.sandbox.run_dir.join(POOL_DIR))?;
+    for dir in [&dirs.boot, &dirs.ready] {
+        std::fs::create_dir_all(dir).map_err(|source| PoolError::Io {
+            action: "creating",
+            path: dir.clone(),
+            source,
+        })?;
+        clear_leftovers(dir).await;
+    }
+    let vm = VmSize {
+        vcpus: config.vcpus.into(),
+        mem_mib: config.mem_mib,
+    };
+    tracing::info!(size, vcpus = vm.vcpus, mem_mib = vm.mem_mib, run_dir = %config.sandbox.run_dir.display(), "pool started");
+    tokio::pin!(shutdown);
+    let mut ready: Vec<Slot> = Vec::new();
+    let mut failures = 0;
+    let mut booted = 0u64;
+    loop {
+        let mut kept = Vec::new();
+        for slot in ready.drain(..) {
+            if !dirs.ready.join(&slot.id).exists() {
+                tracing::info!(slot = slot.id, "claimed");
+                continue;
+            }
+            let died = slot.died.borrow().clone();
+            match died {
+                Some(reason) => {
+                    tracing::warn!(slot = slot.id, reason, "a pool VM died: replacing it");
+                    retire(&dirs, &slot).await;
+                }
+                None => kept.push(slot),
+            }
+        }
+        ready = kept;
+        if ready.len() < size {
+            booted += 1;
+            let id = format!("pool-{}-{booted}", std::process::id());
+            match boot_slot(config, &dirs, &id, vm).await {
+                Ok(slot) => {
+                    failures = 0;
+                    tracing::info!(
+                        slot = slot.id,
+                        ready = ready.len() + 1,
+                        size,
+                        "pool VM ready"
+                    );
+                    ready.push(slot);
+                }
+                Err(e) => {
+                    failures += 1;
+                    tracing::error!(slot = id, %e, failures, "a pool VM did not boot");
+                    if failures >= MAX_FAILURES {
+                        retire_all(&dirs, ready).await;
+                        return Err(PoolError::Boots(e));
+                    }
+                    tokio::time::sleep(Duration::from_secs(1 << failures)).await;
+                }
+            }
+        }
+        tokio::select! {
+            _ = &mut shutdown => break,
+            _ = tokio::time::sleep(Duration::from_millis(if ready.len() < size { 0 } else { 50 })) => {}
+        }
+    }
+    retire_all(&dirs, ready).await;
+    tracing::info!("pool stopped");
+    Ok(())
+}
+
+/// Boots one VM in `boot/<id>` with its NIC on a tap in a network namespace of its own, waits
+/// for its agent and moves it to `ready/<id>`.
+async fn boot_slot(
+    config: &Config,
+    dirs: &PoolDirs,
+    id: &str,
+    size: VmSize,
+) -> Result<Slot, SandboxError> {
+    let paths = SandboxPaths::new(&dirs.boot, id);
+    std::fs::create_dir_all(&paths.shared).map_err(|source| SandboxError::Io {
+        action: "creating",
+        path: paths.shared.clone(),
+        source,
+    })?;
+    let children = {
+        let netns = File::from(network::new_netns()?);
+        let tap = network::create_detached_tap(&netns, POOL_TAP)?;
+        let fd = tap.as_raw_fd();
+        let nets = [(fd, format!("fd={fd},mac={POOL_MAC},mtu={POOL_MTU}"))];
+        let netns_path = PathBuf::from(format!("/proc/self/fd/{}", netns.as_raw_fd()));
+        launch::start_vm(config, id, &paths, size, &nets, Some(&netns_path)).await
+        // The VMM holds the tap and sits in the namespace: ours close here.
+    };
+    let children = children.inspect_err(|_| cleanup::cleanup_dir(&paths))?;
+    let pids: Vec<(&'static str, ProcessRecord)> = children
+        .iter()
+        .filter_map(|(name, child)| Some((*name, ProcessRecord::of(child.id()?)?)))
+        .collect();
+    let recorded = write_pids_file(&paths.pids_file, &pids);
+    let _ = inventory::write_info(&paths.dir, "vm", size.vcpus, size.mem_mib);
+    let (death_tx, died) = watch::channel(None);
+    let death_tx = Arc::new(death_tx);
+    for (name, mut child) in children {
+        let death_tx = death_tx.clone();
+        // Reaps the process whoever owns the VM by then; the report only matters unclaimed.
+        tokio::spawn(async move {
+            let reason = match child.wait().await {
+                Ok(status) => death_reason(name, status),
+                Err(e) => format!("{name} could not be waited for: {e}"),
+            };
+            death_tx.send_replace(Some(reason));
+        });
+    }
+    let agent = match recorded {
+        Ok(()) => {
+            crate::sandbox::connect_agent(&paths, id, &died, config.sandbox.boot_timeout()).await
+        }
+        Err(source) => Err(SandboxError::Io {
+            action: "writing",
+            path: paths.pids_file.clone(),
+            source,
+        }),
+    };
+    if let Err(e) = agent {
+        stop_processes(&pids).await;
+        cleanup::cleanup_dir(&paths);
+        return Err(e);
+    }
+    let to = dirs.ready.join(id);
+    if let Err(source) = std::fs::rename(&paths.dir, &to) {
+        stop_processes(&pids).await;
+        cleanup::cleanup_dir(&paths);
+        return Err(SandboxError::Io {
+            action: "moving a booted pool VM to",
+            path: to,
+            source,
+        });
+    }
+    Ok(Slot {
+        id: id.to_string(),
+        pids,
+        died,
+    })
+}
+
+/// Takes `slot` out of `ready/` (unless a shim claimed it first) and tears it down.
+async fn retire(dirs: &PoolDirs, slot: &Slot) {
+    let back = SandboxPaths::new(&dirs.boot, &slot.id);
+    let taken = nix::fcntl::renameat2(
+        nix::fcntl::AT_FDCWD,
+        &dirs.ready.join(&slot.id),
+        nix::fcntl::AT_FDCWD,
+        &back.dir,
+        nix::fcntl::RenameFlags::RENAME_NOREPLACE,
+    );
+    if taken.is_err() {
+        // Claimed in the meantime: the shim's now.
+        return;
+    }
+    stop_processes(&slot.pids).await;
+    cleanup::cleanup_dir(&back);
+}
+
+async fn retire_all(dirs: &PoolDirs, slots: Vec<Slot>) {
+    for slot in &slots {
+        retire(dirs, slot).await;
+    }
+}
+
+/// Tears down what a daemon that died left in `dir` (its processes, mounts, cgroups).
+async fn clear_leftovers(dir: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let Some(name) = entry.file_name().to_str().map(str::to_string) else {
+            continue;
+        };
+        if hull_proto::valid_id(&name) {
+            tracing::warn!(slot = name, "removing a pool VM a previous daemon left");
+            crate::sandbox::cleanup_after_crash(&SandboxPaths::new(dir, &name)).await;
+        }
+    }
+}
+
+/// Takes the pool's lock (one daemon per run directory).
+fn lock(pool_dir: &std::path::Path) -> Result<nix::fcntl::Flock<File>, PoolError> {
+    std::fs::create_dir_all(pool_dir).map_err(|source| PoolError::Io {
+        action: "creating",
+        path: pool_dir.to_path_buf(),
+        source,
+    })?;
+    let path = pool_dir.join("lock");
+    let file = File::create(&path).map_err(|source| PoolError::Io {
+        action: "creating",
+        path: path.clone(),
+        source,
+    })?;
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(
+        |(_, errno)| PoolError::Io {
+            action: "locking (is another `hull pool run` using this run directory?)",
+            path,
+            source: errno.into(),
+        },
+    )
+}

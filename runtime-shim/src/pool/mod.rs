@@ -1,0 +1,123 @@
+//! A pool of pre-booted sandbox VMs (`hull pool run`), off by default.
+//!
+//! The pool daemon keeps `size` VMs of the default size booted to a ready agent, each in a
+//! sandbox directory of its own under `<run_dir>/.pool/`:
+//!
+//! - `.pool/boot/<slot>/`  a VM booting (or being retired); no shim touches it
+//! - `.pool/ready/<slot>/` a VM whose agent answered; any shim may claim it
+//!
+//! A shim claims a slot with one `rename(2)` of `ready/<slot>` to `<run_dir>/<sandbox-id>`
+//! (`RENAME_NOREPLACE`): the rename is atomic, so of two shims racing for a slot exactly one
+//! gets it, and from then on the directory is an ordinary sandbox directory (pids file, jail,
+//! cgroups, sockets) that the shim tears down like one it booted. The slot's processes stay
+//! the daemon's children (it reaps them); the shim watches them through pidfds. The VM runs
+//! jailed (the pool needs the jail) in a network namespace of its own, with one NIC on the tap
+//! [`POOL_TAP`] there with MAC [`POOL_MAC`]; a pod's shim moves that tap into the pod's
+//! namespace, wires it to the pod's interface, and has the agent give the guest NIC the pod
+//! interface's MAC ([`crate::network::adopt_tap`]). A pod with more than one interface, a VM
+//! size other than the default, or a missing pool boots its own VM as without a pool.
+
+pub mod daemon;
+
+#[cfg(test)]
+mod tests;
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::cri::sizing::VmSize;
+use crate::network::MacAddr;
+use crate::sandbox::{inventory, SandboxPaths};
+
+/// The pool's directory under the run directory (a leading dot: no sandbox id has one).
+pub const POOL_DIR: &str = ".pool";
+/// The tap of a pool VM's one NIC, in the VM's own network namespace.
+pub const POOL_TAP: &str = "hulltap0";
+/// The MAC a pool VM's NIC boots with (locally administered); the guest takes the pod
+/// interface's MAC when a pod claims it.
+pub const POOL_MAC: MacAddr = MacAddr([0x02, 0x48, 0x55, 0x4c, 0x00, 0x01]);
+/// The MTU a pool VM's NIC boots with (the pod's is set when a pod claims it).
+pub const POOL_MTU: u32 = 1500;
+
+/// The pool's directories under a run directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolDirs {
+    /// Slots booting or being retired.
+    pub boot: PathBuf,
+    /// Slots ready to be claimed.
+    pub ready: PathBuf,
+}
+
+impl PoolDirs {
+    /// The pool directories of `run_dir`.
+    pub fn new(run_dir: &Path) -> PoolDirs {
+        let pool = run_dir.join(POOL_DIR);
+        PoolDirs {
+            boot: pool.join("boot"),
+            ready: pool.join("ready"),
+        }
+    }
+
+    /// The names of the ready slots, sorted.
+    pub fn ready_slots(&self) -> Vec<String> {
+        let mut slots: Vec<String> = std::fs::read_dir(&self.ready)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .filter_map(|e| e.file_name().into_string().ok())
+                    .filter(|name| hull_proto::valid_id(name))
+                    .collect()
+            })
+            .unwrap_or_default();
+        slots.sort();
+        slots
+    }
+}
+
+/// File in a claimed sandbox's directory naming the pool slot it was.
+pub const SLOT_FILE: &str = "pool-slot";
+
+/// Claims a ready slot of `size` for sandbox `sandbox_id`: renames it to the sandbox's
+/// directory under `run_dir`, records the slot's name there ([`SLOT_FILE`]) and returns the
+/// sandbox's paths; `None` when no ready slot has that size (or another shim took each
+/// first). A sandbox directory that already exists is an error (the slot stays in the pool).
+pub fn claim(
+    run_dir: &Path,
+    sandbox_id: &str,
+    size: VmSize,
+) -> Result<Option<SandboxPaths>, io::Error> {
+    let dirs = PoolDirs::new(run_dir);
+    let paths = SandboxPaths::new(run_dir, sandbox_id);
+    for slot in dirs.ready_slots() {
+        let from = dirs.ready.join(&slot);
+        if inventory::recorded_size(&from) != Some(size) {
+            continue;
+        }
+        match nix::fcntl::renameat2(
+            nix::fcntl::AT_FDCWD,
+            &from,
+            nix::fcntl::AT_FDCWD,
+            &paths.dir,
+            nix::fcntl::RenameFlags::RENAME_NOREPLACE,
+        ) {
+            Ok(()) => {
+                tracing::info!(slot, sandbox = sandbox_id, "claimed a pre-booted VM");
+                let _ = std::fs::write(paths.dir.join(SLOT_FILE), format!("{slot}\n"));
+                return Ok(Some(paths));
+            }
+            // Another shim claimed it, or the daemon retired it.
+            Err(nix::errno::Errno::ENOENT) => continue,
+            Err(e) => {
+                return Err(io::Error::new(
+                    io::Error::from(e).kind(),
+                    format!(
+                        "claiming pool slot {} as {}: {e}",
+                        from.display(),
+                        paths.dir.display()
+                    ),
+                ))
+            }
+        }
+    }
+    Ok(None)
+}
