@@ -157,9 +157,11 @@ class Lab:
             timeout_s=SUITE_TIMEOUT_S, attempts=self.args.l2_attempts, kind="suite",
         )  # fmt: skip
 
-    def pod_spec(self, name, full=False, bench=0):
-        """containerd's CRI + CNI bridge in L1, the pod scenario in microVMs (issues 12, 13)."""
-        options = " ".join(p for p in ("--full" if full else "", f"--bench {bench}" if bench else "") if p)
+    def pod_spec(self, name, full=False, bench=0, pool=False):
+        """containerd's CRI + CNI bridge in L1, the pod scenario in microVMs (issues 12, 13);
+        with `pool`, its first pod takes a VM from `hull pool run` and a later one boots its own (issue 15)."""
+        flags = ("--full" if full else "", f"--bench {bench}" if bench else "", "--pool" if pool else "")
+        options = " ".join(p for p in flags if p)
         return RunSpec(
             name=name, vmm="hull", mem_mib=256, vcpus=1, cmdline=self.args.extra,
             timeout_s=POD_FULL_TIMEOUT_S if full else POD_SMOKE_TIMEOUT_S, attempts=self.args.l2_attempts,
@@ -525,7 +527,7 @@ def cmd_smoke(lab, extra_runs=()):
         runs.append(lab.suite_spec("agent-suite"))
     if vmm == "hull" and not lab.args.no_pod and not any(r.kind == "pod" for r in extra_runs):
         require_pods(lab)
-        runs.append(lab.pod_spec("pod-smoke"))
+        runs.append(lab.pod_spec("pod-smoke", pool=not lab.args.no_pool))
     runs += list(extra_runs)
     code, lines, results = boot_runs(lab, runs, lab.args.l1_boots, require_boot_ms=vmm == "hull")
     log("")
@@ -633,7 +635,8 @@ def cmd_pod(lab):
     require_pods(lab)
     take_hull_bench_args(lab)
     full = lab.args.full
-    runs = [lab.pod_spec("pod-full" if full else "pod-smoke", full=full, bench=lab.args.pod_bench if full else 0)]
+    runs = [lab.pod_spec("pod-full" if full else "pod-smoke", full=full, bench=lab.args.pod_bench if full else 0,
+                         pool=not lab.args.no_pool)]  # fmt: skip
     results = lab.execute(runs, lab.args.l1_boots)
     code, msg = check_boot(lab, runs[0].name, results[runs[0].name], runs[0].attempts)
     log("")
@@ -914,6 +917,8 @@ def parse_args(argv):
     ap.add_argument("--no-suite", action="store_true", help="smoke/test: skip the agent suite against a microVM")
     ap.add_argument("--no-pod", action="store_true", help="smoke/test: skip the pod (CRI) step")
     ap.add_argument("--no-quickstart", action="store_true", help="test: skip the README quick start step")
+    ap.add_argument("--no-pool", action="store_true",
+                    help="smoke/pod: the pod step without `hull pool run` (its first pod boots its own VM)")
     ap.add_argument("--full", action="store_true", help="pod: the full pod scenario (two pods, bench) instead of the smoke")
     ap.add_argument("--pod-bench", type=int, default=POD_BENCH_N, help="full pod scenario: pod starts per runtime")
     ap.add_argument("--guest-kernel", default=None)

@@ -967,6 +967,7 @@ pod_once() {
         # lab-pod runs wget (busybox, L1's /bin) for the page from L1.
         summary=$(PATH=/bin $WATCH -t "$timeout" -o "$out" -e "$err" -- $LAB/bin/lab-pod \
             --socket "$D/run/containerd.sock" --run-dir "$D/hull" --pod-dir "$D/pods" \
+            --hull-config "$D/hull.toml" --hull-bin "$LAB/bin/hull" \
             --netns-dir "$D/state/io.containerd.grpc.v1.cri/netns" --ipam-dir "$D/cni/ipam/labnet" \
             --name "$name" --attempt "$attempt" $options)
         parse_summary "$summary"
@@ -995,9 +996,11 @@ pod_once() {
         ctr_tails
     fi
     # LAB_HULL_BENCH=N (lab.py pod --hull-bench): `hull bench`'s CRI groups against this
-    # containerd: pod start and the pod network from L1, hull's handler vs runc's.
+    # containerd: pod start, start from a pool of pre-booted VMs, and the pod network from L1,
+    # hull's handler vs runc's.
     [ -n "$LAB_HULL_BENCH" ] && [ "$status" = ok ] &&
-        hull_bench "$LAB_HULL_BENCH" k8s.io lab.local/busybox:lab pod,network --cgroup-parent /labpods
+        hull_bench "$LAB_HULL_BENCH" k8s.io lab.local/busybox:lab pod,pool,network --cgroup-parent /labpods \
+            --snapshotter native
     ctr_teardown
     rm -f "$out" "$err"
 }

@@ -18,7 +18,8 @@
 //! sandbox showed the agent's line. Anything else that goes wrong is a failure of the product.
 //!
 //! usage: lab_pod --socket SOCK --run-dir DIR --pod-dir DIR --netns-dir DIR --ipam-dir DIR
-//!                [--full] [--bench N] [--name NAME] [--attempt N]
+//!                [--full] [--bench N] [--pool [--hull-config FILE] [--hull-bin FILE]]
+//!                [--name NAME] [--attempt N]
 //!        lab_pod --quickstart --runtime-class FILE --hull-config FILE [--kubelet-dir DIR] ...
 //!                (the README's Kubernetes quick start pod, kubelet's part: see quickstart.rs)
 
@@ -39,6 +40,7 @@ mod cri {
 }
 mod l1;
 mod net_bench;
+mod pool;
 mod quickstart;
 mod ws_port_forward;
 
@@ -76,6 +78,8 @@ struct Args {
     runtime_class: PathBuf,
     hull_config: PathBuf,
     kubelet_dir: PathBuf,
+    pool: bool,
+    hull_bin: PathBuf,
 }
 
 fn parse_args() -> Args {
@@ -93,6 +97,8 @@ fn parse_args() -> Args {
         runtime_class: PathBuf::new(),
         hull_config: PathBuf::from("/etc/hull/config.toml"),
         kubelet_dir: PathBuf::from("/var/lib/kubelet"),
+        pool: false,
+        hull_bin: PathBuf::new(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -114,6 +120,8 @@ fn parse_args() -> Args {
             "--runtime-class" => a.runtime_class = value().into(),
             "--hull-config" => a.hull_config = value().into(),
             "--kubelet-dir" => a.kubelet_dir = value().into(),
+            "--pool" => a.pool = true,
+            "--hull-bin" => a.hull_bin = value().into(),
             other => usage(&format!("unknown argument {other}")),
         }
     }
@@ -367,6 +375,19 @@ fn sleep_command() -> Vec<String> {
 
 /// One pod with two containers in one microVM (the smoke), optionally a second pod (full).
 fn scenario(run: &mut Run) {
+    let mut pool = None;
+    if run.args.pool {
+        match pool::PoolDaemon::start(&run.args) {
+            Ok((daemon, ready)) => {
+                run.check("pool-ready", Ok(ready));
+                pool = Some(daemon);
+            }
+            Err(e) => {
+                run.check("pool-ready", Err(e));
+                return;
+            }
+        }
+    }
     let cfg_a = run.pod_config("lab-a");
     let started = run.start_pod(
         &cfg_a,
@@ -400,8 +421,28 @@ fn scenario(run: &mut Run) {
         ),
     );
     let mut pods = vec![pod_a.clone()];
+    if let Some(mut daemon) = pool.take() {
+        let claimed = pool::claimed(&run.args.run_dir, &pod_a);
+        run.check("pool-claimed", claimed);
+        let stopped = daemon.stop(&run.args.run_dir);
+        run.check("pool-stop", stopped);
+    }
     pod_checks(run, &pod_a, &web, &side);
     jail_checks(run);
+    if run.args.pool {
+        let cfg_c = run.pod_config("lab-c");
+        match run.start_pod(&cfg_c, "hull", &[("side", sleep_command())]) {
+            Ok((pod_c, _, _)) => {
+                pods.push(pod_c.clone());
+                let own = pool::booted_own(&run.args.run_dir, &pod_c)
+                    .and_then(|own| run.pod_ip(&pod_c).map(|ip| format!("{own}; {ip}")));
+                run.check("pod-own-vm", own);
+            }
+            Err(e) => {
+                run.check("pod-own-vm", Err(e));
+            }
+        }
+    }
 
     if run.args.full {
         let cfg_b = run.pod_config("lab-b");

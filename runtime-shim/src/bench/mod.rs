@@ -43,8 +43,8 @@ use runner::Ctr;
 use stats::Summary;
 
 /// Every group, in the order they run.
-pub const ALL_GROUPS: [&str; 8] = [
-    "start", "pod", "stages", "exec", "work", "memory", "noisy", "network",
+pub const ALL_GROUPS: [&str; 9] = [
+    "start", "pod", "pool", "stages", "exec", "work", "memory", "noisy", "network",
 ];
 
 /// `hull bench`'s arguments.
@@ -68,7 +68,7 @@ pub struct BenchArgs {
     /// Unmeasured rounds first.
     #[arg(long, default_value_t = 1)]
     pub warmup: usize,
-    /// Groups to run, comma-separated (start,pod,stages,exec,work,memory,noisy,network).
+    /// Groups to run, comma-separated (start,pod,pool,stages,exec,work,memory,noisy,network).
     #[arg(long, value_delimiter = ',', default_values_t = ALL_GROUPS.map(String::from))]
     pub groups: Vec<String>,
     /// Directory for bench.json and the SVG plots.
@@ -140,6 +140,12 @@ pub enum BenchError {
     /// A pod could not be started, reached or removed through CRI.
     #[error("pod: {detail}")]
     Pod {
+        /// What went wrong.
+        detail: String,
+    },
+    /// The pool group's `hull pool run` failed.
+    #[error("pool: {detail}")]
+    Pool {
         /// What went wrong.
         detail: String,
     },

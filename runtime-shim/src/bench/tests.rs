@@ -157,3 +157,16 @@ fn timed_scripts_print_a_figure_that_parses() {
     assert!(parse_timed("x", "nothing").is_err());
     assert_eq!(pod_count("PSS per idle pod, 5 pod(s)"), Some(5.0));
 }
+
+#[test]
+fn the_pool_group_counts_the_claims_the_daemon_logged() {
+    use crate::bench::groups::pool::count_claims;
+    let claimed = crate::pool::daemon::CLAIMED;
+    let log = format!(
+        "2026-12-04T21:00:00Z  INFO hull_runtime::pool::daemon: pool VM ready slot=pool-1-1\n\
+         2026-12-04T21:00:01Z  INFO hull_runtime::pool::daemon: {claimed} slot=pool-1-1\n\
+         2026-12-04T21:00:03Z  INFO hull_runtime::pool::daemon: {claimed} slot=pool-1-2\n"
+    );
+    assert_eq!(count_claims(&log), 2);
+    assert_eq!(count_claims(""), 0);
+}

@@ -20,6 +20,9 @@ use crate::network;
 use crate::sandbox::processes::{death_reason, stop_processes, write_pids_file, ProcessRecord};
 use crate::sandbox::{cleanup, inventory, launch, SandboxError, SandboxPaths};
 
+/// The message the daemon logs for each VM a shim took (`hull bench` counts them).
+pub const CLAIMED: &str = "pool VM claimed";
+
 /// Boot failures in a row after which the daemon gives up.
 const MAX_FAILURES: u32 = 5;
 
@@ -99,7 +102,7 @@ pub async fn run(
         let mut kept = Vec::new();
         for slot in ready.drain(..) {
             if !dirs.ready.join(&slot.id).exists() {
-                tracing::info!(slot = slot.id, "claimed");
+                tracing::info!(slot = slot.id, "{CLAIMED}");
                 continue;
             }
             let died = slot.died.borrow().clone();

@@ -5,6 +5,7 @@ pub mod memory;
 pub mod network;
 pub mod noisy;
 pub mod pod;
+pub mod pool;
 pub mod stages;
 pub mod start;
 pub mod work;
@@ -16,6 +17,7 @@ pub fn run(bench: &mut Bench, name: &str) -> Result<GroupResult, BenchError> {
     match name {
         "start" => start::run(bench),
         "pod" => pod::run(bench),
+        "pool" => pool::run(bench),
         "stages" => stages::run(bench),
         "exec" => exec::run(bench),
         "work" => work::run(bench),

@@ -17,6 +17,57 @@ pub fn run(bench: &mut Bench) -> Result<GroupResult, BenchError> {
     let Some(mut pods) = Pods::open_for(bench, &mut group) else {
         return Ok(group);
     };
+    let rounds = pod_rounds(bench, &mut pods, "pod", |_| Ok(()))?;
+    let log = bench.args.containerd_log.clone();
+    let PodRounds { samples, stages } = rounds;
+    for (name, [hull, runc]) in METRICS.into_iter().zip(samples) {
+        group.metrics.push(Metric::pair(name, "ms", &hull, &runc));
+    }
+    for (stage, after) in &stages {
+        let name = format!("hull RunPodSandbox: {} after the call", stage.name());
+        group.metrics.push(Metric::pair(&name, "ms", after, &[]));
+    }
+    if log.is_none() {
+        group.notes.push(
+            "RunPodSandbox's stages not shown: pass --containerd-log FILE (the shim logs them \
+             into containerd's log)"
+                .into(),
+        );
+    }
+    group.notes.push(format!(
+        "through CRI as kubelet calls it; handlers {:?} and {:?}; each pod one container (sleep), \
+         the image already unpacked",
+        pods.handler(Rt::Hull),
+        pods.handler(Rt::Runc)
+    ));
+    Ok(group)
+}
+
+/// Each runtime's samples of the [`METRICS`] and hull's RunPodSandbox stages (ms after the call).
+pub struct PodRounds {
+    /// `samples[metric][rt]`.
+    pub samples: [[Vec<f64>; 2]; 5],
+    /// hull's stages.
+    pub stages: BTreeMap<Stage, Vec<f64>>,
+}
+
+/// The figures of one pod start and its removal, in [`PodRounds::samples`]' order.
+pub const METRICS: [&str; 5] = [
+    "pod start (all three calls)",
+    "RunPodSandbox",
+    "CreateContainer",
+    "StartContainer",
+    "StopPodSandbox + RemovePodSandbox",
+];
+
+/// Warm-up + n rounds of a pod start and removal per runtime, hull then runc, `before_each`
+/// run (untimed) before each start; with `--containerd-log`, hull's RunPodSandbox stages.
+pub fn pod_rounds(
+    bench: &mut Bench,
+    pods: &mut Pods,
+    group: &str,
+    mut before_each: impl FnMut(&mut Bench) -> Result<(), BenchError>,
+) -> Result<PodRounds, BenchError> {
     let mut samples: [[Vec<f64>; 2]; 5] = Default::default();
     let log = bench.args.containerd_log.clone();
     let mut stages: BTreeMap<Stage, Vec<f64>> = BTreeMap::new();
@@ -25,7 +76,8 @@ pub fn run(bench: &mut Bench) -> Result<GroupResult, BenchError> {
         for rt in Rt::BOTH {
             bench
                 .progress
-                .show("pod", "pod start", round * 2 + rt as usize, rounds * 2);
+                .show(group, "pod start", round * 2 + rt as usize, rounds * 2);
+            before_each(bench)?;
             let offset = log.as_deref().map(log_len).unwrap_or(0);
             let (pod, start) = pods
                 .start(rt, &format!("pod-{}", rt.short()), &[("c", idle_command())])
@@ -56,32 +108,5 @@ pub fn run(bench: &mut Bench) -> Result<GroupResult, BenchError> {
             }
         }
     }
-    let names = [
-        "pod start (all three calls)",
-        "RunPodSandbox",
-        "CreateContainer",
-        "StartContainer",
-        "StopPodSandbox + RemovePodSandbox",
-    ];
-    for (name, [hull, runc]) in names.into_iter().zip(samples) {
-        group.metrics.push(Metric::pair(name, "ms", &hull, &runc));
-    }
-    for (stage, after) in &stages {
-        let name = format!("hull RunPodSandbox: {} after the call", stage.name());
-        group.metrics.push(Metric::pair(&name, "ms", after, &[]));
-    }
-    if log.is_none() {
-        group.notes.push(
-            "RunPodSandbox's stages not shown: pass --containerd-log FILE (the shim logs them \
-             into containerd's log)"
-                .into(),
-        );
-    }
-    group.notes.push(format!(
-        "through CRI as kubelet calls it; handlers {:?} and {:?}; each pod one container (sleep), \
-         the image already unpacked",
-        pods.handler(Rt::Hull),
-        pods.handler(Rt::Runc)
-    ));
-    Ok(group)
+    Ok(PodRounds { samples, stages })
 }
