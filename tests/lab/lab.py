@@ -634,6 +634,7 @@ def cmd_pod(lab):
     lab.prepare(need_hull=True)
     require_pods(lab)
     take_hull_bench_args(lab)
+    lab.config.hull_config = tuple(hull_config_line(kv) for kv in lab.args.hull_config)
     full = lab.args.full
     runs = [lab.pod_spec("pod-full" if full else "pod-smoke", full=full, bench=lab.args.pod_bench if full else 0,
                          pool=not lab.args.no_pool)]  # fmt: skip
@@ -909,7 +910,7 @@ def parse_args(argv):
     ap.add_argument("--hull-bench-groups", default="",
                     help="--hull-bench: its --groups (default: run.sh's list for the step)")
     ap.add_argument("--hull-config", action="append", default=[], metavar="KEY=VALUE",
-                    help="ctr: a top-level key of the step's hull.toml, e.g. free_page_reporting=false (repeatable)")
+                    help="ctr, pod: a top-level key of the step's hull.toml, e.g. free_page_reporting=false (repeatable)")
     ap.add_argument("--console-shell", action="store_true",
                     help="ctr: the guest image is a debug image; `hull console` must reach its shell")
     ap.add_argument("--soak", type=int, default=0, metavar="N",

@@ -893,6 +893,7 @@ pod_setup() {
         "mem_mib = $mem" \
         "kernel_params = \"quiet $params\"" \
         "debug = $(hull_debug)" \
+        ${LAB_HULL_CONFIG:+"$LAB_HULL_CONFIG"} \
         "[sandbox]" \
         "mode = \"vm\"" \
         "run_dir = \"$D/hull\"" \

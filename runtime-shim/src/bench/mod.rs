@@ -102,6 +102,10 @@ pub struct BenchArgs {
     /// reporting waits 2 s, then works in batches); in the lab 10 s measured the same as 2 s.
     #[arg(long, default_value_t = 2)]
     pub settle_secs: u64,
+    /// The pool group's `hull pool run --refill-delay-ms` (0: the replacement VM boots while
+    /// the start that took one goes on).
+    #[arg(long, default_value_t = 0)]
+    pub pool_refill_delay_ms: u64,
     /// Scales the work loops (0.1 for a quick run).
     #[arg(long, default_value_t = 1.0)]
     pub scale: f64,

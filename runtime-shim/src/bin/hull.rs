@@ -120,6 +120,10 @@ enum PoolCommand {
         /// VMs kept ready.
         #[arg(long, default_value_t = 1)]
         size: usize,
+        /// Milliseconds after a VM was taken before its replacement boots (0: at once). On a
+        /// host without an idle core a boot beside a pod start slows that start.
+        #[arg(long, default_value_t = 0)]
+        refill_delay_ms: u64,
         /// Configuration file (the shim's: the same run_dir, kernel, sizes and jail).
         #[arg(long)]
         config: Option<PathBuf>,
@@ -221,8 +225,19 @@ fn main() -> ExitCode {
             .map_err(Into::into),
         Command::Logs { sandbox, config } => logs(&sandbox, config),
         Command::Pool {
-            command: PoolCommand::Run { size, config },
-        } => pool_run(size, config),
+            command:
+                PoolCommand::Run {
+                    size,
+                    refill_delay_ms,
+                    config,
+                },
+        } => pool_run(
+            hull_runtime::pool::daemon::PoolOptions {
+                size,
+                refill_delay: Duration::from_millis(refill_delay_ms),
+            },
+            config,
+        ),
         Command::Pool {
             command: PoolCommand::Status { config },
         } => pool_status(config),
@@ -381,7 +396,10 @@ fn agent_console(uds: &std::path::Path) -> anyhow::Result<bool> {
     Ok(true)
 }
 
-fn pool_run(size: usize, config: Option<PathBuf>) -> anyhow::Result<bool> {
+fn pool_run(
+    options: hull_runtime::pool::daemon::PoolOptions,
+    config: Option<PathBuf>,
+) -> anyhow::Result<bool> {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
@@ -400,7 +418,7 @@ fn pool_run(size: usize, config: Option<PathBuf>) -> anyhow::Result<bool> {
                 _ = int.recv() => {}
             }
         };
-        hull_runtime::pool::daemon::run(&config, size, shutdown).await?;
+        hull_runtime::pool::daemon::run(&config, options, shutdown).await?;
         anyhow::Ok(true)
     })?
 }

@@ -20,10 +20,11 @@ const READY_TIMEOUT: Duration = Duration::from_secs(180);
 
 /// Runs the group.
 pub fn run(bench: &mut Bench) -> Result<GroupResult, BenchError> {
-    let mut group = bench.group(
-        "pool",
-        "start from a pool of pre-booted VMs (hull pool run --size 1)",
+    let title = format!(
+        "start from a pool of pre-booted VMs (hull pool run --size 1 --refill-delay-ms {})",
+        bench.args.pool_refill_delay_ms
     );
+    let mut group = bench.group("pool", &title);
     if !bench.location.vm {
         group.skipped = Some("the pool holds VMs: hull runs in host-agent mode here".into());
         return Ok(group);
@@ -39,6 +40,16 @@ pub fn run(bench: &mut Bench) -> Result<GroupResult, BenchError> {
          daemon's log counts them); before each start of either runtime the pool had its VM \
          booted again"
     ));
+    group.notes.push(if bench.args.pool_refill_delay_ms == 0 {
+        "the replacement VM booted while the start that took the pool's VM went on (as with \
+         back-to-back starts on a busy host); --pool-refill-delay-ms lets starts run alone"
+            .into()
+    } else {
+        format!(
+            "the replacement VM booted {} ms after a start took the pool's VM",
+            bench.args.pool_refill_delay_ms
+        )
+    });
     if claims < starts {
         group.notes.push(
             "a hull start that did not take a pool VM booted its own: see the shim's log".into(),
@@ -106,7 +117,8 @@ impl PoolDaemon {
             std::fs::File::create(&log).map_err(|e| err(format!("{}: {e}", log.display())))?;
         let hull = std::env::current_exe().map_err(|e| err(format!("this program: {e}")))?;
         let mut cmd = Command::new(&hull);
-        cmd.args(["pool", "run", "--size", "1"]);
+        cmd.args(["pool", "run", "--size", "1", "--refill-delay-ms"])
+            .arg(bench.args.pool_refill_delay_ms.to_string());
         if let Some(config) = &bench.args.hull_config {
             cmd.arg("--config").arg(config);
         }
