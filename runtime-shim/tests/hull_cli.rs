@@ -174,3 +174,44 @@ fn agent_console_opens_only_when_create_sandbox_asked_for_it() {
         text(&out)
     );
 }
+
+#[test]
+fn pool_run_refuses_a_configuration_that_cannot_hold_vms() {
+    let dir = tempfile::tempdir().unwrap();
+    let run_dir = dir.path().join("run");
+    // `top` goes before the [sandbox] table, `mode` into it.
+    let config = |name: &str, top: &str, mode: &str| {
+        let path = dir.path().join(name);
+        let text = format!(
+            "{top}\n[sandbox]\n{mode}\nrun_dir = \"{}\"\n",
+            run_dir.display()
+        );
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    let host_agent = config("host-agent.toml", "", "mode = \"host-agent\"");
+    let no_jail = config("no-jail.toml", "jail = false", "");
+    let no_kernel = config("no-kernel.toml", "kernel = \"/nonexistent/vmlinux\"", "");
+    let cases = [
+        (vec!["--config", &host_agent], "sandbox.mode must be \"vm\""),
+        (vec!["--config", &no_jail], "needs the jail"),
+        (vec!["--config", &no_kernel], "/nonexistent/vmlinux"),
+        (
+            vec!["--size", "0", "--config", &host_agent],
+            "pool size is 0",
+        ),
+    ];
+    for (args, expected) in cases {
+        let mut all = vec!["pool", "run"];
+        all.extend(args.iter().copied());
+        let out = hull(&all);
+        assert!(!out.status.success(), "{all:?} ran: {}", text(&out));
+        assert!(text(&out).contains(expected), "{all:?}: {}", text(&out));
+    }
+    // Nothing was made where no pool could run.
+    assert!(!run_dir.join(".pool").join("ready").exists());
+
+    let out = hull(&["pool", "status", "--config", &host_agent]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("0 ready, 0 booting"), "{}", text(&out));
+}

@@ -75,7 +75,7 @@ pub async fn run(
     let size = options.size;
     if size == 0 {
         return Err(PoolError::Usage(
-            "the pool size is 0 (pass --size N or set pool_size in the config)".into(),
+            "the pool size is 0: pass --size N (at least 1)".into(),
         ));
     }
     if config.sandbox.mode != SandboxMode::Vm {
