@@ -56,17 +56,27 @@ pub fn monitor_child(
             Ok(s) => death_reason(name, s),
             Err(e) => format!("{name} could not be waited for: {e}"),
         };
-        tracing::error!(
-            reason,
-            "sandbox process died: every task of the sandbox exits"
-        );
-        death.send_replace(Some(reason));
-        for (_, record) in all {
-            if record.is_alive() {
-                let _ = kill(Pid::from_raw(record.pid as i32), Signal::SIGKILL);
-            }
-        }
+        report_death(reason, &all, &death);
     });
+}
+
+/// Reports a sandbox process's death on `death` and kills the other processes of the sandbox
+/// (none works without the rest, and every agent connection must close).
+fn report_death(
+    reason: String,
+    all: &[(&'static str, ProcessRecord)],
+    death: &watch::Sender<Option<String>>,
+) {
+    tracing::error!(
+        reason,
+        "sandbox process died: every task of the sandbox exits"
+    );
+    death.send_replace(Some(reason));
+    for (_, record) in all {
+        if record.is_alive() {
+            let _ = kill(Pid::from_raw(record.pid as i32), Signal::SIGKILL);
+        }
+    }
 }
 
 /// Watches `record`, a process another started (the pool daemon, whose child it stays), through
@@ -97,16 +107,7 @@ pub fn monitor_adopted(
             return;
         }
         let reason = format!("{name} (pid {}) exited unexpectedly", record.pid);
-        tracing::error!(
-            reason,
-            "sandbox process died: every task of the sandbox exits"
-        );
-        death.send_replace(Some(reason));
-        for (_, other) in all {
-            if other.is_alive() {
-                let _ = kill(Pid::from_raw(other.pid as i32), Signal::SIGKILL);
-            }
-        }
+        report_death(reason, &all, &death);
     });
     Ok(())
 }
