@@ -536,6 +536,16 @@ fn a_pre_booted_vms_tap_is_carried_into_the_pod_and_wired() {
     );
     assert_eq!(wiring.routes, pod.routes);
     check_wired(&scratch, &wiring);
+    // The move gave the tap the pod namespace's IPv6 address generation back; it must have no
+    // link-local address of its own there (its neighbour discovery would reach the guest).
+    let addresses = json(
+        "ip",
+        &["-n", &scratch.a, "-j", "addr", "show", "dev", "hulltap0"],
+    );
+    let inet6 = addresses[0]["addr_info"]
+        .as_array()
+        .is_some_and(|a| a.iter().any(|a| a["family"] == "inet6"));
+    assert!(!inet6, "{addresses}");
     frames_cross_tap(&scratch, &wiring, vm_tap.as_fd());
     // The tap left the VM's namespace.
     let again = network::adopt_tap(&from, "hulltap0", &scratch.path(), &pod).unwrap_err();

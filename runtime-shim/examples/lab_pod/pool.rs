@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use hull_runtime::pool::{PoolDirs, POOL_DIR, SLOT_FILE};
+
 use crate::Args;
 
 /// How long the pool may take to have its VM ready (the lab is slow, and hangs happen).
@@ -32,7 +34,7 @@ fn hull_binary(args: &Args) -> PathBuf {
 }
 
 fn ready_dir(run_dir: &Path) -> PathBuf {
-    run_dir.join(".pool").join("ready")
+    PoolDirs::new(run_dir).ready
 }
 
 fn entries(dir: &Path) -> usize {
@@ -106,12 +108,12 @@ impl PoolDaemon {
                 _ => std::thread::sleep(Duration::from_millis(100)),
             }
         }
-        let pool = run_dir.join(".pool");
-        let left = entries(&pool.join("ready")) + entries(&pool.join("boot"));
+        let dirs = PoolDirs::new(run_dir);
+        let left = entries(&dirs.ready) + entries(&dirs.boot);
         if left > 0 {
             return Err(format!("the stopped pool left {left} VM directories"));
         }
-        let _ = std::fs::remove_dir_all(&pool);
+        let _ = std::fs::remove_dir_all(run_dir.join(POOL_DIR));
         Ok(format!(
             "hull pool run stopped in {} ms, its unclaimed VMs removed",
             t0.elapsed().as_millis()
@@ -140,7 +142,7 @@ impl Drop for PoolDaemon {
 
 /// Whether sandbox `pod` was taken from the pool: its directory names the slot.
 pub fn claimed(run_dir: &Path, pod: &str) -> Result<String, String> {
-    let file = run_dir.join(pod).join("pool-slot");
+    let file = run_dir.join(pod).join(SLOT_FILE);
     match std::fs::read_to_string(&file) {
         Ok(slot) => Ok(format!("the pod took pool VM {}", slot.trim())),
         Err(_) => Err(format!(

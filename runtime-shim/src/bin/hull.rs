@@ -426,12 +426,11 @@ fn pool_run(
 fn pool_status(config: Option<PathBuf>) -> anyhow::Result<bool> {
     let config = hull_runtime::config::Config::load(config.as_deref())?;
     let dirs = hull_runtime::pool::PoolDirs::new(&config.sandbox.run_dir);
-    let count = |dir: &std::path::Path| std::fs::read_dir(dir).map_or(0, |e| e.count());
     println!(
         "pool in {}: {} ready, {} booting",
         config.sandbox.run_dir.display(),
         dirs.ready_slots().len(),
-        count(&dirs.boot)
+        dirs.booting()
     );
     Ok(true)
 }

@@ -95,6 +95,8 @@ pub(super) fn wire_existing(
     tap: &str,
 ) -> Result<TapNic, NetworkError> {
     let index = tap_index(nl, tap)?;
+    // A link moved into another namespace gets that namespace's IPv6 address generation back.
+    quiet_tap(nl, index, tap);
     connect(nl, interface, tap, index)?;
     Ok(TapNic {
         tap_name: tap.to_string(),

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::{PoolDirs, POOL_DIR, POOL_MAC, POOL_MTU, POOL_TAP};
+use super::{boot_profile, PoolDirs, POOL_DIR, POOL_MAC, POOL_MTU, POOL_TAP, PROFILE_FILE};
 use crate::config::{Config, SandboxMode};
 use crate::cri::sizing::VmSize;
 use crate::network;
@@ -100,8 +100,8 @@ pub async fn run(
             path: dir.clone(),
             source,
         })?;
-        clear_leftovers(dir).await;
     }
+    clear_leftovers(&dirs).await;
     let vm = VmSize {
         vcpus: config.vcpus.into(),
         mem_mib: config.mem_mib,
@@ -111,6 +111,9 @@ pub async fn run(
     let mut ready: Vec<Slot> = Vec::new();
     let mut failures = 0;
     let mut booted = 0u64;
+    let started_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
     let mut last_claim: Option<std::time::Instant> = None;
     loop {
         let mut kept = Vec::new();
@@ -135,7 +138,8 @@ pub async fn run(
             .unwrap_or_default();
         if ready.len() < size && refill_wait.is_zero() {
             booted += 1;
-            let id = format!("pool-{}-{booted}", std::process::id());
+            // Unique across daemons: a pid comes back, the start time with it does not.
+            let id = format!("pool-{}-{started_ms}-{booted}", std::process::id());
             match boot_slot(config, &dirs, &id, vm).await {
                 Ok(slot) => {
                     failures = 0;
@@ -154,7 +158,10 @@ pub async fn run(
                         retire_all(&dirs, ready).await;
                         return Err(PoolError::Boots(e));
                     }
-                    tokio::time::sleep(Duration::from_secs(1 << failures)).await;
+                    tokio::select! {
+                        _ = &mut shutdown => break,
+                        _ = tokio::time::sleep(Duration::from_secs(1 << failures)) => {}
+                    }
                 }
             }
         }
@@ -186,7 +193,7 @@ async fn boot_slot(
         path: paths.shared.clone(),
         source,
     })?;
-    let children = {
+    let children = async {
         let netns = File::from(network::new_netns()?);
         let tap = network::create_detached_tap(&netns, POOL_TAP)?;
         let fd = tap.as_raw_fd();
@@ -195,13 +202,17 @@ async fn boot_slot(
         launch::start_vm(config, id, &paths, size, &nets, Some(&netns_path)).await
         // The VMM holds the tap and sits in the namespace: ours close here.
     };
-    let children = children.inspect_err(|_| cleanup::cleanup_dir(&paths))?;
+    let children = children
+        .await
+        .inspect_err(|_| cleanup::cleanup_dir(&paths))?;
     let pids: Vec<(&'static str, ProcessRecord)> = children
         .iter()
         .filter_map(|(name, child)| Some((*name, ProcessRecord::of(child.id()?)?)))
         .collect();
     let recorded = write_pids_file(&paths.pids_file, &pids);
     let _ = inventory::write_info(&paths.dir, "vm", size.vcpus, size.mem_mib);
+    let profile = paths.dir.join(PROFILE_FILE);
+    let recorded = recorded.and_then(|()| std::fs::write(&profile, boot_profile(config, size)));
     let (death_tx, died) = watch::channel(None);
     let death_tx = Arc::new(death_tx);
     for (name, mut child) in children {
@@ -220,8 +231,8 @@ async fn boot_slot(
             crate::sandbox::connect_agent(&paths, id, &died, config.sandbox.boot_timeout()).await
         }
         Err(source) => Err(SandboxError::Io {
-            action: "writing",
-            path: paths.pids_file.clone(),
+            action: "writing the pids and profile files of",
+            path: paths.dir.clone(),
             source,
         }),
     };
@@ -271,9 +282,21 @@ async fn retire_all(dirs: &PoolDirs, slots: Vec<Slot>) {
     }
 }
 
-/// Tears down what a daemon that died left in `dir` (its processes, mounts, cgroups).
-async fn clear_leftovers(dir: &std::path::Path) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
+/// Tears down what a daemon that died left in the pool (its VMs' processes, mounts, cgroups).
+/// A ready VM is first taken back into `boot/` (unless a shim claims it first: then it is the
+/// shim's).
+async fn clear_leftovers(dirs: &PoolDirs) {
+    for slot in dirs.ready_slots() {
+        tracing::warn!(slot, "taking back a ready pool VM a previous daemon left");
+        let _ = nix::fcntl::renameat2(
+            nix::fcntl::AT_FDCWD,
+            &dirs.ready.join(&slot),
+            nix::fcntl::AT_FDCWD,
+            &dirs.boot.join(&slot),
+            nix::fcntl::RenameFlags::RENAME_NOREPLACE,
+        );
+    }
+    let Ok(entries) = std::fs::read_dir(&dirs.boot) else {
         return;
     };
     for entry in entries.flatten() {
@@ -282,7 +305,7 @@ async fn clear_leftovers(dir: &std::path::Path) {
         };
         if hull_proto::valid_id(&name) {
             tracing::warn!(slot = name, "removing a pool VM a previous daemon left");
-            crate::sandbox::cleanup_after_crash(&SandboxPaths::new(dir, &name)).await;
+            crate::sandbox::cleanup_after_crash(&SandboxPaths::new(&dirs.boot, &name)).await;
         }
     }
 }

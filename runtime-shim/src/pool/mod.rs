@@ -25,9 +25,10 @@ mod tests;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use crate::config::{resolve_binary, Config};
 use crate::cri::sizing::VmSize;
 use crate::network::MacAddr;
-use crate::sandbox::{inventory, SandboxPaths};
+use crate::sandbox::SandboxPaths;
 
 /// The pool's directory under the run directory (a leading dot: no sandbox id has one).
 pub const POOL_DIR: &str = ".pool";
@@ -58,6 +59,22 @@ impl PoolDirs {
         }
     }
 
+    /// The ready slots whose VM was booted with `profile` ([`boot_profile`]), sorted.
+    pub fn ready_for(&self, profile: &str) -> Vec<String> {
+        self.ready_slots()
+            .into_iter()
+            .filter(|slot| {
+                std::fs::read_to_string(self.ready.join(slot).join(PROFILE_FILE))
+                    .is_ok_and(|p| p == profile)
+            })
+            .collect()
+    }
+
+    /// How many slots are booting (or being retired).
+    pub fn booting(&self) -> usize {
+        std::fs::read_dir(&self.boot).map_or(0, |entries| entries.count())
+    }
+
     /// The names of the ready slots, sorted.
     pub fn ready_slots(&self) -> Vec<String> {
         let mut slots: Vec<String> = std::fs::read_dir(&self.ready)
@@ -76,23 +93,70 @@ impl PoolDirs {
 
 /// File in a claimed sandbox's directory naming the pool slot it was.
 pub const SLOT_FILE: &str = "pool-slot";
+/// File in a pool slot: what its VM was booted with ([`boot_profile`]).
+pub const PROFILE_FILE: &str = "pool-profile";
 
-/// Claims a ready slot of `size` for sandbox `sandbox_id`: renames it to the sandbox's
-/// directory under `run_dir`, records the slot's name there ([`SLOT_FILE`]) and returns the
-/// sandbox's paths; `None` when no ready slot has that size (or another shim took each
-/// first). A sandbox directory that already exists is an error (the slot stays in the pool).
+/// What a VM of `size` that `config` boots is made of: the size, the guest kernel, initramfs,
+/// hull-vmm and virtiofsd (each path with its length and modification time), the kernel
+/// command line, free page reporting and the jail settings. A shim takes only a pool VM whose
+/// profile is the one it would boot itself, so a changed config or an upgraded binary is never
+/// served by a VM booted before.
+pub fn boot_profile(config: &Config, size: VmSize) -> String {
+    let identity = |path: &Path| {
+        let meta = std::fs::metadata(path);
+        let len = meta.as_ref().map(|m| m.len()).ok();
+        let modified = meta.and_then(|m| m.modified()).ok();
+        format!("{} {len:?} {modified:?}", path.display())
+    };
+    let vmm = resolve_binary(&config.vmm).unwrap_or_else(|| config.vmm.clone());
+    let virtiofsd = if config.virtiofsd.as_os_str().is_empty() {
+        crate::sandbox::virtiofsd::find_virtiofsd().unwrap_or_default()
+    } else {
+        config.virtiofsd.clone()
+    };
+    [
+        format!("size {} vcpus {} MiB", size.vcpus, size.mem_mib),
+        format!("kernel {}", identity(&config.kernel)),
+        format!("initramfs {}", identity(&config.initramfs)),
+        format!("vmm {}", identity(&vmm)),
+        format!("virtiofsd {}", identity(&virtiofsd)),
+        format!("cmdline {}", crate::sandbox::launch::guest_cmdline(config)),
+        format!("free_page_reporting {}", config.free_page_reporting),
+        format!(
+            "jail {} {} {} {} {} {}",
+            config.jail,
+            config.jail_uid,
+            config.jail_gid,
+            config.jail_nofile,
+            config.jail_fsize_mib,
+            config.pod_cgroup_parent.display()
+        ),
+    ]
+    .join("\n")
+        + "\n"
+}
+
+/// The pool slot a sandbox directory was (its [`SLOT_FILE`]), if it was one.
+pub fn recorded_slot(sandbox_dir: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(sandbox_dir.join(SLOT_FILE)).ok()?;
+    let slot = text.trim();
+    hull_proto::valid_id(slot).then(|| slot.to_string())
+}
+
+/// Claims a ready slot booted with `profile` ([`boot_profile`]) for sandbox `sandbox_id`:
+/// renames it to the sandbox's directory under `run_dir`, records the slot's name there
+/// ([`SLOT_FILE`]) and returns the sandbox's paths; `None` when no ready slot has that profile
+/// (or another shim took each first). A sandbox directory that already exists is an error (the
+/// slot stays in the pool).
 pub fn claim(
     run_dir: &Path,
     sandbox_id: &str,
-    size: VmSize,
+    profile: &str,
 ) -> Result<Option<SandboxPaths>, io::Error> {
     let dirs = PoolDirs::new(run_dir);
     let paths = SandboxPaths::new(run_dir, sandbox_id);
-    for slot in dirs.ready_slots() {
+    for slot in dirs.ready_for(profile) {
         let from = dirs.ready.join(&slot);
-        if inventory::recorded_size(&from) != Some(size) {
-            continue;
-        }
         match nix::fcntl::renameat2(
             nix::fcntl::AT_FDCWD,
             &from,

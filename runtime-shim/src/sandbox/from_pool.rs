@@ -2,14 +2,18 @@
 //! processes, carry the pod's network over, then finish as for a VM booted here. Whatever goes
 //! wrong on the way, the claimed VM is torn down and the caller boots one as without a pool.
 
+use std::fs::File;
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::watch;
 
 use super::pod_network::PodNetwork;
-use super::processes::{monitor_adopted, read_pids_file, stop_processes, ProcessRecord};
+use super::processes::{
+    monitor_adopted, read_pids_file, stop_processes, ProcessRecord, HULL_VMM, VIRTIOFSD,
+};
 use super::{cleanup, Sandbox, SandboxError, SandboxPaths, SandboxRequest, Started};
 use crate::bench::stages::{self, Stage};
 use crate::config::Config;
@@ -26,19 +30,27 @@ impl Sandbox {
         request: &SandboxRequest,
     ) -> Option<Sandbox> {
         let run_dir = &config.sandbox.run_dir;
-        if !config.jail || PoolDirs::new(run_dir).ready_slots().is_empty() {
+        let profile = pool::boot_profile(config, request.size);
+        if !config.jail || PoolDirs::new(run_dir).ready_for(&profile).is_empty() {
             return None;
         }
         let pod_network = match &request.host_netns {
             Some(netns) => {
                 let path = netns.clone();
                 match tokio::task::spawn_blocking(move || network::discover(&path)).await {
-                    Ok(Ok(found)) if found.interfaces.len() == 1 => Some(found),
+                    Ok(Ok(found))
+                        if found.interfaces.len() == 1
+                            && found.interfaces[0].mtu <= pool::POOL_MTU =>
+                    {
+                        Some(found)
+                    }
                     Ok(Ok(found)) => {
                         tracing::info!(
                             sandbox = sandbox_id,
                             interfaces = found.interfaces.len(),
-                            "a pool VM has one NIC: booting a VM for this pod"
+                            mtu = found.interfaces.first().map(|i| i.mtu),
+                            "a pool VM has one NIC of MTU {} at most: booting a VM for this pod",
+                            pool::POOL_MTU
                         );
                         return None;
                     }
@@ -47,7 +59,7 @@ impl Sandbox {
             }
             None => None,
         };
-        let paths = match pool::claim(run_dir, sandbox_id, request.size) {
+        let paths = match pool::claim(run_dir, sandbox_id, &profile) {
             Ok(Some(paths)) => paths,
             Ok(None) => return None,
             Err(e) => {
@@ -83,31 +95,32 @@ async fn adopt(
     let pids: Vec<(&'static str, ProcessRecord)> = recorded
         .iter()
         .filter_map(|(name, record)| {
-            let name: &'static str = match name.as_str() {
-                "virtiofsd" => "virtiofsd",
-                "hull-vmm" => "hull-vmm",
-                _ => return None,
-            };
+            let name: &'static str = [VIRTIOFSD, HULL_VMM]
+                .into_iter()
+                .find(|known| known == name)?;
             Some((name, *record))
         })
         .collect();
-    let vmm = pids
-        .iter()
-        .find(|(name, _)| *name == "hull-vmm")
-        .map(|p| p.1);
-    let give_up = |pids: Vec<(&'static str, ProcessRecord)>, paths: SandboxPaths| async move {
-        stop_processes(&pids).await;
-        cleanup::cleanup_dir(&paths);
+    let vmm = pids.iter().find(|(name, _)| *name == HULL_VMM).map(|p| p.1);
+    let stopping = Arc::new(AtomicBool::new(false));
+    let give_up = |pids: Vec<(&'static str, ProcessRecord)>, paths: SandboxPaths| {
+        stopping.store(true, Ordering::SeqCst);
+        async move {
+            stop_processes(&pids).await;
+            cleanup::cleanup_dir(&paths);
+        }
     };
-    let Some(vmm) = vmm.filter(|_| pids.len() == 2 && pids.iter().all(|(_, r)| r.is_alive()))
-    else {
+    // The VMM's network namespace, opened while the VMM is known to be that very process (a
+    // pid read later could name another).
+    let vmm_netns = vmm.and_then(|vmm| File::open(format!("/proc/{}/ns/net", vmm.pid)).ok());
+    let alive = pids.len() == 2 && pids.iter().all(|(_, r)| r.is_alive());
+    let Some(vmm_netns) = vmm_netns.filter(|_| alive) else {
         give_up(pids, paths.clone()).await;
         return Err(SandboxError::Died(format!(
             "a process of the pre-booted VM in {} is gone",
             paths.dir.display()
         )));
     };
-    let stopping = Arc::new(AtomicBool::new(false));
     let (death_tx, death) = watch::channel(None);
     let death_tx = Arc::new(death_tx);
     for (name, record) in &pids {
@@ -128,7 +141,7 @@ async fn adopt(
     }
     let mut wired = None;
     if let (Some(netns), Some(found)) = (&request.host_netns, pod_network) {
-        let vmm_netns = PathBuf::from(format!("/proc/{}/ns/net", vmm.pid));
+        let vmm_netns = PathBuf::from(format!("/proc/self/fd/{}", vmm_netns.as_raw_fd()));
         match PodNetwork::adopt(netns, &paths.dir, &vmm_netns, found).await {
             Ok(net) => wired = Some(net),
             Err(e) => {

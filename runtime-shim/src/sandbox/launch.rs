@@ -10,7 +10,7 @@ use super::jail::plan::{
     VSOCK_IN_JAIL,
 };
 use super::jail::{Jail, JailContents, JailSettings};
-use super::processes::spawn_logged;
+use super::processes::{spawn_logged, HULL_VMM, VIRTIOFSD};
 use super::{SandboxError, SandboxPaths, GUEST_CID, SHARED_FS_TAG};
 use crate::bench::stages::{self, Stage};
 use crate::config::{resolve_binary, Config};
@@ -43,7 +43,7 @@ pub async fn start_vm(
     let jail = prepare_jail(config, sandbox_id, paths, size)?;
     make_shared_mount(&paths.shared)?;
     let (binary, cmd) = virtiofsd_command(config, paths, jail.as_ref())?;
-    let mut virtiofsd = spawn_logged("virtiofsd", binary, cmd, &paths.dir.join("virtiofsd.log"))?;
+    let mut virtiofsd = spawn_logged(VIRTIOFSD, binary, cmd, &paths.dir.join("virtiofsd.log"))?;
     let vmm = async {
         wait_for_socket(&paths.virtiofsd_socket, Duration::from_secs(5)).await;
         grant_virtiofsd_socket(jail.as_ref())?;
@@ -56,7 +56,7 @@ pub async fn start_vm(
         stages::mark(Stage::VirtiofsdReady, sandbox_id);
         let jailed = jail.as_ref().map(|j| (j, netns));
         let (vmm, cmd) = vmm_command(config, paths, size, nets, jailed)?;
-        let spawned = spawn_logged("hull-vmm", vmm, cmd, &paths.dir.join("vmm.log"))?;
+        let spawned = spawn_logged(HULL_VMM, vmm, cmd, &paths.dir.join("vmm.log"))?;
         stages::mark(Stage::VmmSpawn, sandbox_id);
         Ok::<_, SandboxError>(spawned)
     };

@@ -14,6 +14,11 @@ use tokio::sync::watch;
 
 use super::SandboxError;
 
+/// The name of virtiofsd in the pids file.
+pub const VIRTIOFSD: &str = "virtiofsd";
+/// The name of hull-vmm (its jail's supervisor) in the pids file.
+pub const HULL_VMM: &str = "hull-vmm";
+
 /// Starts `cmd` in its own process group with stdin closed and stdout/stderr in `log`.
 pub fn spawn_logged(
     name: &'static str,

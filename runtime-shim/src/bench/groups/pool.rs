@@ -30,7 +30,7 @@ pub fn run(bench: &mut Bench) -> Result<GroupResult, BenchError> {
         return Ok(group);
     }
     let mut pool = PoolDaemon::start(bench)?;
-    let result = measure(bench, &mut group, &pool);
+    let result = measure(bench, &mut group, &mut pool);
     let claims = pool.stop();
     let kinds = if result? { 2 } else { 1 };
     let claims = claims?;
@@ -62,7 +62,7 @@ pub fn run(bench: &mut Bench) -> Result<GroupResult, BenchError> {
 fn measure(
     bench: &mut Bench,
     group: &mut GroupResult,
-    pool: &PoolDaemon,
+    pool: &mut PoolDaemon,
 ) -> Result<bool, BenchError> {
     let image = bench.args.image.clone();
     let (hull, runc) = bench.interleaved("pool", "ctr run --rm true", |b, rt| {
@@ -129,19 +129,28 @@ impl PoolDaemon {
             .stderr(stderr)
             .spawn()
             .map_err(|e| err(format!("{} pool run: {e}", hull.display())))?;
-        let daemon = PoolDaemon {
+        let mut daemon = PoolDaemon {
             child,
             log,
             ready: PoolDirs::new(&bench.hull_run_dir).ready,
         };
+        // On failure the daemon is stopped by its Drop.
         daemon.wait_ready()?;
         Ok(daemon)
     }
 
     /// Waits until the pool has a ready VM.
-    fn wait_ready(&self) -> Result<(), BenchError> {
+    fn wait_ready(&mut self) -> Result<(), BenchError> {
         let started = Instant::now();
         while !has_entries(&self.ready) {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(BenchError::Pool {
+                    detail: format!(
+                        "hull pool run exited ({status}); its log: {}",
+                        self.log.display()
+                    ),
+                });
+            }
             if started.elapsed() > READY_TIMEOUT {
                 return Err(BenchError::Pool {
                     detail: format!(
@@ -176,6 +185,18 @@ impl PoolDaemon {
             });
         }
         Ok(count_claims(&log))
+    }
+}
+
+impl Drop for PoolDaemon {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            // SAFETY: kill(2) on our own child's pid.
+            unsafe {
+                libc::kill(self.child.id() as i32, libc::SIGTERM);
+            }
+            let _ = self.child.wait();
+        }
     }
 }
 

@@ -4,6 +4,7 @@
 //! directories are recorded in the sandbox directory, so `delete` after a shim crash removes
 //! them.
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -255,19 +256,25 @@ pub fn create(
 }
 
 /// The pod cgroup directories recorded in `sandbox_dir` (lines that are not a directory
-/// below /sys/fs/cgroup named after the sandbox are ignored).
+/// below /sys/fs/cgroup named after the sandbox, or after the pool VM it was, are ignored).
 pub fn recorded(sandbox_dir: &Path) -> Vec<PathBuf> {
     let Ok(text) = std::fs::read_to_string(sandbox_dir.join(CGROUPS_FILE)) else {
         return Vec::new();
     };
     let id = sandbox_dir.file_name();
+    // A VM claimed from the pool keeps the cgroup it booted in, named after its slot (cgroup v2
+    // cannot rename a cgroup).
+    let slot = crate::pool::recorded_slot(sandbox_dir);
+    let named_ours = |p: &Path| {
+        p.file_name() == id || (slot.is_some() && p.file_name() == slot.as_deref().map(OsStr::new))
+    };
     text.lines()
         .take(16)
         .map(PathBuf::from)
         .filter(|p| {
             super::plan::is_plain_absolute(p)
                 && p.starts_with(CGROUP_ROOT)
-                && p.file_name() == id
+                && named_ours(p)
                 && p.components().count() > 5
         })
         .collect()

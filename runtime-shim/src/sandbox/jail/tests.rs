@@ -236,6 +236,33 @@ fn only_pod_cgroups_named_after_the_sandbox_are_taken_from_the_record() {
 }
 
 #[test]
+fn a_sandbox_from_the_pool_also_owns_the_cgroups_named_after_its_slot() {
+    let dir = tempfile::tempdir().unwrap();
+    let sandbox = dir.path().join("sb1");
+    std::fs::create_dir(&sandbox).unwrap();
+    std::fs::write(
+        sandbox.join(super::cgroup::CGROUPS_FILE),
+        "/sys/fs/cgroup/memory/hull-pods/pool-7-1\n/sys/fs/cgroup/cpu/hull-pods/pool-7-1\n\
+         /sys/fs/cgroup/memory/hull-pods/pool-7-2\n",
+    )
+    .unwrap();
+    // Not a pool VM: none of them is its.
+    assert!(recorded(&sandbox).is_empty());
+    std::fs::write(sandbox.join(crate::pool::SLOT_FILE), "pool-7-1\n").unwrap();
+    assert_eq!(
+        recorded(&sandbox),
+        [
+            "/sys/fs/cgroup/memory/hull-pods/pool-7-1",
+            "/sys/fs/cgroup/cpu/hull-pods/pool-7-1"
+        ]
+        .map(PathBuf::from)
+    );
+    // A slot file naming no valid id names nothing.
+    std::fs::write(sandbox.join(crate::pool::SLOT_FILE), "../x\n").unwrap();
+    assert!(recorded(&sandbox).is_empty());
+}
+
+#[test]
 fn settings_cap_the_pod_and_let_the_guest_memory_fit_the_file_size_limit() {
     let config = crate::config::Config::default();
     let small = JailSettings::for_vm(&config, 2, 32);
