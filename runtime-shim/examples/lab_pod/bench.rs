@@ -59,7 +59,7 @@ pub fn bench(run: &mut Run, n: usize) {
     run.check(
         "nothing-left-after-bench",
         if left.is_empty() {
-            Ok("no hull-vmm, virtiofsd, shim, sandbox dir, tap, netns or CNI lease left".into())
+            Ok("no hull-vmm, virtiofsd, shim, sandbox dir, pod cgroup, tap, netns or CNI lease left".into())
         } else {
             Err(left.join(", "))
         },

@@ -73,7 +73,7 @@ fn dir_entries(dir: &Path) -> Vec<String> {
 }
 
 /// What pods leave behind in L1, empty when nothing: our VMM, virtiofsd and shim processes,
-/// sandbox directories, taps in L1's own namespace, CRI's netns mounts, CNI address leases.
+/// sandbox directories, pod cgroups, taps in L1's own namespace, CRI's netns mounts, CNI address leases.
 pub fn leftovers(args: &Args) -> Vec<String> {
     let mut left = Vec::new();
     for p in processes_named(&["hull-vmm", "virtiofsd", "containerd-shim-hull-v2"]) {
@@ -81,6 +81,20 @@ pub fn leftovers(args: &Args) -> Vec<String> {
     }
     for d in dir_entries(&args.run_dir) {
         left.push(format!("sandbox dir {d}"));
+    }
+    // Pod cgroups (cgroup v2, or each v1 hierarchy), under the config's default parent.
+    let mut parents = vec![PathBuf::from("/sys/fs/cgroup/hull-pods")];
+    parents.extend(
+        dir_entries(Path::new("/sys/fs/cgroup"))
+            .into_iter()
+            .map(|h| Path::new("/sys/fs/cgroup").join(h).join("hull-pods")),
+    );
+    for parent in parents {
+        for d in dir_entries(&parent) {
+            if parent.join(&d).is_dir() {
+                left.push(format!("cgroup {}", parent.join(d).display()));
+            }
+        }
     }
     for n in dir_entries(Path::new("/sys/class/net")) {
         if Path::new("/sys/class/net")

@@ -486,7 +486,7 @@ fn scenario(run: &mut Run) {
     run.check(
         "nothing-left",
         if left.is_empty() {
-            Ok("no hull-vmm, virtiofsd, shim, sandbox dir, tap, netns or CNI lease left".into())
+            Ok("no hull-vmm, virtiofsd, shim, sandbox dir, pod cgroup, tap, netns or CNI lease left".into())
         } else {
             Err(left.join(", "))
         },

@@ -134,7 +134,7 @@ pub fn net_bench(run: &mut Run, rounds: usize) {
     run.check(
         "nothing-left-after-net-bench",
         if left.is_empty() {
-            Ok("no hull-vmm, virtiofsd, shim, sandbox dir, tap, netns or CNI lease left".into())
+            Ok("no hull-vmm, virtiofsd, shim, sandbox dir, pod cgroup, tap, netns or CNI lease left".into())
         } else {
             Err(left.join(", "))
         },

@@ -453,7 +453,7 @@ pub fn scenario(run: &mut Run) {
     run.check(
         "nothing-left",
         if left.is_empty() {
-            Ok("no hull-vmm, virtiofsd, shim, sandbox dir, tap, netns or CNI lease left; CRI lists nothing".into())
+            Ok("no hull-vmm, virtiofsd, shim, sandbox dir, pod cgroup, tap, netns or CNI lease left; CRI lists nothing".into())
         } else {
             Err(left.join(", "))
         },
