@@ -17,7 +17,7 @@ use super::{boot_profile, PoolDirs, POOL_DIR, POOL_MAC, POOL_MTU, POOL_TAP, PROF
 use crate::config::{Config, SandboxMode};
 use crate::cri::sizing::VmSize;
 use crate::network;
-use crate::sandbox::processes::{death_reason, stop_processes, write_pids_file, ProcessRecord};
+use crate::sandbox::processes::{death_reason, stop_processes, ProcessRecord};
 use crate::sandbox::{cleanup, inventory, launch, SandboxError, SandboxPaths};
 
 /// The message the daemon logs for each VM a shim took (`hull bench` counts them).
@@ -140,7 +140,18 @@ pub async fn run(
             booted += 1;
             // Unique across daemons: a pid comes back, the start time with it does not.
             let id = format!("pool-{}-{started_ms}-{booted}", std::process::id());
-            match boot_slot(config, &dirs, &id, vm).await {
+            // SIGTERM during a boot: the half-booted VM goes (its processes are in its pids
+            // file from their spawn on).
+            let booted_or_stopped = tokio::select! {
+                result = boot_slot(config, &dirs, &id, vm) => Some(result),
+                _ = &mut shutdown => None,
+            };
+            let Some(result) = booted_or_stopped else {
+                tracing::info!(slot = id, "stopping a pool VM that was booting");
+                crate::sandbox::cleanup_after_crash(&SandboxPaths::new(&dirs.boot, &id)).await;
+                break;
+            };
+            match result {
                 Ok(slot) => {
                     failures = 0;
                     tracing::info!(
@@ -209,10 +220,9 @@ async fn boot_slot(
         .iter()
         .filter_map(|(name, child)| Some((*name, ProcessRecord::of(child.id()?)?)))
         .collect();
-    let recorded = write_pids_file(&paths.pids_file, &pids);
     let _ = inventory::write_info(&paths.dir, "vm", size.vcpus, size.mem_mib);
     let profile = paths.dir.join(PROFILE_FILE);
-    let recorded = recorded.and_then(|()| std::fs::write(&profile, boot_profile(config, size)));
+    let recorded = std::fs::write(&profile, boot_profile(config, size));
     let (death_tx, died) = watch::channel(None);
     let death_tx = Arc::new(death_tx);
     for (name, mut child) in children {
@@ -231,8 +241,8 @@ async fn boot_slot(
             crate::sandbox::connect_agent(&paths, id, &died, config.sandbox.boot_timeout()).await
         }
         Err(source) => Err(SandboxError::Io {
-            action: "writing the pids and profile files of",
-            path: paths.dir.clone(),
+            action: "writing",
+            path: profile.clone(),
             source,
         }),
     };

@@ -10,7 +10,7 @@ use super::jail::plan::{
     VSOCK_IN_JAIL,
 };
 use super::jail::{Jail, JailContents, JailSettings};
-use super::processes::{spawn_logged, HULL_VMM, VIRTIOFSD};
+use super::processes::{spawn_logged, write_pids_file, ProcessRecord, HULL_VMM, VIRTIOFSD};
 use super::{SandboxError, SandboxPaths, GUEST_CID, SHARED_FS_TAG};
 use crate::bench::stages::{self, Stage};
 use crate::config::{resolve_binary, Config};
@@ -30,8 +30,9 @@ pub const GUEST_CMDLINE: &str = "console=ttyS0 reboot=k panic=-1 percpu_alloc=pa
 /// Starts a sandbox VM in `paths` (its directory made): the jail, virtiofsd on the shared
 /// directory, then hull-vmm with the NICs `nets` (inherited tap descriptors and their `--net`
 /// arguments) in the network namespace `netns` (a new, empty one for `None`). Returns the
-/// processes, hull-vmm last. On failure what was started is stopped; the caller removes the
-/// directory.
+/// processes, hull-vmm last. Each process is recorded in the pids file as soon as it runs, so
+/// crash clean-up finds it even when its starter is gone before the VM is up. On failure what was
+/// started is stopped; the caller removes the directory.
 pub async fn start_vm(
     config: &Config,
     sandbox_id: &str,
@@ -44,7 +45,19 @@ pub async fn start_vm(
     make_shared_mount(&paths.shared)?;
     let (binary, cmd) = virtiofsd_command(config, paths, jail.as_ref())?;
     let mut virtiofsd = spawn_logged(VIRTIOFSD, binary, cmd, &paths.dir.join("virtiofsd.log"))?;
+    let mut records: Vec<(&'static str, ProcessRecord)> = Vec::new();
+    let mut record = |(name, child): &(&'static str, tokio::process::Child)| {
+        if let Some(r) = child.id().and_then(ProcessRecord::of) {
+            records.push((name, r));
+        }
+        write_pids_file(&paths.pids_file, &records).map_err(|source| SandboxError::Io {
+            action: "writing",
+            path: paths.pids_file.clone(),
+            source,
+        })
+    };
     let vmm = async {
+        record(&virtiofsd)?;
         wait_for_socket(&paths.virtiofsd_socket, Duration::from_secs(5)).await;
         grant_virtiofsd_socket(jail.as_ref())?;
         tracing::info!(
@@ -56,8 +69,13 @@ pub async fn start_vm(
         stages::mark(Stage::VirtiofsdReady, sandbox_id);
         let jailed = jail.as_ref().map(|j| (j, netns));
         let (vmm, cmd) = vmm_command(config, paths, size, nets, jailed)?;
-        let spawned = spawn_logged(HULL_VMM, vmm, cmd, &paths.dir.join("vmm.log"))?;
+        let mut spawned = spawn_logged(HULL_VMM, vmm, cmd, &paths.dir.join("vmm.log"))?;
         stages::mark(Stage::VmmSpawn, sandbox_id);
+        if let Err(e) = record(&spawned) {
+            let _ = spawned.1.start_kill();
+            let _ = spawned.1.wait().await;
+            return Err(e);
+        }
         Ok::<_, SandboxError>(spawned)
     };
     match vmm.await {
