@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use hull_runtime::pool::{PoolDirs, POOL_DIR, SLOT_FILE};
+use hull_runtime::pool::{ask_to_stop, stop_and_wait, PoolDirs, POOL_DIR, SLOT_FILE};
 
 use crate::Args;
 
@@ -86,10 +86,7 @@ impl PoolDaemon {
     /// SIGTERM, then waits: the daemon must exit 0 and leave no ready or booting VM.
     pub fn stop(&mut self, run_dir: &Path) -> Result<String, String> {
         let t0 = Instant::now();
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGTERM);
-        }
+        ask_to_stop(&mut self.child);
         loop {
             match self.child.try_wait() {
                 Ok(Some(status)) if status.success() => break,
@@ -130,13 +127,7 @@ impl PoolDaemon {
 
 impl Drop for PoolDaemon {
     fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            // SAFETY: kill(2) on our own child's pid.
-            unsafe {
-                libc::kill(self.child.id() as i32, libc::SIGTERM);
-            }
-            let _ = self.child.wait();
-        }
+        let _ = stop_and_wait(&mut self.child);
     }
 }
 

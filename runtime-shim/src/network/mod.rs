@@ -292,13 +292,10 @@ pub fn adopt_tap(
         path: netns.to_path_buf(),
         source,
     })?;
-    in_netns(netns, || {
-        let mut nl = netlink::Netlink::open()?;
-        match discover::links(&mut nl)?.into_iter().find(|l| l.ours()) {
-            Some(existing) => Err(NetworkError::AlreadyWired(existing.name)),
-            None => Ok(()),
-        }
-    })?;
+    in_netns(
+        netns,
+        || tc::refuse_if_wired(&mut netlink::Netlink::open()?),
+    )?;
     in_netns(from, || {
         let mut nl = netlink::Netlink::open()?;
         tc::move_link(&mut nl, tap, pod.as_fd())

@@ -43,12 +43,17 @@ pub(super) fn tap_name(n: usize) -> String {
     format!("{TAP_PREFIX}{n}")
 }
 
-pub(super) fn wire(nl: &mut Netlink, network: &PodNetwork) -> Result<Wiring, NetworkError> {
-    // A tap of ours already here belongs to a live wiring or a crashed one: either way not
-    // ours to take over or (when undoing a failure below) to delete.
-    if let Some(tap) = links(nl)?.into_iter().find(LinkFacts::ours) {
-        return Err(NetworkError::AlreadyWired(tap.name));
+/// Refuses a namespace that already has a tap of ours: it belongs to a live wiring or a crashed
+/// one, either way not ours to take over or (when undoing a failure) to delete.
+pub(super) fn refuse_if_wired(nl: &mut Netlink) -> Result<(), NetworkError> {
+    match links(nl)?.into_iter().find(LinkFacts::ours) {
+        Some(tap) => Err(NetworkError::AlreadyWired(tap.name)),
+        None => Ok(()),
     }
+}
+
+pub(super) fn wire(nl: &mut Netlink, network: &PodNetwork) -> Result<Wiring, NetworkError> {
+    refuse_if_wired(nl)?;
     let mut nics = Vec::new();
     for (n, interface) in network.interfaces.iter().enumerate() {
         match wire_one(nl, interface, tap_name(n)) {

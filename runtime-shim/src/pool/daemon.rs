@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::{boot_profile, PoolDirs, POOL_DIR, POOL_MAC, POOL_MTU, POOL_TAP, PROFILE_FILE};
+use super::{
+    boot_profile, move_slot, PoolDirs, POOL_DIR, POOL_MAC, POOL_MTU, POOL_TAP, PROFILE_FILE,
+};
 use crate::config::{Config, SandboxMode};
 use crate::cri::sizing::VmSize;
 use crate::network;
@@ -271,14 +273,7 @@ async fn boot_slot(
 /// Takes `slot` out of `ready/` (unless a shim claimed it first) and tears it down.
 async fn retire(dirs: &PoolDirs, slot: &Slot) {
     let back = SandboxPaths::new(&dirs.boot, &slot.id);
-    let taken = nix::fcntl::renameat2(
-        nix::fcntl::AT_FDCWD,
-        &dirs.ready.join(&slot.id),
-        nix::fcntl::AT_FDCWD,
-        &back.dir,
-        nix::fcntl::RenameFlags::RENAME_NOREPLACE,
-    );
-    if taken.is_err() {
+    if move_slot(&dirs.ready.join(&slot.id), &back.dir).is_err() {
         // Claimed in the meantime: the shim's now.
         return;
     }
@@ -298,13 +293,7 @@ async fn retire_all(dirs: &PoolDirs, slots: Vec<Slot>) {
 async fn clear_leftovers(dirs: &PoolDirs) {
     for slot in dirs.ready_slots() {
         tracing::warn!(slot, "taking back a ready pool VM a previous daemon left");
-        let _ = nix::fcntl::renameat2(
-            nix::fcntl::AT_FDCWD,
-            &dirs.ready.join(&slot),
-            nix::fcntl::AT_FDCWD,
-            &dirs.boot.join(&slot),
-            nix::fcntl::RenameFlags::RENAME_NOREPLACE,
-        );
+        let _ = move_slot(&dirs.ready.join(&slot), &dirs.boot.join(&slot));
     }
     let Ok(entries) = std::fs::read_dir(&dirs.boot) else {
         return;

@@ -143,6 +143,36 @@ pub fn recorded_slot(sandbox_dir: &Path) -> Option<String> {
     hull_proto::valid_id(slot).then(|| slot.to_string())
 }
 
+/// Asks `daemon`, a `hull pool run` this process started, to stop (SIGTERM: it retires its
+/// unclaimed VMs), if it still runs.
+pub fn ask_to_stop(daemon: &mut std::process::Child) {
+    if let Ok(None) = daemon.try_wait() {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(daemon.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+    }
+}
+
+/// [`ask_to_stop`], then waits for the daemon to exit.
+pub fn stop_and_wait(daemon: &mut std::process::Child) -> io::Result<std::process::ExitStatus> {
+    ask_to_stop(daemon);
+    daemon.wait()
+}
+
+/// Renames the slot directory `from` to `to` unless `to` exists (`RENAME_NOREPLACE`): the one
+/// atomic step by which a slot changes hands (claim, retire, take back), so of two racing for
+/// it exactly one succeeds; `ENOENT` when the other was first.
+pub fn move_slot(from: &Path, to: &Path) -> nix::Result<()> {
+    nix::fcntl::renameat2(
+        nix::fcntl::AT_FDCWD,
+        from,
+        nix::fcntl::AT_FDCWD,
+        to,
+        nix::fcntl::RenameFlags::RENAME_NOREPLACE,
+    )
+}
+
 /// Claims a ready slot booted with `profile` ([`boot_profile`]) for sandbox `sandbox_id`:
 /// renames it to the sandbox's directory under `run_dir`, records the slot's name there
 /// ([`SLOT_FILE`]) and returns the sandbox's paths; `None` when no ready slot has that profile
@@ -157,13 +187,7 @@ pub fn claim(
     let paths = SandboxPaths::new(run_dir, sandbox_id);
     for slot in dirs.ready_for(profile) {
         let from = dirs.ready.join(&slot);
-        match nix::fcntl::renameat2(
-            nix::fcntl::AT_FDCWD,
-            &from,
-            nix::fcntl::AT_FDCWD,
-            &paths.dir,
-            nix::fcntl::RenameFlags::RENAME_NOREPLACE,
-        ) {
+        match move_slot(&from, &paths.dir) {
             Ok(()) => {
                 tracing::info!(slot, sandbox = sandbox_id, "claimed a pre-booted VM");
                 let _ = std::fs::write(paths.dir.join(SLOT_FILE), format!("{slot}\n"));

@@ -30,8 +30,13 @@ impl Sandbox {
         request: &SandboxRequest,
     ) -> Option<Sandbox> {
         let run_dir = &config.sandbox.run_dir;
+        let dirs = PoolDirs::new(run_dir);
+        // Without a ready VM (no pool: the common case) nothing else is looked at.
+        if !config.jail || dirs.ready_slots().is_empty() {
+            return None;
+        }
         let profile = pool::boot_profile(config, request.size);
-        if !config.jail || PoolDirs::new(run_dir).ready_for(&profile).is_empty() {
+        if dirs.ready_for(&profile).is_empty() {
             return None;
         }
         let pod_network = match &request.host_netns {

@@ -54,12 +54,6 @@ pub fn recorded_mem_mib(dir: &Path) -> Option<u64> {
     (mem_mib > 0).then_some(mem_mib)
 }
 
-/// The VM size recorded in the info file of sandbox directory `dir`, if there is one.
-pub fn recorded_size(dir: &Path) -> Option<crate::cri::sizing::VmSize> {
-    let (_, vcpus, mem_mib) = read_info(dir);
-    (vcpus > 0 && mem_mib > 0).then_some(crate::cri::sizing::VmSize { vcpus, mem_mib })
-}
-
 fn read_info(dir: &Path) -> (String, u32, u64) {
     let text = std::fs::read_to_string(dir.join(INFO_FILE)).unwrap_or_default();
     let mut f = text.split_whitespace();

@@ -24,10 +24,7 @@ pub struct PodNetwork {
 impl PodNetwork {
     /// Discovers and wires the CNI interfaces of `netns`; records the netns in `sandbox_dir`.
     pub async fn wire(netns: &Path, sandbox_dir: &Path) -> Result<PodNetwork, NetworkError> {
-        let _ = std::fs::write(
-            sandbox_dir.join(NETNS_FILE),
-            netns.as_os_str().as_encoded_bytes(),
-        );
+        record_netns(netns, sandbox_dir);
         let path = netns.to_path_buf();
         let wiring = tokio::task::spawn_blocking(move || {
             let found = network::discover(&path)?;
@@ -52,10 +49,7 @@ impl PodNetwork {
         vmm_netns: &Path,
         found: network::PodNetwork,
     ) -> Result<PodNetwork, NetworkError> {
-        let _ = std::fs::write(
-            sandbox_dir.join(NETNS_FILE),
-            netns.as_os_str().as_encoded_bytes(),
-        );
+        record_netns(netns, sandbox_dir);
         let (path, from) = (netns.to_path_buf(), vmm_netns.to_path_buf());
         let wiring = tokio::task::spawn_blocking(move || {
             network::adopt_tap(&from, crate::pool::POOL_TAP, &path, &found)
@@ -109,6 +103,15 @@ impl PodNetwork {
             Err(e) => tracing::warn!(%e, "unwiring the pod network"),
         }
     }
+}
+
+/// Records the pod's netns in `sandbox_dir` for [`unwire_recorded`] (before anything is made in
+/// it).
+fn record_netns(netns: &Path, sandbox_dir: &Path) {
+    let _ = std::fs::write(
+        sandbox_dir.join(NETNS_FILE),
+        netns.as_os_str().as_encoded_bytes(),
+    );
 }
 
 /// After a crash: removes whatever of ours is left in the netns recorded in `sandbox_dir`.

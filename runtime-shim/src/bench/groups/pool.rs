@@ -13,7 +13,7 @@ use super::ms;
 use super::pod::{pod_rounds, PodRounds, METRICS};
 use crate::bench::pods::Pods;
 use crate::bench::{Bench, BenchError, GroupResult, Metric};
-use crate::pool::PoolDirs;
+use crate::pool::{stop_and_wait, PoolDirs};
 
 /// How long the pool may take to have a VM ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(180);
@@ -168,11 +168,7 @@ impl PoolDaemon {
     /// Stops the daemon (SIGTERM; it removes its unclaimed VM) and returns how many VMs shims
     /// took from it.
     fn stop(&mut self) -> Result<usize, BenchError> {
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGTERM);
-        }
-        let status = self.child.wait().map_err(|e| BenchError::Pool {
+        let status = stop_and_wait(&mut self.child).map_err(|e| BenchError::Pool {
             detail: format!("waiting for hull pool run: {e}"),
         })?;
         let log = std::fs::read_to_string(&self.log).unwrap_or_default();
@@ -190,13 +186,7 @@ impl PoolDaemon {
 
 impl Drop for PoolDaemon {
     fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            // SAFETY: kill(2) on our own child's pid.
-            unsafe {
-                libc::kill(self.child.id() as i32, libc::SIGTERM);
-            }
-            let _ = self.child.wait();
-        }
+        let _ = stop_and_wait(&mut self.child);
     }
 }
 
