@@ -40,7 +40,7 @@ const NOSUID_NODEV_NOEXEC: MsFlags = NOSUID_NODEV.union(MsFlags::MS_NOEXEC);
 
 /// The mounts of a Hull guest, in order (each later one may live inside an earlier one).
 /// /proc is essential (cmdline, meminfo, processes) and so is /dev (console, /dev/mem).
-pub const BASIC_MOUNTS: [MountSpec; 8] = [
+pub const BASIC_MOUNTS: [MountSpec; 9] = [
     MountSpec {
         source: "proc",
         target: "/proc",
@@ -97,6 +97,16 @@ pub const BASIC_MOUNTS: [MountSpec; 8] = [
         data: "mode=1777",
         essential: false,
     },
+    // The guest's own /etc (resolv.conf from CreateSandbox): writable on the read-only pmem
+    // root too.
+    MountSpec {
+        source: "tmpfs",
+        target: "/etc",
+        fstype: "tmpfs",
+        flags: NOSUID_NODEV,
+        data: "mode=0755",
+        essential: false,
+    },
     MountSpec {
         source: "cgroup2",
         target: "/sys/fs/cgroup",
@@ -147,7 +157,14 @@ const INITRAMFS_BIND: &str = "/.hull-root";
 /// without a parent mount; containers would be left with chroot, which a process holding
 /// CAP_SYS_CHROOT escapes. On the bind (whose parent is the initramfs) pivot_root works, and
 /// nothing is copied. Run first, before any other mount.
+///
+/// A guest whose root is a file system the kernel mounted (the pmem image: `root=/dev/pmem0`)
+/// already stands on a mount with a parent (the kernel's initial rootfs under it); nothing is done
+/// there, and the root stays read-only.
 pub fn leave_the_initramfs_root() -> Result<(), Errno> {
+    if !root_is_initramfs()? {
+        return Ok(());
+    }
     let bind = Path::new(INITRAMFS_BIND);
     if !bind.is_dir() {
         std::fs::create_dir(bind).map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(0)))?;
@@ -163,6 +180,21 @@ pub fn leave_the_initramfs_root() -> Result<(), Errno> {
     mount(Some("."), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>)?;
     nix::unistd::chroot(".")?;
     nix::unistd::chdir("/")
+}
+
+/// Whether `/` is the kernel's initial RAM file system (ramfs, or tmpfs when the kernel uses
+/// it for the rootfs), as opposed to a file system mounted from a device.
+fn root_is_initramfs() -> Result<bool, Errno> {
+    let fs = nix::sys::statfs::statfs("/")?;
+    Ok(is_initramfs_type(fs.filesystem_type()))
+}
+
+/// ramfs's f_type (linux/magic.h), which neither nix nor libc names.
+const RAMFS_MAGIC: nix::sys::statfs::FsType = nix::sys::statfs::FsType(0x8584_58f6);
+
+/// The file system types the kernel's initial root can have.
+fn is_initramfs_type(kind: nix::sys::statfs::FsType) -> bool {
+    kind == RAMFS_MAGIC || kind == nix::sys::statfs::TMPFS_MAGIC
 }
 
 /// Makes one mount, creating its mount point first.
@@ -345,6 +377,14 @@ pub fn set_page_reporting_order(sys: &Path) -> std::io::Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_initial_root_is_ramfs_or_tmpfs_not_a_disk_file_system() {
+        use nix::sys::statfs::{EXT4_SUPER_MAGIC, TMPFS_MAGIC};
+        assert!(is_initramfs_type(RAMFS_MAGIC));
+        assert!(is_initramfs_type(TMPFS_MAGIC));
+        assert!(!is_initramfs_type(EXT4_SUPER_MAGIC));
+    }
 
     #[test]
     fn banner_has_the_exact_lab_format() {

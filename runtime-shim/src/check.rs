@@ -8,7 +8,7 @@ pub mod image;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::config::Config;
+use crate::config::{Config, GuestRoot};
 use crate::install::{containerd, Layout};
 
 /// How a finding affects the verdict.
@@ -146,16 +146,18 @@ pub fn run_checks(config: &Config, prefix: &Path) -> Vec<Finding> {
         &config.kernel,
         config.kernel.is_file(),
     ));
+    let root = config.guest_root();
     out.push(findings::image_file(
-        "initramfs",
-        &config.initramfs,
-        config.initramfs.is_file(),
+        root.key(),
+        root.path(),
+        root.path().is_file(),
     ));
-    let initramfs = std::fs::read(&config.initramfs).map_err(|e| e.to_string());
-    out.push(findings::agent_in_image(
-        initramfs.as_deref().map_err(Clone::clone),
-        hull_proto::API_VERSION,
-    ));
+    let bytes = std::fs::read(root.path()).map_err(|e| e.to_string());
+    let bytes = bytes.as_deref().map_err(Clone::clone);
+    out.push(match root {
+        GuestRoot::Initramfs(_) => findings::agent_in_image(bytes, hull_proto::API_VERSION),
+        GuestRoot::PmemImage(_) => findings::agent_in_pmem_image(bytes, hull_proto::API_VERSION),
+    });
 
     let vmm = resolve(&config.vmm, &layout.bin_dir());
     out.push(findings::binary_version(

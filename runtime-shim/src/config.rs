@@ -26,8 +26,12 @@ pub const DEFAULT_CONFIG_TOML: &str = r#"# Hull configuration (read by container
 
 # Guest kernel (ELF vmlinux).
 kernel = "/usr/share/hull/vmlinux"
-# Guest initramfs; hull-agent is its PID 1.
+# Guest initramfs; hull-agent is its PID 1. Used when `image` is empty.
 initramfs = "/usr/share/hull/initramfs.cpio"
+# Guest root image for virtio-pmem (`make guest-image`): when set, the guest's root is this
+# file, mapped read-only from the host's page cache (DAX), so the agent's pages are one copy
+# shared by all VMs instead of one copy in each VM's RAM; `initramfs` is then not used.
+image = ""
 # hull-vmm: a path, or a name looked for next to the shim, then on $PATH.
 vmm = "hull-vmm"
 # The smallest VM: a pod without limits gets this many vCPUs and MiB.
@@ -131,8 +135,10 @@ impl SandboxConfig {
 pub struct Config {
     /// Guest kernel (ELF vmlinux).
     pub kernel: PathBuf,
-    /// Guest initramfs (hull-agent is its PID 1).
+    /// Guest initramfs (hull-agent is its PID 1), used when `image` is empty.
     pub initramfs: PathBuf,
+    /// Guest root image for virtio-pmem; empty = boot from the initramfs.
+    pub image: PathBuf,
     /// hull-vmm binary.
     pub vmm: PathBuf,
     /// vCPUs per sandbox VM.
@@ -174,6 +180,7 @@ impl Default for Config {
         Config {
             kernel: PathBuf::from("/usr/share/hull/vmlinux"),
             initramfs: PathBuf::from("/usr/share/hull/initramfs.cpio"),
+            image: PathBuf::new(),
             vmm: PathBuf::from("hull-vmm"),
             vcpus: 1,
             mem_mib: 256,
@@ -354,7 +361,8 @@ impl Config {
                             .into(),
                     ));
                 }
-                for (what, path) in [("kernel", &self.kernel), ("initramfs", &self.initramfs)] {
+                let root = self.guest_root();
+                for (what, path) in [("kernel", self.kernel.as_path()), (root.key(), root.path())] {
                     if !path.is_file() {
                         return Err(ConfigError::Missing(format!(
                             "guest {what} {} not found (build it with `make guest` and set `{what}` \
@@ -369,6 +377,63 @@ impl Config {
             }
         }
         Ok(())
+    }
+}
+
+/// What the guest's root file system is made of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GuestRoot<'a> {
+    /// An initramfs the kernel unpacks into RAM (`--initrd`).
+    Initramfs(&'a Path),
+    /// A read-only image on a virtio-pmem device, mounted with DAX (`--pmem`).
+    PmemImage(&'a Path),
+}
+
+/// How the guest mounts a pmem image as its root: ext4 with DAX, read-only, the agent as init.
+pub const PMEM_ROOT_PARAMS: &str = "root=/dev/pmem0 rootfstype=ext4 rootflags=dax ro init=/init";
+
+impl<'a> GuestRoot<'a> {
+    /// The file.
+    pub fn path(&self) -> &'a Path {
+        match self {
+            GuestRoot::Initramfs(p) | GuestRoot::PmemImage(p) => p,
+        }
+    }
+
+    /// The config key that names it.
+    pub fn key(&self) -> &'static str {
+        match self {
+            GuestRoot::Initramfs(_) => "initramfs",
+            GuestRoot::PmemImage(_) => "image",
+        }
+    }
+
+    /// hull-vmm's flag that takes it.
+    pub fn vmm_flag(&self) -> &'static str {
+        match self {
+            GuestRoot::Initramfs(_) => "--initrd",
+            GuestRoot::PmemImage(_) => "--pmem",
+        }
+    }
+
+    /// What the kernel command line needs to boot from it.
+    pub fn kernel_params(&self) -> Option<&'static str> {
+        match self {
+            GuestRoot::Initramfs(_) => None,
+            GuestRoot::PmemImage(_) => Some(PMEM_ROOT_PARAMS),
+        }
+    }
+}
+
+impl Config {
+    /// The guest root this configuration boots: the pmem image when `image` is set, else the
+    /// initramfs.
+    pub fn guest_root(&self) -> GuestRoot<'_> {
+        if self.image.as_os_str().is_empty() {
+            GuestRoot::Initramfs(&self.initramfs)
+        } else {
+            GuestRoot::PmemImage(&self.image)
+        }
     }
 }
 

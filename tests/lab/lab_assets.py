@@ -592,6 +592,10 @@ def build(cache_root, build_dir, qemu, guest_kernel, guest_initramfs):
     if has_guest:
         inputs["guest/vmlinux"] = vmlinux
         inputs["guest/initramfs.cpio"] = guest_initramfs
+        # The pmem root image beside it (`make guest-image`), for runs given
+        # --hull-config 'image="/lab/guest/rootfs.img"'.
+        if (guest_initramfs.parent / "rootfs.img").exists():
+            inputs["guest/rootfs.img"] = guest_initramfs.parent / "rootfs.img"
     ctr_inputs = containerd_inputs(build_lab, busybox, Path(build_dir) / "bin/lab-pod")
     inputs.update(ctr_inputs)
     # The agent's own test suite run against a microVM, and fsbench (`make lab-suite-bins`).

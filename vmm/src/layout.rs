@@ -21,6 +21,8 @@
 //! 0xd000_1000  virtio-mmio device i at VIRTIO_MMIO_BASE + i * VIRTIO_MMIO_SIZE, IRQ VIRTIO_IRQ_BASE + i
 //! 0xfec0_0000  IOAPIC, 0xfee0_0000 LAPIC (in-kernel irqchip)
 //! 0x1_0000_0000 RAM above 4 GiB when the guest has more than MMIO_GAP_START bytes
+//!   ...        the virtio-pmem window (an image file), on the first 1 GiB boundary above RAM and
+//!              4 GiB ([`pmem_window_start`])
 //! ```
 
 /// Guest-physical address where the kernel (ELF segments) is expected to be loaded.
@@ -91,6 +93,19 @@ pub const I8042_DATA_PORT: u16 = 0x60;
 pub const I8042_COMMAND_PORT: u16 = 0x64;
 /// i8042 command that pulses the CPU reset line (what Linux's `reboot=k` writes).
 pub const I8042_RESET_COMMAND: u8 = 0xfe;
+
+/// The pmem window starts on a boundary of this size.
+pub const PMEM_WINDOW_ALIGN: u64 = 1 << 30;
+
+/// Where the virtio-pmem window goes for a guest whose RAM ends at guest-physical `ram_end`
+/// (exclusive): the first 1 GiB boundary at or above both `ram_end` and 4 GiB, so it never
+/// overlaps RAM, the MMIO gap or the devices in it, and is aligned far beyond the guest's 2 MiB
+/// (memory sub-section) and 128 MiB (section) needs.
+pub fn pmem_window_start(ram_end: u64) -> u64 {
+    ram_end
+        .max(MMIO_GAP_END)
+        .next_multiple_of(PMEM_WINDOW_ALIGN)
+}
 
 /// Smallest guest memory we accept, in MiB: enough for the boot structures, a kernel and an initramfs.
 pub const MIN_MEM_MIB: u64 = 16;

@@ -71,6 +71,13 @@ struct Args {
     #[arg(long, value_name = "SPEC")]
     net: Vec<NetConfig>,
 
+    /// A virtio-pmem device over FILE, a read-only guest image (its size a multiple of 2 MiB):
+    /// mapped private above the guest's RAM, so reads share the host's page cache of FILE between
+    /// VMs and guest writes never reach it. With a PFN info block in the image and fs-DAX in the
+    /// guest, `root=/dev/pmem0 rootflags=dax ro` runs the guest's root from it.
+    #[arg(long, value_name = "FILE")]
+    pmem: Option<PathBuf>,
+
     /// Add a virtio-balloon device for free page reporting: the guest driver (Linux
     /// CONFIG_VIRTIO_BALLOON) reports blocks of memory it freed and hull-vmm releases their host
     /// pages (a hole punched in the guest RAM memfd), so the VMM's memory shrinks to what the guest
@@ -133,6 +140,7 @@ fn main() -> ExitCode {
             }),
         fs: args.fs,
         net: args.net,
+        pmem: args.pmem,
         free_page_reporting: args.free_page_reporting,
         seccomp: args.seccomp,
         exit_stats: args.exit_stats,

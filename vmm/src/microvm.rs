@@ -14,6 +14,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use event_manager::{EventManager, MutEventSubscriber, SubscriberOps};
+use vm_memory::GuestMemoryBackend as _;
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::boot::{self, BootConfig};
@@ -34,6 +35,7 @@ use crate::virtio::balloon::{Balloon, BalloonError};
 use crate::virtio::fs::{FsConfig, VhostUserFs};
 use crate::virtio::mmio::{MmioTransport, QUEUE_NOTIFY_OFFSET};
 use crate::virtio::net::{Net, NetConfig, NetError};
+use crate::virtio::pmem::{Pmem, PmemError, PmemImage, PmemImageError};
 use crate::virtio::vsock::Vsock;
 use crate::virtio::{IrqTrigger, VirtioDevice};
 use crate::vm::{self, VmError};
@@ -69,6 +71,8 @@ pub struct VmConfig {
     pub fs: Vec<FsConfig>,
     /// virtio-net devices, each over a tap.
     pub net: Vec<NetConfig>,
+    /// A virtio-pmem device over this image file (read-only; mapped above RAM).
+    pub pmem: Option<PathBuf>,
     /// A virtio-balloon device for free page reporting: the guest hands freed memory back and
     /// the VMM releases its host pages.
     pub free_page_reporting: bool,
@@ -124,6 +128,10 @@ pub enum VmmError {
     },
     #[error(transparent)]
     Balloon(#[from] BalloonError),
+    #[error(transparent)]
+    PmemImage(#[from] PmemImageError),
+    #[error(transparent)]
+    Pmem(#[from] PmemError),
     #[error("cannot create the vsock device: {0}")]
     Vsock(String),
     #[error("{what}: {source}")]
@@ -203,6 +211,29 @@ where
     Ok(())
 }
 
+/// Maps `image` into the guest as the memory slot after RAM's, at [`pmem_window_start`];
+/// returns the window's guest-physical start.
+fn attach_pmem(
+    vm_fd: &kvm_ioctls::VmFd,
+    ram: &memory::GuestRam,
+    image: &PmemImage,
+) -> Result<u64, VmmError> {
+    let ram_end = memory::ram_ranges(ram.size_bytes)
+        .last()
+        .map_or(0, |(start, len)| start + len);
+    let start = pmem_window_start(ram_end);
+    let slot = ram.memory.num_regions() as u32;
+    // SAFETY: `image` owns the mapping and lives until `run` returns, after the vCPUs stopped;
+    // the window lies above RAM and the MMIO gap.
+    unsafe { vm::map_slot(vm_fd, slot, start, image.len(), image.host_addr()) }?;
+    tracing::info!(
+        "pmem image {} ({} MiB) at {start:#x}",
+        image.path().display(),
+        image.len() >> 20
+    );
+    Ok(start)
+}
+
 /// Builds the VM from `config`, runs it until it ends, and returns why it ended.
 pub fn run(config: &VmConfig, vmm_start: Instant) -> Result<VmExit, VmmError> {
     if config.vcpus == 0 || config.vcpus > MAX_VCPUS {
@@ -233,6 +264,7 @@ pub fn run(config: &VmConfig, vmm_start: Instant) -> Result<VmExit, VmmError> {
         .as_deref()
         .map(|p| open_image("initrd", p))
         .transpose()?;
+    let pmem_image = config.pmem.as_deref().map(PmemImage::open).transpose()?;
     let serial_out: Box<dyn Write + Send> = match &config.serial {
         SerialOutput::Stdout => Box::new(std::io::stdout()),
         SerialOutput::File(path) => {
@@ -313,6 +345,12 @@ pub fn run(config: &VmConfig, vmm_start: Instant) -> Result<VmExit, VmmError> {
 
     for (index, net) in config.net.iter().enumerate() {
         let dev = Net::new(net).map_err(|source| VmmError::Net { index, source })?;
+        attach_virtio(&vm_fd, &mut mmio_bus, &ram.memory, &mut virtio, dev)?;
+    }
+
+    if let Some(image) = &pmem_image {
+        let start = attach_pmem(&vm_fd, &ram, image)?;
+        let dev = Pmem::new(start, image.len())?;
         attach_virtio(&vm_fd, &mut mmio_bus, &ram.memory, &mut virtio, dev)?;
     }
 

@@ -62,27 +62,48 @@ pub fn create_vm(kvm: &Kvm, memory: &GuestMemory) -> Result<VmFd, VmError> {
     };
     vm.create_pit2(pit).map_err(VmError::Pit)?;
     for (slot, region) in memory.iter().enumerate() {
-        let slot = slot as u32;
-        let addr = region.start_addr().0;
-        let size = region.len();
-        let host = region.as_ptr() as u64;
-        let mem_region = kvm_userspace_memory_region {
-            slot,
-            flags: 0,
-            guest_phys_addr: addr,
-            memory_size: size,
-            userspace_addr: host,
-        };
-        // SAFETY: the mapping behind `host` is owned by `memory`, which outlives the VM (the VMM keeps
-        // both until exit), and the regions do not overlap.
-        unsafe { vm.set_user_memory_region(mem_region) }.map_err(|source| VmError::MemorySlot {
-            slot,
-            addr,
-            size,
-            source,
-        })?;
+        // SAFETY: the mapping behind the region is owned by `memory`, which outlives the VM (the
+        // VMM keeps both until exit), and the regions do not overlap.
+        unsafe {
+            map_slot(
+                &vm,
+                slot as u32,
+                region.start_addr().0,
+                region.len(),
+                region.as_ptr() as u64,
+            )
+        }?;
     }
     Ok(vm)
+}
+
+/// Maps `size` bytes of the VMM's memory at `host` into the guest at `addr` as memory slot
+/// `slot`.
+///
+/// # Safety
+/// The mapping at `host..host + size` must stay mapped as long as the VM runs, and must not
+/// overlap another slot's guest range.
+pub unsafe fn map_slot(
+    vm: &VmFd,
+    slot: u32,
+    addr: u64,
+    size: u64,
+    host: u64,
+) -> Result<(), VmError> {
+    let mem_region = kvm_userspace_memory_region {
+        slot,
+        flags: 0,
+        guest_phys_addr: addr,
+        memory_size: size,
+        userspace_addr: host,
+    };
+    // SAFETY: the caller keeps the mapping alive and the ranges apart.
+    unsafe { vm.set_user_memory_region(mem_region) }.map_err(|source| VmError::MemorySlot {
+        slot,
+        addr,
+        size,
+        source,
+    })
 }
 
 /// Routes `irqfd` to the in-kernel IOAPIC pin `gsi`.

@@ -107,7 +107,20 @@ pub fn agent_in_image(initramfs: Result<&[u8], String>, host_api: u32) -> Findin
         }
         Err(e) => return Finding::new("agent", Status::Fail, format!("initramfs: {e}")),
     };
-    let versions = super::image::agent_api_versions(init);
+    agent_api_finding(super::image::agent_api_versions(init), host_api)
+}
+
+/// The agent inside a pmem root image (`image` = the file's bytes, or why it was not read):
+/// its API marker is looked for in the whole image (the agent is the only file carrying one).
+pub fn agent_in_pmem_image(image: Result<&[u8], String>, host_api: u32) -> Finding {
+    match image {
+        Ok(bytes) => agent_api_finding(super::image::agent_api_versions(bytes), host_api),
+        Err(e) => Finding::new("agent", Status::Fail, format!("image not read: {e}")),
+    }
+}
+
+/// The agent API versions found in the guest image, against this build's.
+fn agent_api_finding(versions: Vec<u32>, host_api: u32) -> Finding {
     match versions.as_slice() {
         [v] if *v == host_api => {
             Finding::new("agent", Status::Ok, format!("/init serves agent API {v}"))

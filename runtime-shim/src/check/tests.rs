@@ -88,6 +88,27 @@ fn agent_in_image_compares_the_api_version() {
 }
 
 #[test]
+fn agent_in_pmem_image_finds_the_marker_anywhere_in_the_image() {
+    let mut image = vec![0u8; 8192];
+    let marker = format!("(agent API {})", hull_proto::API_VERSION);
+    image[5000..5000 + marker.len()].copy_from_slice(marker.as_bytes());
+    assert_eq!(
+        agent_in_pmem_image(Ok(&image), hull_proto::API_VERSION).status,
+        Status::Ok
+    );
+    let f = agent_in_pmem_image(Ok(&image), hull_proto::API_VERSION + 1);
+    assert_eq!(f.status, Status::Fail);
+    assert!(f.detail.contains("rebuild"), "{}", f.detail);
+    assert_eq!(agent_in_pmem_image(Ok(&[0u8; 64]), 1).status, Status::Fail);
+    let gone = agent_in_pmem_image(Err("gone".into()), 1);
+    assert!(
+        gone.detail.contains("image not read: gone"),
+        "{}",
+        gone.detail
+    );
+}
+
+#[test]
 fn kvm_kinds_and_permissions() {
     let svm = "processor : 0\nflags : fpu svm sse\n";
     let plain = "flags : fpu sse\n";

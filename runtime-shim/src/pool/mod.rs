@@ -96,9 +96,9 @@ pub const SLOT_FILE: &str = "pool-slot";
 /// File in a pool slot: what its VM was booted with ([`boot_profile`]).
 pub const PROFILE_FILE: &str = "pool-profile";
 
-/// What a VM of `size` that `config` boots is made of: the size, the guest kernel, initramfs,
-/// hull-vmm and virtiofsd (each path with its length and modification time), the kernel
-/// command line, free page reporting and the jail settings. A shim takes only a pool VM whose
+/// What a VM of `size` that `config` boots is made of: the size, the guest kernel, its root
+/// (initramfs or pmem image), hull-vmm and virtiofsd (each path with its length and
+/// modification time), the kernel command line, free page reporting and the jail settings. A shim takes only a pool VM whose
 /// profile is the one it would boot itself, so a changed config or an upgraded binary is never
 /// served by a VM booted before.
 pub fn boot_profile(config: &Config, size: VmSize) -> String {
@@ -117,7 +117,11 @@ pub fn boot_profile(config: &Config, size: VmSize) -> String {
     [
         format!("size {} vcpus {} MiB", size.vcpus, size.mem_mib),
         format!("kernel {}", identity(&config.kernel)),
-        format!("initramfs {}", identity(&config.initramfs)),
+        format!(
+            "{} {}",
+            config.guest_root().key(),
+            identity(config.guest_root().path())
+        ),
         format!("vmm {}", identity(&vmm)),
         format!("virtiofsd {}", identity(&virtiofsd)),
         format!("cmdline {}", crate::sandbox::launch::guest_cmdline(config)),

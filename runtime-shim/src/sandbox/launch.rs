@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::jail::plan::{
-    CONSOLE_IN_JAIL, INITRAMFS_IN_JAIL, KERNEL_IN_JAIL, VIRTIOFSD_IN_JAIL, VMM_IN_JAIL,
+    CONSOLE_IN_JAIL, GUEST_ROOT_IN_JAIL, KERNEL_IN_JAIL, VIRTIOFSD_IN_JAIL, VMM_IN_JAIL,
     VSOCK_IN_JAIL,
 };
 use super::jail::{Jail, JailContents, JailSettings};
@@ -118,7 +118,8 @@ pub fn prepare_jail(
         return Ok(None);
     }
     let vmm = resolve_binary(&config.vmm).unwrap_or_default();
-    let contents = JailContents::for_vmm(&vmm, &config.kernel, Some(&config.initramfs), false)?;
+    let root = config.guest_root().path();
+    let contents = JailContents::for_vmm(&vmm, &config.kernel, Some(root), false)?;
     let settings = JailSettings::for_vm(config, size.vcpus, size.mem_mib);
     Ok(Some(Jail::prepare(
         &settings, sandbox_id, &paths.dir, &contents,
@@ -159,6 +160,10 @@ pub fn grant_virtiofsd_socket(jail: Option<&Jail>) -> Result<(), SandboxError> {
 /// The guest kernel command line for `config`.
 pub fn guest_cmdline(config: &Config) -> String {
     let mut cmdline = GUEST_CMDLINE.to_string();
+    if let Some(params) = config.guest_root().kernel_params() {
+        cmdline.push(' ');
+        cmdline.push_str(params);
+    }
     if !config.debug {
         cmdline.push_str(" quiet");
     }
@@ -180,10 +185,11 @@ pub fn vmm_command(
 ) -> Result<(PathBuf, tokio::process::Command), SandboxError> {
     let vmm = resolve_binary(&config.vmm).unwrap_or_default();
     let console = paths.dir.join("console.log");
+    let guest_root = config.guest_root();
     let host_paths = [
         vmm.as_path(),
         config.kernel.as_path(),
-        config.initramfs.as_path(),
+        guest_root.path(),
         console.as_path(),
         paths.vsock_socket.as_path(),
         paths.virtiofsd_socket.as_path(),
@@ -191,13 +197,13 @@ pub fn vmm_command(
     let jail_paths = [
         VMM_IN_JAIL,
         KERNEL_IN_JAIL,
-        INITRAMFS_IN_JAIL,
+        GUEST_ROOT_IN_JAIL,
         CONSOLE_IN_JAIL,
         VSOCK_IN_JAIL,
         VIRTIOFSD_IN_JAIL,
     ]
     .map(Path::new);
-    let [program, kernel, initramfs, console, vsock, virtiofsd] = match jail {
+    let [program, kernel, root, console, vsock, virtiofsd] = match jail {
         Some(_) => jail_paths,
         None => host_paths,
     };
@@ -223,8 +229,8 @@ pub fn vmm_command(
     }
     cmd.arg("--kernel")
         .arg(kernel)
-        .arg("--initrd")
-        .arg(initramfs)
+        .arg(guest_root.vmm_flag())
+        .arg(root)
         .arg("--cmdline")
         .arg(guest_cmdline(config))
         .arg("--mem-mib")

@@ -145,6 +145,49 @@ fn vmm_is_asked_for_free_page_reporting_as_the_config_says() {
     assert!(!args_with(false).contains(&"--free-page-reporting".to_string()));
 }
 
+#[test]
+fn vmm_boots_the_pmem_image_instead_of_the_initramfs_when_one_is_set() {
+    let paths = SandboxPaths::new(Path::new("/run/hull"), "sb1");
+    let size = crate::cri::sizing::VmSize {
+        vcpus: 1,
+        mem_mib: 256,
+    };
+    let args_of = |config: &crate::config::Config| {
+        let (_, cmd) = launch::vmm_command(config, &paths, size, &[], None).unwrap();
+        cmd.as_std()
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+    };
+    let after = |args: &[String], flag: &str| {
+        let at = args.iter().position(|a| a == flag)?;
+        args.get(at + 1).cloned()
+    };
+    let initramfs = args_of(&crate::config::Config::default());
+    assert_eq!(
+        after(&initramfs, "--initrd").as_deref(),
+        Some("/usr/share/hull/initramfs.cpio")
+    );
+    assert!(!initramfs.contains(&"--pmem".to_string()));
+    assert!(!after(&initramfs, "--cmdline").unwrap().contains("root="));
+
+    let config = crate::config::Config {
+        image: "/usr/share/hull/rootfs.img".into(),
+        ..Default::default()
+    };
+    let pmem = args_of(&config);
+    assert_eq!(
+        after(&pmem, "--pmem").as_deref(),
+        Some("/usr/share/hull/rootfs.img")
+    );
+    assert!(!pmem.contains(&"--initrd".to_string()));
+    let cmdline = after(&pmem, "--cmdline").unwrap();
+    assert!(
+        cmdline.contains(crate::config::PMEM_ROOT_PARAMS),
+        "{cmdline}"
+    );
+}
+
 #[tokio::test]
 async fn the_pool_directory_is_no_sandbox_id() {
     let run = tempfile::tempdir().unwrap();

@@ -14,6 +14,7 @@ pub mod balloon;
 pub mod fs;
 pub mod mmio;
 pub mod net;
+pub mod pmem;
 #[cfg(test)]
 pub mod test_driver;
 pub mod vsock;
@@ -33,6 +34,7 @@ pub mod device_type {
     pub const BALLOON: u32 = 5;
     pub const VSOCK: u32 = 19;
     pub const FS: u32 = 26;
+    pub const PMEM: u32 = 27;
 }
 
 /// Device status bits (virtio 1.2, 2.1).

@@ -107,11 +107,12 @@ fn io_err(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> J
 
 impl JailContents {
     /// The contents for `vmm` (its libraries from `ldd` when it is dynamically linked; a
-    /// static VMM needs none, and no `ldd`), `kernel` and `initramfs`.
+    /// static VMM needs none, and no `ldd`), `kernel` and the guest root file (initramfs or
+    /// pmem image).
     pub fn for_vmm(
         vmm: &Path,
         kernel: &Path,
-        initramfs: Option<&Path>,
+        guest_root: Option<&Path>,
         needs_tun: bool,
     ) -> Result<JailContents, JailError> {
         use std::io::Read;
@@ -133,7 +134,7 @@ impl JailContents {
             vmm: vmm.to_path_buf(),
             ldd_output,
             kernel: kernel.to_path_buf(),
-            initramfs: initramfs.map(Path::to_path_buf),
+            guest_root: guest_root.map(Path::to_path_buf),
             needs_tun,
         })
     }

@@ -1,12 +1,12 @@
 //! What goes into a jail root, as a pure plan: the VMM binary and the shared libraries `ldd`
-//! names, the guest kernel and initramfs (read-only binds), the device nodes made on a private
+//! names, the guest kernel and root file (read-only binds), the device nodes made on a private
 //! /dev, the files and directory the VMM may write, and the host-side links that keep the
 //! sandbox's socket paths where the shim looks for them.
 //!
 //! Layout inside the jail (the host sees it at `<sandbox-dir>/root`):
 //!
 //! - `/hull-vmm`, `/lib...` (the libraries at the paths `ldd` gives): read-only binds
-//! - `/kernel`, `/initramfs`: read-only binds
+//! - `/kernel`, `/guest-root` (the initramfs or the pmem image): read-only binds
 //! - `/dev/kvm`, `/dev/null` (+ `/dev/net/tun` if asked): nodes on a small tmpfs, owned by the
 //!   jail user
 //! - `/console.log`: the serial log, a file owned by the jail user (the root itself is not
@@ -22,8 +22,8 @@ pub const ROOT_DIR: &str = "root";
 pub const VMM_IN_JAIL: &str = "/hull-vmm";
 /// The guest kernel inside the jail.
 pub const KERNEL_IN_JAIL: &str = "/kernel";
-/// The guest initramfs inside the jail.
-pub const INITRAMFS_IN_JAIL: &str = "/initramfs";
+/// The guest root (the initramfs or the pmem image) inside the jail.
+pub const GUEST_ROOT_IN_JAIL: &str = "/guest-root";
 /// The serial log inside the jail.
 pub const CONSOLE_IN_JAIL: &str = "/console.log";
 /// The directory the jailed VMM may create sockets in.
@@ -79,8 +79,8 @@ pub struct JailContents {
     pub ldd_output: String,
     /// Guest kernel (host path).
     pub kernel: PathBuf,
-    /// Guest initramfs (host path), if any.
-    pub initramfs: Option<PathBuf>,
+    /// The guest root file (initramfs or pmem image; host path), if any.
+    pub guest_root: Option<PathBuf>,
     /// Whether the VMM opens taps by name (then it needs /dev/net/tun).
     pub needs_tun: bool,
 }
@@ -168,10 +168,10 @@ impl JailPlan {
             source: contents.kernel.clone(),
             target: KERNEL_IN_JAIL.into(),
         });
-        if let Some(initramfs) = &contents.initramfs {
+        if let Some(guest_root) = &contents.guest_root {
             binds.push(Bind {
-                source: initramfs.clone(),
-                target: INITRAMFS_IN_JAIL.into(),
+                source: guest_root.clone(),
+                target: GUEST_ROOT_IN_JAIL.into(),
             });
         }
         let mut devices: Vec<PathBuf> = BASE_DEVICES.iter().map(PathBuf::from).collect();

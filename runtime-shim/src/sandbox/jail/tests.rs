@@ -17,7 +17,7 @@ fn contents(needs_tun: bool) -> JailContents {
         vmm: "/usr/bin/hull-vmm".into(),
         ldd_output: LDD.into(),
         kernel: "/usr/share/hull/vmlinux".into(),
-        initramfs: Some("/usr/share/hull/initramfs.cpio".into()),
+        guest_root: Some("/usr/share/hull/initramfs.cpio".into()),
         needs_tun,
     }
 }
@@ -59,7 +59,7 @@ fn the_root_holds_the_vmm_its_libraries_and_the_guest_image_only() {
             "/lib/x86_64-linux-gnu/libc.so.6",
             "/lib64/ld-linux-x86-64.so.2",
             "/kernel",
-            "/initramfs"
+            "/guest-root"
         ]
         .map(Path::new)
     );
