@@ -285,6 +285,7 @@ fn help_documents_every_flag() {
         "--vsock-cid",
         "--vsock-uds",
         "--fs",
+        "--pmem",
         "--exit-stats",
         "--log-level",
     ] {
@@ -336,4 +337,59 @@ fn free_page_report_releases_guest_memory() {
         "{}",
         run.stderr
     );
+}
+
+/// The guest reads the virtio-pmem window through the memory slot (both ends of the image) and
+/// writes into it: it sees its own write, and the image file does not.
+#[test]
+fn pmem_window_shows_the_image_and_keeps_guest_writes_private() {
+    const SIZE: usize = 4 << 20;
+    let dir = tempdir();
+    let image = dir.join("root.img");
+    let mut bytes = vec![0u8; SIZE];
+    bytes[..8].copy_from_slice(&0x0123_4567_89ab_cdefu64.to_le_bytes());
+    bytes[SIZE - 8..].copy_from_slice(&0xfeed_face_cafe_beefu64.to_le_bytes());
+    std::fs::write(&image, &bytes).unwrap();
+    for entry in [Entry::Pvh, Entry::Linux64] {
+        let run = boot(
+            entry,
+            "console=ttyS0 reboot=k pmem",
+            &["--mem-mib", "64", "--pmem", image.to_str().unwrap()],
+        );
+        run.assert_exit(0);
+        assert!(
+            run.stdout.contains(
+                "tiny-guest: pmem start=0x0000000100000000 size=0x0000000000400000 \
+                 first=0x0123456789abcdef last=0xfeedfacecafebeef after_write=0x1122334455667788\n"
+            ),
+            "{entry:?}\n{}\n{}",
+            run.stdout,
+            run.stderr
+        );
+    }
+    assert_eq!(
+        std::fs::read(&image).unwrap(),
+        bytes,
+        "a guest write reached the image"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn pmem_image_of_a_bad_size_is_refused_by_name() {
+    let dir = tempdir();
+    let image = dir.join("odd.img");
+    std::fs::write(&image, vec![0u8; 4096]).unwrap();
+    let run = boot(
+        Entry::Pvh,
+        "console=ttyS0 reboot=k",
+        &["--mem-mib", "64", "--pmem", image.to_str().unwrap()],
+    );
+    run.assert_exit(1);
+    assert!(
+        run.stderr.contains("odd.img") && run.stderr.contains("multiple of 2 MiB"),
+        "{}",
+        run.stderr
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
 }

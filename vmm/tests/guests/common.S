@@ -1,8 +1,8 @@
 /* Page tables and stack shared by both entries. */
     .section .text, "ax"
     .code64
-    .globl build_page_tables_4g
-build_page_tables_4g:
+    .globl build_page_tables_8g
+build_page_tables_8g:
     lea pdpt(%rip), %rax
     or $3, %rax
     mov %rax, pml4(%rip)
@@ -15,7 +15,7 @@ build_page_tables_4g:
     lea pdpt(%rip), %rdx
     mov %rax, (%rdx,%rcx,8)
     inc %rcx
-    cmp $4, %rcx
+    cmp $8, %rcx
     jne 1b
     xor %ecx, %ecx
     lea pd(%rip), %rdx
@@ -24,7 +24,7 @@ build_page_tables_4g:
     or $0x83, %rax
     mov %rax, (%rdx,%rcx,8)
     inc %rcx
-    cmp $2048, %rcx
+    cmp $4096, %rcx
     jne 2b
     ret
 
@@ -33,7 +33,7 @@ build_page_tables_4g:
     .globl pml4, pdpt, pd
 pml4:  .skip 4096
 pdpt:  .skip 4096
-pd:    .skip 4096 * 4
+pd:    .skip 4096 * 8
 stack: .skip 16384
     .globl stack_top
 stack_top:

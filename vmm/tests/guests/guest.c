@@ -44,6 +44,11 @@ static void put_hex(u64 v) {
     for (int shift = 28; shift >= 0; shift -= 4) putc_serial("0123456789abcdef"[(v >> shift) & 0xf]);
 }
 
+static void put_hex64(u64 v) {
+    puts_serial("0x");
+    for (int shift = 60; shift >= 0; shift -= 4) putc_serial("0123456789abcdef"[(v >> shift) & 0xf]);
+}
+
 /* Finds `key` as a whole word of the command line; returns a pointer after it (at '=' or the end). */
 static const char *find_arg(const char *cmdline, const char *key) {
     const char *p = cmdline;
@@ -455,6 +460,28 @@ void cmain(u64 pvh_info, u64 boot_params) {
     if (find_arg(cmdline, "balloon-report")) {
         vsock_base = VIRTIO_MMIO_BASE;
         balloon_report();
+    }
+
+    /* pmem: device 0 is virtio-pmem; print its window (config: le64 start, le64 size), the
+       first and last 8 bytes in it, then write the first 8 and read them back. */
+    if (find_arg(cmdline, "pmem")) {
+        u64 cfg = VIRTIO_MMIO_BASE + 0x100;
+        u64 start = (u64)mmio_read32(cfg) | ((u64)mmio_read32(cfg + 4) << 32);
+        u64 size = (u64)mmio_read32(cfg + 8) | ((u64)mmio_read32(cfg + 12) << 32);
+        puts_serial("tiny-guest: pmem start=");
+        put_hex64(start);
+        puts_serial(" size=");
+        put_hex64(size);
+        volatile u64 *first = (volatile u64 *)start;
+        volatile u64 *last = (volatile u64 *)(start + size - 8);
+        puts_serial(" first=");
+        put_hex64(*first);
+        puts_serial(" last=");
+        put_hex64(*last);
+        *first = 0x1122334455667788ULL;
+        puts_serial(" after_write=");
+        put_hex64(*first);
+        puts_serial("\n");
     }
 
     if (find_arg(cmdline, "crash")) {

@@ -5,7 +5,7 @@
 _start:
     outb %al, $0x80              /* first instruction: one I/O exit (start-up latency figure) */
     mov %rsi, %r12               /* keep boot_params */
-    call build_page_tables_4g    /* map 4 GiB so the MMIO windows at 0xd0000000 are reachable */
+    call build_page_tables_8g    /* map 8 GiB: the MMIO windows at 0xd0000000, the pmem window above 4 GiB */
     mov $pml4, %rax
     mov %rax, %cr3
     lea stack_top(%rip), %rsp

@@ -13,7 +13,8 @@
 pvh_entry:
     outb %al, $0x80              /* first instruction: one I/O exit (start-up latency figure) */
     mov %ebx, %esi               /* keep start_info */
-    /* pml4[0] -> pdpt; pdpt[0..3] -> pd[0..3]; pd: 2048 x 2 MiB identity pages = 4 GiB */
+    /* pml4[0] -> pdpt; pdpt[0..7] -> pd[0..7]; pd: 4096 x 2 MiB identity pages = 8 GiB
+       (the pmem window lies above 4 GiB) */
     movl $pdpt + 3, pml4
     xor %ecx, %ecx
 1:  mov %ecx, %eax
@@ -21,7 +22,7 @@ pvh_entry:
     add $pd + 3, %eax
     mov %eax, pdpt(,%ecx,8)
     inc %ecx
-    cmp $4, %ecx
+    cmp $8, %ecx
     jne 1b
     xor %ecx, %ecx
 2:  mov %ecx, %eax
@@ -32,7 +33,7 @@ pvh_entry:
     shr $11, %eax                /* bits 32+ of the physical address */
     mov %eax, pd+4(,%ecx,8)
     inc %ecx
-    cmp $2048, %ecx
+    cmp $4096, %ecx
     jne 2b
     mov $pml4, %eax
     mov %eax, %cr3
