@@ -26,12 +26,13 @@ pub const DEFAULT_CONFIG_TOML: &str = r#"# Hull configuration (read by container
 
 # Guest kernel (ELF vmlinux).
 kernel = "/usr/share/hull/vmlinux"
-# Guest initramfs; hull-agent is its PID 1. Used when `image` is empty.
+# Guest root image (`make guest-image`): a virtio-pmem device the guest mounts read-only with
+# DAX, so the agent runs from the host's page cache of this file, one copy shared by every VM,
+# instead of from a copy in each VM's RAM. Needs a guest kernel with virtio-pmem and fs-DAX
+# (ours has them). Empty: boot from `initramfs` instead.
+image = "/usr/share/hull/rootfs.img"
+# Guest initramfs (hull-agent is its PID 1), used when `image` is empty.
 initramfs = "/usr/share/hull/initramfs.cpio"
-# Guest root image for virtio-pmem (`make guest-image`): when set, the guest's root is this
-# file, mapped read-only from the host's page cache (DAX), so the agent's pages are one copy
-# shared by all VMs instead of one copy in each VM's RAM; `initramfs` is then not used.
-image = ""
 # hull-vmm: a path, or a name looked for next to the shim, then on $PATH.
 vmm = "hull-vmm"
 # The smallest VM: a pod without limits gets this many vCPUs and MiB.
@@ -137,7 +138,7 @@ pub struct Config {
     pub kernel: PathBuf,
     /// Guest initramfs (hull-agent is its PID 1), used when `image` is empty.
     pub initramfs: PathBuf,
-    /// Guest root image for virtio-pmem; empty = boot from the initramfs.
+    /// Guest root image for virtio-pmem (the default); empty = boot from the initramfs.
     pub image: PathBuf,
     /// hull-vmm binary.
     pub vmm: PathBuf,
@@ -180,7 +181,7 @@ impl Default for Config {
         Config {
             kernel: PathBuf::from("/usr/share/hull/vmlinux"),
             initramfs: PathBuf::from("/usr/share/hull/initramfs.cpio"),
-            image: PathBuf::new(),
+            image: PathBuf::from("/usr/share/hull/rootfs.img"),
             vmm: PathBuf::from("hull-vmm"),
             vcpus: 1,
             mem_mib: 256,

@@ -43,8 +43,8 @@ fn newc_with_init(data: &[u8]) -> Vec<u8> {
 }
 
 /// A build directory: the real shim and hull, hull-vmm (the built one, or a stand-in that only
-/// answers --version), a small kernel stand-in and an initramfs whose /init carries the agent
-/// API marker.
+/// answers --version), a small kernel stand-in, and an initramfs whose /init and a pmem root
+/// image that carry the agent API marker.
 fn fake_build(dir: &Path) -> (PathBuf, PathBuf) {
     let bin = dir.join("bin");
     let guest = dir.join("guest");
@@ -76,6 +76,9 @@ fn fake_build(dir: &Path) -> (PathBuf, PathBuf) {
         newc_with_init(init.as_bytes()),
     )
     .unwrap();
+    let mut image = vec![0u8; 2 << 20];
+    image[1 << 20..(1 << 20) + init.len()].copy_from_slice(init.as_bytes());
+    std::fs::write(guest.join("rootfs.img"), image).unwrap();
     (bin, guest)
 }
 
@@ -140,7 +143,8 @@ fn install_check_containerd_run_uninstall() {
     std::fs::write(
         &config,
         format!(
-            "kernel = \"{p}/usr/share/hull/vmlinux\"\ninitramfs = \"{p}/usr/share/hull/initramfs.cpio\"\n\
+            "kernel = \"{p}/usr/share/hull/vmlinux\"\nimage = \"{p}/usr/share/hull/rootfs.img\"\n\
+             initramfs = \"{p}/usr/share/hull/initramfs.cpio\"\n\
              debug = true\n[sandbox]\nmode = \"host-agent\"\nrun_dir = \"{}\"\nagent = \"{}\"\n",
             run_dir.display(),
             target_dir().join("hull-agent").display(),
@@ -171,14 +175,7 @@ fn install_check_containerd_run_uninstall() {
 
     let out = hull(&["check", "--prefix", p]);
     let report = stdout(&out);
-    for what in [
-        "shim",
-        "kernel",
-        "initramfs",
-        "agent",
-        "hull-vmm",
-        "runtime",
-    ] {
+    for what in ["shim", "kernel", "image", "agent", "hull-vmm", "runtime"] {
         let line = check_line(&report, what);
         assert!(line.contains(" ok "), "{line}\n{}", text(&out));
     }

@@ -562,6 +562,16 @@ hull_debug() {
     if [ -n "$LAB_HULL_BENCH" ]; then echo false; else echo true; fi
 }
 
+# hull.toml's guest root: the pmem image when the lab carries one (the product's default),
+# unless --hull-config names `image` itself (image = "" boots the initramfs).
+hull_image_line() {
+    case "$LAB_HULL_CONFIG" in
+        "image ="* | *"
+image ="*) ;;
+        *) if [ -f "$LAB/guest/rootfs.img" ]; then echo "image = \"$LAB/guest/rootfs.img\""; else echo 'image = ""'; fi ;;
+    esac
+}
+
 ctr_setup() {
     D=$TMP/ctr
     rm -rf "$D"
@@ -572,6 +582,7 @@ ctr_setup() {
     printf '%s\n' \
         "kernel = \"$LAB/guest/vmlinux\"" \
         "initramfs = \"$LAB/guest/initramfs.cpio\"" \
+        "$(hull_image_line)" \
         "vmm = \"$LAB/bin/hull-vmm\"" \
         "virtiofsd = \"$LAB/bin/virtiofsd\"" \
         "vcpus = $vcpus" \
@@ -887,6 +898,7 @@ pod_setup() {
     printf '%s\n' \
         "kernel = \"$LAB/guest/vmlinux\"" \
         "initramfs = \"$LAB/guest/initramfs.cpio\"" \
+        "$(hull_image_line)" \
         "vmm = \"$LAB/bin/hull-vmm\"" \
         "virtiofsd = \"$LAB/bin/virtiofsd\"" \
         "vcpus = $vcpus" \

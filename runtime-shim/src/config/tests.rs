@@ -142,9 +142,14 @@ fn config_text_for_a_prefix_moves_the_guest_image() {
         Path::new("/tmp/root/usr/share/hull/initramfs.cpio")
     );
     assert_eq!(
+        config.image,
+        Path::new("/tmp/root/usr/share/hull/rootfs.img")
+    );
+    assert_eq!(
         Config {
             kernel: Config::default().kernel,
             initramfs: Config::default().initramfs,
+            image: Config::default().image,
             ..config
         },
         Config::default()

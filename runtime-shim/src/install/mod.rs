@@ -2,7 +2,7 @@
 //! containerd drop-in in place (recording exactly what was created), and take them away again.
 //!
 //! Layout under the prefix (`/` by default): `usr/local/bin/{containerd-shim-hull-v2,hull-vmm,
-//! hull}`, `usr/share/hull/{vmlinux,initramfs.cpio,install-manifest}`, `etc/hull/config.toml`,
+//! hull}`, `usr/share/hull/{vmlinux,rootfs.img,initramfs.cpio,install-manifest}`, `etc/hull/config.toml`,
 //! `etc/containerd/conf.d/hull.toml` (and `etc/containerd/config.toml` when there was none).
 //! The paths written into the files name the prefix, so an installation under a prefix is
 //! complete on its own. Nothing is restarted.
@@ -18,7 +18,7 @@ use manifest::Entry;
 /// The binaries installed into `usr/local/bin`.
 pub const BINARIES: [&str; 3] = ["containerd-shim-hull-v2", "hull-vmm", "hull"];
 /// The guest image files installed into `usr/share/hull`.
-pub const GUEST_FILES: [&str; 2] = ["vmlinux", "initramfs.cpio"];
+pub const GUEST_FILES: [&str; 3] = ["vmlinux", "rootfs.img", "initramfs.cpio"];
 
 /// The RuntimeClass to apply (README.md's Kubernetes section shows the same text; a unit test
 /// checks it).
@@ -82,7 +82,7 @@ impl Layout {
 pub struct InstallOptions {
     /// Where to install (`/`).
     pub prefix: PathBuf,
-    /// The directory holding `vmlinux` and `initramfs.cpio` (`build/guest`).
+    /// The directory holding `vmlinux`, `rootfs.img` and `initramfs.cpio` (`build/guest`).
     pub guest_dir: PathBuf,
     /// The directory holding the three binaries (the running `hull`'s directory).
     pub bin_dir: PathBuf,

@@ -146,7 +146,7 @@ fn vmm_is_asked_for_free_page_reporting_as_the_config_says() {
 }
 
 #[test]
-fn vmm_boots_the_pmem_image_instead_of_the_initramfs_when_one_is_set() {
+fn vmm_boots_the_pmem_image_by_default_and_the_initramfs_without_one() {
     let paths = SandboxPaths::new(Path::new("/run/hull"), "sb1");
     let size = crate::cri::sizing::VmSize {
         vcpus: 1,
@@ -163,7 +163,10 @@ fn vmm_boots_the_pmem_image_instead_of_the_initramfs_when_one_is_set() {
         let at = args.iter().position(|a| a == flag)?;
         args.get(at + 1).cloned()
     };
-    let initramfs = args_of(&crate::config::Config::default());
+    let initramfs = args_of(&crate::config::Config {
+        image: "".into(),
+        ..Default::default()
+    });
     assert_eq!(
         after(&initramfs, "--initrd").as_deref(),
         Some("/usr/share/hull/initramfs.cpio")
@@ -171,11 +174,7 @@ fn vmm_boots_the_pmem_image_instead_of_the_initramfs_when_one_is_set() {
     assert!(!initramfs.contains(&"--pmem".to_string()));
     assert!(!after(&initramfs, "--cmdline").unwrap().contains("root="));
 
-    let config = crate::config::Config {
-        image: "/usr/share/hull/rootfs.img".into(),
-        ..Default::default()
-    };
-    let pmem = args_of(&config);
+    let pmem = args_of(&crate::config::Config::default());
     assert_eq!(
         after(&pmem, "--pmem").as_deref(),
         Some("/usr/share/hull/rootfs.img")
