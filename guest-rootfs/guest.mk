@@ -8,8 +8,11 @@
 #   make guest-initramfs  $(BUILD_DIR)/guest/initramfs.cpio (uncompressed newc; the agent stripped of
 #                         its symbol tables: every byte of /init is guest memory the host pays for, twice)
 #                         DEBUG_IMAGE=1: plus a shell (static busybox as /bin/sh) for `hull console`
-#   make guest            both guest images, then prints their sizes
-#   make guest-rootfs-test  tests of the initramfs writer and of build-kernel.sh (fake source)
+#   make guest-image      $(BUILD_DIR)/guest/rootfs.img: the same files as a virtio-pmem root (PFN
+#                         info block + ext4, mounted with DAX: /init runs from the host's page cache,
+#                         shared by all VMs). Needs mke2fs/debugfs/e2fsck (e2fsprogs). DEBUG_IMAGE=1 too.
+#   make guest            the kernel and both root images, then prints their sizes
+#   make guest-rootfs-test  tests of the initramfs and pmem image writers and of build-kernel.sh (fake source)
 
 BUILD_DIR ?= build
 HULL_CACHE ?= /var/cache/hull
@@ -19,6 +22,7 @@ GUEST_OUT_DIR := $(BUILD_DIR)/guest
 GUEST_BIN_DIR := $(BUILD_DIR)/bin
 GUEST_VMLINUX := $(GUEST_OUT_DIR)/vmlinux
 GUEST_INITRAMFS := $(GUEST_OUT_DIR)/initramfs.cpio
+GUEST_PMEM_IMAGE := $(GUEST_OUT_DIR)/rootfs.img
 GUEST_LAYOUT := $(GUEST_ROOTFS_DIR)/initramfs/layout.txt
 # DEBUG_IMAGE=1 adds debug-layout.txt: /bin/sh (a static busybox, $(BUSYBOX)) for the debug
 # console. The default image has no shell.
@@ -30,6 +34,15 @@ GUEST_LAYOUT_ARGS := --extra "$(GUEST_DEBUG_LAYOUT)" --set BUSYBOX="$(BUSYBOX)"
 else
 GUEST_LAYOUT_ARGS :=
 endif
+
+# DEBUG_IMAGE=1 needs a static busybox ($1: the target saying so).
+define guest_check_debug_busybox
+	@info=$$(file -L "$(BUSYBOX)" 2>&1); case "$$info" in \
+	  *"statically linked"*|*"static-pie linked"*) ;; \
+	  *) echo "DEBUG_IMAGE=1 needs a static busybox at BUSYBOX=$(BUSYBOX) (Debian: apt-get install busybox-static): $$info" >&2; exit 1 ;; \
+	esac
+	@echo "$(1): DEBUG IMAGE: adds $(BUSYBOX) as /bin/sh for the debug console (not for production)"
+endef
 
 # Static Rust binaries: an explicit --target keeps crt-static away from build
 # scripts and proc macros; LIBSECCOMP_LINK_TYPE makes a libseccomp dependency
@@ -58,7 +71,7 @@ define guest_install_static
 	mv -f "$(GUEST_BIN_DIR)/$(1).tmp" "$(GUEST_BIN_DIR)/$(1)"
 endef
 
-.PHONY: guest guest-kernel guest-initramfs static-bins static-agent guest-rootfs-test
+.PHONY: guest guest-kernel guest-initramfs guest-image static-bins static-agent guest-rootfs-test
 
 guest-kernel:
 	HULL_CACHE="$(HULL_CACHE)" $(GUEST_ROOTFS_DIR)/scripts/build-kernel.sh "$(GUEST_VMLINUX)"
@@ -79,11 +92,7 @@ static-agent:
 
 guest-initramfs: static-agent
 ifeq ($(DEBUG_IMAGE),1)
-	@info=$$(file -L "$(BUSYBOX)" 2>&1); case "$$info" in \
-	  *"statically linked"*|*"static-pie linked"*) ;; \
-	  *) echo "DEBUG_IMAGE=1 needs a static busybox at BUSYBOX=$(BUSYBOX) (Debian: apt-get install busybox-static): $$info" >&2; exit 1 ;; \
-	esac
-	@echo "guest-initramfs: DEBUG IMAGE: adds $(BUSYBOX) as /bin/sh for the debug console (not for production)"
+	$(call guest_check_debug_busybox,guest-initramfs)
 endif
 	@mkdir -p "$(dir $(GUEST_INITRAMFS))"
 	strip --strip-all -o "$(GUEST_INITRAMFS).agent" "$(GUEST_BIN_DIR)/hull-agent"
@@ -92,9 +101,21 @@ endif
 	@rm -f "$(GUEST_INITRAMFS).agent"
 	@cpio -itv --quiet < "$(GUEST_INITRAMFS)"
 
-guest: guest-kernel guest-initramfs
+# The virtio-pmem root: same layout, same stripped agent; the VMM maps the file into the guest
+# and the kernel mounts it with root=/dev/pmem0 rootfstype=ext4 rootflags=dax ro.
+guest-image: static-agent
+ifeq ($(DEBUG_IMAGE),1)
+	$(call guest_check_debug_busybox,guest-image)
+endif
+	@mkdir -p "$(dir $(GUEST_PMEM_IMAGE))"
+	strip --strip-all -o "$(GUEST_PMEM_IMAGE).agent" "$(GUEST_BIN_DIR)/hull-agent"
+	python3 $(GUEST_ROOTFS_DIR)/scripts/mk-pmem-image.py "$(GUEST_LAYOUT)" "$(GUEST_PMEM_IMAGE)" --list \
+		--set AGENT="$(GUEST_PMEM_IMAGE).agent" $(GUEST_LAYOUT_ARGS) || { rm -f "$(GUEST_PMEM_IMAGE).agent"; exit 1; }
+	@rm -f "$(GUEST_PMEM_IMAGE).agent"
+
+guest: guest-kernel guest-initramfs guest-image
 	@echo "guest images:"
-	@ls -l "$(GUEST_VMLINUX)" "$(GUEST_INITRAMFS)" | awk '{ printf "  %-40s %10d bytes (%.1f MiB)\n", $$9, $$5, $$5 / 1048576 }'
+	@ls -l "$(GUEST_VMLINUX)" "$(GUEST_INITRAMFS)" "$(GUEST_PMEM_IMAGE)" | awk '{ printf "  %-40s %10d bytes (%.1f MiB)\n", $$9, $$5, $$5 / 1048576 }'
 
 guest-rootfs-test:
 	python3 -m unittest discover -s $(GUEST_ROOTFS_DIR)/tests -v

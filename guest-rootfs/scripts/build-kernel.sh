@@ -54,14 +54,25 @@ fragment_settings() {
     sed -n -e 's/[[:space:]]*$//' -e '/^CONFIG_/p' -e '/^# CONFIG_[A-Za-z0-9_]* is not set$/p' "$fragment"
 }
 
+# Sets the array `patches` to the patch files in name order (the glob sorts). Listed once and
+# used both for the cache key and for applying them, so the two cannot disagree.
+list_patches() {
+    local patch_file
+    patches=()
+    for patch_file in "$patch_dir"/*.patch; do
+        [ -f "$patch_file" ] || continue
+        patches+=("$patch_file")
+    done
+}
+list_patches
+
 cache_key=$({
     echo "fragment"; fragment_settings | sha256sum
     echo "source $source_package $source_version"
     echo "compiler $gcc_version"
     echo "build-script"; sha256sum <"$script_dir/build-kernel.sh"
     echo "check-script"; sha256sum <"$checker"
-    for patch_file in "$patch_dir"/*.patch; do
-        [ -f "$patch_file" ] || continue
+    for patch_file in "${patches[@]}"; do
         echo "patch $(basename "$patch_file")"; sha256sum <"$patch_file"
     done
 } | sha256sum | cut -d' ' -f1)
@@ -185,8 +196,7 @@ run_step() {
 run_step "extract source" tar -xJf "$tarball" -C "$work"
 src=$(find "$work" -mindepth 1 -maxdepth 1 -type d -name 'linux-*' | head -n 1)
 [ -n "$src" ] || die "no linux-* directory in $tarball"
-for patch_file in "$patch_dir"/*.patch; do
-    [ -f "$patch_file" ] || continue
+for patch_file in "${patches[@]}"; do
     run_step "patch $(basename "$patch_file")" patch -p1 -d "$src" --forward --batch -i "$patch_file"
 done
 
