@@ -47,6 +47,9 @@ EXIT_OK, EXIT_PRODUCT, EXIT_LAB_HANG, EXIT_SETUP = 0, 1, 2, 3
 HULL_CMDLINE = "console=ttyS0 reboot=k panic=-1 hull.poweroff=1"
 # Without hull.poweroff the agent serves its API on vsock port 1024 until the VMM is stopped.
 SERVE_CMDLINE = "console=ttyS0 reboot=k panic=-1"
+# How the shim boots the pmem root image (runtime-shim/src/config.rs PMEM_ROOT_PARAMS), for the
+# bench's direct hull-vmm boots of it.
+PMEM_ROOT_PARAMS = "root=/dev/pmem0 rootfstype=ext4 rootflags=dax ro init=/init"
 HEALTH_EXTRA_S = 15  # a health run boots, waits for the agent, then makes calls: more time than a boot
 CTR_TIMEOUT_S = 90  # containerd -> shim -> virtiofsd + hull-vmm boot -> container -> teardown
 SUITE_TIMEOUT_S = 300  # per agent-suite test executable run in L1 against the microVM
@@ -125,7 +128,7 @@ class Lab:
             raise lab_assets.AssetError("missing " + " and ".join(missing))
 
     def cmdline(self, vmm):
-        base = HULL_CMDLINE if vmm == "hull" else PEER_CMDLINE
+        base = {"hull": HULL_CMDLINE, "hull-pmem": f"{HULL_CMDLINE} {PMEM_ROOT_PARAMS}"}.get(vmm, PEER_CMDLINE)
         return " ".join(p for p in (base, self.args.extra) if p)
 
     def spec(self, name, vmm, vcpus=1, mem_mib=256, attempts=None):
@@ -737,10 +740,15 @@ def check_soak(fields, cycles, l1_hung=False):
 def cmd_bench(lab):
     lab.prepare(need_hull=True)
     n = lab.args.n
+    # hull-vmm with the initramfs (the same guest QEMU boots) and, when built, with the pmem root
+    # image the shim boots by default (QEMU's microvm has no virtio-pmem on MMIO).
+    vmms = ["hull", "qemu"]
+    if (Path(lab.args.guest_initramfs).parent / "rootfs.img").exists():
+        vmms.insert(1, "hull-pmem")
     # One unmeasured boot each first: the first start reads the VMM from disk.
-    runs = [lab.spec("hull-warmup", "hull"), lab.spec("qemu-warmup", "qemu")]
+    runs = [lab.spec(f"{v}-warmup", v) for v in vmms]
     for i in range(1, n + 1):
-        runs += [lab.spec(f"hull-{i}", "hull"), lab.spec(f"qemu-{i}", "qemu")]
+        runs += [lab.spec(f"{v}-{i}", v) for v in vmms]
     # The agent API through the vsock device vs the same client and agent on a plain Unix socket.
     lab.config.health_peer = True
     lab.config.ctr_bench = n
@@ -749,7 +757,7 @@ def cmd_bench(lab):
         extra.append(lab.ctr_spec("bench-ctr"))
     runs += extra
     results = lab.execute(runs, lab.args.l1_boots)
-    ok = {"hull": [], "qemu": []}
+    ok = {v: [] for v in vmms}
     for r in runs:
         if r in extra:
             continue
@@ -764,28 +772,40 @@ def cmd_bench(lab):
         f"guest: {size_mib(lab.args.guest_kernel)} vmlinux, {size_mib(lab.args.guest_initramfs)} initramfs; "
         f"1 vCPU, 256 MiB; {n} boots per VMM, interleaved; {hangs} lab hang(s) retried; failed: {fails or 'none'}"
     )
-    rows = [
-        ("guest_boot_ms (boot marker, hull-vmm)", [a.boot_ms for a in ok["hull"] if a.boot_ms >= 0], []),
-        ("VMM start -> agent line (ms)", [a.agent_ms for a in ok["hull"]], [a.agent_ms for a in ok["qemu"]]),
-        ("VMM start -> VMM exit (ms)", [a.wall_ms for a in ok["hull"]], [a.wall_ms for a in ok["qemu"]]),
-        (
-            "guest clock at last kernel message (ms)",
-            [a.kmsg_s * 1000 for a in ok["hull"] if a.kmsg_s >= 0],
-            [a.kmsg_s * 1000 for a in ok["qemu"] if a.kmsg_s >= 0],
-        ),
-        ("VMM peak RSS (MiB)", [a.rss_kib / 1024 for a in ok["hull"]], [a.rss_kib / 1024 for a in ok["qemu"]]),
-    ]
-    log(f"{'metric (median)':40} {'hull-vmm':>10} {'QEMU microvm':>13} {'QEMU/hull':>10}")
-    for label, hull, qemu in rows:
-        h, q = median(hull), median(qemu)
-        ratio = f"{q / h:.2f}x" if h and q else "-"
-        log(f"{label:40} {fmt_num(h):>10} {fmt_num(q):>13} {ratio:>10}")
-    for vmm in ("hull", "qemu"):
+    log(bench_table(ok))
+    for vmm in vmms:
         log(f"  {vmm} agent lines: {sorted({a.agent for a in ok[vmm]})}")
     bench_extras(results, extra)
     bench_ctr_runtimes(lab.ctr_bench)
     bench_ctr_pss(lab.ctr_pss)
     return EXIT_OK if ok["hull"] and not fails else EXIT_PRODUCT
+
+
+def bench_table(ok):
+    """The boot figures per VMM (`ok`: the ok results by VMM), with QEMU's over each hull's."""
+    metrics = [
+        ("guest_boot_ms (boot marker, hull-vmm)", lambda a: a.boot_ms if a.boot_ms >= 0 else None, False),
+        ("VMM start -> agent line (ms)", lambda a: a.agent_ms, True),
+        ("VMM start -> VMM exit (ms)", lambda a: a.wall_ms, True),
+        ("guest clock at last kernel message (ms)", lambda a: a.kmsg_s * 1000 if a.kmsg_s >= 0 else None, True),
+        ("VMM peak RSS (MiB)", lambda a: a.rss_kib / 1024, True),
+    ]
+    names = {"hull": "hull-vmm", "hull-pmem": "hull pmem", "qemu": "QEMU microvm"}
+    hulls = [v for v in ok if v != "qemu"]
+    head = f"{'metric (median)':40}" + "".join(f" {names[v]:>12}" for v in ok)
+    head += "".join(f" {'QEMU/' + names[v]:>18}" for v in hulls)
+    lines = [head]
+    for label, value, for_qemu in metrics:
+        med = {}
+        for v in ok:
+            values = [x for x in (value(a) for a in ok[v]) if x is not None] if (for_qemu or v != "qemu") else []
+            med[v] = median(values)
+        row = f"{label:40}" + "".join(f" {fmt_num(med[v]):>12}" for v in ok)
+        for v in hulls:
+            q, h = med.get("qemu"), med[v]
+            row += f" {(f'{q / h:.2f}x' if h and q else '-'):>18}"
+        lines.append(row)
+    return "\n".join(lines)
 
 
 def bench_extras(results, extra):

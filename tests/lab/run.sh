@@ -59,7 +59,8 @@ lab_kvm() {
 }
 
 # lab_run NAME VMM TIMEOUT_S ATTEMPTS MEM_MIB VCPUS CMDLINE
-# VMM is "hull" (our hull-vmm) or "qemu" (the QEMU microvm peer). A run that
+# VMM is "hull" (our hull-vmm), "hull-pmem" (hull-vmm booting the pmem root image: the
+# command line then carries its root= parameters) or "qemu" (the QEMU microvm peer). A run that
 # times out is a hang and is tried again, up to ATTEMPTS times in all.
 lab_run() {
     name=$1 vmm=$2 timeout=$3 attempts=$4 mem=$5 vcpus=$6 cmdline=$7
@@ -80,6 +81,11 @@ run_once() {
         hull)
             summary=$($WATCH -t "$timeout" -o "$out" -e "$err" -m agent=HULL-AGENT -- $pin \
                 $LAB/bin/hull-vmm --kernel $LAB/guest/vmlinux --initrd $LAB/guest/initramfs.cpio \
+                --mem-mib "$mem" --vcpus "$vcpus" --cmdline "$cmdline")
+            ;;
+        hull-pmem)
+            summary=$($WATCH -t "$timeout" -o "$out" -e "$err" -m agent=HULL-AGENT -- $pin \
+                $LAB/bin/hull-vmm --kernel $LAB/guest/vmlinux --pmem $LAB/guest/rootfs.img \
                 --mem-mib "$mem" --vcpus "$vcpus" --cmdline "$cmdline")
             ;;
         qemu)

@@ -477,6 +477,31 @@ esac
         self.assertEqual([r.status for r in results], ["hang", "ok"], results[-1].tail)
 
 
+class BenchTableTest(unittest.TestCase):
+    def test_each_hull_column_gets_its_qemu_ratio(self):
+        import lab_l1
+
+        def attempt(vmm, agent_ms, boot_ms):
+            return lab_l1.parse_result(
+                f"LAB-RESULT name=x attempt=1 vmm={vmm} status=ok rc=0 wall_ms={agent_ms + 100} "
+                f"agent_ms={agent_ms} boot_ms={boot_ms} kmsg_s=1.5 rss_kib=2048 agent=\"a\""
+            )
+
+        ok = {
+            "hull": [attempt("hull", 2000, 1500), attempt("hull", 2200, 1600)],
+            "hull-pmem": [attempt("hull-pmem", 1600, 1200)],
+            "qemu": [attempt("qemu", 1800, -1)],
+        }
+        table = lab.bench_table(ok).splitlines()
+        self.assertIn("QEMU/hull-vmm", table[0])
+        self.assertIn("QEMU/hull pmem", table[0])
+        agent = next(line for line in table if line.startswith("VMM start -> agent line"))
+        # hull median 2100, pmem 1600, QEMU 1800: 1800/2100 and 1800/1600.
+        self.assertEqual(agent.split()[-5:], ["2100", "1600", "1800", "0.86x", "1.12x"])
+        marker = next(line for line in table if line.startswith("guest_boot_ms"))
+        self.assertEqual(marker.split()[-5:], ["1550", "1200", "-", "-", "-"])
+
+
 class PodJudgementTest(unittest.TestCase):
     def lab_with(self, checks, bench=None, net=None):
         return type("FakeLab", (), {
