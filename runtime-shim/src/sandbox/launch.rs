@@ -25,7 +25,12 @@ use crate::cri::sizing::VmSize;
 /// (one pointer per 4 bytes of the unit). Page-sized units make those arrays small: in the lab an
 /// idle guest's vmalloc went from 4.2 MiB (1063 pages, `pcpu_mem_zalloc` in /proc/vmallocinfo)
 /// to 0.3 MiB, and hull-vmm's PSS per idle pod from 35.2 to 31.0 MiB (5 pods).
-pub const GUEST_CMDLINE: &str = "console=ttyS0 reboot=k panic=-1 percpu_alloc=page";
+///
+/// `slub_max_order=0`: every slab cache takes single pages instead of up to 32 KiB at a time, so a
+/// small guest's hundred-odd caches leave less half-used memory: in the lab the idle guest held
+/// 22.0 -> 21.7 MiB (slab 4.46 -> 4.16 MiB). Objects larger than a page still get what they need.
+pub const GUEST_CMDLINE: &str =
+    "console=ttyS0 reboot=k panic=-1 percpu_alloc=page slub_max_order=0";
 
 /// Starts a sandbox VM in `paths` (its directory made): the jail, virtiofsd on the shared
 /// directory, then hull-vmm with the NICs `nets` (inherited tap descriptors and their `--net`
