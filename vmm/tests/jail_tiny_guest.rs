@@ -520,11 +520,13 @@ fn shim_vm_mode_jails_the_vmm_and_charges_virtiofsd_to_the_pod_cgroup() {
         Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("jail-shim-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&run_dir);
     std::fs::create_dir_all(&run_dir).unwrap();
-    let initramfs = run_dir.join("initramfs");
-    std::fs::write(&initramfs, [0u8; 4096]).unwrap();
+    // The default guest root, a pmem image (the tiny guest ignores it; the jail binds it and
+    // the VMM maps it).
+    let image = run_dir.join("rootfs.img");
+    std::fs::write(&image, vec![0u8; 2 << 20]).unwrap();
     let config = Config {
         kernel: tiny_guest(Entry::Pvh),
-        initramfs,
+        image,
         vmm: vmm_bin().into(),
         virtiofsd,
         kernel_params: "spin".into(),
@@ -558,6 +560,12 @@ fn shim_vm_mode_jails_the_vmm_and_charges_virtiofsd_to_the_pod_cgroup() {
         .to_string();
     assert!(err.contains("did not answer"), "{err}");
     let seen = watcher.join().unwrap();
+    assert!(
+        seen.vmm_log
+            .contains("pmem image /guest-root (2 MiB) at 0x100000000"),
+        "the jailed VMM maps the image bound at /guest-root:\n{}",
+        seen.vmm_log
+    );
     assert!(
         seen.vmm_log
             .contains("vhost-user back-end connected socket=/run/virtiofsd.sock"),

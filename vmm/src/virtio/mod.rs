@@ -26,6 +26,7 @@ use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::memory::GuestMemory;
+use crate::virtio::vsock::log_limit::GuestLogLimit;
 
 /// Virtio device IDs (virtio 1.2, section 5).
 pub mod device_type {
@@ -101,6 +102,54 @@ pub fn pop_chain<'m>(
     mem: &'m GuestMemory,
 ) -> Result<Option<DescriptorChain<&'m GuestMemory>>, virtio_queue::Error> {
     Ok(queue.iter(mem)?.next())
+}
+
+/// Serves the available chains of a request queue (one whose every chain goes back to the driver
+/// at once), at most a queue's worth per call: `serve` handles each chain and says how many
+/// bytes it wrote into it. Each chain is returned; when a queue's worth was served, `kick` is
+/// written so the event loop comes back for the rest; when any was, the interrupt is raised.
+/// `device` names the device in the logs, which go through `log` (the guest causes them).
+pub fn serve_queue<'m>(
+    device: &str,
+    queue: &mut Queue,
+    mem: &'m GuestMemory,
+    kick: &EventFd,
+    irq: &IrqTrigger,
+    log: &mut GuestLogLimit,
+    mut serve: impl FnMut(DescriptorChain<&'m GuestMemory>, &mut GuestLogLimit) -> u32,
+) {
+    let mut returned = 0u16;
+    while returned < queue.size() {
+        let chain = match pop_chain(queue, mem) {
+            Ok(Some(chain)) => chain,
+            Ok(None) => break,
+            Err(e) => {
+                if log.allow() {
+                    tracing::error!(
+                        "{device}: queue unusable until the driver resets the device: {e}"
+                    );
+                }
+                break;
+            }
+        };
+        let head = chain.head_index();
+        let used_len = serve(chain, log);
+        if let Err(e) = queue.add_used(mem, head, used_len) {
+            if log.allow() {
+                tracing::warn!("{device}: cannot return chain {head}: {e}");
+            }
+        }
+        returned += 1;
+    }
+    if returned == queue.size() {
+        // Leave the rest for the next round of the event loop.
+        let _ = kick.write(1);
+    }
+    if returned > 0 {
+        if let Err(e) = irq.trigger(INT_VRING) {
+            tracing::error!("{device}: cannot raise the interrupt: {e}");
+        }
+    }
 }
 
 /// Copies the config space bytes at `offset` into `data`; bytes past the end read as zero.

@@ -4,7 +4,7 @@
 
 use event_manager::{EventOps, EventSet, Events, MutEventSubscriber};
 use tracing::{debug, error, info, warn};
-use virtio_queue::{Queue, QueueT};
+use virtio_queue::Queue;
 use vmm_sys_util::eventfd::EventFd;
 
 use super::report::{free_ranges, release_all, Discard, PunchHole};
@@ -12,8 +12,8 @@ use super::VIRTIO_BALLOON_F_REPORTING;
 use crate::memory::GuestMemory;
 use crate::virtio::vsock::log_limit::GuestLogLimit;
 use crate::virtio::{
-    device_type, pop_chain, read_config_space, ready_queues, ActivateError, IrqTrigger,
-    VirtioDevice, INT_VRING, VIRTIO_F_VERSION_1,
+    device_type, read_config_space, ready_queues, serve_queue, ActivateError, IrqTrigger,
+    VirtioDevice, VIRTIO_F_VERSION_1,
 };
 
 /// Queue indexes as the driver numbers them when it accepts free page reporting (Linux gives
@@ -109,68 +109,53 @@ impl Balloon {
             return;
         };
         let mem = &active.mem;
-        let mut returned = 0u16;
-        while returned < queue.size() {
-            let chain = match pop_chain(queue, mem) {
-                Ok(Some(chain)) => chain,
-                Ok(None) => break,
-                Err(e) => {
-                    if self.guest_log.allow() {
-                        error!("balloon: queue {index} unusable until the driver resets the device: {e}");
+        let stats = &mut self.stats;
+        let discard = self.discard.as_mut();
+        serve_queue(
+            "balloon",
+            queue,
+            mem,
+            &self.queue_events[index],
+            &active.irq,
+            &mut self.guest_log,
+            |chain, log| {
+                let head = chain.head_index();
+                if index != REPORTING_QUEUE {
+                    stats.ignored_chains += 1;
+                    if log.allow() {
+                        warn!("balloon: the balloon is never inflated; returning chain {head} of queue {index} untouched");
                     }
-                    break;
+                    return 0;
                 }
-            };
-            let head = chain.head_index();
-            if index == REPORTING_QUEUE {
                 match free_ranges(mem, chain) {
                     Ok(ranges) => {
-                        let released = release_all(self.discard.as_mut(), mem, ranges);
-                        self.stats.released_bytes += released.bytes;
+                        let released = release_all(discard, mem, ranges);
+                        stats.released_bytes += released.bytes;
                         debug!(
                             "balloon: released {} KiB reported free",
                             released.bytes >> 10
                         );
                         match released.failed {
-                            None => self.stats.reports += 1,
+                            None => stats.reports += 1,
                             Some((range, e)) => {
-                                self.stats.bad_reports += 1;
-                                if self.guest_log.allow() {
+                                stats.bad_reports += 1;
+                                if log.allow() {
                                     warn!("balloon: cannot release {range:?}: {e}");
                                 }
                             }
                         }
                     }
                     Err(e) => {
-                        self.stats.bad_reports += 1;
-                        if self.guest_log.allow() {
+                        stats.bad_reports += 1;
+                        if log.allow() {
                             warn!("balloon: refusing free page report {head}: {e}");
                         }
                     }
                 }
-            } else {
-                self.stats.ignored_chains += 1;
-                if self.guest_log.allow() {
-                    warn!("balloon: the balloon is never inflated; returning chain {head} of queue {index} untouched");
-                }
-            }
-            // Every chain goes back, so the driver never waits for an answer.
-            if let Err(e) = queue.add_used(mem, head, 0) {
-                if self.guest_log.allow() {
-                    warn!("balloon: queue {index}: cannot return chain {head}: {e}");
-                }
-            }
-            returned += 1;
-        }
-        if returned == queue.size() {
-            // Leave the rest for the next round of the event loop.
-            let _ = self.queue_events[index].write(1);
-        }
-        if returned > 0 {
-            if let Err(e) = active.irq.trigger(INT_VRING) {
-                error!("balloon: cannot raise the interrupt: {e}");
-            }
-        }
+                // Every chain goes back, so the driver never waits for an answer.
+                0
+            },
+        );
     }
 }
 

@@ -4,7 +4,7 @@
 
 use event_manager::{EventOps, EventSet, Events, MutEventSubscriber};
 use tracing::{debug, error, info, warn};
-use virtio_queue::{DescriptorChain, Queue, QueueT};
+use virtio_queue::{DescriptorChain, Queue};
 use vm_memory::{Bytes, GuestAddress};
 use vmm_sys_util::eventfd::EventFd;
 
@@ -12,8 +12,8 @@ use super::{VIRTIO_PMEM_REQ_TYPE_FLUSH, VIRTIO_PMEM_RESP_TYPE_EIO, VIRTIO_PMEM_R
 use crate::memory::GuestMemory;
 use crate::virtio::vsock::log_limit::GuestLogLimit;
 use crate::virtio::{
-    device_type, pop_chain, read_config_space, ready_queues, ActivateError, IrqTrigger,
-    VirtioDevice, INT_VRING, VIRTIO_F_VERSION_1,
+    device_type, read_config_space, ready_queues, serve_queue, ActivateError, IrqTrigger,
+    VirtioDevice, VIRTIO_F_VERSION_1,
 };
 
 /// Queue size (the Linux driver sends one flush at a time per caller).
@@ -123,56 +123,38 @@ impl Pmem {
             return;
         };
         let mem = &active.mem;
-        let queue = &mut active.queue;
-        let mut returned = 0u16;
-        while returned < queue.size() {
-            let chain = match pop_chain(queue, mem) {
-                Ok(Some(chain)) => chain,
-                Ok(None) => break,
-                Err(e) => {
-                    if self.guest_log.allow() {
-                        error!("pmem: queue unusable until the driver resets the device: {e}");
+        let stats = &mut self.stats;
+        serve_queue(
+            "pmem",
+            &mut active.queue,
+            mem,
+            &self.queue_events[0],
+            &active.irq,
+            &mut self.guest_log,
+            |chain, log| {
+                let head = chain.head_index();
+                match serve_request(mem, chain) {
+                    Ok(VIRTIO_PMEM_RESP_TYPE_OK) => {
+                        stats.flushes += 1;
+                        4
                     }
-                    break;
-                }
-            };
-            let head = chain.head_index();
-            let used_len = match serve_request(mem, chain) {
-                Ok(VIRTIO_PMEM_RESP_TYPE_OK) => {
-                    self.stats.flushes += 1;
-                    4
-                }
-                Ok(_) => {
-                    self.stats.unknown += 1;
-                    if self.guest_log.allow() {
-                        warn!("pmem: request {head} has an unknown type; answered EIO");
+                    Ok(_) => {
+                        stats.unknown += 1;
+                        if log.allow() {
+                            warn!("pmem: request {head} has an unknown type; answered EIO");
+                        }
+                        4
                     }
-                    4
-                }
-                Err(e) => {
-                    self.stats.bad_chains += 1;
-                    if self.guest_log.allow() {
-                        warn!("pmem: refusing request {head}: {e}");
+                    Err(e) => {
+                        stats.bad_chains += 1;
+                        if log.allow() {
+                            warn!("pmem: refusing request {head}: {e}");
+                        }
+                        0
                     }
-                    0
                 }
-            };
-            if let Err(e) = queue.add_used(mem, head, used_len) {
-                if self.guest_log.allow() {
-                    warn!("pmem: cannot return request {head}: {e}");
-                }
-            }
-            returned += 1;
-        }
-        if returned == queue.size() {
-            // Leave the rest for the next round of the event loop.
-            let _ = self.queue_events[0].write(1);
-        }
-        if returned > 0 {
-            if let Err(e) = active.irq.trigger(INT_VRING) {
-                error!("pmem: cannot raise the interrupt: {e}");
-            }
-        }
+            },
+        );
     }
 }
 
