@@ -164,27 +164,38 @@ def write_atomically(path, data):
         raise
 
 
-def main(argv):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_layout_arguments(parser):
+    """The arguments of both image writers (this one and mk-pmem-image.py): LAYOUT OUTPUT
+    [--extra LAYOUT ...] [--set NAME=VALUE ...]."""
     parser.add_argument("layout")
     parser.add_argument("output")
     parser.add_argument("--extra", action="append", default=[], metavar="LAYOUT")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE")
-    args = parser.parse_args(argv)
 
+
+def entries_from_arguments(parser, args):
+    """The entries of the layout files `args` names, with its --set variables (a malformed
+    --set is a usage error). Raises OSError or LayoutError."""
     variables = {}
     for item in args.set:
         name, sep, value = item.partition("=")
         if not sep or not name:
             parser.error(f"--set wants NAME=VALUE, got {item!r}")
         variables[name] = value
+    layouts = []
+    for path in [args.layout, *args.extra]:
+        with open(path, encoding="utf-8") as handle:
+            layouts.append((os.path.basename(path), handle.readlines()))
+    return parse_layouts(layouts, variables)
+
+
+def main(argv):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_layout_arguments(parser)
+    args = parser.parse_args(argv)
 
     try:
-        layouts = []
-        for path in [args.layout, *args.extra]:
-            with open(path, encoding="utf-8") as handle:
-                layouts.append((os.path.basename(path), handle.readlines()))
-        entries = parse_layouts(layouts, variables)
+        entries = entries_from_arguments(parser, args)
     except (OSError, LayoutError) as err:
         print(f"mk-initramfs: error: {err}", file=sys.stderr)
         return 1

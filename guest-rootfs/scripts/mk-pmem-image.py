@@ -319,26 +319,12 @@ def build_image(entries, output, pfn_uuid=PFN_UUID, log=print):
 
 def main(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("layout")
-    parser.add_argument("output")
-    parser.add_argument("--extra", action="append", default=[], metavar="LAYOUT")
-    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE")
+    mk_initramfs.add_layout_arguments(parser)
     parser.add_argument("--list", action="store_true", help="print `ls -l` of the image's non-empty directories")
     args = parser.parse_args(argv)
 
-    variables = {}
-    for item in args.set:
-        name, sep, value = item.partition("=")
-        if not sep or not name:
-            parser.error(f"--set wants NAME=VALUE, got {item!r}")
-        variables[name] = value
-
     try:
-        layouts = []
-        for path in [args.layout, *args.extra]:
-            with open(path, encoding="utf-8") as handle:
-                layouts.append((os.path.basename(path), handle.readlines()))
-        entries = mk_initramfs.parse_layouts(layouts, variables)
+        entries = mk_initramfs.entries_from_arguments(parser, args)
         total, fs_bytes = build_image(entries, args.output)
         print(
             f"mk-pmem-image: {args.output}: {total} bytes ({total / MIB:.0f} MiB): "
