@@ -35,7 +35,10 @@ fuzz_target!(|data: &[u8]| {
     let served = stats.flushes + stats.unknown + stats.bad_chains;
     let used = 0x800u64;
     let idx: u16 = mem.read_obj(GuestAddress(used + 2)).unwrap();
-    assert!(u64::from(idx) <= served, "{idx} chains returned, {served} served");
+    assert!(
+        u64::from(idx) <= served,
+        "{idx} chains returned, {served} served"
+    );
     for n in 0..u64::from(idx).min(16) {
         let len: u32 = mem.read_obj(GuestAddress(used + 4 + 8 * n + 4)).unwrap();
         assert!(len == 0 || len == 4, "used length {len} of element {n}");
