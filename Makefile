@@ -39,7 +39,7 @@ setup-selftest:
 		|| { echo "setup-selftest: a second set-up run still wanted to install something"; exit 1; }
 
 # Tier 1: everything that runs on this machine, then the nested-lab smoke test (Tier 2).
-test: setup lint test-tier1 fuzz-smoke setup-selftest lab-smoke
+test: setup lint test-tier1 guest-image-test fuzz-smoke setup-selftest lab-smoke
 
 test-tier1:
 	$(CARGO) test --workspace --no-fail-fast
