@@ -24,6 +24,8 @@ GUEST_BIN_DIR := $(BUILD_DIR)/bin
 GUEST_VMLINUX := $(GUEST_OUT_DIR)/vmlinux
 GUEST_INITRAMFS := $(GUEST_OUT_DIR)/initramfs.cpio
 GUEST_PMEM_IMAGE := $(GUEST_OUT_DIR)/rootfs.img
+# The agent both roots carry as /init, stripped once for both.
+GUEST_AGENT_STRIPPED := $(GUEST_OUT_DIR)/hull-agent.stripped
 GUEST_LAYOUT := $(GUEST_ROOTFS_DIR)/initramfs/layout.txt
 # DEBUG_IMAGE=1 adds debug-layout.txt: /bin/sh (a static busybox, $(BUSYBOX)) for the debug
 # console. The default image has no shell.
@@ -72,7 +74,7 @@ define guest_install_static
 	mv -f "$(GUEST_BIN_DIR)/$(1).tmp" "$(GUEST_BIN_DIR)/$(1)"
 endef
 
-.PHONY: guest guest-kernel guest-initramfs guest-image static-bins static-agent guest-rootfs-test guest-image-test
+.PHONY: guest guest-kernel guest-agent-stripped guest-initramfs guest-image static-bins static-agent guest-rootfs-test guest-image-test
 
 guest-kernel:
 	HULL_CACHE="$(HULL_CACHE)" $(GUEST_ROOTFS_DIR)/scripts/build-kernel.sh "$(GUEST_VMLINUX)"
@@ -91,28 +93,30 @@ static-agent:
 	$(GUEST_AGENT_CARGO) -p hull-agent
 	$(call guest_install_static,hull-agent,$(GUEST_AGENT_DIR))
 
-guest-initramfs: static-agent
+# The agent without its symbol tables: every byte of /init is memory the host pays for (in each
+# guest's RAM from the initramfs, in the page cache from the pmem image).
+guest-agent-stripped: static-agent
+	@mkdir -p "$(GUEST_OUT_DIR)"
+	strip --strip-all -o "$(GUEST_AGENT_STRIPPED)" "$(GUEST_BIN_DIR)/hull-agent"
+
+guest-initramfs: guest-agent-stripped
 ifeq ($(DEBUG_IMAGE),1)
 	$(call guest_check_debug_busybox,guest-initramfs)
 endif
 	@mkdir -p "$(dir $(GUEST_INITRAMFS))"
-	strip --strip-all -o "$(GUEST_INITRAMFS).agent" "$(GUEST_BIN_DIR)/hull-agent"
 	python3 $(GUEST_ROOTFS_DIR)/scripts/mk-initramfs.py "$(GUEST_LAYOUT)" "$(GUEST_INITRAMFS)" \
-		--set AGENT="$(GUEST_INITRAMFS).agent" $(GUEST_LAYOUT_ARGS)
-	@rm -f "$(GUEST_INITRAMFS).agent"
+		--set AGENT="$(GUEST_AGENT_STRIPPED)" $(GUEST_LAYOUT_ARGS)
 	@cpio -itv --quiet < "$(GUEST_INITRAMFS)"
 
 # The virtio-pmem root: same layout, same stripped agent; the VMM maps the file into the guest
 # and the kernel mounts it with root=/dev/pmem0 rootfstype=ext4 rootflags=dax ro.
-guest-image: static-agent
+guest-image: guest-agent-stripped
 ifeq ($(DEBUG_IMAGE),1)
 	$(call guest_check_debug_busybox,guest-image)
 endif
 	@mkdir -p "$(dir $(GUEST_PMEM_IMAGE))"
-	strip --strip-all -o "$(GUEST_PMEM_IMAGE).agent" "$(GUEST_BIN_DIR)/hull-agent"
 	python3 $(GUEST_ROOTFS_DIR)/scripts/mk-pmem-image.py "$(GUEST_LAYOUT)" "$(GUEST_PMEM_IMAGE)" --list \
-		--set AGENT="$(GUEST_PMEM_IMAGE).agent" $(GUEST_LAYOUT_ARGS) || { rm -f "$(GUEST_PMEM_IMAGE).agent"; exit 1; }
-	@rm -f "$(GUEST_PMEM_IMAGE).agent"
+		--set AGENT="$(GUEST_AGENT_STRIPPED)" $(GUEST_LAYOUT_ARGS)
 
 guest: guest-kernel guest-initramfs guest-image
 	@echo "guest images:"

@@ -742,9 +742,7 @@ def cmd_bench(lab):
     n = lab.args.n
     # hull-vmm with the initramfs (the same guest QEMU boots) and, when built, with the pmem root
     # image the shim boots by default (QEMU's microvm has no virtio-pmem on MMIO).
-    vmms = ["hull", "qemu"]
-    if (Path(lab.args.guest_initramfs).parent / "rootfs.img").exists():
-        vmms.insert(1, "hull-pmem")
+    vmms = ["hull", "hull-pmem", "qemu"] if lab.assets.has_pmem_image else ["hull", "qemu"]
     # One unmeasured boot each first: the first start reads the VMM from disk.
     runs = [lab.spec(f"{v}-warmup", v) for v in vmms]
     for i in range(1, n + 1):
@@ -783,23 +781,21 @@ def cmd_bench(lab):
 
 def bench_table(ok):
     """The boot figures per VMM (`ok`: the ok results by VMM), with QEMU's over each hull's."""
+    # A figure a run does not have (QEMU has no boot marker: boot_ms -1) is None and left out.
     metrics = [
-        ("guest_boot_ms (boot marker, hull-vmm)", lambda a: a.boot_ms if a.boot_ms >= 0 else None, False),
-        ("VMM start -> agent line (ms)", lambda a: a.agent_ms, True),
-        ("VMM start -> VMM exit (ms)", lambda a: a.wall_ms, True),
-        ("guest clock at last kernel message (ms)", lambda a: a.kmsg_s * 1000 if a.kmsg_s >= 0 else None, True),
-        ("VMM peak RSS (MiB)", lambda a: a.rss_kib / 1024, True),
+        ("guest_boot_ms (boot marker, hull-vmm)", lambda a: a.boot_ms if a.boot_ms >= 0 else None),
+        ("VMM start -> agent line (ms)", lambda a: a.agent_ms),
+        ("VMM start -> VMM exit (ms)", lambda a: a.wall_ms),
+        ("guest clock at last kernel message (ms)", lambda a: a.kmsg_s * 1000 if a.kmsg_s >= 0 else None),
+        ("VMM peak RSS (MiB)", lambda a: a.rss_kib / 1024),
     ]
     names = {"hull": "hull-vmm", "hull-pmem": "hull pmem", "qemu": "QEMU microvm"}
     hulls = [v for v in ok if v != "qemu"]
     head = f"{'metric (median)':40}" + "".join(f" {names[v]:>12}" for v in ok)
     head += "".join(f" {'QEMU/' + names[v]:>18}" for v in hulls)
     lines = [head]
-    for label, value, for_qemu in metrics:
-        med = {}
-        for v in ok:
-            values = [x for x in (value(a) for a in ok[v]) if x is not None] if (for_qemu or v != "qemu") else []
-            med[v] = median(values)
+    for label, value in metrics:
+        med = {v: median([x for x in map(value, ok[v]) if x is not None]) for v in ok}
         row = f"{label:40}" + "".join(f" {fmt_num(med[v]):>12}" for v in ok)
         for v in hulls:
             q, h = med.get("qemu"), med[v]

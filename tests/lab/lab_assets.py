@@ -53,6 +53,7 @@ class L1Assets:
     has_containerd: bool = False  # containerd, ctr, virtiofsd, the shim and the busybox image are on the disk
     has_suite: bool = False  # the agent suite executables, fsbench, hull, virtiofsd (`make lab-suite-bins`)
     has_pods: bool = False  # containerd step + CNI plugins, pause image and the lab-pod CRI client
+    has_pmem_image: bool = False  # the pmem root image (build/guest/rootfs.img) is on the disk
 
 
 def run(cmd, **kw):
@@ -614,4 +615,5 @@ def build(cache_root, build_dir, qemu, guest_kernel, guest_initramfs):
         has_containerd=bool(ctr_inputs) and "bin/containerd-shim-hull-v2" in inputs,
         has_suite="bin/agent-suite" in inputs and "bin/hull" in inputs and "bin/virtiofsd" in inputs,
         has_pods=bool(ctr_inputs) and "bin/containerd-shim-hull-v2" in inputs and "bin/lab-pod" in inputs,
+        has_pmem_image="guest/rootfs.img" in inputs,
     )

@@ -477,6 +477,16 @@ esac
         self.assertEqual([r.status for r in results], ["hang", "ok"], results[-1].tail)
 
 
+class PmemRootParamsTest(unittest.TestCase):
+    def test_the_lab_boots_the_image_as_the_shim_does(self):
+        import re
+
+        config_rs = Path(__file__).resolve().parents[2] / "runtime-shim/src/config.rs"
+        shim = re.search(r'pub const PMEM_ROOT_PARAMS: &str = "([^"]*)";', config_rs.read_text())
+        self.assertIsNotNone(shim, "PMEM_ROOT_PARAMS not found in runtime-shim/src/config.rs")
+        self.assertEqual(lab.PMEM_ROOT_PARAMS, shim.group(1))
+
+
 class BenchTableTest(unittest.TestCase):
     def test_each_hull_column_gets_its_qemu_ratio(self):
         import lab_l1

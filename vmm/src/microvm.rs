@@ -218,10 +218,7 @@ fn attach_pmem(
     ram: &memory::GuestRam,
     image: &PmemImage,
 ) -> Result<u64, VmmError> {
-    let ram_end = memory::ram_ranges(ram.size_bytes)
-        .last()
-        .map_or(0, |(start, len)| start + len);
-    let start = pmem_window_start(ram_end);
+    let start = pmem_window_start(ram.memory.last_addr().0 + 1);
     let slot = ram.memory.num_regions() as u32;
     // SAFETY: `image` owns the mapping and lives until `run` returns, after the vCPUs stopped;
     // the window lies above RAM and the MMIO gap.

@@ -114,14 +114,11 @@ pub fn boot_profile(config: &Config, size: VmSize) -> String {
     } else {
         config.virtiofsd.clone()
     };
+    let root = config.guest_root();
     [
         format!("size {} vcpus {} MiB", size.vcpus, size.mem_mib),
         format!("kernel {}", identity(&config.kernel)),
-        format!(
-            "{} {}",
-            config.guest_root().key(),
-            identity(config.guest_root().path())
-        ),
+        format!("{} {}", root.key(), identity(root.path())),
         format!("vmm {}", identity(&vmm)),
         format!("virtiofsd {}", identity(&virtiofsd)),
         format!("cmdline {}", crate::sandbox::launch::guest_cmdline(config)),

@@ -152,6 +152,12 @@ pub fn serve_queue<'m>(
     }
 }
 
+/// Logs a driver's write of `len` bytes at `offset` into a read-only config space (the write
+/// is ignored); the caller checks its guest log limit first.
+pub fn warn_config_write(device: &str, offset: u64, len: usize) {
+    tracing::warn!("{device}: ignoring a write of {len} bytes to read-only config at {offset:#x}");
+}
+
 /// Copies the config space bytes at `offset` into `data`; bytes past the end read as zero.
 pub fn read_config_space(space: &[u8], offset: u64, data: &mut [u8]) {
     for (i, byte) in data.iter_mut().enumerate() {

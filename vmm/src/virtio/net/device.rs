@@ -31,8 +31,8 @@ use super::tap::{offload, Tap, TapError, TapIo};
 use crate::memory::GuestMemory;
 use crate::virtio::vsock::log_limit::GuestLogLimit;
 use crate::virtio::{
-    device_type, pop_chain, read_config_space, ready_queues, ActivateError, IrqTrigger,
-    VirtioDevice, INT_VRING,
+    device_type, pop_chain, read_config_space, ready_queues, warn_config_write, ActivateError,
+    IrqTrigger, VirtioDevice, INT_VRING,
 };
 
 /// Index of the rx queue (device -> driver frames).
@@ -384,10 +384,7 @@ impl VirtioDevice for Net {
 
     fn write_config(&mut self, offset: u64, data: &[u8]) {
         if self.guest_log.allow() {
-            warn!(
-                "net: ignoring a write of {} bytes to read-only config at {offset:#x}",
-                data.len()
-            );
+            warn_config_write("net", offset, data.len());
         }
     }
 

@@ -12,8 +12,8 @@ use super::{VIRTIO_PMEM_REQ_TYPE_FLUSH, VIRTIO_PMEM_RESP_TYPE_EIO, VIRTIO_PMEM_R
 use crate::memory::GuestMemory;
 use crate::virtio::vsock::log_limit::GuestLogLimit;
 use crate::virtio::{
-    device_type, read_config_space, ready_queues, serve_queue, ActivateError, IrqTrigger,
-    VirtioDevice, VIRTIO_F_VERSION_1,
+    device_type, read_config_space, ready_queues, serve_queue, warn_config_write, ActivateError,
+    IrqTrigger, VirtioDevice, VIRTIO_F_VERSION_1,
 };
 
 /// Queue size (the Linux driver sends one flush at a time per caller).
@@ -196,10 +196,7 @@ impl VirtioDevice for Pmem {
 
     fn write_config(&mut self, offset: u64, data: &[u8]) {
         if self.guest_log.allow() {
-            warn!(
-                "pmem: ignoring a write of {} bytes to the read-only config at {offset:#x}",
-                data.len()
-            );
+            warn_config_write("pmem", offset, data.len());
         }
     }
 

@@ -51,6 +51,11 @@ impl Harness {
         (len, u32::from_le_bytes(status.try_into().unwrap()))
     }
 
+    fn mem_write_u32(&self, at: u64, value: u32) {
+        use vm_memory::{Bytes, GuestAddress};
+        self.mem.write_obj(value.to_le(), GuestAddress(at)).unwrap();
+    }
+
     fn post_raw(&mut self, descs: &[RawDesc]) -> u32 {
         self.driver.add_raw(&self.mem, descs);
         self.dev.process_queue();
@@ -134,13 +139,6 @@ fn malformed_chains_come_back_empty_and_the_queue_keeps_working() {
         h.request(VIRTIO_PMEM_REQ_TYPE_FLUSH),
         (4, VIRTIO_PMEM_RESP_TYPE_OK)
     );
-}
-
-impl Harness {
-    fn mem_write_u32(&self, at: u64, value: u32) {
-        use vm_memory::{Bytes, GuestAddress};
-        self.mem.write_obj(value.to_le(), GuestAddress(at)).unwrap();
-    }
 }
 
 #[test]

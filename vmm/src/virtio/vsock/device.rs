@@ -23,8 +23,8 @@ use super::log_limit::GuestLogLimit;
 use super::packet::{Header, EVENT_TRANSPORT_RESET, MAX_PACKET_DATA};
 use crate::memory::GuestMemory;
 use crate::virtio::{
-    device_type, pop_chain, read_config_space, ready_queues, ActivateError, IrqTrigger,
-    VirtioDevice, INT_VRING, VIRTIO_F_VERSION_1,
+    device_type, pop_chain, read_config_space, ready_queues, warn_config_write, ActivateError,
+    IrqTrigger, VirtioDevice, INT_VRING, VIRTIO_F_VERSION_1,
 };
 
 /// Index of the rx queue (device -> driver packets).
@@ -378,10 +378,7 @@ impl VirtioDevice for Vsock {
 
     fn write_config(&mut self, offset: u64, data: &[u8]) {
         if self.backend.note_guest_error() {
-            warn!(
-                "vsock: ignoring a write of {} bytes to read-only config at {offset:#x}",
-                data.len()
-            );
+            warn_config_write("vsock", offset, data.len());
         }
     }
 
