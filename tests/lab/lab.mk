@@ -7,7 +7,8 @@
 #                      microVMs, pod start hull vs runc), 5 boots with 2 vCPUs and 1 GiB
 #   make lab-console   the ctr step with a debug guest image (DEBUG_IMAGE=1 initramfs in
 #                      $(BUILD_DIR)/guest-debug/): `hull console` must reach the guest's shell
-#   make lab-bench     hull-vmm vs QEMU microvm in the same L1, then `hull bench` in VM mode (figures)
+#   make lab-bench     hull-vmm vs QEMU microvm (and Firecracker: LAB_FIRECRACKER=static binary) in the
+#                      same L1, then `hull bench` in VM mode (figures)
 #   make lab-hangrate  LAB_ARGS="--n 20 --vmm qemu ..." (reliability measurements)
 #   make lab-demo      for `make demo` on a PVM host: our guest booted by hull-vmm in the lab
 #   make lab-assets    only build/refresh the cached L1 assets

@@ -113,7 +113,8 @@ class Lab:
             return
         t0 = time.monotonic()
         self.assets = lab_assets.build(
-            self.args.cache, self.build_dir, self.args.peer_qemu, self.args.guest_kernel, self.args.guest_initramfs
+            self.args.cache, self.build_dir, self.args.peer_qemu, self.args.guest_kernel, self.args.guest_initramfs,
+            firecracker=self.args.firecracker,
         )
         log(
             f"lab: assets ready in {time.monotonic() - t0:.1f} s (L1 kernel {self.assets.kernel_release}, "
@@ -128,7 +129,10 @@ class Lab:
             raise lab_assets.AssetError("missing " + " and ".join(missing))
 
     def cmdline(self, vmm):
-        base = {"hull": HULL_CMDLINE, "hull-pmem": f"{HULL_CMDLINE} {PMEM_ROOT_PARAMS}"}.get(vmm, PEER_CMDLINE)
+        # Firecracker ends on the guest's i8042 reset as hull-vmm does; QEMU's microvm on a triple fault.
+        base = {
+            "hull": HULL_CMDLINE, "hull-pmem": f"{HULL_CMDLINE} {PMEM_ROOT_PARAMS}", "firecracker": HULL_CMDLINE,
+        }.get(vmm, PEER_CMDLINE)  # fmt: skip
         return " ".join(p for p in (base, self.args.extra) if p)
 
     def spec(self, name, vmm, vcpus=1, mem_mib=256, attempts=None):
@@ -740,9 +744,11 @@ def check_soak(fields, cycles, l1_hung=False):
 def cmd_bench(lab):
     lab.prepare(need_hull=True)
     n = lab.args.n
-    # hull-vmm with the initramfs (the same guest QEMU boots) and, when built, with the pmem root
-    # image the shim boots by default (QEMU's microvm has no virtio-pmem on MMIO).
+    # hull-vmm with the initramfs (the same guest QEMU and Firecracker boot) and, when built, with
+    # the pmem root image the shim boots by default (QEMU's microvm has no virtio-pmem on MMIO).
     vmms = ["hull", "hull-pmem", "qemu"] if lab.assets.has_pmem_image else ["hull", "qemu"]
+    if lab.assets.has_firecracker:
+        vmms.append("firecracker")
     # One unmeasured boot each first: the first start reads the VMM from disk.
     runs = [lab.spec(f"{v}-warmup", v) for v in vmms]
     for i in range(1, n + 1):
@@ -779,8 +785,12 @@ def cmd_bench(lab):
     return EXIT_OK if ok["hull"] and not fails else EXIT_PRODUCT
 
 
+BENCH_PEERS = {"qemu": "QEMU", "firecracker": "FC"}
+
+
 def bench_table(ok):
-    """The boot figures per VMM (`ok`: the ok results by VMM), with QEMU's over each hull's."""
+    """The boot figures per VMM (`ok`: the ok results by VMM), with each peer's (QEMU,
+    Firecracker) over each hull's."""
     # A figure a run does not have (QEMU has no boot marker: boot_ms -1) is None and left out.
     metrics = [
         ("guest_boot_ms (boot marker, hull-vmm)", lambda a: a.boot_ms if a.boot_ms >= 0 else None),
@@ -789,16 +799,17 @@ def bench_table(ok):
         ("guest clock at last kernel message (ms)", lambda a: a.kmsg_s * 1000 if a.kmsg_s >= 0 else None),
         ("VMM peak RSS (MiB)", lambda a: a.rss_kib / 1024),
     ]
-    names = {"hull": "hull-vmm", "hull-pmem": "hull pmem", "qemu": "QEMU microvm"}
-    hulls = [v for v in ok if v != "qemu"]
+    names = {"hull": "hull-vmm", "hull-pmem": "hull pmem", "qemu": "QEMU microvm", "firecracker": "Firecracker"}
+    hulls = [v for v in ok if v not in BENCH_PEERS]
+    ratios = [(p, v) for p in BENCH_PEERS if p in ok for v in hulls]
     head = f"{'metric (median)':40}" + "".join(f" {names[v]:>12}" for v in ok)
-    head += "".join(f" {'QEMU/' + names[v]:>18}" for v in hulls)
+    head += "".join(f" {BENCH_PEERS[p] + '/' + names[v]:>18}" for p, v in ratios)
     lines = [head]
     for label, value in metrics:
         med = {v: median([x for x in map(value, ok[v]) if x is not None]) for v in ok}
         row = f"{label:40}" + "".join(f" {fmt_num(med[v]):>12}" for v in ok)
-        for v in hulls:
-            q, h = med.get("qemu"), med[v]
+        for p, v in ratios:
+            q, h = med[p], med[v]
             row += f" {(f'{q / h:.2f}x' if h and q else '-'):>18}"
         lines.append(row)
     return "\n".join(lines)
@@ -884,7 +895,8 @@ def cmd_hangrate(lab):
 
 def cmd_assets(lab):
     lab.assets = lab_assets.build(
-        lab.args.cache, lab.build_dir, lab.args.peer_qemu, lab.args.guest_kernel, lab.args.guest_initramfs
+        lab.args.cache, lab.build_dir, lab.args.peer_qemu, lab.args.guest_kernel, lab.args.guest_initramfs,
+        firecracker=lab.args.firecracker,
     )
     for k, v in vars(lab.assets).items():
         log(f"{k}: {v}")
@@ -904,6 +916,8 @@ def parse_args(argv):
     ap.add_argument("--cache", default=env("HULL_CACHE", "/var/cache/hull"))
     ap.add_argument("--qemu", default=env("LAB_QEMU", "qemu-system-x86_64"), help="QEMU that runs L1")
     ap.add_argument("--peer-qemu", default="qemu-system-x86_64", help="QEMU copied into L1 as the microvm peer")
+    ap.add_argument("--firecracker", default=env("LAB_FIRECRACKER", ""),
+                    help="bench: a static Firecracker binary (its release build) copied into L1 as a second peer")
     # Defaults chosen by the reliability runs in README.md: one L1 vCPU, single-threaded TCG.
     ap.add_argument("--accel", default=env("LAB_ACCEL", "tcg,thread=single"), help="L1 -accel")
     ap.add_argument("--l1-cpu", default="EPYC,+svm,+npt")

@@ -54,6 +54,7 @@ class L1Assets:
     has_suite: bool = False  # the agent suite executables, fsbench, hull, virtiofsd (`make lab-suite-bins`)
     has_pods: bool = False  # containerd step + CNI plugins, pause image and the lab-pod CRI client
     has_pmem_image: bool = False  # the pmem root image (build/guest/rootfs.img) is on the disk
+    has_firecracker: bool = False  # a static Firecracker (lab.py --firecracker) is on the disk, the bench's peer
 
 
 def run(cmd, **kw):
@@ -562,11 +563,46 @@ def _is_dynamic(path):
     return res.returncode == 0 and "not a dynamic executable" not in res.stdout + res.stderr
 
 
-def build(cache_root, build_dir, qemu, guest_kernel, guest_initramfs):
+def has_elf_interpreter(data):
+    """Whether the 64-bit little-endian ELF `data` names a program interpreter (PT_INTERP),
+    i.e. needs a dynamic loader; static and static-pie executables have none."""
+    if data[:4] != b"\x7fELF" or data[4] != 2 or data[5] != 1:
+        raise AssetError("not a 64-bit little-endian ELF executable")
+    phoff = int.from_bytes(data[0x20:0x28], "little")
+    phentsize = int.from_bytes(data[0x36:0x38], "little")
+    phnum = int.from_bytes(data[0x38:0x3A], "little")
+    for i in range(phnum):
+        at = phoff + i * phentsize
+        if at + 4 > len(data):
+            raise AssetError("program header table past the end of the file")
+        if int.from_bytes(data[at : at + 4], "little") == 3:  # PT_INTERP
+            return True
+    return False
+
+
+def static_executable(path, flag):
+    """`path` if it is a static executable L1 can run; an AssetError naming `flag` otherwise."""
+    if not path.is_file():
+        raise AssetError(f"{flag} {path}: no such file")
+    try:
+        dynamic = has_elf_interpreter(path.read_bytes())
+    except AssetError as e:
+        raise AssetError(f"{flag} {path}: {e}") from None
+    if dynamic:
+        raise AssetError(
+            f"{flag} {path}: dynamically linked; L1 runs static executables only "
+            "(build with RUSTFLAGS='-C target-feature=+crt-static' or for a musl target)"
+        )
+    return path
+
+
+def build(cache_root, build_dir, qemu, guest_kernel, guest_initramfs, firecracker=None):
     """Build (or find cached) all L1 assets; returns L1Assets.
 
     hull-vmm and the guest image go on the data disk when they exist; the
-    caller decides whether their absence is an error.
+    caller decides whether their absence is an error. `firecracker`: a statically
+    linked Firecracker binary for the bench's boot comparison (L1 has no C library
+    of its own to run a dynamic one); it must exist when given.
     """
     cache = Cache(cache_root)
     build_lab = Path(build_dir) / "lab"
@@ -597,6 +633,8 @@ def build(cache_root, build_dir, qemu, guest_kernel, guest_initramfs):
         # --hull-config 'image="/lab/guest/rootfs.img"'.
         if (guest_initramfs.parent / "rootfs.img").exists():
             inputs["guest/rootfs.img"] = guest_initramfs.parent / "rootfs.img"
+    if firecracker:
+        inputs["bin/firecracker"] = static_executable(Path(firecracker), "--firecracker")
     ctr_inputs = containerd_inputs(build_lab, busybox, Path(build_dir) / "bin/lab-pod")
     inputs.update(ctr_inputs)
     # The agent's own test suite run against a microVM, and fsbench (`make lab-suite-bins`).
@@ -616,4 +654,5 @@ def build(cache_root, build_dir, qemu, guest_kernel, guest_initramfs):
         has_suite="bin/agent-suite" in inputs and "bin/hull" in inputs and "bin/virtiofsd" in inputs,
         has_pods=bool(ctr_inputs) and "bin/containerd-shim-hull-v2" in inputs and "bin/lab-pod" in inputs,
         has_pmem_image="guest/rootfs.img" in inputs,
+        has_firecracker="bin/firecracker" in inputs,
     )

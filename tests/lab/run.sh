@@ -60,8 +60,9 @@ lab_kvm() {
 
 # lab_run NAME VMM TIMEOUT_S ATTEMPTS MEM_MIB VCPUS CMDLINE
 # VMM is "hull" (our hull-vmm), "hull-pmem" (hull-vmm booting the pmem root image: the
-# command line then carries its root= parameters) or "qemu" (the QEMU microvm peer). A run that
-# times out is a hang and is tried again, up to ATTEMPTS times in all.
+# command line then carries its root= parameters), "qemu" (the QEMU microvm peer) or
+# "firecracker" (the Firecracker peer, when the lab carries one: same kernel and initramfs). A run
+# that times out is a hang and is tried again, up to ATTEMPTS times in all.
 lab_run() {
     name=$1 vmm=$2 timeout=$3 attempts=$4 mem=$5 vcpus=$6 cmdline=$7
     attempt=1
@@ -95,6 +96,15 @@ run_once() {
                 -nodefaults -no-user-config -nographic -no-reboot -serial stdio \
                 -kernel $LAB/guest/vmlinux -initrd $LAB/guest/initramfs.cpio -append "$cmdline")
             ;;
+        firecracker)
+            # No API socket: the whole VM from one config file; the guest's serial is its stdout
+            # and its reboot (reboot=k, the i8042 reset) ends it with status 0.
+            fc_config=$TMP/$name.$attempt.fc.json
+            fc_config_json "$mem" "$vcpus" "$cmdline" > "$fc_config"
+            summary=$($WATCH -t "$timeout" -o "$out" -e "$err" -m agent=HULL-AGENT -- $pin \
+                $LAB/bin/firecracker --no-api --config-file "$fc_config")
+            rm -f "$fc_config"
+            ;;
         *)
             echo "LAB-RESULT name=$name attempt=$attempt vmm=$vmm status=fail rc=-1 agent=\"unknown vmm\""
             status=fail
@@ -126,6 +136,15 @@ run_once() {
             sed "s/^/LAB-TAIL name=$name attempt=$attempt stream=stderr | /"
     fi
     rm -f "$out" "$err"
+}
+
+# fc_config_json MEM_MIB VCPUS CMDLINE: Firecracker's VM config, the lab's guest kernel and
+# initramfs (the same QEMU boots), no drives, no network.
+fc_config_json() {
+    args=$(printf '%s' "$3" | sed 's/[\\"]/\\&/g')
+    printf '{"boot-source": {"kernel_image_path": "%s", "initrd_path": "%s", "boot_args": "%s"},\n' \
+        "$LAB/guest/vmlinux" "$LAB/guest/initramfs.cpio" "$args"
+    printf ' "drives": [], "machine-config": {"vcpu_count": %s, "mem_size_mib": %s}}\n' "$2" "$1"
 }
 
 # Milliseconds between two /proc/uptime readings (10 ms resolution).

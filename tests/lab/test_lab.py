@@ -512,6 +512,63 @@ class BenchTableTest(unittest.TestCase):
         self.assertEqual(marker.split()[-5:], ["1550", "1200", "-", "-", "-"])
 
 
+    def test_firecracker_gets_its_own_ratio_columns(self):
+        import lab_l1
+
+        def attempt(vmm, agent_ms):
+            return lab_l1.parse_result(
+                f"LAB-RESULT name=x attempt=1 vmm={vmm} status=ok rc=0 wall_ms={agent_ms + 100} "
+                f"agent_ms={agent_ms} boot_ms=-1 kmsg_s=1.5 rss_kib=2048 agent=\"a\""
+            )
+
+        ok = {
+            "hull": [attempt("hull", 2000)],
+            "hull-pmem": [attempt("hull-pmem", 1600)],
+            "qemu": [attempt("qemu", 1800)],
+            "firecracker": [attempt("firecracker", 2400)],
+        }
+        table = lab.bench_table(ok).splitlines()
+        columns = ["QEMU/hull-vmm", "QEMU/hull pmem", "FC/hull-vmm", "FC/hull pmem"]
+        self.assertEqual([c for c in columns if c in table[0]], columns, table[0])
+        self.assertLess(table[0].index("QEMU/hull pmem"), table[0].index("FC/hull-vmm"))
+        agent = next(line for line in table if line.startswith("VMM start -> agent line"))
+        # hull 2000, pmem 1600, QEMU 1800, Firecracker 2400.
+        self.assertEqual(agent.split()[-8:], ["2000", "1600", "1800", "2400", "0.90x", "1.12x", "1.20x", "1.50x"])
+
+
+class StaticExecutableTest(unittest.TestCase):
+    def elf(self, interp):
+        """A minimal 64-bit ELF header and two program headers (PT_LOAD, then PT_INTERP or PT_NOTE)."""
+        head = bytearray(64)
+        head[:6] = b"\x7fELF\x02\x01"
+        head[0x20:0x28] = (64).to_bytes(8, "little")
+        head[0x36:0x38] = (56).to_bytes(2, "little")
+        head[0x38:0x3A] = (2).to_bytes(2, "little")
+        load = (1).to_bytes(4, "little") + bytes(52)
+        second = (3 if interp else 4).to_bytes(4, "little") + bytes(52)
+        return bytes(head) + load + second
+
+    def test_an_interpreter_makes_it_dynamic(self):
+        self.assertTrue(lab_assets.has_elf_interpreter(self.elf(True)))
+        self.assertFalse(lab_assets.has_elf_interpreter(self.elf(False)))
+
+    def test_bad_files_are_refused_by_name(self):
+        with tempfile.TemporaryDirectory() as d:
+            script = Path(d) / "fc"
+            script.write_text("#!/bin/sh\n")
+            with self.assertRaisesRegex(lab_assets.AssetError, r"--firecracker .*fc: not a 64-bit"):
+                lab_assets.static_executable(script, "--firecracker")
+            dynamic = Path(d) / "dyn"
+            dynamic.write_bytes(self.elf(True))
+            with self.assertRaisesRegex(lab_assets.AssetError, "dynamically linked"):
+                lab_assets.static_executable(dynamic, "--firecracker")
+            with self.assertRaisesRegex(lab_assets.AssetError, "no such file"):
+                lab_assets.static_executable(Path(d) / "none", "--firecracker")
+            static = Path(d) / "static"
+            static.write_bytes(self.elf(False))
+            self.assertEqual(lab_assets.static_executable(static, "--firecracker"), static)
+
+
 class PodJudgementTest(unittest.TestCase):
     def lab_with(self, checks, bench=None, net=None):
         return type("FakeLab", (), {
