@@ -28,11 +28,17 @@ mkdir -p /tmp /lab
 mount -t tmpfs tmp /tmp
 # lab.shmem_thp=advise|always on L1's command line (lab.py --l1-append): transparent huge pages
 # for shared memory, which hull-vmm's memfd-backed guest RAM needs for 2 MiB pages (issue 15).
+# lab.anon_thp=madvise|never: the same for private anonymous memory (L1's kernel default is
+# always), which backs Firecracker's guest RAM (it does not advise it); QEMU advises its RAM.
 for arg in $(cat /proc/cmdline); do
     case $arg in
         lab.shmem_thp=*)
             echo "${arg#lab.shmem_thp=}" > /sys/kernel/mm/transparent_hugepage/shmem_enabled &&
                 echo "LAB-L1 event=shmem-thp value=$(cat /sys/kernel/mm/transparent_hugepage/shmem_enabled)"
+            ;;
+        lab.anon_thp=*)
+            echo "${arg#lab.anon_thp=}" > /sys/kernel/mm/transparent_hugepage/enabled &&
+                echo "LAB-L1 event=anon-thp value=$(cat /sys/kernel/mm/transparent_hugepage/enabled)"
             ;;
     esac
 done
