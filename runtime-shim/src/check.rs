@@ -191,9 +191,10 @@ pub fn run_checks(config: &Config, prefix: &Path) -> Vec<Finding> {
     ));
 
     out.push(findings::guest_ram_pages(
-        std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/shmem_enabled")
+        std::fs::read_to_string(crate::sandbox::jail::SHMEM_THP_PATH)
             .ok()
             .as_deref(),
+        config.jail && config.guest_ram_huge_pages,
     ));
 
     let cgroup_layout = crate::sandbox::jail::cgroup::host_layout().ok();

@@ -32,6 +32,17 @@ parse_summary() {
     done
 }
 
+# hull_ram_dir: a tmpfs mounted huge=advise (made once) for the direct hull-vmm boots'
+# --mem-dir, as the shim's jail gives its VMM: guest RAM in 2 MiB pages whatever L1's
+# shmem_enabled says.
+hull_ram_dir() {
+    dir=$TMP/hull-ram
+    if ! grep -q " $dir tmpfs " /proc/mounts; then
+        mkdir -p "$dir" && mount -t tmpfs -o mode=0700,size=1g,huge=advise hull-ram "$dir"
+    fi
+    echo "$dir"
+}
+
 # agent_line CONSOLE_FILE: the guest agent's first HULL-AGENT line, printable, no double quotes.
 agent_line() {
     grep -m1 HULL-AGENT "$1" 2>/dev/null | printable | sed 's/.*HULL-AGENT/HULL-AGENT/; s/"/'"'"'/g'
@@ -82,12 +93,12 @@ run_once() {
         hull)
             summary=$($WATCH -t "$timeout" -o "$out" -e "$err" -m agent=HULL-AGENT -- $pin \
                 $LAB/bin/hull-vmm --kernel $LAB/guest/vmlinux --initrd $LAB/guest/initramfs.cpio \
-                --mem-mib "$mem" --vcpus "$vcpus" --cmdline "$cmdline")
+                --mem-dir "$(hull_ram_dir)" --mem-mib "$mem" --vcpus "$vcpus" --cmdline "$cmdline")
             ;;
         hull-pmem)
             summary=$($WATCH -t "$timeout" -o "$out" -e "$err" -m agent=HULL-AGENT -- $pin \
                 $LAB/bin/hull-vmm --kernel $LAB/guest/vmlinux --pmem $LAB/guest/rootfs.img \
-                --mem-mib "$mem" --vcpus "$vcpus" --cmdline "$cmdline")
+                --mem-dir "$(hull_ram_dir)" --mem-mib "$mem" --vcpus "$vcpus" --cmdline "$cmdline")
             ;;
         qemu)
             summary=$($WATCH -t "$timeout" -o "$out" -e "$err" -m agent=HULL-AGENT -- $pin \

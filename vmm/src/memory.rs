@@ -10,10 +10,16 @@
 //! fault per 2 MiB it touches instead of one per 4 KiB (QEMU's private anonymous RAM gets this
 //! from the anonymous THP setting); with the default `never` the advice has no effect. Huge pages
 //! make the host memory of a guest grow in 2 MiB steps.
+//!
+//! Instead of a memfd, guest RAM can be an unlinked file on a tmpfs directory given by the caller
+//! ([`create_guest_ram_in`], `hull-vmm --mem-dir`): the same shared memory, but the page size is
+//! then that mount's `huge=` option (`huge=advise`: 2 MiB pages for the advised mapping) rather
+//! than the host-wide `shmem_enabled`. The shim's jail mounts such a tmpfs for its VMM.
 
 use std::ffi::CString;
 use std::fs::File;
 use std::os::fd::FromRawFd;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use vm_memory::{FileOffset, GuestAddress, GuestMemoryMmap};
@@ -37,6 +43,14 @@ pub enum MemoryError {
     TooLarge { mib: u64, max: u64 },
     #[error("cannot create the guest memory memfd: {0}")]
     Memfd(#[source] std::io::Error),
+    #[error("cannot create guest memory in {dir}: {source}")]
+    RamFile {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("guest memory directory {dir} is not on a tmpfs (guest RAM must be memory, not disk)")]
+    NotTmpfs { dir: PathBuf },
     #[error("cannot size the guest memory memfd to {bytes} bytes: {source}")]
     Truncate {
         bytes: u64,
@@ -60,15 +74,21 @@ pub fn ram_ranges(mem_bytes: u64) -> Vec<(u64, u64)> {
     }
 }
 
-/// Guest memory plus the memfd behind it.
+/// Guest memory plus the shared-memory file behind it (a memfd or an unlinked tmpfs file).
 pub struct GuestRam {
     pub memory: GuestMemory,
     pub memfd: Arc<File>,
     pub size_bytes: u64,
 }
 
-/// Creates guest RAM of `mem_mib` MiB backed by a sealed-size memfd mapped MAP_SHARED.
+/// Creates guest RAM of `mem_mib` MiB backed by a memfd mapped MAP_SHARED.
 pub fn create_guest_ram(mem_mib: u64) -> Result<GuestRam, MemoryError> {
+    create_guest_ram_in(mem_mib, None)
+}
+
+/// Creates guest RAM of `mem_mib` MiB mapped MAP_SHARED from an unlinked file in the tmpfs
+/// directory `dir`, or from a memfd for `None`.
+pub fn create_guest_ram_in(mem_mib: u64, dir: Option<&Path>) -> Result<GuestRam, MemoryError> {
     if mem_mib < MIN_MEM_MIB {
         return Err(MemoryError::TooSmall {
             mib: mem_mib,
@@ -82,7 +102,10 @@ pub fn create_guest_ram(mem_mib: u64) -> Result<GuestRam, MemoryError> {
         });
     }
     let size_bytes = mem_mib << 20;
-    let memfd = Arc::new(create_memfd("hull-guest-ram")?);
+    let memfd = Arc::new(match dir {
+        Some(dir) => create_tmpfs_file(dir)?,
+        None => create_memfd("hull-guest-ram")?,
+    });
     memfd
         .set_len(size_bytes)
         .map_err(|source| MemoryError::Truncate {
@@ -103,7 +126,7 @@ pub fn create_guest_ram(mem_mib: u64) -> Result<GuestRam, MemoryError> {
         })
         .collect();
     let memory = GuestMemoryMmap::from_ranges_with_files(&regions)?;
-    advise_huge_pages(&memory);
+    advise_huge_pages(&memory, dir);
     Ok(GuestRam {
         memory,
         memfd,
@@ -111,8 +134,9 @@ pub fn create_guest_ram(mem_mib: u64) -> Result<GuestRam, MemoryError> {
     })
 }
 
-/// Advises every RAM mapping for transparent huge pages and logs what the host will do with it.
-fn advise_huge_pages(memory: &GuestMemory) {
+/// Advises every RAM mapping for transparent huge pages and logs what the host will do with it
+/// (for a file in `dir`, that mount's `huge=` option decides).
+fn advise_huge_pages(memory: &GuestMemory, dir: Option<&Path>) {
     use vm_memory::{GuestMemoryBackend as _, GuestMemoryRegion};
     for region in memory.iter() {
         // SAFETY: the range is exactly one live mapping owned by `memory`; MADV_HUGEPAGE only
@@ -132,7 +156,49 @@ fn advise_huge_pages(memory: &GuestMemory) {
             return;
         }
     }
-    tracing::debug!("guest RAM in {}", describe_host_thp());
+    match dir {
+        Some(dir) => tracing::debug!(
+            "guest RAM in a file on the tmpfs {}: its huge= mount option sets the page size",
+            dir.display()
+        ),
+        None => tracing::debug!("guest RAM in {}", describe_host_thp()),
+    }
+}
+
+/// The tmpfs magic of `statfs` (linux/magic.h).
+const TMPFS_MAGIC: libc::c_long = 0x0102_1994;
+
+/// An unlinked file for guest RAM in `dir`, which must be on a tmpfs (O_TMPFILE: it never has a
+/// name another process could open).
+fn create_tmpfs_file(dir: &Path) -> Result<File, MemoryError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let ram_err = |source| MemoryError::RamFile {
+        dir: dir.to_path_buf(),
+        source,
+    };
+    let cdir = CString::new(dir.as_os_str().as_encoded_bytes()).map_err(|_| {
+        ram_err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "the path has a NUL byte",
+        ))
+    })?;
+    // SAFETY: `cdir` is a valid C string and `stat` a writable statfs the call fills in.
+    let mut stat: libc::statfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statfs(cdir.as_ptr(), &mut stat) } != 0 {
+        return Err(ram_err(std::io::Error::last_os_error()));
+    }
+    if stat.f_type != TMPFS_MAGIC {
+        return Err(MemoryError::NotTmpfs {
+            dir: dir.to_path_buf(),
+        });
+    }
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .mode(0o600)
+        .custom_flags(libc::O_TMPFILE | libc::O_CLOEXEC)
+        .open(dir)
+        .map_err(ram_err)
 }
 
 /// What the host does with the huge-page advice, in words (for logs).
@@ -208,6 +274,92 @@ mod tests {
             flags.split_whitespace().any(|f| f == "hg"),
             "guest RAM VMA lacks the hugepage advice: {flags}"
         );
+    }
+
+    /// A tmpfs mounted on a temporary directory for the test's life (the tests run as root).
+    struct TestTmpfs {
+        dir: tempfile::TempDir,
+    }
+
+    impl TestTmpfs {
+        fn mount(options: &str) -> TestTmpfs {
+            let dir = tempfile::tempdir().unwrap();
+            let target = CString::new(dir.path().as_os_str().as_encoded_bytes()).unwrap();
+            let data = CString::new(options).unwrap();
+            // SAFETY: valid C strings; a fresh tmpfs on our own temporary directory.
+            let rc = unsafe {
+                libc::mount(
+                    c"tmpfs".as_ptr(),
+                    target.as_ptr(),
+                    c"tmpfs".as_ptr(),
+                    0,
+                    data.as_ptr().cast(),
+                )
+            };
+            assert_eq!(
+                rc,
+                0,
+                "mounting a tmpfs ({options}) needs root: {}",
+                std::io::Error::last_os_error()
+            );
+            TestTmpfs { dir }
+        }
+    }
+
+    impl Drop for TestTmpfs {
+        fn drop(&mut self) {
+            let target = CString::new(self.dir.path().as_os_str().as_encoded_bytes()).unwrap();
+            // SAFETY: a valid C string naming the mount made in `mount`.
+            unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
+        }
+    }
+
+    /// The `ShmemPmdMapped` figure (KiB) of the VMA that starts at `start`.
+    fn shmem_pmd_mapped_kib(start: usize) -> u64 {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+        let header = format!("{start:x}-");
+        let mut vma = smaps.lines().skip_while(|l| !l.starts_with(&header));
+        assert!(vma.next().is_some(), "no VMA starts at {start:#x}");
+        let line = vma.find(|l| l.starts_with("ShmemPmdMapped:")).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    }
+
+    #[test]
+    fn ram_on_a_huge_advise_tmpfs_is_mapped_in_2mib_pages() {
+        // Whatever the host's shmem_enabled says (`never` by default), the mount's own option
+        // gives the advised mapping huge pages.
+        let tmpfs = TestTmpfs::mount("size=64m,huge=advise,mode=0700");
+        let ram = create_guest_ram_in(32, Some(tmpfs.dir.path())).unwrap();
+        let region = ram.memory.iter().next().unwrap();
+        let start = region.as_ptr() as usize;
+        ram.memory
+            .write_obj(0x1234_5678u32, GuestAddress(4 << 20))
+            .unwrap();
+        assert!(
+            shmem_pmd_mapped_kib(start) >= 2048,
+            "the first write did not map a 2 MiB page"
+        );
+        // The file has no name in the directory and holds the write.
+        assert_eq!(std::fs::read_dir(tmpfs.dir.path()).unwrap().count(), 0);
+        use std::os::unix::fs::FileExt;
+        let mut buf = [0u8; 4];
+        ram.memfd.read_exact_at(&mut buf, 4 << 20).unwrap();
+        assert_eq!(u32::from_le_bytes(buf), 0x1234_5678);
+    }
+
+    #[test]
+    fn ram_directory_must_be_a_tmpfs_that_exists() {
+        let disk = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let err = create_guest_ram_in(32, Some(disk)).err().unwrap();
+        assert!(matches!(err, MemoryError::NotTmpfs { .. }), "{err}");
+        assert!(
+            err.to_string().contains(&disk.display().to_string()),
+            "{err}"
+        );
+        let missing = Path::new("/nonexistent/hull-ram");
+        let err = create_guest_ram_in(32, Some(missing)).err().unwrap();
+        assert!(matches!(err, MemoryError::RamFile { .. }), "{err}");
+        assert!(err.to_string().contains("/nonexistent/hull-ram"), "{err}");
     }
 
     #[test]

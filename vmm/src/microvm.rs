@@ -73,6 +73,9 @@ pub struct VmConfig {
     pub net: Vec<NetConfig>,
     /// A virtio-pmem device over this image file (read-only; mapped above RAM).
     pub pmem: Option<PathBuf>,
+    /// Guest RAM as an unlinked file on this tmpfs directory instead of a memfd (the mount's
+    /// `huge=` option then sets its host page size).
+    pub mem_dir: Option<PathBuf>,
     /// A virtio-balloon device for free page reporting: the guest hands freed memory back and
     /// the VMM releases its host pages.
     pub free_page_reporting: bool,
@@ -284,7 +287,7 @@ pub fn run(config: &VmConfig, vmm_start: Instant) -> Result<VmExit, VmmError> {
     if kvm_host::is_pvm_host() {
         tracing::warn!("{}", kvm_host::PVM_WARNING);
     }
-    let ram = memory::create_guest_ram(config.mem_mib)?;
+    let ram = memory::create_guest_ram_in(config.mem_mib, config.mem_dir.as_deref())?;
     stage("guest memory created");
     let vm_fd = vm::create_vm(&kvm, &ram.memory)?;
     stage("VM created");

@@ -22,7 +22,7 @@ use common::{tiny_guest, vmm_bin, Entry};
 use hull_runtime::sandbox::cleanup::cleanup_dir;
 use hull_runtime::sandbox::jail::cgroup::{self, CgroupLayout, CgroupLimits};
 use hull_runtime::sandbox::jail::plan::{
-    CONSOLE_IN_JAIL, KERNEL_IN_JAIL, VMM_IN_JAIL, VSOCK_IN_JAIL,
+    CONSOLE_IN_JAIL, KERNEL_IN_JAIL, RAM_IN_JAIL, VMM_IN_JAIL, VSOCK_IN_JAIL,
 };
 use hull_runtime::sandbox::jail::{Jail, JailContents, JailSettings};
 use hull_runtime::sandbox::SandboxPaths;
@@ -90,6 +90,7 @@ fn start_in(name: &str, cmdline: &str, env: Option<(&str, &str)>, netns: Option<
             cpu_quota_us: 200_000,
             pids: 64,
         },
+        ram_tmpfs_mib: Some(MEM_MIB),
     };
     let contents =
         JailContents::for_vmm(Path::new(vmm_bin()), &tiny_guest(Entry::Pvh), None, false).unwrap();
@@ -104,6 +105,9 @@ fn start_in(name: &str, cmdline: &str, env: Option<(&str, &str)>, netns: Option<
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(paths.dir.join("vmm.log")).unwrap())
         .stderr(std::fs::File::create(paths.dir.join("vmm.log")).unwrap());
+    if let Some(ram_dir) = jail.ram_dir() {
+        cmd.arg("--mem-dir").arg(ram_dir);
+    }
     if let Some((key, value)) = env {
         cmd.env(key, value);
     }
@@ -201,6 +205,7 @@ fn allowed_tree(jail: &Jail) -> BTreeSet<PathBuf> {
         .map(|b| b.target.as_path())
         .chain(plan.devices.iter().map(PathBuf::as_path))
         .chain([VSOCK_IN_JAIL, CONSOLE_IN_JAIL].map(Path::new))
+        .chain(jail.ram_dir())
     {
         for ancestor in path.ancestors().filter(|a| *a != Path::new("/")) {
             allowed.insert(inside(ancestor));
@@ -308,7 +313,7 @@ fn jailed_vmm_is_confined_and_its_guest_runs() {
         .binds
         .iter()
         .map(|b| b.target.display().to_string())
-        .chain(["/".to_string(), "/dev".to_string()])
+        .chain(["/".to_string(), "/dev".to_string(), RAM_IN_JAIL.to_string()])
         .collect();
     want.sort_unstable();
     assert_eq!(points, want, "mount points of the jailed VMM:\n{mountinfo}");
@@ -316,6 +321,7 @@ fn jailed_vmm_is_confined_and_its_guest_runs() {
         let need: &[&str] = match *point {
             "/" => &["rw", "nosuid", "nodev", "noexec"],
             "/dev" => &["ro", "nosuid", "noexec"],
+            RAM_IN_JAIL => &["rw", "nosuid", "nodev", "noexec"],
             _ => &["ro", "nosuid", "nodev"],
         };
         for option in need {
@@ -327,6 +333,36 @@ fn jailed_vmm_is_confined_and_its_guest_runs() {
     }
     let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap();
     assert_eq!(cwd, Path::new("/"));
+    // Its guest RAM: an unlinked file on the jail's tmpfs (huge=advise, only the jail user),
+    // mapped in 2 MiB pages once written although the host's shmem_enabled is `never` here.
+    let ram_tmpfs = mountinfo
+        .lines()
+        .find(|l| l.split(' ').nth(4) == Some(RAM_IN_JAIL))
+        .unwrap();
+    for option in [
+        "huge=advise",
+        "mode=700",
+        &format!("uid={UID}"),
+        &format!("size={}k", MEM_MIB << 10),
+    ] {
+        assert!(ram_tmpfs.contains(option), "{option} not in {ram_tmpfs}");
+    }
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap();
+    let ram_vma: Vec<&str> = smaps
+        .lines()
+        .skip_while(|l| !(l.contains(" /ram/") && l.ends_with("(deleted)")))
+        .take_while(|l| !l.starts_with("VmFlags:"))
+        .collect();
+    assert!(
+        !ram_vma.is_empty(),
+        "no guest RAM mapping from /ram in the VMM:\n{smaps}"
+    );
+    let pmd_kib: u64 = ram_vma
+        .iter()
+        .find_map(|l| l.strip_prefix("ShmemPmdMapped:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap();
+    assert!(pmd_kib >= 2048, "guest RAM not in 2 MiB pages: {ram_vma:?}");
 
     // The pod cgroup, VMM and supervisor both.
     let dirs = jailed.jail.cgroup_dirs().to_vec();
@@ -651,6 +687,7 @@ fn a_vmm_the_jail_user_cannot_execute_is_refused_by_name() {
             cpu_quota_us: 100_000,
             pids: 64,
         },
+        ram_tmpfs_mib: None,
     };
     let contents = JailContents::for_vmm(&vmm, &tiny_guest(Entry::Pvh), None, false).unwrap();
     let err = Jail::prepare(&settings, "sb", &dir.join("sb"), &contents).unwrap_err();

@@ -237,10 +237,27 @@ fn jail_off_is_a_warning_and_no_cgroup_hierarchy_a_failure() {
 
 #[test]
 fn shared_memory_huge_pages_off_is_a_warning_that_says_how() {
-    let on = guest_ram_pages(Some("always within_size [advise] never deny force\n"));
+    let on = guest_ram_pages(
+        Some("always within_size [advise] never deny force\n"),
+        false,
+    );
     assert_eq!(on.status, Status::Ok, "{on:?}");
-    let off = guest_ram_pages(Some("always within_size advise [never] deny force\n"));
+    let off = guest_ram_pages(
+        Some("always within_size advise [never] deny force\n"),
+        false,
+    );
     assert_eq!(off.status, Status::Warn);
     assert!(off.detail.contains("echo advise"), "{off:?}");
-    assert_eq!(guest_ram_pages(None).status, Status::Warn);
+    assert_eq!(guest_ram_pages(None, false).status, Status::Warn);
+}
+
+#[test]
+fn the_jails_own_tmpfs_needs_only_that_huge_pages_are_not_denied() {
+    let never = guest_ram_pages(Some("always within_size advise [never] deny force\n"), true);
+    assert_eq!(never.status, Status::Ok, "{never:?}");
+    assert!(never.detail.contains("huge=advise tmpfs"), "{never:?}");
+    assert_eq!(guest_ram_pages(None, true).status, Status::Warn);
+    let deny = guest_ram_pages(Some("always within_size advise never [deny] force\n"), true);
+    assert_eq!(deny.status, Status::Warn);
+    assert!(deny.detail.contains("'deny'"), "{deny:?}");
 }

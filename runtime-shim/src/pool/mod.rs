@@ -123,6 +123,7 @@ pub fn boot_profile(config: &Config, size: VmSize) -> String {
         format!("virtiofsd {}", identity(&virtiofsd)),
         format!("cmdline {}", crate::sandbox::launch::guest_cmdline(config)),
         format!("free_page_reporting {}", config.free_page_reporting),
+        format!("guest_ram_huge_pages {}", config.guest_ram_huge_pages),
         format!(
             "jail {} {} {} {} {} {}",
             config.jail,

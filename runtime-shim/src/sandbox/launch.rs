@@ -257,6 +257,9 @@ pub fn vmm_command(
         cmd.arg("--free-page-reporting");
     }
     if let Some((jail, netns)) = jail {
+        if let Some(ram_dir) = jail.ram_dir() {
+            cmd.arg("--mem-dir").arg(ram_dir);
+        }
         jail.confine(cmd.as_std_mut(), netns)?;
     }
     Ok((vmm, cmd))

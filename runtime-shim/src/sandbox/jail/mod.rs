@@ -32,6 +32,8 @@ use root::RootPlan;
 
 /// Host memory a VM may use beyond its guest memory (VMM, virtiofsd, page cache), MiB.
 pub const HOST_OVERHEAD_MIB: u64 = 128;
+/// Present when the host kernel has transparent huge pages (for shared memory too).
+pub const SHMEM_THP_PATH: &str = "/sys/kernel/mm/transparent_hugepage/shmem_enabled";
 /// Tasks the pod cgroup may hold (VMM threads, virtiofsd and its threads).
 pub const POD_CGROUP_PIDS: u64 = 512;
 
@@ -50,6 +52,10 @@ pub struct JailSettings {
     pub cgroup_parent: PathBuf,
     /// Caps of the pod cgroup.
     pub limits: CgroupLimits,
+    /// Size of the tmpfs the VMM keeps its guest RAM on ([`plan::RAM_IN_JAIL`], `huge=advise`:
+    /// 2 MiB host pages whatever the host's `shmem_enabled`), MiB; `None`: no such mount, the
+    /// VMM uses a memfd.
+    pub ram_tmpfs_mib: Option<u64>,
 }
 
 impl JailSettings {
@@ -68,6 +74,9 @@ impl JailSettings {
                 cpu_quota_us: (u64::from(vcpus) + 1) * cgroup::CPU_PERIOD_US,
                 pids: POD_CGROUP_PIDS,
             },
+            // A kernel without transparent huge pages refuses the huge= mount option.
+            ram_tmpfs_mib: (config.guest_ram_huge_pages && Path::new(SHMEM_THP_PATH).exists())
+                .then_some(mem_mib),
         }
     }
 }
@@ -185,6 +194,10 @@ impl Jail {
         let run = plan.host_path(Path::new(plan::RUN_IN_JAIL));
         make_dir(&run, 0o700)?;
         chown(&run, settings)?;
+        if settings.ram_tmpfs_mib.is_some() {
+            // The mount point; the child mounts the tmpfs (owned by the jail user) over it.
+            make_dir(&plan.host_path(Path::new(plan::RAM_IN_JAIL)), 0o700)?;
+        }
         let console = plan.host_path(Path::new(plan::CONSOLE_IN_JAIL));
         std::fs::File::create(&console).map_err(io_err("creating", &console))?;
         std::fs::set_permissions(&console, std::fs::Permissions::from_mode(0o600))
@@ -218,6 +231,13 @@ impl Jail {
         &self.plan
     }
 
+    /// The guest RAM tmpfs inside the jail, when the settings ask for one (for `--mem-dir`).
+    pub fn ram_dir(&self) -> Option<&'static Path> {
+        self.settings
+            .ram_tmpfs_mib
+            .map(|_| Path::new(plan::RAM_IN_JAIL))
+    }
+
     /// The pod cgroup directories.
     pub fn cgroup_dirs(&self) -> &[PathBuf] {
         &self.cgroup_dirs
@@ -247,6 +267,7 @@ impl Jail {
             &self.plan.root,
             &binds,
             &devices,
+            self.settings.ram_tmpfs_mib,
             self.settings.uid,
             self.settings.gid,
         )

@@ -13,6 +13,8 @@
 //!   writable by it, so it cannot swap the file for a link)
 //! - `/run/`: owned by the jail user, where the VMM creates its hybrid-vsock socket and where
 //!   virtiofsd's socket is placed
+//! - `/ram/` (when asked): a tmpfs owned by the jail user, as large as the guest RAM and mounted
+//!   `huge=advise`, where the VMM keeps its guest RAM as an unlinked file
 
 use std::path::{Component, Path, PathBuf};
 
@@ -28,6 +30,8 @@ pub const GUEST_ROOT_IN_JAIL: &str = "/guest-root";
 pub const CONSOLE_IN_JAIL: &str = "/console.log";
 /// The directory the jailed VMM may create sockets in.
 pub const RUN_IN_JAIL: &str = "/run";
+/// The tmpfs directory for the VMM's guest RAM inside the jail (`hull-vmm --mem-dir`).
+pub const RAM_IN_JAIL: &str = "/ram";
 /// The VMM's hybrid-vsock socket inside the jail.
 pub const VSOCK_IN_JAIL: &str = "/run/vsock.sock";
 /// virtiofsd's socket inside the jail.

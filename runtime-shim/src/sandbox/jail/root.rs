@@ -33,6 +33,8 @@ pub struct RootPlan {
     pub dev_dirs: Vec<CString>,
     /// Nodes to make on it.
     pub devices: Vec<DeviceNode>,
+    /// The guest RAM tmpfs: its mount point (`<root>/ram`) and mount options.
+    pub ram: Option<(CString, CString)>,
     /// Owner of the nodes.
     pub uid: libc::uid_t,
     /// Group of the nodes.
@@ -40,15 +42,23 @@ pub struct RootPlan {
 }
 
 const DEV_OPTIONS: &[u8] = b"mode=0755,size=64k,nr_inodes=32\0";
+
+/// Mount options of the guest RAM tmpfs: just the guest's size, a few inodes, only the jail user
+/// inside, and huge pages for the mapping the VMM advises (`huge=advise`).
+pub fn ram_tmpfs_options(mib: u64, uid: u32, gid: u32) -> String {
+    format!("mode=0700,uid={uid},gid={gid},size={mib}m,nr_inodes=4,huge=advise")
+}
 const HOSTNAME: &[u8] = b"hull-vmm";
 
 impl RootPlan {
-    /// The plan for `root` (host path) with `binds` (source, absolute target in the jail)
-    /// and device nodes `devices` (absolute paths, copied from the host's nodes).
+    /// The plan for `root` (host path) with `binds` (source, absolute target in the jail),
+    /// device nodes `devices` (absolute paths, copied from the host's nodes) and, for
+    /// `ram_mib`, a guest RAM tmpfs of that size at [`super::plan::RAM_IN_JAIL`].
     pub fn new(
         root: &Path,
         binds: &[(&Path, &Path)],
         devices: &[&Path],
+        ram_mib: Option<u64>,
         uid: u32,
         gid: u32,
     ) -> std::io::Result<RootPlan> {
@@ -84,6 +94,13 @@ impl RootPlan {
             dev: inside(Path::new("/dev"))?,
             dev_dirs,
             devices: nodes,
+            ram: match ram_mib {
+                Some(mib) => Some((
+                    inside(Path::new(super::plan::RAM_IN_JAIL))?,
+                    CString::new(ram_tmpfs_options(mib, uid, gid))?,
+                )),
+                None => None,
+            },
             uid,
             gid,
         })
@@ -161,6 +178,18 @@ impl RootPlan {
                 ),
                 "making the jail's /dev read-only",
             )?;
+            if let Some((target, options)) = &self.ram {
+                sys(
+                    libc::mount(
+                        c"tmpfs".as_ptr(),
+                        target.as_ptr(),
+                        c"tmpfs".as_ptr(),
+                        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                        options.as_ptr().cast(),
+                    ),
+                    "mounting the jail's guest RAM tmpfs",
+                )?;
+            }
             sys(
                 libc::mount(
                     std::ptr::null(),
