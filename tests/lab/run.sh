@@ -32,16 +32,9 @@ parse_summary() {
     done
 }
 
-# hull_ram_dir: a tmpfs mounted huge=advise (made once) for the direct hull-vmm boots'
-# --mem-dir, as the shim's jail gives its VMM: guest RAM in 2 MiB pages whatever L1's
-# shmem_enabled says.
-hull_ram_dir() {
-    dir=$TMP/hull-ram
-    if ! grep -q " $dir tmpfs " /proc/mounts; then
-        mkdir -p "$dir" && mount -t tmpfs -o mode=0700,size=1g,huge=advise hull-ram "$dir"
-    fi
-    echo "$dir"
-}
+# The direct hull-vmm boots' --mem-dir: L1's init mounts a huge=advise tmpfs for guest RAM
+# ($LAB_RAM_DIR), as the shim's jail gives its VMM; none elsewhere (a memfd then).
+RAM_ARGS=${LAB_RAM_DIR:+--mem-dir $LAB_RAM_DIR}
 
 # agent_line CONSOLE_FILE: the guest agent's first HULL-AGENT line, printable, no double quotes.
 agent_line() {
@@ -93,12 +86,12 @@ run_once() {
         hull)
             summary=$($WATCH -t "$timeout" -o "$out" -e "$err" -m agent=HULL-AGENT -- $pin \
                 $LAB/bin/hull-vmm --kernel $LAB/guest/vmlinux --initrd $LAB/guest/initramfs.cpio \
-                --mem-dir "$(hull_ram_dir)" --mem-mib "$mem" --vcpus "$vcpus" --cmdline "$cmdline")
+                $RAM_ARGS --mem-mib "$mem" --vcpus "$vcpus" --cmdline "$cmdline")
             ;;
         hull-pmem)
             summary=$($WATCH -t "$timeout" -o "$out" -e "$err" -m agent=HULL-AGENT -- $pin \
                 $LAB/bin/hull-vmm --kernel $LAB/guest/vmlinux --pmem $LAB/guest/rootfs.img \
-                --mem-dir "$(hull_ram_dir)" --mem-mib "$mem" --vcpus "$vcpus" --cmdline "$cmdline")
+                $RAM_ARGS --mem-mib "$mem" --vcpus "$vcpus" --cmdline "$cmdline")
             ;;
         qemu)
             summary=$($WATCH -t "$timeout" -o "$out" -e "$err" -m agent=HULL-AGENT -- $pin \

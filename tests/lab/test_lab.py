@@ -170,7 +170,7 @@ class RunScriptTest(unittest.TestCase):
     def tearDown(self):
         shutil.rmtree(self.dir)
 
-    def run_plan(self, vmm_script, plan):
+    def run_plan(self, vmm_script, plan, extra_env=None):
         vmm = self.dir / "lab/bin/hull-vmm"
         vmm.write_text(
             "#!/bin/sh\nn=$(cat %s/count 2>/dev/null || echo 0); n=$((n+1)); echo $n > %s/count\n%s\n"
@@ -179,6 +179,7 @@ class RunScriptTest(unittest.TestCase):
         vmm.chmod(0o755)
         (self.dir / "plan.sh").write_text(plan)
         env = {"PATH": "/usr/bin:/bin", "LAB": str(self.dir / "lab"), "TMP": str(self.dir / "tmp")}
+        env.update(extra_env or {})
         out = subprocess.run(
             ["busybox", "sh", LAB_DIR / "run.sh", self.dir / "plan.sh"],
             env=env,
@@ -211,6 +212,20 @@ class RunScriptTest(unittest.TestCase):
         results = self.run_plan('echo "boot failed: no kernel" >&2; exit 2', "lab_run a hull 5 3 256 1 c\n")
         self.assertEqual([(r.status, r.rc) for r in results], [("fail", 2)])
         self.assertIn("stderr: boot failed: no kernel", results[0].tail)
+
+    def test_direct_boots_keep_guest_ram_on_l1s_tmpfs_when_it_has_one(self):
+        show_args = 'echo "args: $*" >&2; exit 2'
+        plan = "lab_run a hull 5 1 256 1 c\nlab_run b hull-pmem 5 1 256 1 c\n"
+        with_dir = self.run_plan(show_args, plan, {"LAB_RAM_DIR": "/tmp/hull-ram"})
+        self.assertEqual([r.vmm for r in with_dir], ["hull", "hull-pmem"])
+        for result in with_dir:
+            self.assertIn("--mem-dir /tmp/hull-ram --mem-mib 256", "\n".join(result.tail))
+        (self.dir / "count").unlink()
+        without = self.run_plan(show_args, plan)
+        self.assertEqual(len(without), 2)
+        for result in without:
+            self.assertNotIn("--mem-dir", "\n".join(result.tail))
+            self.assertIn("--mem-mib 256", "\n".join(result.tail))
 
     def test_exit_zero_without_agent_line_is_a_failure(self):
         results = self.run_plan("echo booted; exit 0", "lab_run a hull 5 3 256 1 c\n")
