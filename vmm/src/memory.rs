@@ -259,17 +259,23 @@ mod tests {
         }
     }
 
+    /// The line starting with `key` in this process's smaps block of the VMA that starts at
+    /// `start` (its header line starts with "<start>-"; "VmFlags:" ends the block).
+    fn vma_field(start: usize, key: &str) -> String {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+        let header = format!("{start:x}-");
+        let mut vma = smaps.lines().skip_while(|l| !l.starts_with(&header));
+        assert!(vma.next().is_some(), "no VMA starts at {start:#x}");
+        vma.find(|l| l.starts_with(key))
+            .unwrap_or_else(|| panic!("no {key} line for the VMA at {start:#x}"))
+            .to_string()
+    }
+
     #[test]
     fn ram_is_advised_for_huge_pages() {
         let ram = create_guest_ram(32).unwrap();
         let region = ram.memory.iter().next().unwrap();
-        let start = region.as_ptr() as usize;
-        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
-        // The VMA's header line starts with "<start>-"; its "VmFlags:" line ends its block.
-        let header = format!("{start:x}-");
-        let mut vma = smaps.lines().skip_while(|l| !l.starts_with(&header));
-        assert!(vma.next().is_some(), "no VMA starts at {start:#x}");
-        let flags = vma.find(|l| l.starts_with("VmFlags:")).unwrap();
+        let flags = vma_field(region.as_ptr() as usize, "VmFlags:");
         assert!(
             flags.split_whitespace().any(|f| f == "hg"),
             "guest RAM VMA lacks the hugepage advice: {flags}"
@@ -316,11 +322,7 @@ mod tests {
 
     /// The `ShmemPmdMapped` figure (KiB) of the VMA that starts at `start`.
     fn shmem_pmd_mapped_kib(start: usize) -> u64 {
-        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
-        let header = format!("{start:x}-");
-        let mut vma = smaps.lines().skip_while(|l| !l.starts_with(&header));
-        assert!(vma.next().is_some(), "no VMA starts at {start:#x}");
-        let line = vma.find(|l| l.starts_with("ShmemPmdMapped:")).unwrap();
+        let line = vma_field(start, "ShmemPmdMapped:");
         line.split_whitespace().nth(1).unwrap().parse().unwrap()
     }
 
