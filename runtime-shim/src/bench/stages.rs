@@ -4,7 +4,8 @@
 //! The shim logs one line per stage into its log (containerd's log, through the bundle's log
 //! FIFO): `hull-stage stage=<name> id=<sandbox or container id> unix_us=<wall clock, µs>`.
 //! "kernel entry" is the time stamp of the line hull-vmm already logs at the guest's first exit
-//! (`vmm_to_first_exit_us=`). The bench adds what only the client sees: `ctr` started, first output, `ctr`
+//! (`vmm_to_first_exit_us=N`), and "vmm main" that time stamp less N: when hull-vmm's `main`
+//! began, i.e. the jail was entered and the binary executed. The bench adds what only the client sees: `ctr` started, first output, `ctr`
 //! returned.
 
 use std::collections::BTreeMap;
@@ -24,10 +25,13 @@ pub enum Stage {
     ShimStart,
     /// The shim claimed a pre-booted VM from the pool (VM mode with `hull pool run`).
     PoolClaimed,
-    /// virtiofsd's socket is there (VM mode).
-    VirtiofsdReady,
-    /// hull-vmm was spawned (VM mode).
+    /// hull-vmm was spawned (VM mode), beside virtiofsd.
     VmmSpawn,
+    /// hull-vmm's `main` began: the jail is set up and the binary executed (VM mode; from
+    /// hull-vmm's log).
+    VmmMain,
+    /// virtiofsd's socket is there and handed to the VMM (VM mode).
+    VirtiofsdReady,
     /// The guest's first exit to the VMM (VM mode; from hull-vmm's log).
     KernelEntry,
     /// The agent answered Version (guest agent, or the host agent).
@@ -51,12 +55,13 @@ pub enum Stage {
 
 impl Stage {
     /// Every stage, in order.
-    pub const ALL: [Stage; 14] = [
+    pub const ALL: [Stage; 15] = [
         Stage::CtrStarted,
         Stage::ShimStart,
         Stage::PoolClaimed,
-        Stage::VirtiofsdReady,
         Stage::VmmSpawn,
+        Stage::VmmMain,
+        Stage::VirtiofsdReady,
         Stage::KernelEntry,
         Stage::AgentReady,
         Stage::SandboxReady,
@@ -76,6 +81,7 @@ impl Stage {
             Stage::PoolClaimed => "pool-claimed",
             Stage::VirtiofsdReady => "virtiofsd-ready",
             Stage::VmmSpawn => "vmm-spawn",
+            Stage::VmmMain => "vmm-main",
             Stage::KernelEntry => "kernel-entry",
             Stage::AgentReady => "agent-ready",
             Stage::SandboxReady => "sandbox-ready",
@@ -97,7 +103,11 @@ impl Stage {
     pub fn vm_only(self) -> bool {
         matches!(
             self,
-            Stage::PoolClaimed | Stage::VirtiofsdReady | Stage::VmmSpawn | Stage::KernelEntry
+            Stage::PoolClaimed
+                | Stage::VirtiofsdReady
+                | Stage::VmmSpawn
+                | Stage::VmmMain
+                | Stage::KernelEntry
         )
     }
 }
@@ -128,25 +138,50 @@ pub fn mark_at(stage: Stage, id: &str, at: SystemTime) {
     tracing::info!("{}", line(stage, id, at));
 }
 
-/// Logs "kernel entry" from hull-vmm's log: the time stamp of its line
-/// `first guest exit: vmm_to_first_exit_us=N`; nothing when the VMM has not logged it.
-pub fn mark_kernel_entry(id: &str, vmm_log: &Path) {
+/// Logs "vmm main" and "kernel entry" from hull-vmm's log (its line `first guest exit:
+/// vmm_to_first_exit_us=N`); nothing when the VMM has not logged it.
+pub fn mark_vmm_stages(id: &str, vmm_log: &Path) {
     let text = std::fs::read_to_string(vmm_log).unwrap_or_default();
-    if let Some(us) = first_exit_unix_us(&text) {
+    if let Some(first_exit) = first_exit_unix_us(&text) {
+        mark_at(
+            Stage::VmmMain,
+            id,
+            UNIX_EPOCH + Duration::from_micros(first_exit.main_us),
+        );
         mark_at(
             Stage::KernelEntry,
             id,
-            UNIX_EPOCH + Duration::from_micros(us),
+            UNIX_EPOCH + Duration::from_micros(first_exit.exit_us),
         );
     }
 }
 
-/// The wall-clock time (µs since the epoch) of hull-vmm's first-guest-exit log line.
-pub fn first_exit_unix_us(vmm_log: &str) -> Option<u64> {
+/// hull-vmm's first-guest-exit log line, in wall-clock µs since the epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FirstExit {
+    /// When hull-vmm's `main` began (the line's time less its `vmm_to_first_exit_us`).
+    pub main_us: u64,
+    /// The line's time stamp: the guest's first exit.
+    pub exit_us: u64,
+}
+
+/// The times of hull-vmm's first-guest-exit log line.
+pub fn first_exit_unix_us(vmm_log: &str) -> Option<FirstExit> {
     let line = vmm_log
         .lines()
         .find(|l| l.contains("vmm_to_first_exit_us="))?;
-    parse_rfc3339_us(line.split_whitespace().next()?)
+    let exit_us = parse_rfc3339_us(line.split_whitespace().next()?)?;
+    let since_main: u64 = line
+        .split("vmm_to_first_exit_us=")
+        .nth(1)?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    Some(FirstExit {
+        main_us: exit_us.checked_sub(since_main)?,
+        exit_us,
+    })
 }
 
 /// `YYYY-MM-DDTHH:MM:SS[.fraction]Z` (UTC, as tracing's default timer writes it) in µs since

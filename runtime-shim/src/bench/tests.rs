@@ -67,13 +67,18 @@ fn every_stage_name_parses_back() {
 }
 
 #[test]
-fn kernel_entry_comes_from_the_vmm_log_line_time() {
+fn kernel_entry_and_vmm_main_come_from_the_vmm_log_line() {
     let log = "2026-12-03T13:50:01.000100Z  INFO hull-vmm starting\n\
                2026-12-03T13:50:01.250000Z  INFO first guest exit: vmm_to_first_exit_us=1234\n";
-    let us = stages::first_exit_unix_us(log).unwrap();
+    let first = stages::first_exit_unix_us(log).unwrap();
+    let exit = stages::parse_rfc3339_us("2026-12-03T13:50:01.25Z").unwrap();
+    assert_eq!(first.exit_us, exit);
+    assert_eq!(first.main_us, exit - 1234);
     assert_eq!(
-        us,
-        stages::parse_rfc3339_us("2026-12-03T13:50:01.25Z").unwrap()
+        stages::first_exit_unix_us(
+            "2026-12-03T13:50:01.250000Z  INFO first guest exit: vmm_to_first_exit_us=x\n"
+        ),
+        None
     );
     // 2026-12-03T00:00:00Z is 1_796_256_000 s after the epoch.
     assert_eq!(

@@ -38,6 +38,11 @@ pub const GUEST_CMDLINE: &str =
 /// processes, hull-vmm last. Each process is recorded in the pids file as soon as it runs, so
 /// crash clean-up finds it even when its starter is gone before the VM is up. On failure what was
 /// started is stopped; the caller removes the directory.
+///
+/// hull-vmm is spawned right after virtiofsd, not once virtiofsd's socket is there: it retries
+/// its connection until the socket exists and is handed to the jail user (done here as soon as
+/// it appears), so the VMM's own set-up (jail, KVM, guest RAM, the kernel) runs while virtiofsd
+/// starts.
 pub async fn start_vm(
     config: &Config,
     sandbox_id: &str,
@@ -63,20 +68,24 @@ pub async fn start_vm(
     };
     let vmm = async {
         record(&virtiofsd)?;
-        wait_for_socket(&paths.virtiofsd_socket, Duration::from_secs(5)).await;
-        grant_virtiofsd_socket(jail.as_ref())?;
         tracing::info!(
             sandbox = sandbox_id,
             vcpus = size.vcpus,
             mem_mib = size.mem_mib,
             "booting the sandbox VM"
         );
-        stages::mark(Stage::VirtiofsdReady, sandbox_id);
         let jailed = jail.as_ref().map(|j| (j, netns));
         let (vmm, cmd) = vmm_command(config, paths, size, nets, jailed)?;
         let mut spawned = spawn_logged(HULL_VMM, vmm, cmd, &paths.dir.join("vmm.log"))?;
         stages::mark(Stage::VmmSpawn, sandbox_id);
-        if let Err(e) = record(&spawned) {
+        let ready = async {
+            record(&spawned)?;
+            wait_for_socket(&paths.virtiofsd_socket, Duration::from_secs(5)).await;
+            grant_virtiofsd_socket(jail.as_ref())?;
+            stages::mark(Stage::VirtiofsdReady, sandbox_id);
+            Ok::<_, SandboxError>(())
+        };
+        if let Err(e) = ready.await {
             let _ = spawned.1.start_kill();
             let _ = spawned.1.wait().await;
             return Err(e);

@@ -391,7 +391,7 @@ struct Started {
     pids: Vec<(&'static str, ProcessRecord)>,
     stopping: Arc<AtomicBool>,
     death: watch::Receiver<Option<String>>,
-    /// Claimed from the pool: booted long before this pod, so no kernel-entry stage.
+    /// Claimed from the pool: booted long before this pod, so no vmm-main or kernel-entry stage.
     from_pool: bool,
 }
 
@@ -428,7 +428,7 @@ impl Started {
         stages::mark(Stage::AgentReady, sandbox_id);
         if config.sandbox.mode == SandboxMode::Vm {
             if !from_pool {
-                stages::mark_kernel_entry(sandbox_id, &paths.dir.join("vmm.log"));
+                stages::mark_vmm_stages(sandbox_id, &paths.dir.join("vmm.log"));
             }
             follow_agent_log(&paths, sandbox_id).await;
         }

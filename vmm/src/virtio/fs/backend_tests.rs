@@ -624,3 +624,58 @@ fn connect_waits_for_a_slow_backend() {
         "connected, then the first request failed: {err}"
     );
 }
+
+/// Runs `f` on a thread of its own whose file-system uid and gid are 65534 (nobody): setfsuid
+/// to a non-zero uid also drops that thread's CAP_DAC_OVERRIDE, so it meets permission checks a
+/// root test process would skip, as the jailed VMM does. Raw system calls: glibc's wrappers
+/// would change every thread.
+fn as_nobody<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::thread::JoinHandle<T> {
+    std::thread::spawn(move || {
+        // SAFETY: setfsgid/setfsuid only change this thread's credentials.
+        unsafe {
+            libc::syscall(libc::SYS_setfsgid, 65534);
+            libc::syscall(libc::SYS_setfsuid, 65534);
+        }
+        f()
+    })
+}
+
+#[test]
+fn connect_waits_until_the_socket_is_handed_over() {
+    // The shim starts virtiofsd and the jailed VMM together and chowns virtiofsd's socket to the
+    // jail user once it is there: until then the VMM's connect is refused (EACCES).
+    let dir = TempDir::new("handover");
+    let socket = dir.socket();
+    std::fs::set_permissions(&dir.0, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    std::fs::set_permissions(&socket, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    let path = socket.clone();
+    let start = Instant::now();
+    let client = as_nobody(move || vhost_user::connect_with_retry(&path, Duration::from_secs(5)));
+    std::thread::sleep(Duration::from_millis(300));
+    std::os::unix::fs::chown(&socket, Some(65534), Some(65534)).unwrap();
+    // The connection completes in the listen backlog; accept only once it did.
+    let connected = client.join().unwrap();
+    assert!(connected.is_ok(), "{:?}", connected.err());
+    assert!(start.elapsed() >= Duration::from_millis(300));
+    listener.set_nonblocking(true).unwrap();
+    listener.accept().expect("the connection is queued");
+
+    // Never handed over: the error after the window says so and names the socket.
+    let other = dir.0.join("never.sock");
+    let _never = std::os::unix::net::UnixListener::bind(&other).unwrap();
+    std::fs::set_permissions(&other, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    let path = other.clone();
+    let err = as_nobody(move || vhost_user::connect_with_retry(&path, Duration::from_millis(200)))
+        .join()
+        .unwrap()
+        .expect_err("a socket we may not use");
+    let text = err.to_string();
+    assert!(text.contains(&other.display().to_string()), "{text}");
+    assert!(
+        matches!(&err, FsError::Connect { source, .. } if source.kind() == std::io::ErrorKind::PermissionDenied),
+        "{text}"
+    );
+}

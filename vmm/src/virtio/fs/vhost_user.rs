@@ -27,12 +27,15 @@ use vmm_sys_util::eventfd::EventFd;
 
 use crate::memory::GuestMemory;
 
-/// How long [`BackendConnection::connect`] keeps retrying while the socket does not exist yet or
-/// refuses connections (virtiofsd still starting).
+/// How long [`BackendConnection::connect`] keeps retrying while the socket does not exist yet,
+/// refuses connections (virtiofsd still starting) or is not yet ours to connect to (the shim
+/// starts virtiofsd and a jailed hull-vmm together and hands the socket to the jail user once
+/// virtiofsd made it).
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Pause between two connection attempts.
-const CONNECT_RETRY_INTERVAL: Duration = Duration::from_millis(50);
+/// Pause between two connection attempts: short, since hull-vmm starts beside virtiofsd and
+/// every pause it oversleeps delays the boot.
+const CONNECT_RETRY_INTERVAL: Duration = Duration::from_millis(2);
 
 /// Longest wait for one reply (or one send) on the vhost-user socket.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -118,7 +121,8 @@ pub struct VringLayout {
     pub used_ring: u64,
 }
 
-/// Connects to `socket`, retrying while it is missing or refuses connections, for up to `timeout`.
+/// Connects to `socket`, retrying while it is missing, refuses connections or denies us access,
+/// for up to `timeout`; the error of the last attempt names the socket and the time waited.
 pub fn connect_with_retry(socket: &Path, timeout: Duration) -> Result<UnixStream, FsError> {
     let start = Instant::now();
     loop {
@@ -127,7 +131,9 @@ pub fn connect_with_retry(socket: &Path, timeout: Duration) -> Result<UnixStream
             Err(e)
                 if matches!(
                     e.kind(),
-                    io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused
+                    io::ErrorKind::NotFound
+                        | io::ErrorKind::ConnectionRefused
+                        | io::ErrorKind::PermissionDenied
                 ) && start.elapsed() < timeout =>
             {
                 std::thread::sleep(CONNECT_RETRY_INTERVAL);
