@@ -16,6 +16,7 @@ pub mod exits;
 pub mod guest_info;
 pub mod guest_init;
 pub mod hybrid;
+pub mod kmsg;
 pub mod logging;
 pub mod mounts;
 pub mod network;

@@ -25,19 +25,37 @@ pub const LOG_BUFFER_BYTES: usize = 256 * 1024;
 
 static BUFFER: OnceLock<Arc<LogBuffer>> = OnceLock::new();
 
-/// Installs the global subscriber; a second call is a no-op.
+/// Installs the global subscriber, with every line to stderr; a second call is a no-op.
 pub fn init(ansi: bool) {
+    init_with_stderr_level(ansi, tracing::Level::TRACE);
+}
+
+/// Installs the global subscriber; stderr gets only lines at `stderr_level` or more severe (the
+/// host's readers get every line the filter lets through). A second call is a no-op.
+pub fn init_with_stderr_level(ansi: bool, stderr_level: tracing::Level) {
     let filter = log_filter(std::env::var("RUST_LOG").ok().as_deref());
     let buffer = Arc::clone(BUFFER.get_or_init(|| Arc::new(LogBuffer::new(LOG_BUFFER_BYTES))));
     let to_buffer = move || BufferWriter(Arc::clone(&buffer));
     let format = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr.and(to_buffer))
+        .with_writer(std::io::stderr.with_max_level(stderr_level).and(to_buffer))
         .with_ansi(ansi)
         .with_target(false);
     let _ = tracing_subscriber::registry()
         .with(format)
         .with(filter)
         .try_init();
+}
+
+/// The most verbose level PID 1 writes to the console for a kernel command line: with `quiet`
+/// (how the shim boots guests unless its config says `debug`) warnings and errors only, since
+/// every console byte is an exit to the VMM on the boot's critical path and the host reads the
+/// whole log over vsock anyway; without it, everything.
+pub fn console_level(cmdline: &str) -> tracing::Level {
+    if cmdline.split_whitespace().any(|w| w == "quiet") {
+        tracing::Level::WARN
+    } else {
+        tracing::Level::TRACE
+    }
 }
 
 /// The filter `RUST_LOG` asks for (`debug`, `hull_agent=debug,info`, ...); `info` when it is
@@ -299,6 +317,16 @@ mod tests {
     use super::*;
     use std::time::Duration;
     use tokio::io::AsyncReadExt as _;
+
+    #[test]
+    fn a_quiet_guest_console_gets_warnings_and_errors_only() {
+        use tracing::Level;
+        let quiet = console_level("console=ttyS0 reboot=k quiet root=/dev/pmem0");
+        assert_eq!(quiet, Level::WARN);
+        assert!(Level::ERROR <= quiet && Level::INFO > quiet);
+        assert_eq!(console_level("console=ttyS0 reboot=k"), Level::TRACE);
+        assert_eq!(console_level("notquiet quiet=1"), Level::TRACE);
+    }
 
     #[test]
     fn rust_log_sets_the_level_per_target_and_defaults_to_info() {

@@ -9,14 +9,15 @@ use crate::cli::{ListenAddress, VSOCK_CID_ANY};
 use crate::guest_init::{self, MountOutcome};
 use crate::power::power_off_guest;
 use crate::server::{self, StopReason};
-use crate::{guest_info, logging};
+use crate::{guest_info, kmsg, logging};
 
 /// Runs the guest agent as init. Never returns.
 pub fn run() -> ! {
     let root = guest_init::leave_the_initramfs_root();
     let mounts = guest_init::mount_basics();
     let console = guest_init::ensure_console_stdio();
-    logging::init(false);
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    logging::init_with_stderr_level(false, logging::console_level(&cmdline));
     if let Err(err) = console {
         warn!(%err, "opening /dev/console for stdio");
     }
@@ -48,14 +49,18 @@ pub fn run() -> ! {
     }
 
     match std::fs::read_to_string("/proc/cmdline") {
-        Ok(cmdline) if guest_init::cmdline_requests_poweroff(&cmdline) => {
-            info!(
-                "{} on the kernel command line",
-                guest_init::POWEROFF_CMDLINE_WORD
-            );
-            power_off_guest();
+        Ok(cmdline) => {
+            if kmsg::cmdline_requests_kmsg(&cmdline) {
+                dump_kernel_log();
+            }
+            if guest_init::cmdline_requests_poweroff(&cmdline) {
+                info!(
+                    "{} on the kernel command line",
+                    guest_init::POWEROFF_CMDLINE_WORD
+                );
+                power_off_guest();
+            }
         }
-        Ok(_) => {}
         Err(err) => warn!(%err, "reading /proc/cmdline"),
     }
 
@@ -77,6 +82,16 @@ fn log_mounts(mounts: &[MountOutcome]) -> bool {
         }
     }
     essential_ok
+}
+
+/// Prints the kernel's log (`hull.kmsg=1`), after the boot marker so the boot's figures do not
+/// include it.
+fn dump_kernel_log() {
+    info!("the kernel log follows ({})", kmsg::KMSG_CMDLINE_WORD);
+    match kmsg::dump(&mut std::io::stdout().lock()) {
+        Ok(lines) => info!(lines, "end of the kernel log"),
+        Err(err) => warn!(%err, "reading /dev/kmsg"),
+    }
 }
 
 fn print_banner(line: &str) {
