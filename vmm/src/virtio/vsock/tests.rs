@@ -54,28 +54,35 @@ struct DriverQueue {
     chains: HashMap<u16, Vec<u16>>,
     avail_idx: u16,
     used_seen: u16,
+    /// Ring size: the device's maximum for this queue, as Linux's driver takes it.
+    size: u16,
 }
 
 impl DriverQueue {
-    fn new(mem: &'static Mem, ring_addr: u64, buf_base: u64) -> Self {
+    fn new(mem: &'static Mem, ring_addr: u64, buf_base: u64, size: u16) -> Self {
+        assert!(
+            size <= QSIZE,
+            "the harness lays rings and buffers out for {QSIZE}"
+        );
         let (desc, avail, used) = (ring_addr, ring_addr + 0x1000, ring_addr + 0x2000);
         DriverQueue {
-            desc_table: DescriptorTable::new(mem, GuestAddress(desc), QSIZE),
-            avail: AvailRing::new(mem, GuestAddress(avail), QSIZE),
-            used: UsedRing::new(mem, GuestAddress(used), QSIZE),
+            desc_table: DescriptorTable::new(mem, GuestAddress(desc), size),
+            avail: AvailRing::new(mem, GuestAddress(avail), size),
+            used: UsedRing::new(mem, GuestAddress(used), size),
             addrs: (desc, avail, used),
             mem,
             buf_base,
-            free: (0..QSIZE).rev().collect(),
+            free: (0..size).rev().collect(),
             chains: HashMap::new(),
             avail_idx: 0,
             used_seen: 0,
+            size,
         }
     }
 
     fn queue(&self) -> Queue {
-        let mut q = Queue::new(QSIZE).unwrap();
-        q.set_size(QSIZE);
+        let mut q = Queue::new(self.size).unwrap();
+        q.set_size(self.size);
         q.try_set_desc_table_address(GuestAddress(self.addrs.0))
             .unwrap();
         q.try_set_avail_ring_address(GuestAddress(self.addrs.1))
@@ -115,7 +122,7 @@ impl DriverQueue {
                 .store(idxs[i], RawDescriptor::from(desc))
                 .unwrap();
         }
-        let slot = usize::from(self.avail_idx % QSIZE);
+        let slot = usize::from(self.avail_idx % self.size);
         self.avail.ring().ref_at(slot).unwrap().store(idxs[0]);
         self.avail_idx = self.avail_idx.wrapping_add(1);
         self.avail.idx().store(self.avail_idx);
@@ -131,7 +138,7 @@ impl DriverQueue {
         let elem = self
             .used
             .ring()
-            .ref_at(usize::from(self.used_seen % QSIZE))
+            .ref_at(usize::from(self.used_seen % self.size))
             .unwrap()
             .load();
         self.used_seen = self.used_seen.wrapping_add(1);
@@ -176,6 +183,7 @@ impl Harness {
         let dir = temp_dir(name);
         let uds = dir.join("v.sock");
         let dev = configure(Vsock::new(CID, uds.clone()).unwrap());
+        let sizes = dev.queue_max_sizes().to_vec();
         let kicks = dev
             .queue_events()
             .iter()
@@ -188,9 +196,19 @@ impl Harness {
         let mut h = Harness {
             dev: dev.clone(),
             mem,
-            rx: DriverQueue::new(mem, 0x0, 0x10_0000),
-            tx: DriverQueue::new(mem, 0x1_0000, 0x10_0000 + SLOT * u64::from(QSIZE)),
-            event: DriverQueue::new(mem, 0x2_0000, 0x10_0000 + 2 * SLOT * u64::from(QSIZE)),
+            rx: DriverQueue::new(mem, 0x0, 0x10_0000, sizes[RX_QUEUE]),
+            tx: DriverQueue::new(
+                mem,
+                0x1_0000,
+                0x10_0000 + SLOT * u64::from(QSIZE),
+                sizes[TX_QUEUE],
+            ),
+            event: DriverQueue::new(
+                mem,
+                0x2_0000,
+                0x10_0000 + 2 * SLOT * u64::from(QSIZE),
+                sizes[EVENT_QUEUE],
+            ),
             kicks,
             inbox: VecDeque::new(),
             refill_rx: true,
@@ -440,7 +458,8 @@ fn config_space_and_features() {
     let dir = temp_dir("config");
     let dev = Vsock::new(7, dir.join("v.sock")).unwrap();
     assert_eq!(dev.device_type(), 19);
-    assert_eq!(dev.queue_max_sizes().len(), 3);
+    // rx: what the driver fills with a buffer each and keeps for good; tx and event: 256.
+    assert_eq!(dev.queue_max_sizes(), &[64, 256, 256]);
     assert_eq!(dev.avail_features(), VIRTIO_F_VERSION_1);
     let mut cid = [0xffu8; 8];
     dev.read_config(0, &mut cid);
