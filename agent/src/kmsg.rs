@@ -13,6 +13,27 @@ pub const KMSG_CMDLINE_WORD: &str = "hull.kmsg=1";
 /// The longest record /dev/kmsg returns (the kernel's limit is a little under 8 KiB).
 const RECORD_MAX: usize = 8192;
 
+/// Microseconds since boot on the clock the kernel log's time stamps come closest to
+/// (CLOCK_MONOTONIC), so the agent's own milestones line up with the kernel's messages.
+pub fn uptime_us() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1000
+}
+
+/// A dmesg-style line for the agent's own milestone `what` at `usec` since boot.
+pub fn milestone_line(usec: u64, what: &str) -> String {
+    format!(
+        "[{:5}.{:06}] hull-agent: {what}",
+        usec / 1_000_000,
+        usec % 1_000_000
+    )
+}
+
 /// Whether `cmdline` asks for the kernel log dump.
 pub fn cmdline_requests_kmsg(cmdline: &str) -> bool {
     cmdline.split_whitespace().any(|w| w == KMSG_CMDLINE_WORD)
@@ -31,8 +52,9 @@ pub fn format_record(record: &str) -> Option<String> {
     ))
 }
 
-/// Writes every record the kernel log holds now to `out`, one line each; returns how many.
-pub fn dump(out: &mut impl Write) -> std::io::Result<usize> {
+/// Writes every record the kernel log holds now to `out`, one line each, then the agent's
+/// `milestones` (time since boot in µs, what) in the same form; returns how many kernel records.
+pub fn dump(out: &mut impl Write, milestones: &[(u64, &str)]) -> std::io::Result<usize> {
     let mut kmsg = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK)
@@ -54,6 +76,9 @@ pub fn dump(out: &mut impl Write) -> std::io::Result<usize> {
             Err(e) => return Err(e),
         }
     }
+    for (usec, what) in milestones {
+        writeln!(out, "{}", milestone_line(*usec, what))?;
+    }
     out.flush()?;
     Ok(lines)
 }
@@ -73,6 +98,10 @@ mod tests {
             Some("[    0.000042] hello")
         );
         assert_eq!(format_record("no record"), None);
+        assert_eq!(
+            milestone_line(1_250_000, "started"),
+            "[    1.250000] hull-agent: started"
+        );
         assert_eq!(format_record("6,1,x,-;bad time"), None);
     }
 

@@ -13,11 +13,14 @@ use crate::{guest_info, kmsg, logging};
 
 /// Runs the guest agent as init. Never returns.
 pub fn run() -> ! {
+    let started_us = kmsg::uptime_us();
     let root = guest_init::leave_the_initramfs_root();
     let mounts = guest_init::mount_basics();
+    let mounted_us = kmsg::uptime_us();
     let console = guest_init::ensure_console_stdio();
     let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
     logging::init_with_stderr_level(false, logging::console_level(&cmdline));
+    let logging_us = kmsg::uptime_us();
     if let Err(err) = console {
         warn!(%err, "opening /dev/console for stdio");
     }
@@ -29,6 +32,7 @@ pub fn run() -> ! {
         power_off_guest();
     }
 
+    let banner_start_us = kmsg::uptime_us();
     let release = guest_info::kernel_release().unwrap_or_else(|err| {
         warn!(%err, "uname");
         "unknown".to_string()
@@ -47,11 +51,18 @@ pub fn run() -> ! {
     if let Err(err) = guest_init::write_boot_marker() {
         warn!(%err, "writing the boot marker");
     }
+    let marker_us = kmsg::uptime_us();
 
     match std::fs::read_to_string("/proc/cmdline") {
         Ok(cmdline) => {
             if kmsg::cmdline_requests_kmsg(&cmdline) {
-                dump_kernel_log();
+                dump_kernel_log(&[
+                    (started_us, "PID 1 started"),
+                    (mounted_us, "basic mounts made"),
+                    (logging_us, "console and logging set up"),
+                    (banner_start_us, "mount outcomes logged"),
+                    (marker_us, "boot marker written"),
+                ]);
             }
             if guest_init::cmdline_requests_poweroff(&cmdline) {
                 info!(
@@ -84,11 +95,11 @@ fn log_mounts(mounts: &[MountOutcome]) -> bool {
     essential_ok
 }
 
-/// Prints the kernel's log (`hull.kmsg=1`), after the boot marker so the boot's figures do not
-/// include it.
-fn dump_kernel_log() {
+/// Prints the kernel's log (`hull.kmsg=1`) and the agent's `milestones` after the boot marker,
+/// so the boot's figures do not include it.
+fn dump_kernel_log(milestones: &[(u64, &str)]) {
     info!("the kernel log follows ({})", kmsg::KMSG_CMDLINE_WORD);
-    match kmsg::dump(&mut std::io::stdout().lock()) {
+    match kmsg::dump(&mut std::io::stdout().lock(), milestones) {
         Ok(lines) => info!(lines, "end of the kernel log"),
         Err(err) => warn!(%err, "reading /dev/kmsg"),
     }
