@@ -49,7 +49,7 @@ virtiofsd = ""
 # Free page reporting: the guest hands memory it freed back to hull-vmm, which releases it on
 # the host (a virtio-balloon device that is never inflated). Lowers an idle pod's host memory.
 free_page_reporting = true
-# Jailed VMMs keep guest RAM on a tmpfs of their own mounted huge=advise, so KVM maps the guest in
+# Jailed VMMs keep guest RAM on a tmpfs of their own mounted huge=always, so KVM maps the guest in
 # 2 MiB host pages whatever the host's shmem_enabled says: fewer nested page faults, a faster
 # boot; free page reporting still hands freed guest memory back (in 256 KiB blocks). false: a
 # memfd, whose page size the host's shmem_enabled decides (4 KiB by default).
@@ -161,7 +161,7 @@ pub struct Config {
     pub virtiofsd: PathBuf,
     /// Free page reporting (hull-vmm `--free-page-reporting`).
     pub free_page_reporting: bool,
-    /// Jailed VMMs: guest RAM on a `huge=advise` tmpfs in the jail (hull-vmm `--mem-dir`).
+    /// Jailed VMMs: guest RAM on a `huge=always` tmpfs in the jail (hull-vmm `--mem-dir`).
     pub guest_ram_huge_pages: bool,
     /// Debug logging.
     pub debug: bool,

@@ -43,9 +43,9 @@ for arg in $(cat /proc/cmdline); do
     esac
 done
 
-# A tmpfs mounted huge=advise for the direct hull-vmm boots' guest RAM (run.sh passes
+# A tmpfs mounted huge=always for the direct hull-vmm boots' guest RAM (run.sh passes
 # --mem-dir $LAB_RAM_DIR), as the shim's jail gives its VMM.
-mkdir -p /tmp/hull-ram && mount -t tmpfs -o mode=0700,size=1g,huge=advise hull-ram /tmp/hull-ram &&
+mkdir -p /tmp/hull-ram && mount -t tmpfs -o mode=0700,size=1g,huge=always hull-ram /tmp/hull-ram &&
     export LAB_RAM_DIR=/tmp/hull-ram
 
 uptime_s() { read -r up _ < /proc/uptime; echo "$up"; }

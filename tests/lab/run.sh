@@ -32,7 +32,7 @@ parse_summary() {
     done
 }
 
-# The direct hull-vmm boots' --mem-dir: L1's init mounts a huge=advise tmpfs for guest RAM
+# The direct hull-vmm boots' --mem-dir: L1's init mounts a huge=always tmpfs for guest RAM
 # ($LAB_RAM_DIR), as the shim's jail gives its VMM; none elsewhere (a memfd then).
 RAM_ARGS=${LAB_RAM_DIR:+--mem-dir $LAB_RAM_DIR}
 

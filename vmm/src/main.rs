@@ -80,7 +80,9 @@ struct Args {
 
     /// Guest RAM as an unlinked file on the tmpfs directory DIR instead of a memfd: the page size
     /// the host gives it is then that mount's `huge=` option, not the host-wide `shmem_enabled`
-    /// (a tmpfs mounted with `huge=advise` gets 2 MiB pages: fewer nested page faults at boot).
+    /// (a tmpfs mounted with `huge=always` gets 2 MiB pages where the host has them free: fewer
+    /// nested page faults at boot). The mapping is not advised (`MADV_HUGEPAGE`), so a fault
+    /// never waits for the host to compact memory.
     /// DIR must be on a tmpfs.
     #[arg(long, value_name = "DIR")]
     mem_dir: Option<PathBuf>,

@@ -4,7 +4,7 @@
 //! pages: the file descriptor and the offset of each region are what the vhost-user memory table
 //! carries.
 //!
-//! The mapping is advised for transparent huge pages (`MADV_HUGEPAGE`). Whether the host gives
+//! A memfd mapping is advised for transparent huge pages (`MADV_HUGEPAGE`). Whether the host gives
 //! them to shared memory is its `shmem_enabled` setting ([`SHMEM_THP_PATH`]): with `advise` (or
 //! `always`/`within_size`) KVM maps the guest in 2 MiB pages and the guest takes one nested page
 //! fault per 2 MiB it touches instead of one per 4 KiB (QEMU's private anonymous RAM gets this
@@ -13,8 +13,13 @@
 //!
 //! Instead of a memfd, guest RAM can be an unlinked file on a tmpfs directory given by the caller
 //! ([`create_guest_ram_in`], `hull-vmm --mem-dir`): the same shared memory, but the page size is
-//! then that mount's `huge=` option (`huge=advise`: 2 MiB pages for the advised mapping) rather
-//! than the host-wide `shmem_enabled`. The shim's jail mounts such a tmpfs for its VMM.
+//! then that mount's `huge=` option (`huge=always`: 2 MiB pages) rather than the host-wide
+//! `shmem_enabled`. The shim's jail mounts such a tmpfs for its VMM. That mapping is not advised:
+//! a fault in an advised mapping may compact or reclaim host memory until it finds a free 2 MiB
+//! page (the host's default `defrag` setting, `madvise`), which on a host whose memory is
+//! fragmented by many VMs stalled the VMM's set-up and the guest's first steps (nested lab, pod
+//! start after other pods: set-up 278 ms, VMM start to the guest's first exit 754 ms); unadvised,
+//! a fault takes a 2 MiB page when one is free and a 4 KiB page otherwise, at once.
 
 use std::ffi::CString;
 use std::fs::File;
@@ -126,7 +131,14 @@ pub fn create_guest_ram_in(mem_mib: u64, dir: Option<&Path>) -> Result<GuestRam,
         })
         .collect();
     let memory = GuestMemoryMmap::from_ranges_with_files(&regions)?;
-    advise_huge_pages(&memory, dir);
+    match dir {
+        None => advise_huge_pages(&memory),
+        Some(dir) => tracing::debug!(
+            "guest RAM in a file on the tmpfs {}: its huge= mount option sets the page size \
+             (not advised: no compaction stalls)",
+            dir.display()
+        ),
+    }
     Ok(GuestRam {
         memory,
         memfd,
@@ -134,9 +146,9 @@ pub fn create_guest_ram_in(mem_mib: u64, dir: Option<&Path>) -> Result<GuestRam,
     })
 }
 
-/// Advises every RAM mapping for transparent huge pages and logs what the host will do with it
-/// (for a file in `dir`, that mount's `huge=` option decides).
-fn advise_huge_pages(memory: &GuestMemory, dir: Option<&Path>) {
+/// Advises every RAM mapping (a memfd's) for transparent huge pages and logs what the host will
+/// do with it.
+fn advise_huge_pages(memory: &GuestMemory) {
     use vm_memory::{GuestMemoryBackend as _, GuestMemoryRegion};
     for region in memory.iter() {
         // SAFETY: the range is exactly one live mapping owned by `memory`; MADV_HUGEPAGE only
@@ -156,13 +168,7 @@ fn advise_huge_pages(memory: &GuestMemory, dir: Option<&Path>) {
             return;
         }
     }
-    match dir {
-        Some(dir) => tracing::debug!(
-            "guest RAM in a file on the tmpfs {}: its huge= mount option sets the page size",
-            dir.display()
-        ),
-        None => tracing::debug!("guest RAM in {}", describe_host_thp()),
-    }
+    tracing::debug!("guest RAM in {}", describe_host_thp());
 }
 
 /// The tmpfs magic of `statfs` (linux/magic.h).
@@ -327,13 +333,19 @@ mod tests {
     }
 
     #[test]
-    fn ram_on_a_huge_advise_tmpfs_is_mapped_in_2mib_pages() {
+    fn ram_on_a_huge_always_tmpfs_is_mapped_in_2mib_pages_unadvised() {
         // Whatever the host's shmem_enabled says (`never` by default), the mount's own option
-        // gives the advised mapping huge pages.
-        let tmpfs = TestTmpfs::mount("size=64m,huge=advise,mode=0700");
+        // gives the mapping huge pages, without MADV_HUGEPAGE (whose faults may stall in
+        // compaction).
+        let tmpfs = TestTmpfs::mount("size=64m,huge=always,mode=0700");
         let ram = create_guest_ram_in(32, Some(tmpfs.dir.path())).unwrap();
         let region = ram.memory.iter().next().unwrap();
         let start = region.as_ptr() as usize;
+        let flags = vma_field(start, "VmFlags:");
+        assert!(
+            !flags.split_whitespace().any(|f| f == "hg"),
+            "RAM on a tmpfs must not be advised (faults would compact): {flags}"
+        );
         ram.memory
             .write_obj(0x1234_5678u32, GuestAddress(4 << 20))
             .unwrap();

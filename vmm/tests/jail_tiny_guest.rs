@@ -333,14 +333,14 @@ fn jailed_vmm_is_confined_and_its_guest_runs() {
     }
     let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap();
     assert_eq!(cwd, Path::new("/"));
-    // Its guest RAM: an unlinked file on the jail's tmpfs (huge=advise, only the jail user),
+    // Its guest RAM: an unlinked file on the jail's tmpfs (huge=always, only the jail user),
     // mapped in 2 MiB pages once written although the host's shmem_enabled is `never` here.
     let ram_tmpfs = mountinfo
         .lines()
         .find(|l| l.split(' ').nth(4) == Some(RAM_IN_JAIL))
         .unwrap();
     for option in [
-        "huge=advise",
+        "huge=always",
         "mode=700",
         &format!("uid={UID}"),
         &format!("size={}k", MEM_MIB << 10),

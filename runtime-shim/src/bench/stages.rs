@@ -4,8 +4,9 @@
 //! The shim logs one line per stage into its log (containerd's log, through the bundle's log
 //! FIFO): `hull-stage stage=<name> id=<sandbox or container id> unix_us=<wall clock, µs>`.
 //! "kernel entry" is the time stamp of the line hull-vmm already logs at the guest's first exit
-//! (`vmm_to_first_exit_us=N`), and "vmm main" that time stamp less N: when hull-vmm's `main`
-//! began, i.e. the jail was entered and the binary executed. The bench adds what only the client sees: `ctr` started, first output, `ctr`
+//! (`vmm_to_first_exit_us=N`), "vmm main" that time stamp less N: when hull-vmm's `main`
+//! began, i.e. the jail was entered and the binary executed; "vmm ready" adds the set-up time
+//! hull-vmm logs once its vCPUs run (`set-up took N us`). The bench adds what only the client sees: `ctr` started, first output, `ctr`
 //! returned.
 
 use std::collections::BTreeMap;
@@ -30,6 +31,9 @@ pub enum Stage {
     /// hull-vmm's `main` began: the jail is set up and the binary executed (VM mode; from
     /// hull-vmm's log).
     VmmMain,
+    /// hull-vmm's set-up is done (KVM, guest RAM, the kernel loaded, devices) and its vCPUs run
+    /// (VM mode; from hull-vmm's log).
+    VmmReady,
     /// virtiofsd's socket is there and handed to the VMM (VM mode).
     VirtiofsdReady,
     /// The guest's first exit to the VMM (VM mode; from hull-vmm's log).
@@ -55,12 +59,13 @@ pub enum Stage {
 
 impl Stage {
     /// Every stage, in order.
-    pub const ALL: [Stage; 15] = [
+    pub const ALL: [Stage; 16] = [
         Stage::CtrStarted,
         Stage::ShimStart,
         Stage::PoolClaimed,
         Stage::VmmSpawn,
         Stage::VmmMain,
+        Stage::VmmReady,
         Stage::VirtiofsdReady,
         Stage::KernelEntry,
         Stage::AgentReady,
@@ -82,6 +87,7 @@ impl Stage {
             Stage::VirtiofsdReady => "virtiofsd-ready",
             Stage::VmmSpawn => "vmm-spawn",
             Stage::VmmMain => "vmm-main",
+            Stage::VmmReady => "vmm-ready",
             Stage::KernelEntry => "kernel-entry",
             Stage::AgentReady => "agent-ready",
             Stage::SandboxReady => "sandbox-ready",
@@ -107,6 +113,7 @@ impl Stage {
                 | Stage::VirtiofsdReady
                 | Stage::VmmSpawn
                 | Stage::VmmMain
+                | Stage::VmmReady
                 | Stage::KernelEntry
         )
     }
@@ -138,48 +145,55 @@ pub fn mark_at(stage: Stage, id: &str, at: SystemTime) {
     tracing::info!("{}", line(stage, id, at));
 }
 
-/// Logs "vmm main" and "kernel entry" from hull-vmm's log (its line `first guest exit:
-/// vmm_to_first_exit_us=N`); nothing when the VMM has not logged it.
+/// Logs "vmm main", "vmm ready" and "kernel entry" from hull-vmm's log; nothing when the VMM
+/// has not logged its first guest exit.
 pub fn mark_vmm_stages(id: &str, vmm_log: &Path) {
     let text = std::fs::read_to_string(vmm_log).unwrap_or_default();
-    if let Some(first_exit) = first_exit_unix_us(&text) {
-        mark_at(
-            Stage::VmmMain,
-            id,
-            UNIX_EPOCH + Duration::from_micros(first_exit.main_us),
-        );
-        mark_at(
-            Stage::KernelEntry,
-            id,
-            UNIX_EPOCH + Duration::from_micros(first_exit.exit_us),
-        );
+    if let Some(times) = vmm_times(&text) {
+        let at = |us| UNIX_EPOCH + Duration::from_micros(us);
+        mark_at(Stage::VmmMain, id, at(times.main_us));
+        if let Some(ready_us) = times.ready_us {
+            mark_at(Stage::VmmReady, id, at(ready_us));
+        }
+        mark_at(Stage::KernelEntry, id, at(times.exit_us));
     }
 }
 
-/// hull-vmm's first-guest-exit log line, in wall-clock µs since the epoch.
+/// hull-vmm's milestones from its log, in wall-clock µs since the epoch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FirstExit {
-    /// When hull-vmm's `main` began (the line's time less its `vmm_to_first_exit_us`).
+pub struct VmmTimes {
+    /// When hull-vmm's `main` began: the time stamp of its line `first guest exit:
+    /// vmm_to_first_exit_us=N` less N.
     pub main_us: u64,
-    /// The line's time stamp: the guest's first exit.
+    /// When its set-up was done: `main_us` plus the N of its line `microVM started: ...
+    /// set-up took N us` (`None` without that line).
+    pub ready_us: Option<u64>,
+    /// The first-exit line's time stamp: the guest's first exit.
     pub exit_us: u64,
 }
 
-/// The times of hull-vmm's first-guest-exit log line.
-pub fn first_exit_unix_us(vmm_log: &str) -> Option<FirstExit> {
-    let line = vmm_log
-        .lines()
-        .find(|l| l.contains("vmm_to_first_exit_us="))?;
-    let exit_us = parse_rfc3339_us(line.split_whitespace().next()?)?;
-    let since_main: u64 = line
-        .split("vmm_to_first_exit_us=")
+/// The number after `key` in the first line of `log` that has it, and that line.
+fn logged_number<'a>(log: &'a str, key: &str) -> Option<(u64, &'a str)> {
+    let line = log.lines().find(|l| l.contains(key))?;
+    let number = line
+        .split(key)
         .nth(1)?
         .split_whitespace()
         .next()?
         .parse()
         .ok()?;
-    Some(FirstExit {
-        main_us: exit_us.checked_sub(since_main)?,
+    Some((number, line))
+}
+
+/// hull-vmm's milestones in its log.
+pub fn vmm_times(vmm_log: &str) -> Option<VmmTimes> {
+    let (since_main, line) = logged_number(vmm_log, "vmm_to_first_exit_us=")?;
+    let exit_us = parse_rfc3339_us(line.split_whitespace().next()?)?;
+    let main_us = exit_us.checked_sub(since_main)?;
+    let ready_us = logged_number(vmm_log, "set-up took ").map(|(setup, _)| main_us + setup);
+    Some(VmmTimes {
+        main_us,
+        ready_us,
         exit_us,
     })
 }

@@ -67,15 +67,21 @@ fn every_stage_name_parses_back() {
 }
 
 #[test]
-fn kernel_entry_and_vmm_main_come_from_the_vmm_log_line() {
-    let log = "2026-12-03T13:50:01.000100Z  INFO hull-vmm starting\n\
-               2026-12-03T13:50:01.250000Z  INFO first guest exit: vmm_to_first_exit_us=1234\n";
-    let first = stages::first_exit_unix_us(log).unwrap();
+fn vmm_stages_come_from_the_vmm_log_lines() {
+    let log = "2026-12-03T13:50:01.000100Z  INFO kernel loaded\n\
+               2026-12-03T13:50:01.250000Z  INFO first guest exit: vmm_to_first_exit_us=1234\n\
+               2026-12-03T13:50:01.260000Z  INFO microVM started: 1 vCPU(s), 256 MiB, 3 virtio \
+               device(s), set-up took 900 us\n";
+    let times = stages::vmm_times(log).unwrap();
     let exit = stages::parse_rfc3339_us("2026-12-03T13:50:01.25Z").unwrap();
-    assert_eq!(first.exit_us, exit);
-    assert_eq!(first.main_us, exit - 1234);
+    assert_eq!(times.exit_us, exit);
+    assert_eq!(times.main_us, exit - 1234);
+    assert_eq!(times.ready_us, Some(exit - 1234 + 900));
+    let without_setup =
+        stages::vmm_times(log.lines().take(2).collect::<Vec<_>>().join("\n").as_str());
+    assert_eq!(without_setup.unwrap().ready_us, None);
     assert_eq!(
-        stages::first_exit_unix_us(
+        stages::vmm_times(
             "2026-12-03T13:50:01.250000Z  INFO first guest exit: vmm_to_first_exit_us=x\n"
         ),
         None
@@ -90,7 +96,7 @@ fn kernel_entry_and_vmm_main_come_from_the_vmm_log_line() {
         Some(1_500_000)
     );
     assert_eq!(stages::parse_rfc3339_us("2026-13-03T00:00:00Z"), None);
-    assert_eq!(stages::first_exit_unix_us("no such line"), None);
+    assert_eq!(stages::vmm_times("no such line"), None);
 }
 
 use super::location::{locate, HostKind, HOST_AGENT_LABEL};

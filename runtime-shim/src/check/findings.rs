@@ -307,7 +307,7 @@ pub fn memory(meminfo: &str, vm_mib: u64) -> Finding {
 
 /// Whether guest RAM can get 2 MiB host pages. With `own_tmpfs` (a jailed VMM and
 /// `guest_ram_huge_pages = true`, the default) guest RAM lives on the jail's own tmpfs mounted
-/// `huge=advise`, so only the host-wide overrides of /sys/kernel/mm/transparent_hugepage/
+/// `huge=always`, so only the host-wide overrides of /sys/kernel/mm/transparent_hugepage/
 /// shmem_enabled matter (`deny` turns it off, a warning). Otherwise guest RAM is a memfd and
 /// that file's active value (in brackets) decides: `never` (the usual default) is a warning:
 /// every 4 KiB page the guest touches costs a fault, and under nesting a boot to the agent took
@@ -335,7 +335,7 @@ pub fn guest_ram_pages(shmem_enabled: Option<&str>, own_tmpfs: bool) -> Finding 
                 .into(),
         ),
         (true, _) => huge(
-            "guest RAM on the jail's own huge=advise tmpfs: 2 MiB pages whatever \
+            "guest RAM on the jail's own huge=always tmpfs: 2 MiB pages whatever \
              shmem_enabled says (guest_ram_huge_pages = true)"
                 .into(),
         ),

@@ -52,7 +52,7 @@ pub struct JailSettings {
     pub cgroup_parent: PathBuf,
     /// Caps of the pod cgroup.
     pub limits: CgroupLimits,
-    /// Size of the tmpfs the VMM keeps its guest RAM on ([`plan::RAM_IN_JAIL`], `huge=advise`:
+    /// Size of the tmpfs the VMM keeps its guest RAM on ([`plan::RAM_IN_JAIL`], `huge=always`:
     /// 2 MiB host pages whatever the host's `shmem_enabled`), MiB; `None`: no such mount, the
     /// VMM uses a memfd.
     pub ram_tmpfs_mib: Option<u64>,

@@ -14,7 +14,7 @@
 //! - `/run/`: owned by the jail user, where the VMM creates its hybrid-vsock socket and where
 //!   virtiofsd's socket is placed
 //! - `/ram/` (when asked): a tmpfs owned by the jail user, as large as the guest RAM and mounted
-//!   `huge=advise`, where the VMM keeps its guest RAM as an unlinked file
+//!   `huge=always`, where the VMM keeps its guest RAM as an unlinked file
 
 use std::path::{Component, Path, PathBuf};
 

@@ -45,9 +45,10 @@ const DEV_OPTIONS: &[u8] = b"mode=0755,size=64k,nr_inodes=32\0";
 const HOSTNAME: &[u8] = b"hull-vmm";
 
 /// Mount options of the guest RAM tmpfs: just the guest's size, a few inodes, only the jail user
-/// inside, and huge pages for the mapping the VMM advises (`huge=advise`).
+/// inside, and huge pages wherever the host has a free one (`huge=always`; hull-vmm does not
+/// advise the mapping, so its faults never wait for compaction).
 pub fn ram_tmpfs_options(mib: u64, uid: u32, gid: u32) -> String {
-    format!("mode=0700,uid={uid},gid={gid},size={mib}m,nr_inodes=4,huge=advise")
+    format!("mode=0700,uid={uid},gid={gid},size={mib}m,nr_inodes=4,huge=always")
 }
 
 impl RootPlan {
