@@ -18,8 +18,9 @@ pub fn run() -> ! {
     let mounts = guest_init::mount_basics();
     let mounted_us = kmsg::uptime_us();
     let console = guest_init::ensure_console_stdio();
-    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
-    logging::init_with_stderr_level(false, logging::console_level(&cmdline));
+    let cmdline = std::fs::read_to_string("/proc/cmdline");
+    let console_level = logging::console_level(cmdline.as_deref().unwrap_or(""));
+    logging::init_with_stderr_level(false, console_level);
     let logging_us = kmsg::uptime_us();
     if let Err(err) = console {
         warn!(%err, "opening /dev/console for stdio");
@@ -53,7 +54,7 @@ pub fn run() -> ! {
     }
     let marker_us = kmsg::uptime_us();
 
-    match std::fs::read_to_string("/proc/cmdline") {
+    match cmdline {
         Ok(cmdline) => {
             if kmsg::cmdline_requests_kmsg(&cmdline) {
                 dump_kernel_log(&[
