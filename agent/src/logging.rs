@@ -46,12 +46,14 @@ pub fn init_with_stderr_level(ansi: bool, stderr_level: tracing::Level) {
         .try_init();
 }
 
-/// The most verbose level PID 1 writes to the console for a kernel command line: with `quiet`
-/// (how the shim boots guests unless its config says `debug`) warnings and errors only, since
-/// every console byte is an exit to the VMM on the boot's critical path and the host reads the
-/// whole log over vsock anyway; without it, everything.
-pub fn console_level(cmdline: &str) -> tracing::Level {
-    if cmdline.split_whitespace().any(|w| w == "quiet") {
+/// The most verbose level PID 1 writes to the console for a kernel command line and whether
+/// `RUST_LOG` is set: with `quiet` (how the shim boots guests unless its config says `debug`)
+/// warnings and errors only, since every console byte is an exit to the VMM on the boot's
+/// critical path and the host reads the whole log over vsock anyway; without `quiet`, or when
+/// `RUST_LOG` asks for a level explicitly (on the kernel command line it reaches PID 1's
+/// environment), everything the filter lets through.
+pub fn console_level(cmdline: &str, rust_log_set: bool) -> tracing::Level {
+    if !rust_log_set && cmdline.split_whitespace().any(|w| w == "quiet") {
         tracing::Level::WARN
     } else {
         tracing::Level::TRACE
@@ -321,11 +323,13 @@ mod tests {
     #[test]
     fn a_quiet_guest_console_gets_warnings_and_errors_only() {
         use tracing::Level;
-        let quiet = console_level("console=ttyS0 reboot=k quiet root=/dev/pmem0");
+        let quiet = console_level("console=ttyS0 reboot=k quiet root=/dev/pmem0", false);
         assert_eq!(quiet, Level::WARN);
         assert!(Level::ERROR <= quiet && Level::INFO > quiet);
-        assert_eq!(console_level("console=ttyS0 reboot=k"), Level::TRACE);
-        assert_eq!(console_level("notquiet quiet=1"), Level::TRACE);
+        assert_eq!(console_level("console=ttyS0 reboot=k", false), Level::TRACE);
+        assert_eq!(console_level("notquiet quiet=1", false), Level::TRACE);
+        // RUST_LOG is an explicit request: the console shows what it lets through.
+        assert_eq!(console_level("console=ttyS0 quiet", true), Level::TRACE);
     }
 
     #[test]

@@ -19,7 +19,10 @@ pub fn run() -> ! {
     let mounted_us = kmsg::uptime_us();
     let console = guest_init::ensure_console_stdio();
     let cmdline = std::fs::read_to_string("/proc/cmdline");
-    let console_level = logging::console_level(cmdline.as_deref().unwrap_or(""));
+    let console_level = logging::console_level(
+        cmdline.as_deref().unwrap_or(""),
+        std::env::var_os("RUST_LOG").is_some(),
+    );
     logging::init_with_stderr_level(false, console_level);
     let logging_us = kmsg::uptime_us();
     if let Err(err) = console {
