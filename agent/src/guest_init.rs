@@ -278,11 +278,14 @@ pub fn banner_line(kernel_release: &str) -> String {
     )
 }
 
+/// Whether the kernel command line `cmdline` has `word` as one of its words (exactly).
+pub fn cmdline_has_word(cmdline: &str, word: &str) -> bool {
+    cmdline.split_whitespace().any(|w| w == word)
+}
+
 /// Whether the kernel command line asks for power-off right after boot.
 pub fn cmdline_requests_poweroff(cmdline: &str) -> bool {
-    cmdline
-        .split_whitespace()
-        .any(|w| w == POWEROFF_CMDLINE_WORD)
+    cmdline_has_word(cmdline, POWEROFF_CMDLINE_WORD)
 }
 
 /// Writing the boot marker failed.

@@ -36,7 +36,7 @@ pub fn milestone_line(usec: u64, what: &str) -> String {
 
 /// Whether `cmdline` asks for the kernel log dump.
 pub fn cmdline_requests_kmsg(cmdline: &str) -> bool {
-    cmdline.split_whitespace().any(|w| w == KMSG_CMDLINE_WORD)
+    crate::guest_init::cmdline_has_word(cmdline, KMSG_CMDLINE_WORD)
 }
 
 /// One /dev/kmsg record (`prio,seq,usec,flags[,...];message`, then optional ` KEY=value` lines)

@@ -53,7 +53,7 @@ pub fn init_with_stderr_level(ansi: bool, stderr_level: tracing::Level) {
 /// `RUST_LOG` asks for a level explicitly (on the kernel command line it reaches PID 1's
 /// environment), everything the filter lets through.
 pub fn console_level(cmdline: &str, rust_log_set: bool) -> tracing::Level {
-    if !rust_log_set && cmdline.split_whitespace().any(|w| w == "quiet") {
+    if !rust_log_set && crate::guest_init::cmdline_has_word(cmdline, "quiet") {
         tracing::Level::WARN
     } else {
         tracing::Level::TRACE

@@ -13,10 +13,11 @@ use crate::{guest_info, kmsg, logging};
 
 /// Runs the guest agent as init. Never returns.
 pub fn run() -> ! {
-    let started_us = kmsg::uptime_us();
+    // PID 1's own milestones, printed with the kernel log when hull.kmsg=1 asks for it.
+    let mut milestones = vec![(kmsg::uptime_us(), "PID 1 started")];
     let root = guest_init::leave_the_initramfs_root();
     let mounts = guest_init::mount_basics();
-    let mounted_us = kmsg::uptime_us();
+    milestones.push((kmsg::uptime_us(), "basic mounts made"));
     let console = guest_init::ensure_console_stdio();
     let cmdline = std::fs::read_to_string("/proc/cmdline");
     let console_level = logging::console_level(
@@ -24,7 +25,7 @@ pub fn run() -> ! {
         std::env::var_os("RUST_LOG").is_some(),
     );
     logging::init_with_stderr_level(false, console_level);
-    let logging_us = kmsg::uptime_us();
+    milestones.push((kmsg::uptime_us(), "console and logging set up"));
     if let Err(err) = console {
         warn!(%err, "opening /dev/console for stdio");
     }
@@ -36,7 +37,7 @@ pub fn run() -> ! {
         power_off_guest();
     }
 
-    let banner_start_us = kmsg::uptime_us();
+    milestones.push((kmsg::uptime_us(), "mount outcomes logged"));
     let release = guest_info::kernel_release().unwrap_or_else(|err| {
         warn!(%err, "uname");
         "unknown".to_string()
@@ -55,18 +56,12 @@ pub fn run() -> ! {
     if let Err(err) = guest_init::write_boot_marker() {
         warn!(%err, "writing the boot marker");
     }
-    let marker_us = kmsg::uptime_us();
+    milestones.push((kmsg::uptime_us(), "boot marker written"));
 
     match cmdline {
         Ok(cmdline) => {
             if kmsg::cmdline_requests_kmsg(&cmdline) {
-                dump_kernel_log(&[
-                    (started_us, "PID 1 started"),
-                    (mounted_us, "basic mounts made"),
-                    (logging_us, "console and logging set up"),
-                    (banner_start_us, "mount outcomes logged"),
-                    (marker_us, "boot marker written"),
-                ]);
+                dump_kernel_log(&milestones);
             }
             if guest_init::cmdline_requests_poweroff(&cmdline) {
                 info!(
