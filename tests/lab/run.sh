@@ -366,7 +366,7 @@ soak_ctr() {
 soak_counts() {
     procs=0
     for c in /proc/[0-9]*/comm; do
-        case $(cat "$c" 2>/dev/null) in hull-vmm | virtiofsd | containerd-shim* | hull-jail*) procs=$((procs + 1)) ;; esac
+        case $(cat "$c" 2>/dev/null) in hull-vmm | virtiofsd | containerd-shim*) procs=$((procs + 1)) ;; esac
     done
     echo "procs=$procs mounts=$(wc -l < /proc/1/mountinfo) fds=$(ls "/proc/$ctrd_pid/fd" 2>/dev/null | wc -l)" \
         "taps=$(ls /sys/class/net/*/tun_flags 2>/dev/null | wc -l)" \

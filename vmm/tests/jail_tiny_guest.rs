@@ -4,8 +4,9 @@
 //! with a root that holds only the files the plan names (read-only binds, a read-only /dev,
 //! no other mount), in the pod cgroup, with the configured rlimits, in a given network
 //! namespace when one is named; the host reaches its hybrid-vsock socket and serial log through the sandbox
-//! directory's links; the supervisor passes SIGTERM on and a killed supervisor takes the VMM
-//! down; the sandbox clean-up removes the pod cgroup and the jail. Needs root and /dev/kvm
+//! directory's links; the VMM is the spawner's direct child (no process between them), so
+//! SIGTERM reaches it and its exit status is its own; the sandbox clean-up removes the pod
+//! cgroup and the jail. Needs root and /dev/kvm
 //! (fails under CI=1 without them).
 
 mod common;
@@ -55,13 +56,13 @@ struct Jailed {
     run_dir: PathBuf,
     paths: SandboxPaths,
     jail: Jail,
-    supervisor: Child,
+    vmm: Child,
 }
 
 impl Drop for Jailed {
     fn drop(&mut self) {
-        let _ = self.supervisor.kill();
-        let _ = self.supervisor.wait();
+        let _ = self.vmm.kill();
+        let _ = self.vmm.wait();
         cleanup_dir(&self.paths);
         let _ = std::fs::remove_dir_all(&self.run_dir);
     }
@@ -113,7 +114,10 @@ fn start_in(name: &str, cmdline: &str, env: Option<(&str, &str)>, netns: Option<
     }
     jail.confine(&mut cmd, netns).unwrap();
     let spawn_started = Instant::now();
-    let supervisor = cmd.spawn().expect("spawn the jailed hull-vmm");
+    let vmm = jail
+        .spawn(|| cmd.spawn())
+        .unwrap()
+        .expect("spawn the jailed hull-vmm");
     println!(
         "jail {name}: prepare {prepare_us} us (root, binds' placeholders, cgroup), spawn until \
          exec {} us (namespaces, fork, mounts, pivot_root, credentials)",
@@ -123,7 +127,7 @@ fn start_in(name: &str, cmdline: &str, env: Option<(&str, &str)>, netns: Option<
         run_dir,
         paths,
         jail,
-        supervisor,
+        vmm,
     }
 }
 
@@ -136,20 +140,15 @@ impl Jailed {
         std::fs::read_to_string(self.paths.dir.join("console.log")).unwrap_or_default()
     }
 
-    /// The jailed VMM's pid (the supervisor's only child), once the VM runs.
+    /// The jailed VMM's pid (the test's own child), once the VM runs.
     fn wait_vmm(&mut self) -> u32 {
         let started = Instant::now();
-        let sup = self.supervisor.id();
         loop {
-            if let Some(status) = self.supervisor.try_wait().unwrap() {
+            if let Some(status) = self.vmm.try_wait().unwrap() {
                 panic!("the jailed VMM ended early: {status:?}\n{}", self.log());
             }
-            let children =
-                std::fs::read_to_string(format!("/proc/{sup}/task/{sup}/children")).unwrap();
-            if let Some(pid) = children.split_whitespace().next() {
-                if self.log().contains("microVM started") {
-                    return pid.parse().unwrap();
-                }
+            if self.log().contains("microVM started") {
+                return self.vmm.id();
             }
             assert!(started.elapsed() < TIMEOUT, "no VM:\n{}", self.log());
             std::thread::sleep(Duration::from_millis(10));
@@ -159,7 +158,7 @@ impl Jailed {
     fn wait_exit(&mut self) -> std::process::ExitStatus {
         let started = Instant::now();
         loop {
-            if let Some(status) = self.supervisor.try_wait().unwrap() {
+            if let Some(status) = self.vmm.try_wait().unwrap() {
                 return status;
             }
             assert!(
@@ -254,7 +253,6 @@ fn jailed_vmm_is_confined_and_its_guest_runs() {
     }
     let mut jailed = start("main", "console=ttyS0 vsock-listen=6000", None);
     let pid = jailed.wait_vmm();
-    let sup = jailed.supervisor.id();
 
     // Credentials.
     assert_eq!(status_field(pid, "Name:"), "hull-vmm");
@@ -272,9 +270,9 @@ fn jailed_vmm_is_confined_and_its_guest_runs() {
     }
     assert_eq!(status_field(pid, "NoNewPrivs:"), "1");
     assert_eq!(status_field(pid, "Seccomp:"), "2");
-    // PID 1 of its own PID namespace; the supervisor stays in the host's.
+    // PID 1 of its own PID namespace and the test's direct child: nothing in between.
     assert_eq!(status_field(pid, "NSpid:"), format!("{pid} 1"));
-    assert_eq!(status_field(sup, "Name:"), "hull-jail");
+    assert_eq!(status_field(pid, "PPid:"), std::process::id().to_string());
     for kind in ["mnt", "pid", "ipc", "uts", "net"] {
         assert_ne!(
             namespace(&pid.to_string(), kind),
@@ -282,7 +280,6 @@ fn jailed_vmm_is_confined_and_its_guest_runs() {
             "{kind} namespace"
         );
     }
-    assert_eq!(namespace(&sup.to_string(), "mnt"), namespace("self", "mnt"));
 
     // Its root holds what the plan names, nothing else.
     let mut seen = BTreeSet::new();
@@ -364,7 +361,7 @@ fn jailed_vmm_is_confined_and_its_guest_runs() {
         .unwrap();
     assert!(pmd_kib >= 2048, "guest RAM not in 2 MiB pages: {ram_vma:?}");
 
-    // The pod cgroup, VMM and supervisor both.
+    // The pod cgroup.
     let dirs = jailed.jail.cgroup_dirs().to_vec();
     let id = jailed
         .paths
@@ -375,15 +372,12 @@ fn jailed_vmm_is_confined_and_its_guest_runs() {
         .unwrap()
         .to_string();
     let expected = format!("/{CGROUP_PARENT}/{id}");
-    for p in [pid, sup] {
-        let cgroups = std::fs::read_to_string(format!("/proc/{p}/cgroup")).unwrap();
-        assert_in_cgroup(&cgroups, &expected);
-    }
+    let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    assert_in_cgroup(&cgroups, &expected);
     for dir in &dirs {
         let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap();
         let procs: Vec<&str> = procs.lines().collect();
         assert!(procs.contains(&pid.to_string().as_str()), "{procs:?}");
-        assert!(procs.contains(&sup.to_string().as_str()), "{procs:?}");
     }
 
     // Limits.
@@ -422,7 +416,7 @@ fn jailed_vmm_is_confined_and_its_guest_runs() {
     assert_eq!(echo, "PING FROM OUTSIDE THE JAIL\n");
     stream.shutdown(std::net::Shutdown::Both).unwrap();
 
-    // The guest ran and ended; its status comes through the supervisor.
+    // The guest ran and ended; its status is the VMM's own.
     let status = jailed.wait_exit();
     assert_eq!(status.code(), Some(0), "{status:?}\n{}", jailed.log());
     let console = jailed.console();
@@ -442,14 +436,14 @@ fn jailed_vmm_is_confined_and_its_guest_runs() {
     }
     assert!(!jailed.paths.dir.exists(), "sandbox directory left behind");
     println!(
-        "jailed hull-vmm pid {pid} (supervisor {sup}): uid {UID} gid {GID}, caps 0, nnp 1, \
+        "jailed hull-vmm pid {pid}: uid {UID} gid {GID}, caps 0, nnp 1, \
          seccomp 2, NSpid '{pid} 1', root {} entries, cgroups {dirs:?}: ok",
         seen.len()
     );
 }
 
 #[test]
-fn supervisor_passes_sigterm_on_and_its_death_takes_the_vmm_down_in_a_given_netns() {
+fn sigterm_ends_the_jailed_vmm_cleanly_and_sigkill_ends_it_in_a_given_netns() {
     if !prerequisites() {
         return;
     }
@@ -463,8 +457,9 @@ fn supervisor_passes_sigterm_on_and_its_death_takes_the_vmm_down_in_a_given_netn
     let pid = jailed.wait_vmm();
     assert_eq!(namespace(&pid.to_string(), "net"), namespace("self", "net"));
     assert_ne!(namespace(&pid.to_string(), "mnt"), namespace("self", "mnt"));
-    // SAFETY: kill(2) of our own child.
-    unsafe { libc::kill(jailed.supervisor.id() as i32, libc::SIGTERM) };
+    // SAFETY: kill(2) of our own child. PID 1 of its namespace, it gets a signal from this
+    // (the parent) namespace only if it handles it: hull-vmm handles SIGTERM.
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
     let status = jailed.wait_exit();
     assert_eq!(
         status.code(),
@@ -474,17 +469,13 @@ fn supervisor_passes_sigterm_on_and_its_death_takes_the_vmm_down_in_a_given_netn
 
     let mut jailed = start("kill", "console=ttyS0 spin", None);
     let pid = jailed.wait_vmm();
-    jailed.supervisor.kill().unwrap();
+    jailed.vmm.kill().unwrap();
     let status = jailed.wait_exit();
     assert_eq!(status.signal(), Some(libc::SIGKILL));
-    let started = Instant::now();
-    while Path::new(&format!("/proc/{pid}")).exists() {
-        assert!(
-            started.elapsed() < TIMEOUT,
-            "the VMM outlived its supervisor"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    assert!(
+        !Path::new(&format!("/proc/{pid}")).exists(),
+        "the VMM is still there after its exit status was collected"
+    );
     let dirs = jailed.jail.cgroup_dirs().to_vec();
     cleanup_dir(&jailed.paths);
     for dir in &dirs {
@@ -615,7 +606,7 @@ fn shim_vm_mode_jails_the_vmm_and_charges_virtiofsd_to_the_pod_cgroup() {
         "{names:?}"
     );
     assert!(
-        names.contains(&"virtiofsd") && names.contains(&"hull-jail"),
+        names.contains(&"virtiofsd") && !names.contains(&"hull-jail"),
         "{names:?}"
     );
     let expected = format!("/hull-pods/{id}");
@@ -708,7 +699,7 @@ fn delete_after_a_shim_crash_stops_the_jailed_vmm_and_removes_the_jail() {
     // The shim "crashed" after recording its processes: `delete` has only the sandbox directory.
     let mut jailed = start("crash", "console=ttyS0 spin", None);
     let pid = jailed.wait_vmm();
-    let record = ProcessRecord::of(jailed.supervisor.id()).unwrap();
+    let record = ProcessRecord::of(jailed.vmm.id()).unwrap();
     write_pids_file(&jailed.paths.pids_file, &[("hull-vmm", record)]).unwrap();
     let dirs = jailed.jail.cgroup_dirs().to_vec();
     let runtime = tokio::runtime::Runtime::new().unwrap();

@@ -76,7 +76,12 @@ pub async fn start_vm(
         );
         let jailed = jail.as_ref().map(|j| (j, netns));
         let (vmm, cmd) = vmm_command(config, paths, size, nets, jailed)?;
-        let mut spawned = spawn_logged(HULL_VMM, vmm, cmd, &paths.dir.join("vmm.log"))?;
+        let log = paths.dir.join("vmm.log");
+        let spawn = || spawn_logged(HULL_VMM, vmm, cmd, &log);
+        let mut spawned = match &jail {
+            Some(jail) => jail.spawn(spawn)??,
+            None => spawn()?,
+        };
         stages::mark(Stage::VmmSpawn, sandbox_id);
         let ready = async {
             record(&spawned)?;

@@ -16,7 +16,7 @@ use super::SandboxError;
 
 /// The name of virtiofsd in the pids file.
 pub const VIRTIOFSD: &str = "virtiofsd";
-/// The name of hull-vmm (its jail's supervisor) in the pids file.
+/// The name of hull-vmm in the pids file.
 pub const HULL_VMM: &str = "hull-vmm";
 
 /// Starts `cmd` in its own process group with stdin closed and stdout/stderr in `log`.

@@ -1,10 +1,9 @@
 //! The jail's start, run in the shim's child between fork and exec (`CommandExt::pre_exec`):
-//! join the pod cgroup, enter the pod's network namespace (or an empty one), unshare a PID
-//! namespace and fork, so the VMM is PID 1 of its own. The forked VMM enters the jail root,
-//! drops to the jail user and returns to exec hull-vmm; the first child stays as a small
-//! supervisor (`hull-jail`) that forwards termination signals to it and ends with its exit
-//! status or signal, so the shim's view of "the VMM process" is unchanged. If the supervisor is
-//! killed, the VMM gets SIGKILL (parent-death signal).
+//! join the pod cgroup, enter the pod's network namespace (or an empty one), enter the jail
+//! root and drop to the jail user, then exec hull-vmm. The fork itself happens on a thread
+//! that made a new PID namespace for its children ([`spawn_as_pid_namespace_init`]), so the
+//! VMM is PID 1 of its own namespace and the shim's direct child: the shim signals and waits
+//! for it as for any child.
 //!
 //! Everything is prepared before the fork ([`ChildPlan`]); the child only makes system calls,
 //! all async-signal-safe. A failed step is written to the process's stderr (the sandbox's
@@ -14,7 +13,6 @@ use std::ffi::CString;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-use std::sync::atomic::{AtomicI32, Ordering};
 
 use super::credentials::Credentials;
 use super::root::RootPlan;
@@ -113,7 +111,7 @@ pub struct ChildPlan {
 
 impl ChildPlan {
     /// Runs in the child (the pre-exec hook): returns in the jailed VMM process, ready for
-    /// exec; the supervisor never returns.
+    /// exec.
     pub fn run(&self) -> std::io::Result<()> {
         self.steps().map_err(|failure| {
             failure.report();
@@ -123,8 +121,7 @@ impl ChildPlan {
 
     fn steps(&self) -> Result<(), Failure> {
         join_cgroups(&self.cgroup_procs)?;
-        // SAFETY: system calls on descriptors owned by `self`; fork in the single-threaded
-        // child of a spawn; the supervisor only makes async-signal-safe calls.
+        // SAFETY: system calls on descriptors owned by `self`.
         unsafe {
             match &self.netns {
                 Some(fd) => sys(
@@ -136,129 +133,41 @@ impl ChildPlan {
                     "unshare network namespace",
                 )?,
             }
-            sys(libc::unshare(libc::CLONE_NEWPID), "unshare pid namespace")?;
-            // Until the supervisor forwards them and the VMM dies with it, a termination
-            // signal must not end one without the other: blocked across the fork.
-            let forwarded = forwarded_set();
-            libc::sigprocmask(libc::SIG_BLOCK, &forwarded, std::ptr::null_mut());
-            let pid = libc::fork();
-            if pid == -1 {
-                return Err(Failure::last("fork into the pid namespace"));
-            }
-            if pid > 0 {
-                supervise(pid);
-            }
-            sys(
-                libc::prctl(
-                    libc::PR_SET_PDEATHSIG,
-                    libc::SIGKILL as libc::c_ulong,
-                    0,
-                    0,
-                    0,
-                ),
-                "PR_SET_PDEATHSIG",
-            )?;
-            libc::sigprocmask(libc::SIG_UNBLOCK, &forwarded, std::ptr::null_mut());
         }
         self.root.enter()?;
         self.credentials.apply()
     }
 }
 
-/// The VMM's pid (in the supervisor's namespace), for the signal handler.
-static JAILED: AtomicI32 = AtomicI32::new(0);
-
-extern "C" fn forward_signal(signal: libc::c_int) {
-    let pid = JAILED.load(Ordering::Relaxed);
-    if pid > 0 {
-        // SAFETY: kill(2) is async-signal-safe.
-        unsafe {
-            libc::kill(pid, signal);
-        }
-    }
-}
-
-/// Signals the supervisor passes on to the VMM.
-const FORWARDED: [libc::c_int; 6] = [
-    libc::SIGTERM,
-    libc::SIGINT,
-    libc::SIGHUP,
-    libc::SIGQUIT,
-    libc::SIGUSR1,
-    libc::SIGUSR2,
-];
-
-/// The set of [`FORWARDED`] signals.
+/// Runs `spawn` on a thread of its own whose children start in a new PID namespace, so the
+/// process it forks (the jailed VMM) is PID 1 there and still the caller's direct child: no
+/// process stays between the shim and the VMM (a forked supervisor there held ~1.5 MiB of the
+/// shim's memory per pod, copied as the shim wrote to its own). The namespace is the thread's
+/// (`unshare(CLONE_NEWPID)` applies to the calling thread's future children only), and the
+/// thread ends after the spawn, so no other child of the shim lands in it. The thread runs in
+/// the caller's tokio runtime, if any, so `spawn` may start a tokio child process.
 ///
-/// # Safety
-/// sigemptyset/sigaddset on a local.
-unsafe fn forwarded_set() -> libc::sigset_t {
-    let mut set: libc::sigset_t = std::mem::zeroed();
-    libc::sigemptyset(&mut set);
-    for signal in FORWARDED {
-        libc::sigaddset(&mut set, signal);
-    }
-    set
-}
-
-/// The supervisor: closes what it inherited (so the shim's spawn sees the exec through the VMM
-/// alone), forwards signals, waits for the VMM and ends as it did.
-///
-/// # Safety
-/// Only in the forked child; async-signal-safe calls only.
-unsafe fn supervise(pid: libc::pid_t) -> ! {
-    JAILED.store(pid, Ordering::Relaxed);
-    libc::prctl(
-        libc::PR_SET_NAME,
-        c"hull-jail".as_ptr() as libc::c_ulong,
-        0,
-        0,
-        0,
-    );
-    if libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) != 0 {
-        for fd in 3..4096 {
-            libc::close(fd);
-        }
-    }
-    let mut action: libc::sigaction = std::mem::zeroed();
-    action.sa_sigaction = forward_signal as *const () as usize;
-    action.sa_flags = libc::SA_RESTART;
-    libc::sigemptyset(&mut action.sa_mask);
-    for signal in FORWARDED {
-        libc::sigaction(signal, &action, std::ptr::null_mut());
-    }
-    let forwarded = forwarded_set();
-    libc::sigprocmask(libc::SIG_UNBLOCK, &forwarded, std::ptr::null_mut());
-    let mut default: libc::sigaction = std::mem::zeroed();
-    default.sa_sigaction = libc::SIG_DFL;
-    libc::sigaction(libc::SIGCHLD, &default, std::ptr::null_mut());
-    let mut status = 0;
-    loop {
-        let r = libc::waitpid(pid, &mut status, 0);
-        if r == pid {
-            break;
-        }
-        if r == -1 && *libc::__errno_location() != libc::EINTR {
-            libc::_exit(125);
-        }
-    }
-    if libc::WIFEXITED(status) {
-        libc::_exit(libc::WEXITSTATUS(status));
-    }
-    if libc::WIFSIGNALED(status) {
-        let signal = libc::WTERMSIG(status);
-        let no_core = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        libc::setrlimit(libc::RLIMIT_CORE, &no_core);
-        libc::sigaction(signal, &default, std::ptr::null_mut());
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, signal);
-        libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
-        libc::kill(libc::getpid(), signal);
-        libc::_exit(128 + signal);
-    }
-    libc::_exit(125)
+/// No parent-death signal is set in the child: it would fire when this thread ends.
+pub fn spawn_as_pid_namespace_init<T: Send>(
+    spawn: impl FnOnce() -> T + Send,
+) -> std::io::Result<T> {
+    let runtime = tokio::runtime::Handle::try_current().ok();
+    std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .name("hull-jail-spawn".into())
+            .spawn_scoped(scope, move || {
+                let _entered = runtime.as_ref().map(|r| r.enter());
+                // SAFETY: unshare(2) of the calling thread's PID namespace for its children.
+                if unsafe { libc::unshare(libc::CLONE_NEWPID) } == -1 {
+                    let e = std::io::Error::last_os_error();
+                    return Err(std::io::Error::new(
+                        e.kind(),
+                        format!("unshare pid namespace: {e}"),
+                    ));
+                }
+                Ok(spawn())
+            })?
+            .join()
+            .map_err(|_| std::io::Error::other("the jail's spawn thread panicked"))?
+    })
 }

@@ -97,17 +97,9 @@ impl Credentials {
                 libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0),
                 "no_new_privs",
             )?;
-            // A credential change clears the parent-death signal: set it (again) last.
-            sys(
-                libc::prctl(
-                    libc::PR_SET_PDEATHSIG,
-                    libc::SIGKILL as libc::c_ulong,
-                    0,
-                    0,
-                    0,
-                ),
-                "PR_SET_PDEATHSIG",
-            )?;
+            // No parent-death signal: the VMM's parent is the shim thread that spawned it,
+            // which ends right after the spawn (the signal follows the thread, not the
+            // process). After a shim crash `delete` stops the VMM through the pids file.
         }
         Ok(())
     }

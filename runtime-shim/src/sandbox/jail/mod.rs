@@ -249,7 +249,8 @@ impl Jail {
     }
 
     /// Makes `cmd` (whose program must be [`plan::VMM_IN_JAIL`] and whose paths are jail
-    /// paths) run jailed, in the network namespace `netns` (a new, empty one if `None`).
+    /// paths) run jailed, in the network namespace `netns` (a new, empty one if `None`). Spawn
+    /// it inside [`Jail::spawn`], which gives it its PID namespace.
     pub fn confine(
         &self,
         cmd: &mut std::process::Command,
@@ -296,6 +297,15 @@ impl Jail {
             cmd.pre_exec(move || plan.run());
         }
         Ok(())
+    }
+
+    /// Runs `spawn` (which spawns a command [`Jail::confine`] made) so that the process it
+    /// starts is PID 1 of a new PID namespace and still this process's direct child.
+    pub fn spawn<T: Send>(&self, spawn: impl FnOnce() -> T + Send) -> Result<T, JailError> {
+        child::spawn_as_pid_namespace_init(spawn).map_err(io_err(
+            "a new PID namespace for the VMM of",
+            &self.plan.root,
+        ))
     }
 
     /// Makes `cmd` start in the pod cgroup (virtiofsd: it keeps its own sandbox).

@@ -303,3 +303,55 @@ fn a_static_vmm_needs_no_libraries() {
     elf[64..68].copy_from_slice(&1u32.to_le_bytes());
     assert_eq!(elf_has_interpreter(&elf[..64 + 56]), None);
 }
+
+/// `(NSpid, PPid)` of `pid` from /proc.
+fn ns_pid_and_parent(pid: u32) -> (String, String) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .map(|v| v.split_whitespace().collect::<Vec<_>>().join(" "))
+            .unwrap()
+    };
+    (field("NSpid:"), field("PPid:"))
+}
+
+#[test]
+fn a_jail_spawn_makes_pid_1_of_a_new_namespace_and_leaves_later_children_alone() {
+    if !nix::unistd::geteuid().is_root() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "a new PID namespace needs root (CI=1 is set)"
+        );
+        eprintln!("SKIPPED: a new PID namespace needs root");
+        return;
+    }
+    let me = std::process::id().to_string();
+    let mut jailed = super::child::spawn_as_pid_namespace_init(|| {
+        std::process::Command::new("sleep").arg("30").spawn()
+    })
+    .unwrap()
+    .unwrap();
+    let pid = jailed.id();
+    // PID 1 of its own namespace, and this process's direct child: nothing in between.
+    assert_eq!(ns_pid_and_parent(pid), (format!("{pid} 1"), me.clone()));
+    // A child spawned afterwards, from this thread, stays in this process's namespace.
+    let mut plain = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .unwrap();
+    let plain_pid = plain.id();
+    assert_eq!(ns_pid_and_parent(plain_pid), (plain_pid.to_string(), me));
+    // The spawning thread is gone and no parent-death signal came with it.
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    assert_eq!(
+        jailed.try_wait().unwrap(),
+        None,
+        "pid 1 died with its thread"
+    );
+    for child in [&mut jailed, &mut plain] {
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+}
