@@ -25,3 +25,4 @@ pub mod shared_dir;
 pub mod shim;
 pub mod stdio;
 pub mod task;
+pub mod threads;

@@ -85,6 +85,14 @@ pub enum SpawnError {
     Vanished(u8),
 }
 
+/// Stack size of a vCPU thread: 2 MiB (Rust's default) less a page. glibc writes the new
+/// thread's control block at the top of its stack mapping while creating it, before the thread
+/// can advise anything; where the host's THP setting is `always`, a 2 MiB stack mapping that
+/// lands 2 MiB-aligned then gets a 2 MiB page at once (the nested lab: 2 MiB of every
+/// hull-vmm's memory). A shorter mapping cannot hold one. (hull-vmm starts no other threads,
+/// so glibc has no larger cached stack to hand out instead.)
+pub const VCPU_STACK_SIZE: usize = (2 << 20) - 4096;
+
 /// Spawns the vCPU thread and waits until it has installed its seccomp filter (if any), so a
 /// filter that cannot be installed is a set-up error and no guest code runs unconfined.
 pub fn spawn(mut ctx: VcpuContext) -> Result<JoinHandle<()>, SpawnError> {
@@ -92,6 +100,7 @@ pub fn spawn(mut ctx: VcpuContext) -> Result<JoinHandle<()>, SpawnError> {
     let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
     let handle = std::thread::Builder::new()
         .name(format!("vcpu{index}"))
+        .stack_size(VCPU_STACK_SIZE)
         .spawn(move || {
             if let Some(program) = ctx.seccomp.take() {
                 let installed = seccomp::install(ThreadKind::Vcpu, &program);

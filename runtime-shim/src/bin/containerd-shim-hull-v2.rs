@@ -8,20 +8,11 @@ use std::io::Write as _;
 
 use hull_runtime::shim::{start_command, HullShim, RUNTIME_ID};
 
-/// Most tokio workers of one shim. Every pod has its own shim: with tokio's default (one worker
-/// per host CPU) each shim on a 64-CPU host would start 64 idle workers, each with its stack and
-/// malloc arena. Slow work goes to tokio's blocking pool, which grows on demand and shrinks when
-/// idle.
-const MAX_WORKERS: usize = 2;
-
 fn main() {
-    let workers = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(MAX_WORKERS);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers)
-        .enable_all()
-        .build();
+    if let Err(e) = hull_runtime::threads::no_huge_pages() {
+        eprintln!("{RUNTIME_ID}: turning transparent huge pages off for the shim: {e}");
+    }
+    let runtime = hull_runtime::threads::shim_runtime();
     match runtime {
         Ok(runtime) => runtime.block_on(shim_main()),
         Err(e) => {

@@ -227,6 +227,11 @@ pub fn vmm_command(
         None => host_paths,
     };
     let mut cmd = tokio::process::Command::new(program);
+    // SAFETY: one prctl between fork and exec: the shim keeps huge pages off for itself
+    // (`threads::no_huge_pages`), the guest RAM wants them.
+    unsafe {
+        cmd.pre_exec(crate::threads::allow_huge_pages);
+    }
     for (_, arg) in nets {
         cmd.arg("--net").arg(arg);
     }

@@ -249,3 +249,58 @@ async fn an_adopted_process_that_dies_is_reported_unless_stopping() {
     let flag = Arc::new(AtomicBool::new(false));
     assert!(monitor_adopted("virtiofsd", record, vec![], flag, Arc::new(tx)).is_err());
 }
+
+/// `THP_enabled` of `pid` ("self" or a number) from /proc.
+fn thp_enabled(pid: &str) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("THP_enabled:"))
+        .map(|v| v.trim().to_string())
+        .expect("THP_enabled in /proc/<pid>/status")
+}
+
+#[test]
+fn the_shim_keeps_huge_pages_off_for_itself_and_its_children_but_the_vmm() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    // A stand-in for hull-vmm that writes its own THP_enabled.
+    let vmm = dir.path().join("fake-vmm");
+    let out = dir.path().join("fake-vmm.out");
+    std::fs::write(
+        &vmm,
+        format!(
+            "#!/bin/sh\ngrep THP_enabled /proc/self/status > {}\n",
+            out.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&vmm, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let config = crate::config::Config {
+        vmm: vmm.clone(),
+        ..Default::default()
+    };
+    let paths = SandboxPaths::new(dir.path(), "sb1");
+    let size = crate::cri::sizing::VmSize {
+        vcpus: 1,
+        mem_mib: 256,
+    };
+    let (_, mut cmd) = launch::vmm_command(&config, &paths, size, &[], None).unwrap();
+
+    crate::threads::no_huge_pages().unwrap();
+    assert_eq!(thp_enabled("self"), "0");
+    let mut other = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .unwrap();
+    let status = cmd.as_std_mut().status().unwrap();
+    crate::threads::allow_huge_pages().unwrap();
+
+    assert!(status.success(), "{status:?}");
+    // Other children (virtiofsd) inherit the setting; hull-vmm gets huge pages back.
+    assert_eq!(thp_enabled(&other.id().to_string()), "0");
+    let vmm_thp = std::fs::read_to_string(&out).unwrap();
+    assert_eq!(vmm_thp.split_whitespace().last(), Some("1"), "{vmm_thp}");
+    other.kill().unwrap();
+    other.wait().unwrap();
+}
