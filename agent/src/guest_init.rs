@@ -365,15 +365,38 @@ pub const PAGE_REPORTING_ORDER_PARAM: &str =
 /// 35.2 MiB (5 pods). The price: a page reported and then reused costs the host a fresh zeroed
 /// page, which a busy guest pays more often in smaller blocks.
 pub const PAGE_REPORTING_ORDER: u32 = 6;
+/// A kernel command line word with this prefix asks for another order (`kernel_params`, e.g.
+/// to weigh smaller blocks): Linux 6.1 ignores its own `page_reporting.page_reporting_order=`
+/// (the balloon's registration overwrites it), so the agent takes the order from here.
+pub const PAGE_REPORTING_ORDER_CMDLINE: &str = "hull.page_reporting_order=";
+/// Orders the kernel's free lists have (MAX_ORDER 11 in 6.1: 0..=10).
+const MAX_PAGE_REPORTING_ORDER: u32 = 10;
 
-/// Sets [`PAGE_REPORTING_ORDER`] under the sysfs mounted at `sys`. `Ok(false)` when the kernel
-/// has no free page reporting (no virtio-balloon, or a kernel without it).
-pub fn set_page_reporting_order(sys: &Path) -> std::io::Result<bool> {
+/// The order `cmdline` asks for, or [`PAGE_REPORTING_ORDER`]; an order that is not a number in
+/// 0..=10 is an error naming the word.
+pub fn page_reporting_order(cmdline: &str) -> Result<u32, String> {
+    let Some(value) = cmdline
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix(PAGE_REPORTING_ORDER_CMDLINE))
+    else {
+        return Ok(PAGE_REPORTING_ORDER);
+    };
+    match value.parse::<u32>() {
+        Ok(order) if order <= MAX_PAGE_REPORTING_ORDER => Ok(order),
+        _ => Err(format!(
+            "{PAGE_REPORTING_ORDER_CMDLINE}{value}: not an order in 0..={MAX_PAGE_REPORTING_ORDER}"
+        )),
+    }
+}
+
+/// Sets `order` under the sysfs mounted at `sys`. `Ok(false)` when the kernel has no free page
+/// reporting (no virtio-balloon, or a kernel without it).
+pub fn set_page_reporting_order(sys: &Path, order: u32) -> std::io::Result<bool> {
     let param = sys.join(PAGE_REPORTING_ORDER_PARAM);
     if !param.exists() {
         return Ok(false);
     }
-    std::fs::write(&param, format!("{PAGE_REPORTING_ORDER}\n"))?;
+    std::fs::write(&param, format!("{order}\n"))?;
     Ok(true)
 }
 
@@ -455,11 +478,28 @@ mod tests {
     #[test]
     fn page_reporting_order_is_set_where_the_kernel_has_it() {
         let sys = tempfile::tempdir().unwrap();
-        assert!(!set_page_reporting_order(sys.path()).unwrap());
+        assert!(!set_page_reporting_order(sys.path(), 6).unwrap());
         let param = sys.path().join(PAGE_REPORTING_ORDER_PARAM);
         std::fs::create_dir_all(param.parent().unwrap()).unwrap();
         std::fs::write(&param, "10\n").unwrap();
-        assert!(set_page_reporting_order(sys.path()).unwrap());
+        assert!(set_page_reporting_order(sys.path(), 6).unwrap());
         assert_eq!(std::fs::read_to_string(&param).unwrap(), "6\n");
+    }
+
+    #[test]
+    fn the_command_line_may_ask_for_another_page_reporting_order() {
+        assert_eq!(page_reporting_order("quiet"), Ok(PAGE_REPORTING_ORDER));
+        assert_eq!(
+            page_reporting_order("quiet hull.page_reporting_order=4 ro"),
+            Ok(4)
+        );
+        for bad in ["11", "-1", "four", ""] {
+            let err =
+                page_reporting_order(&format!("hull.page_reporting_order={bad}")).unwrap_err();
+            assert!(
+                err.contains(&format!("hull.page_reporting_order={bad}:")),
+                "{err}"
+            );
+        }
     }
 }

@@ -44,11 +44,13 @@ pub fn run() -> ! {
     });
     print_banner(&guest_init::banner_line(&release));
 
-    match guest_init::set_page_reporting_order(std::path::Path::new("/sys")) {
-        Ok(true) => info!(
-            "free page reporting in blocks of order {}",
+    let order =
+        guest_init::page_reporting_order(cmdline.as_deref().unwrap_or("")).unwrap_or_else(|err| {
+            warn!(%err, "kernel command line: keeping the default page reporting order");
             guest_init::PAGE_REPORTING_ORDER
-        ),
+        });
+    match guest_init::set_page_reporting_order(std::path::Path::new("/sys"), order) {
+        Ok(true) => info!("free page reporting in blocks of order {order}"),
         Ok(false) => {}
         Err(err) => warn!(%err, "setting the free page reporting order"),
     }
