@@ -141,8 +141,8 @@ impl ChildPlan {
 
 /// Runs `spawn` on a thread of its own whose children start in a new PID namespace, so the
 /// process it forks (the jailed VMM) is PID 1 there and still the caller's direct child: no
-/// process stays between the shim and the VMM (a forked supervisor there held ~1.5 MiB of the
-/// shim's memory per pod, copied as the shim wrote to its own). The namespace is the thread's
+/// process stays between the shim and the VMM (a forked supervisor used to, one more process
+/// per pod). The namespace is the thread's
 /// (`unshare(CLONE_NEWPID)` applies to the calling thread's future children only), and the
 /// thread ends after the spawn, so no other child of the shim lands in it. The thread runs in
 /// the caller's tokio runtime, if any, so `spawn` may start a tokio child process.
