@@ -250,14 +250,20 @@ async fn an_adopted_process_that_dies_is_reported_unless_stopping() {
     assert!(monitor_adopted("virtiofsd", record, vec![], flag, Arc::new(tx)).is_err());
 }
 
-/// `THP_enabled` of `pid` ("self" or a number) from /proc.
-fn thp_enabled(pid: &str) -> String {
+/// The field `key` (e.g. "PPid:") of `/proc/<pid>/status` (`pid`: a number or "self"), its
+/// words joined by single spaces.
+pub(crate) fn proc_status_field(pid: &str, key: &str) -> String {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     status
         .lines()
-        .find_map(|l| l.strip_prefix("THP_enabled:"))
-        .map(|v| v.trim().to_string())
-        .expect("THP_enabled in /proc/<pid>/status")
+        .find_map(|l| l.strip_prefix(key))
+        .map(|v| v.split_whitespace().collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|| panic!("no {key} in /proc/{pid}/status"))
+}
+
+/// `THP_enabled` of `pid` from /proc.
+fn thp_enabled(pid: &str) -> String {
+    proc_status_field(pid, "THP_enabled:")
 }
 
 #[test]

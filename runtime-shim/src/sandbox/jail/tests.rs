@@ -5,6 +5,7 @@ use super::plan::{
     elf_has_interpreter, libraries_from_ldd, Bind, JailContents, JailPlan, PlanError,
 };
 use super::JailSettings;
+use crate::sandbox::tests::proc_status_field;
 
 const LDD: &str = "\tlinux-vdso.so.1 (0x00007ffd6a9f2000)
 \tlibgcc_s.so.1 => /lib/x86_64-linux-gnu/libgcc_s.so.1 (0x00007f0c1a7c0000)
@@ -306,15 +307,11 @@ fn a_static_vmm_needs_no_libraries() {
 
 /// `(NSpid, PPid)` of `pid` from /proc.
 fn ns_pid_and_parent(pid: u32) -> (String, String) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let field = |key: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(key))
-            .map(|v| v.split_whitespace().collect::<Vec<_>>().join(" "))
-            .unwrap()
-    };
-    (field("NSpid:"), field("PPid:"))
+    let pid = pid.to_string();
+    (
+        proc_status_field(&pid, "NSpid:"),
+        proc_status_field(&pid, "PPid:"),
+    )
 }
 
 #[test]
