@@ -663,11 +663,19 @@ def hull_config_line(key_value):
     return f"{key} = {value}"
 
 
+def pod_counts(text):
+    """--hull-bench-pods: a comma-separated list of pod counts, e.g. 1,5,10."""
+    if not re.fullmatch(r"[1-9][0-9]*(,[1-9][0-9]*)*", text):
+        raise argparse.ArgumentTypeError(f"want pod counts like 1,5,10, got {text!r}")
+    return text
+
+
 def take_hull_bench_args(lab):
-    """--hull-bench [--hull-bench-groups G]: `hull bench --n N` in L1 after the step."""
+    """--hull-bench [--hull-bench-groups G] [--hull-bench-pods P]: `hull bench --n N` in L1 after the step."""
     if lab.args.hull_bench:
         lab.config.hull_bench = lab.args.n
         lab.config.hull_bench_groups = lab.args.hull_bench_groups
+        lab.config.hull_bench_pods = lab.args.hull_bench_pods or ""
 
 
 def show_hull_bench(lab):
@@ -939,6 +947,8 @@ def parse_args(argv):
                     help="ctr, pod: also run `hull bench --n N` in L1 (VM mode vs runc; pod: its CRI groups)")
     ap.add_argument("--hull-bench-groups", default="",
                     help="--hull-bench: its --groups (default: run.sh's list for the step)")
+    ap.add_argument("--hull-bench-pods", default=None, type=pod_counts,
+                    help="--hull-bench: its --pods, the idle pod counts of the memory group (default 1,5)")
     ap.add_argument("--hull-config", action="append", default=[], metavar="KEY=VALUE",
                     help="ctr, pod: a top-level key of the step's hull.toml, e.g. free_page_reporting=false (repeatable)")
     ap.add_argument("--console-shell", action="store_true",

@@ -134,7 +134,8 @@ def soak_budget_s(cycles):
 
 
 def plan_script(runs, kvm_amd_options, pin_cpu=None, show_lines=0, health_peer=False, ctr_bench=0,
-                fsbench_args="", hull_bench=0, soak=0, hull_bench_groups="", hull_config=()):  # fmt: skip
+                fsbench_args="", hull_bench=0, soak=0, hull_bench_groups="", hull_config=(),
+                hull_bench_pods=""):  # fmt: skip
     """The plan run.sh sources: load KVM, then one lab_run (lab_health, lab_ctr, lab_suite) line per RunSpec."""
     lines = ["# written by tests/lab/lab.py", f"lab_kvm {shlex.quote(kvm_amd_options)}"]
     if fsbench_args:
@@ -147,6 +148,8 @@ def plan_script(runs, kvm_amd_options, pin_cpu=None, show_lines=0, health_peer=F
         lines.append(f"LAB_HULL_BENCH={int(hull_bench)}")
         if hull_bench_groups:
             lines.append(f"LAB_HULL_BENCH_GROUPS={shlex.quote(hull_bench_groups)}")
+        if hull_bench_pods:
+            lines.append(f"LAB_HULL_BENCH_PODS={shlex.quote(hull_bench_pods)}")
     if hull_config:
         lines.append(f"LAB_HULL_CONFIG={shlex.quote(chr(10).join(hull_config))}")
     if soak:
@@ -207,7 +210,8 @@ class L1Config:
 
     def __init__(self, qemu="qemu-system-x86_64", accel="tcg,thread=single", cpu="EPYC,+svm,+npt", smp=1, mem_mib=4096,
                  kvm_amd_options="", pin_cpu=None, append="", show_lines=0, health_peer=False,
-                 ctr_bench=0, fsbench_args="", hull_bench=0, soak=0, hull_bench_groups="", hull_config=()):  # fmt: skip
+                 ctr_bench=0, fsbench_args="", hull_bench=0, soak=0, hull_bench_groups="", hull_config=(),
+                 hull_bench_pods=""):  # fmt: skip
         self.qemu = qemu
         self.accel = accel
         self.cpu = cpu
@@ -221,6 +225,7 @@ class L1Config:
         self.ctr_bench = ctr_bench  # ctr runs also time N x `ctr run --rm IMG true`, hull vs runc (bench)
         self.hull_bench = hull_bench  # ctr runs also run `hull bench --n N` (issue 15)
         self.hull_bench_groups = hull_bench_groups  # its --groups (run.sh's default when empty)
+        self.hull_bench_pods = hull_bench_pods  # its --pods (run.sh's default when empty)
         self.hull_config = tuple(hull_config)  # ctr runs: `key = value` lines added to hull.toml
         self.soak = soak  # ctr runs also run N create/delete cycles and the SIGKILL faults (issue 14)
         self.fsbench_args = fsbench_args  # suite runs: fsbench's arguments (default: run.sh's)
@@ -259,6 +264,7 @@ def boot(assets, config, runs, work_dir, tag, on_line=None):
     plan = plan_script(
         runs, config.kvm_amd_options, config.pin_cpu, config.show_lines, config.health_peer, config.ctr_bench,
         config.fsbench_args, config.hull_bench, config.soak, config.hull_bench_groups, config.hull_config,
+        config.hull_bench_pods,
     ).encode()
     plan_img = work_dir / f"plan-{tag}.img"
     # A raw disk: whole sectors; l1-init.sh drops the zero padding.

@@ -278,7 +278,8 @@ lab_ctr() {
     # LAB_CTR_BENCH=N (set by the bench plan): N x `ctr run --rm IMG ID true`, hull vs runc.
     [ -n "$LAB_CTR_BENCH" ] && [ "$status" = ok ] && ctr_bench "$LAB_CTR_BENCH"
     # LAB_HULL_BENCH=N (lab.py ctr --hull-bench): `hull bench` (issue 15) in VM mode, N repetitions;
-    # LAB_HULL_BENCH_GROUPS (--hull-bench-groups) picks its groups.
+    # LAB_HULL_BENCH_GROUPS (--hull-bench-groups) picks its groups, LAB_HULL_BENCH_PODS
+    # (--hull-bench-pods) the idle pod counts of its memory group.
     [ -n "$LAB_HULL_BENCH" ] && [ "$status" = ok ] &&
         hull_bench "$LAB_HULL_BENCH" lab "$CTR_IMAGE" start,stages,exec,work,memory --snapshotter native
     # LAB_SOAK=N (lab.py ctr --soak N, issue 14): N create/delete cycles and four SIGKILL faults.
@@ -295,7 +296,7 @@ hull_bench() {
     PATH=$LAB/bin:$PATH HULL_BENCH_WHERE=lab $WATCH -t 2400 -o "$TMP/hb.out" -e "$TMP/hb.err" -- $LAB/bin/hull bench --where lab \
         --address "$D/run/containerd.sock" --namespace "$ns" --image "$image" "$@" \
         --hull-config "$D/hull.toml" --containerd-log "$D/logs/containerd.log" --out "$TMP/hull-bench" \
-        --n "$n" --pods 1,5 --budget-mib 2048 --timeout 300 --quiet --groups "$groups" > /dev/null
+        --n "$n" --pods "${LAB_HULL_BENCH_PODS:-1,5}" --budget-mib 2048 --timeout 300 --quiet --groups "$groups" > /dev/null
     printable < "$TMP/hb.out" | sed 's/^/LAB-HULLBENCH | /'
     tail -n 5 "$TMP/hb.err" | printable | sed 's/^/LAB-HULLBENCH-ERR | /'
     ctr_kill_sandboxes

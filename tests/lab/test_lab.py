@@ -3,6 +3,7 @@
 Run: python3 -B -m unittest discover -s tests/lab -p 'test_*.py'
 """
 
+import argparse
 import os
 import shutil
 import subprocess
@@ -742,6 +743,16 @@ class HealthJudgementTest(unittest.TestCase):
         self.assertIn("LAB_HULL_BENCH=3\n", plan)
         self.assertIn("LAB_HULL_BENCH_GROUPS=memory,start\n", plan)
         self.assertNotIn("LAB_HULL_BENCH_GROUPS", lab_l1.plan_script(runs, "", hull_bench=3))
+
+    def test_plan_carries_the_hull_bench_pod_counts_checked(self):
+        runs = [lab_l1.RunSpec("c", "hull", 512, 1, "x", 90, 2, kind="ctr")]
+        plan = lab_l1.plan_script(runs, "", hull_bench=3, hull_bench_pods="1,5,10")
+        self.assertIn("LAB_HULL_BENCH_PODS=1,5,10\n", plan)
+        self.assertNotIn("LAB_HULL_BENCH_PODS", lab_l1.plan_script(runs, "", hull_bench=3))
+        self.assertEqual(lab.pod_counts("1,5,10"), "1,5,10")
+        for bad in ["", "0", "1,,5", "5;reboot", "1, 5"]:
+            with self.assertRaises(argparse.ArgumentTypeError):
+                lab.pod_counts(bad)
 
     def test_hull_config_lines_reach_the_plan_checked(self):
         self.assertEqual(lab.hull_config_line("free_page_reporting=false"), "free_page_reporting = false")
