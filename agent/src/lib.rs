@@ -24,6 +24,7 @@ pub mod oom;
 pub mod pid1;
 pub mod port_forward;
 pub mod power;
+pub mod ready;
 pub mod reaper;
 pub mod runtime;
 pub mod sandbox;

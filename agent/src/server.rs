@@ -117,6 +117,8 @@ pub async fn serve(
         source,
     })?;
     info!(address = %listen, "serving the agent API");
+    let announced = listen.clone();
+    tokio::spawn(async move { crate::ready::announce(&announced).await });
 
     let reason = tokio::select! {
         _ = power_off_requested.wait_for(|requested| *requested) => StopReason::PowerOff,

@@ -3,8 +3,19 @@
 //! is the stream). The client ([`crate::client`]) and the agent's host-mode listener use these;
 //! hull-vmm's device speaks the same lines.
 //!
+//! A guest connection to host port P is forwarded to the Unix socket `<uds>_P` beside the
+//! hybrid socket `<uds>` ([`guest_connection_path`]).
+//!
 //! Also the first line of a port-forward connection to [`crate::PORT_FORWARD_PORT`]:
 //! `TCP <port>\n` names the guest TCP port the stream is forwarded to.
+
+/// `<uds>_<port>`: where a guest connection to host `port` goes when the hybrid-vsock socket is
+/// `uds`.
+pub fn guest_connection_path(uds: &std::path::Path, port: u32) -> std::path::PathBuf {
+    let mut path = std::ffi::OsString::from(uds.as_os_str());
+    path.push(format!("_{port}"));
+    path.into()
+}
 
 /// Longest `CONNECT <port>\n` line a listener reads.
 pub const MAX_CONNECT_LINE: usize = 32;
@@ -99,6 +110,14 @@ fn parse_port_digits(digits: &[u8]) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn guest_connections_go_to_the_socket_path_with_the_port_appended() {
+        assert_eq!(
+            guest_connection_path(std::path::Path::new("/run/v.sock"), 1028),
+            std::path::PathBuf::from("/run/v.sock_1028")
+        );
+    }
 
     #[test]
     fn lines_round_trip() {

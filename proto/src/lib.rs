@@ -20,6 +20,6 @@ pub use contract::{valid_id, POD_SHM_SOURCE};
 pub use generated::{agent, agent_ttrpc, network, stats};
 pub use version::{
     agent_service_rpc_names, check_api_version, ApiVersionError, AGENT_API_MARKER, AGENT_API_PORT,
-    AGENT_LOG_PORT, API_VERSION, DEBUG_CONSOLE_PORT, MAX_DEBUG_CONSOLES, PORT_FORWARD_PORT,
-    STDIO_PORT_BASE,
+    AGENT_LOG_PORT, AGENT_READY_PORT, API_VERSION, DEBUG_CONSOLE_PORT, MAX_DEBUG_CONSOLES,
+    PORT_FORWARD_PORT, STDIO_PORT_BASE,
 };

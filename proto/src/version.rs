@@ -30,6 +30,12 @@ pub const PORT_FORWARD_PORT: u32 = 1026;
 /// the stream is the terminal from the first byte.
 pub const DEBUG_CONSOLE_PORT: u32 = 1027;
 
+/// The host vsock port (CID 2) the agent connects to once it serves the API: the connection is
+/// the whole message (nothing is sent on it), so a host that listens there learns when to call
+/// Version instead of polling the API port while the guest boots. A hint, never trusted: the
+/// host still checks the Version reply, and any guest process could connect there too.
+pub const AGENT_READY_PORT: u32 = 1028;
+
 /// Most debug console sessions the agent runs at once; one beyond that gets a one-line error
 /// and is closed.
 pub const MAX_DEBUG_CONSOLES: usize = 4;

@@ -26,6 +26,7 @@ use hull_runtime::sandbox::jail::plan::{
     CONSOLE_IN_JAIL, KERNEL_IN_JAIL, RAM_IN_JAIL, VMM_IN_JAIL, VSOCK_IN_JAIL,
 };
 use hull_runtime::sandbox::jail::{Jail, JailContents, JailSettings};
+use hull_runtime::sandbox::priority::{self, BootPriority};
 use hull_runtime::sandbox::SandboxPaths;
 use hull_vmm::seccomp::TEST_VIOLATION_ENV;
 
@@ -90,6 +91,7 @@ fn start_in(name: &str, cmdline: &str, env: Option<(&str, &str)>, netns: Option<
             memory_bytes: (MEM_MIB + 128) << 20,
             cpu_quota_us: 200_000,
             pids: 64,
+            priority: BootPriority::Normal,
         },
         ram_tmpfs_mib: Some(MEM_MIB),
     };
@@ -677,6 +679,7 @@ fn a_vmm_the_jail_user_cannot_execute_is_refused_by_name() {
             memory_bytes: 256 << 20,
             cpu_quota_us: 100_000,
             pids: 64,
+            priority: BootPriority::Normal,
         },
         ram_tmpfs_mib: None,
     };
@@ -718,4 +721,72 @@ fn delete_after_a_shim_crash_stops_the_jailed_vmm_and_removes_the_jail() {
         assert!(!dir.exists(), "{} left behind", dir.display());
     }
     assert!(!jailed.paths.dir.exists(), "sandbox directory left behind");
+}
+
+#[test]
+fn a_background_jail_gets_the_lowest_cpu_weight_until_given_the_default_back() {
+    if !prerequisites() {
+        return;
+    }
+    let run_dir =
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("jail-weight-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&run_dir);
+    let id = format!("jail-weight-{}", std::process::id());
+    let paths = SandboxPaths::new(&run_dir, &id);
+    std::fs::create_dir_all(&paths.dir).unwrap();
+    let settings = JailSettings {
+        uid: UID,
+        gid: GID,
+        nofile: NOFILE,
+        fsize_bytes: MEM_MIB << 20,
+        cgroup_parent: CGROUP_PARENT.into(),
+        limits: CgroupLimits {
+            memory_bytes: (MEM_MIB + 128) << 20,
+            cpu_quota_us: 200_000,
+            pids: 64,
+            priority: BootPriority::Background,
+        },
+        ram_tmpfs_mib: None,
+    };
+    let contents =
+        JailContents::for_vmm(Path::new(vmm_bin()), &tiny_guest(Entry::Pvh), None, false).unwrap();
+    let jail = Jail::prepare(&settings, &id, &paths.dir, &contents).unwrap();
+    let weight = |value_if_v2: u64, value_if_v1: u64| -> Vec<(PathBuf, u64, u64)> {
+        jail.cgroup_dirs()
+            .iter()
+            .filter_map(|dir| {
+                let (file, want) = if dir.join("cpu.weight").exists() {
+                    (dir.join("cpu.weight"), value_if_v2)
+                } else if dir.join("cpu.shares").exists() {
+                    (dir.join("cpu.shares"), value_if_v1)
+                } else {
+                    return None;
+                };
+                let read = std::fs::read_to_string(&file)
+                    .unwrap()
+                    .trim()
+                    .parse()
+                    .unwrap();
+                Some((file, read, want))
+            })
+            .collect()
+    };
+    let background = weight(
+        priority::V2_BACKGROUND_WEIGHT,
+        priority::V1_BACKGROUND_SHARES,
+    );
+    assert_eq!(
+        background.len(),
+        1,
+        "one cgroup with a CPU weight: {background:?}"
+    );
+    for (file, read, want) in background {
+        assert_eq!(read, want, "{}", file.display());
+    }
+    priority::restore_normal_weight(jail.cgroup_dirs()).unwrap();
+    for (file, read, want) in weight(priority::V2_NORMAL_WEIGHT, priority::V1_NORMAL_SHARES) {
+        assert_eq!(read, want, "{}", file.display());
+    }
+    cleanup_dir(&paths);
+    let _ = std::fs::remove_dir_all(&run_dir);
 }

@@ -19,7 +19,7 @@
 //!
 //! usage: lab_pod --socket SOCK --run-dir DIR --pod-dir DIR --netns-dir DIR --ipam-dir DIR
 //!                [--full] [--bench N] [--pool [--hull-config FILE] [--hull-bin FILE]]
-//!                [--name NAME] [--attempt N]
+//!                [--name NAME] [--attempt N] [--containerd-log FILE]
 //!        lab_pod --quickstart --runtime-class FILE --hull-config FILE [--kubelet-dir DIR] ...
 //!                (the README's Kubernetes quick start pod, kubelet's part: see quickstart.rs)
 
@@ -80,6 +80,9 @@ struct Args {
     kubelet_dir: PathBuf,
     pool: bool,
     hull_bin: PathBuf,
+    /// containerd's log (the shims' lines): with it, the pod that booted its own VM must have
+    /// met its agent through the ready signal.
+    containerd_log: Option<PathBuf>,
 }
 
 fn parse_args() -> Args {
@@ -99,6 +102,7 @@ fn parse_args() -> Args {
         kubelet_dir: PathBuf::from("/var/lib/kubelet"),
         pool: false,
         hull_bin: PathBuf::new(),
+        containerd_log: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -122,6 +126,7 @@ fn parse_args() -> Args {
             "--kubelet-dir" => a.kubelet_dir = value().into(),
             "--pool" => a.pool = true,
             "--hull-bin" => a.hull_bin = value().into(),
+            "--containerd-log" => a.containerd_log = Some(value().into()),
             other => usage(&format!("unknown argument {other}")),
         }
     }
@@ -380,6 +385,8 @@ fn scenario(run: &mut Run) {
         match pool::PoolDaemon::start(&run.args) {
             Ok((daemon, ready)) => {
                 run.check("pool-ready", Ok(ready));
+                let background = pool::ready_vm_in_background(&run.args.run_dir);
+                run.check("pool-vm-background", background);
                 pool = Some(daemon);
             }
             Err(e) => {
@@ -424,11 +431,16 @@ fn scenario(run: &mut Run) {
     if let Some(mut daemon) = pool.take() {
         let claimed = pool::claimed(&run.args.run_dir, &pod_a);
         run.check("pool-claimed", claimed);
+        let normal = pool::claimed_vm_at_normal_priority(&run.args.run_dir, &pod_a);
+        run.check("pool-vm-normal", normal);
         let stopped = daemon.stop(&run.args.run_dir);
         run.check("pool-stop", stopped);
     }
     pod_checks(run, &pod_a, &web, &side);
     jail_checks(run);
+    if !run.args.pool {
+        checks::ready_signal(run, &pod_a);
+    }
     if run.args.pool {
         let cfg_c = run.pod_config("lab-c");
         match run.start_pod(&cfg_c, "hull", &[("side", sleep_command())]) {
@@ -437,6 +449,7 @@ fn scenario(run: &mut Run) {
                 let own = pool::booted_own(&run.args.run_dir, &pod_c)
                     .and_then(|own| run.pod_ip(&pod_c).map(|ip| format!("{own}; {ip}")));
                 run.check("pod-own-vm", own);
+                checks::ready_signal(run, &pod_c);
             }
             Err(e) => {
                 run.check("pod-own-vm", Err(e));

@@ -8,6 +8,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use hull_runtime::pool::{ask_to_stop, stop_and_wait, PoolDirs, POOL_DIR, SLOT_FILE};
+use hull_runtime::sandbox::jail::cgroup::recorded;
+use hull_runtime::sandbox::priority::{
+    V1_BACKGROUND_SHARES, V1_NORMAL_SHARES, V2_BACKGROUND_WEIGHT, V2_NORMAL_WEIGHT,
+};
 
 use crate::Args;
 
@@ -148,5 +152,54 @@ pub fn booted_own(run_dir: &Path, pod: &str) -> Result<String, String> {
     match claimed(run_dir, pod) {
         Ok(took) => Err(format!("the pool was stopped, yet {took}")),
         Err(_) => Ok("the pod booted its own VM".into()),
+    }
+}
+
+/// The CPU weight of the pod cgroup recorded in the sandbox directory `dir`: the one of its
+/// directories with `cpu.weight` (v2) or `cpu.shares` (v1), as "file=value".
+fn cpu_weight(dir: &Path) -> Result<(String, u64), String> {
+    let dirs = recorded(dir);
+    for cgroup in &dirs {
+        for file in ["cpu.weight", "cpu.shares"] {
+            if let Ok(text) = std::fs::read_to_string(cgroup.join(file)) {
+                let value = text.trim().parse().map_err(|e| format!("{file}: {e}"))?;
+                return Ok((file.to_string(), value));
+            }
+        }
+    }
+    Err(format!(
+        "no cpu.weight or cpu.shares in the pod cgroups {dirs:?}"
+    ))
+}
+
+/// The pool's ready VM boots and waits at the lowest CPU weight.
+pub fn ready_vm_in_background(run_dir: &Path) -> Result<String, String> {
+    let ready = ready_dir(run_dir);
+    let slot = std::fs::read_dir(&ready)
+        .ok()
+        .and_then(|mut d| d.next())
+        .and_then(|e| e.ok())
+        .ok_or_else(|| format!("no ready VM in {}", ready.display()))?;
+    match cpu_weight(&slot.path())? {
+        (file, value) if value == V2_BACKGROUND_WEIGHT && file == "cpu.weight" => {
+            Ok(format!("the ready pool VM's cgroup has {file} {value}"))
+        }
+        (file, value) if value == V1_BACKGROUND_SHARES && file == "cpu.shares" => {
+            Ok(format!("the ready pool VM's cgroup has {file} {value}"))
+        }
+        (file, value) => Err(format!("the ready pool VM's cgroup has {file} {value}")),
+    }
+}
+
+/// The VM pod `pod` took from the pool has the default CPU weight.
+pub fn claimed_vm_at_normal_priority(run_dir: &Path, pod: &str) -> Result<String, String> {
+    match cpu_weight(&run_dir.join(pod))? {
+        (file, value) if value == V2_NORMAL_WEIGHT && file == "cpu.weight" => {
+            Ok(format!("the claimed VM's cgroup has {file} {value}"))
+        }
+        (file, value) if value == V1_NORMAL_SHARES && file == "cpu.shares" => {
+            Ok(format!("the claimed VM's cgroup has {file} {value}"))
+        }
+        (file, value) => Err(format!("the claimed VM's cgroup has {file} {value}")),
     }
 }

@@ -19,6 +19,7 @@ use super::{
 use crate::config::{Config, SandboxMode};
 use crate::cri::sizing::VmSize;
 use crate::network;
+use crate::sandbox::priority::BootPriority;
 use crate::sandbox::processes::{death_reason, stop_processes, ProcessRecord};
 use crate::sandbox::{cleanup, inventory, launch, SandboxError, SandboxPaths};
 
@@ -212,10 +213,11 @@ async fn boot_slot(
         let fd = tap.as_raw_fd();
         let nets = [(fd, format!("fd={fd},mac={POOL_MAC},mtu={POOL_MTU}"))];
         let netns_path = PathBuf::from(format!("/proc/self/fd/{}", netns.as_raw_fd()));
-        launch::start_vm(config, id, &paths, size, &nets, Some(&netns_path)).await
+        let priority = BootPriority::Background;
+        launch::start_vm(config, id, &paths, size, &nets, Some(&netns_path), priority).await
         // The VMM holds the tap and sits in the namespace: ours close here.
     };
-    let children = children
+    let (children, ready) = children
         .await
         .inspect_err(|_| cleanup::cleanup_dir(&paths))?;
     let pids: Vec<(&'static str, ProcessRecord)> = children
@@ -240,7 +242,8 @@ async fn boot_slot(
     }
     let agent = match recorded {
         Ok(()) => {
-            crate::sandbox::connect_agent(&paths, id, &died, config.sandbox.boot_timeout()).await
+            let timeout = config.sandbox.boot_timeout();
+            crate::sandbox::connect_agent(&paths, id, &died, timeout, Some(ready)).await
         }
         Err(source) => Err(SandboxError::Io {
             action: "writing",

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 use super::pod_network::PodNetwork;
+use super::priority::restore_normal_weight;
 use super::processes::{
     monitor_adopted, read_pids_file, stop_processes, ProcessRecord, HULL_VMM, VIRTIOFSD,
 };
@@ -126,6 +127,11 @@ async fn adopt(
             paths.dir.display()
         )));
     };
+    // The pool booted it at the lowest CPU weight (see [`super::priority`]); the pod's VM gets
+    // the default weight, and the pod start waits for it from here on.
+    if let Err(e) = restore_normal_weight(&super::jail::cgroup::recorded(&paths.dir)) {
+        tracing::warn!(sandbox = sandbox_id, %e, "giving a pool VM the default CPU weight");
+    }
     let (death_tx, death) = watch::channel(None);
     let death_tx = Arc::new(death_tx);
     for (name, record) in &pids {
@@ -162,6 +168,7 @@ async fn adopt(
         stopping,
         death,
         from_pool: true,
+        ready: None,
     };
     started.finish(config, sandbox_id, request).await
 }

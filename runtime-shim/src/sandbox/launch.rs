@@ -10,7 +10,9 @@ use super::jail::plan::{
     VSOCK_IN_JAIL,
 };
 use super::jail::{Jail, JailContents, JailSettings};
+use super::priority::BootPriority;
 use super::processes::{spawn_logged, write_pids_file, ProcessRecord, HULL_VMM, VIRTIOFSD};
+use super::ready::ReadySignal;
 use super::{SandboxError, SandboxPaths, GUEST_CID, SHARED_FS_TAG};
 use crate::bench::stages::{self, Stage};
 use crate::config::{resolve_binary, Config};
@@ -35,7 +37,9 @@ pub const GUEST_CMDLINE: &str =
 /// Starts a sandbox VM in `paths` (its directory made): the jail, virtiofsd on the shared
 /// directory, then hull-vmm with the NICs `nets` (inherited tap descriptors and their `--net`
 /// arguments) in the network namespace `netns` (a new, empty one for `None`). Returns the
-/// processes, hull-vmm last. Each process is recorded in the pids file as soon as it runs, so
+/// processes, hull-vmm last, and the listener for the agent's ready signal (bound before the
+/// VMM starts). The pod cgroup gets the CPU weight of `priority`. Each process is recorded in
+/// the pids file as soon as it runs, so
 /// crash clean-up finds it even when its starter is gone before the VM is up. On failure what was
 /// started is stopped; the caller removes the directory.
 ///
@@ -50,8 +54,10 @@ pub async fn start_vm(
     size: VmSize,
     nets: &[(RawFd, String)],
     netns: Option<&Path>,
-) -> Result<Vec<(&'static str, tokio::process::Child)>, SandboxError> {
-    let jail = prepare_jail(config, sandbox_id, paths, size)?;
+    priority: BootPriority,
+) -> Result<(Vec<(&'static str, tokio::process::Child)>, ReadySignal), SandboxError> {
+    let jail = prepare_jail(config, sandbox_id, paths, size, priority)?;
+    let ready = bind_ready_signal(paths, jail.as_ref())?;
     make_shared_mount(&paths.shared)?;
     let (binary, cmd) = virtiofsd_command(config, paths, jail.as_ref())?;
     let mut virtiofsd = spawn_logged(VIRTIOFSD, binary, cmd, &paths.dir.join("virtiofsd.log"))?;
@@ -98,12 +104,29 @@ pub async fn start_vm(
         Ok::<_, SandboxError>(spawned)
     };
     match vmm.await {
-        Ok(vmm) => Ok(vec![virtiofsd, vmm]),
+        Ok(vmm) => Ok((vec![virtiofsd, vmm], ready)),
         Err(e) => {
             let _ = virtiofsd.1.start_kill();
             let _ = virtiofsd.1.wait().await;
             Err(e)
         }
+    }
+}
+
+/// Listens for the agent's ready signal where hull-vmm forwards it: beside the VMM's vsock
+/// socket, which is in the jail's `/run` when jailed (the socket file then belongs to the jail
+/// user, who must be able to connect to it).
+fn bind_ready_signal(
+    paths: &SandboxPaths,
+    jail: Option<&Jail>,
+) -> Result<ReadySignal, SandboxError> {
+    match jail {
+        Some(jail) => {
+            let ready = ReadySignal::bind(&jail.host_path(Path::new(VSOCK_IN_JAIL)))?;
+            jail.grant(ready.path())?;
+            Ok(ready)
+        }
+        None => ReadySignal::bind(&paths.vsock_socket),
     }
 }
 
@@ -121,13 +144,14 @@ pub fn host_agent_command(
     (agent, cmd)
 }
 
-/// The VMM's jail for a sandbox of `size` (root and pod cgroup made), or `None` (with a
-/// warning) when the configuration turns it off.
+/// The VMM's jail for a sandbox of `size` (root and pod cgroup made, the cgroup's CPU weight
+/// that of `priority`), or `None` (with a warning) when the configuration turns it off.
 pub fn prepare_jail(
     config: &Config,
     sandbox_id: &str,
     paths: &SandboxPaths,
     size: VmSize,
+    priority: BootPriority,
 ) -> Result<Option<Jail>, SandboxError> {
     if !config.jail {
         tracing::warn!(
@@ -139,7 +163,8 @@ pub fn prepare_jail(
     let vmm = resolve_binary(&config.vmm).unwrap_or_default();
     let root = config.guest_root().path();
     let contents = JailContents::for_vmm(&vmm, &config.kernel, Some(root), false)?;
-    let settings = JailSettings::for_vm(config, size.vcpus, size.mem_mib);
+    let mut settings = JailSettings::for_vm(config, size.vcpus, size.mem_mib);
+    settings.limits.priority = priority;
     Ok(Some(Jail::prepare(
         &settings, sandbox_id, &paths.dir, &contents,
     )?))

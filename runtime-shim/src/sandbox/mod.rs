@@ -18,7 +18,9 @@ pub mod inventory;
 pub mod jail;
 pub mod launch;
 pub mod pod_network;
+pub mod priority;
 pub mod processes;
+pub mod ready;
 pub mod virtiofsd;
 
 #[cfg(test)]
@@ -44,6 +46,7 @@ use crate::port_forward::PortForwarder;
 use crate::shared_dir::SharedDir;
 use pod_network::PodNetwork;
 use processes::{monitor_child, spawn_logged, stop_processes, write_pids_file, ProcessRecord};
+use ready::ReadySignal;
 
 /// virtio-fs tag of the shared directory.
 pub const SHARED_FS_TAG: &str = "hullfs";
@@ -208,6 +211,7 @@ impl Sandbox {
 
         let mut children = Vec::new();
         let mut network: Option<PodNetwork> = None;
+        let ready;
         match config.sandbox.mode {
             SandboxMode::HostAgent => {
                 tracing::warn!(
@@ -215,6 +219,7 @@ impl Sandbox {
                     "SANDBOX MODE host-agent: containers run on the HOST through hull-agent with NO \
                      isolation (test-only mode, never use it in production)"
                 );
+                ready = Some(ReadySignal::bind(&paths.vsock_socket)?);
                 let (agent, cmd) = launch::host_agent_command(config, &paths);
                 children.push(spawn_logged(
                     "hull-agent",
@@ -244,10 +249,14 @@ impl Sandbox {
                     request.size,
                     &nets,
                     request.host_netns.as_deref(),
+                    priority::BootPriority::Normal,
                 )
                 .await
                 {
-                    Ok(started) => children.extend(started),
+                    Ok((started, signal)) => {
+                        children.extend(started);
+                        ready = Some(signal);
+                    }
                     Err(e) => {
                         if let Some(net) = network {
                             net.unwire().await;
@@ -293,6 +302,7 @@ impl Sandbox {
             stopping,
             death,
             from_pool: false,
+            ready,
         };
         started.finish(config, sandbox_id, request).await
     }
@@ -393,6 +403,8 @@ struct Started {
     death: watch::Receiver<Option<String>>,
     /// Claimed from the pool: booted long before this pod, so no vmm-main or kernel-entry stage.
     from_pool: bool,
+    /// The listener for the agent's ready signal (none for a pool VM: its agent already serves).
+    ready: Option<ReadySignal>,
 }
 
 impl Started {
@@ -411,20 +423,21 @@ impl Started {
             stopping,
             death,
             from_pool,
+            ready,
         } = self;
-        let agent =
-            match connect_agent(&paths, sandbox_id, &death, config.sandbox.boot_timeout()).await {
-                Ok(agent) => agent,
-                Err(e) => {
-                    stopping.store(true, Ordering::SeqCst);
-                    stop_processes(&pids).await;
-                    if let Some(net) = network {
-                        net.unwire().await;
-                    }
-                    cleanup::cleanup_dir(&paths);
-                    return Err(e);
+        let timeout = config.sandbox.boot_timeout();
+        let agent = match connect_agent(&paths, sandbox_id, &death, timeout, ready).await {
+            Ok(agent) => agent,
+            Err(e) => {
+                stopping.store(true, Ordering::SeqCst);
+                stop_processes(&pids).await;
+                if let Some(net) = network {
+                    net.unwire().await;
                 }
-            };
+                cleanup::cleanup_dir(&paths);
+                return Err(e);
+            }
+        };
         stages::mark(Stage::AgentReady, sandbox_id);
         if config.sandbox.mode == SandboxMode::Vm {
             if !from_pool {
@@ -498,21 +511,38 @@ impl Started {
     }
 }
 
+/// Between two connection attempts without a ready signal, or after it came.
+const CONNECT_RETRY: Duration = Duration::from_millis(20);
+/// Longest wait for the ready signal before an attempt is made anyway (a lost signal costs at
+/// most this).
+const READY_SIGNAL_WAIT: Duration = Duration::from_millis(250);
+
 /// Connects to the agent through the hybrid-vsock socket, retrying while the sandbox boots
 /// (the VMM closes a host connection the guest does not answer within 5 s), then checks the
-/// agent's API version.
+/// agent's API version. With `ready` (see [`ready`]) each attempt waits for the agent's ready
+/// signal first, at most [`READY_SIGNAL_WAIT`]; the listener is closed on return.
 pub(crate) async fn connect_agent(
     paths: &SandboxPaths,
     sandbox_id: &str,
     death: &watch::Receiver<Option<String>>,
     timeout: Duration,
+    mut ready: Option<ReadySignal>,
 ) -> Result<AgentClient, SandboxError> {
     let started = Instant::now();
     let mut last_error = String::from("no attempt");
+    let mut first = true;
     while started.elapsed() < timeout {
         if let Some(reason) = death.borrow().clone() {
             return Err(SandboxError::Died(reason));
         }
+        match ready.as_mut() {
+            Some(signal) if !signal.seen() => {
+                signal.wait(READY_SIGNAL_WAIT).await;
+            }
+            _ if first => {}
+            _ => tokio::time::sleep(CONNECT_RETRY).await,
+        }
+        first = false;
         match hull_proto::client::connect_hybrid_vsock(
             &paths.vsock_socket,
             hull_proto::AGENT_API_PORT,
@@ -531,8 +561,10 @@ pub(crate) async fn connect_agent(
                             }
                         })?;
                         tracing::info!(
+                            sandbox = sandbox_id,
                             agent_version = reply.agent_version,
                             elapsed_ms = started.elapsed().as_millis() as u64,
+                            ready_signal = ready.as_ref().map(ReadySignal::seen),
                             "agent answered"
                         );
                         return Ok(agent);
@@ -542,7 +574,6 @@ pub(crate) async fn connect_agent(
             }
             Err(e) => last_error = e.to_string(),
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     Err(SandboxError::AgentUnreachable {
         sandbox_id: sandbox_id.to_string(),

@@ -310,3 +310,93 @@ fn the_shim_keeps_huge_pages_off_for_itself_and_its_children_but_the_vmm() {
     other.kill().unwrap();
     other.wait().unwrap();
 }
+
+#[tokio::test]
+async fn the_ready_signal_listens_beside_the_vsock_socket_until_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let vsock = dir.path().join("vsock.sock");
+    let mut signal = ready::ReadySignal::bind(&vsock).unwrap();
+    let path = dir.path().join("vsock.sock_1028");
+    assert_eq!(signal.path(), path);
+    // Nobody connected: the wait ends unseen.
+    assert!(!signal.wait(Duration::from_millis(20)).await);
+    // A connection is the signal, whatever it carries.
+    let _guest = tokio::net::UnixStream::connect(&path).await.unwrap();
+    assert!(signal.wait(Duration::from_secs(10)).await);
+    assert!(signal.seen());
+    drop(signal);
+    assert!(!path.exists(), "the listener's socket file outlived it");
+}
+
+#[tokio::test]
+async fn connect_agent_waits_for_the_ready_signal_before_its_first_attempt() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = SandboxPaths::new(dir.path(), "s");
+    std::fs::create_dir_all(&paths.dir).unwrap();
+    let signal = ready::ReadySignal::bind(&paths.vsock_socket).unwrap();
+    let signal_path = signal.path().to_path_buf();
+    // Stands in for the VMM: counts the connection attempts on the hybrid socket (and closes
+    // them, as the VMM does when nothing in the guest listens).
+    let hybrid = tokio::net::UnixListener::bind(&paths.vsock_socket).unwrap();
+    let attempts = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = attempts.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = hybrid.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+            drop(stream);
+        }
+    });
+    let (_died, death) = watch::channel(None);
+    let connecting = tokio::spawn(async move {
+        connect_agent(&paths, "s", &death, Duration::from_secs(4), Some(signal)).await
+    });
+    // Before the signal the shim tries at most once per READY_SIGNAL_WAIT (2 s: 8 attempts);
+    // without it, every 20 ms (100).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before_signal = attempts.load(Ordering::SeqCst);
+    assert!(
+        before_signal <= 9,
+        "{before_signal} attempts in 2 s while the agent had not signalled"
+    );
+    tokio::net::UnixStream::connect(&signal_path).await.unwrap();
+    let Err(err) = connecting.await.unwrap() else {
+        panic!("connected although nothing serves the API");
+    };
+    assert!(
+        matches!(err, SandboxError::AgentUnreachable { .. }),
+        "{err}"
+    );
+    // After the signal, 20 ms retries until the timeout (about 2 s of them).
+    assert!(
+        attempts.load(Ordering::SeqCst) > before_signal + 5,
+        "no retries after the signal"
+    );
+    assert!(
+        !signal_path.exists(),
+        "the ready listener outlived connect_agent"
+    );
+}
+
+#[test]
+fn a_claimed_pool_vm_gets_the_default_cpu_weight_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let [v2, v1_cpu, v1_memory] = ["v2", "cpu", "memory"].map(|d| dir.path().join(d));
+    for d in [&v2, &v1_cpu, &v1_memory] {
+        std::fs::create_dir(d).unwrap();
+    }
+    std::fs::write(v2.join("cpu.weight"), "1").unwrap();
+    std::fs::write(v1_cpu.join("cpu.shares"), "2").unwrap();
+    std::fs::write(v1_memory.join("memory.limit_in_bytes"), "1").unwrap();
+    let dirs = [v2.clone(), v1_cpu.clone(), v1_memory.clone()];
+    assert_eq!(priority::restore_normal_weight(&dirs).unwrap(), 2);
+    assert_eq!(
+        std::fs::read_to_string(v2.join("cpu.weight")).unwrap(),
+        "100"
+    );
+    assert_eq!(
+        std::fs::read_to_string(v1_cpu.join("cpu.shares")).unwrap(),
+        "1024"
+    );
+    assert!(!v1_memory.join("cpu.shares").exists());
+    assert!(!v1_memory.join("cpu.weight").exists());
+}

@@ -4,6 +4,7 @@
 //! directories are recorded in the sandbox directory, so `delete` after a shim crash removes
 //! them.
 
+use crate::sandbox::priority::BootPriority;
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -64,6 +65,8 @@ pub struct CgroupLimits {
     pub cpu_quota_us: u64,
     /// Tasks.
     pub pids: u64,
+    /// CPU weight: the default, or the lowest for a VM nobody waits for yet.
+    pub priority: BootPriority,
 }
 
 /// A pod cgroup that could not be set up.
@@ -158,14 +161,16 @@ impl CgroupLayout {
         match self {
             CgroupLayout::V2 { mount } => {
                 let dir = mount.join(parent).join(id);
-                vec![
+                let mut writes = vec![
                     (dir.join("memory.max"), limits.memory_bytes.to_string()),
                     (
                         dir.join("cpu.max"),
                         format!("{} {CPU_PERIOD_US}", limits.cpu_quota_us),
                     ),
                     (dir.join("pids.max"), limits.pids.to_string()),
-                ]
+                ];
+                writes.extend(limits.priority.cgroup_write(self.version(), &dir));
+                writes
             }
             CgroupLayout::V1 { controllers } => controllers
                 .iter()
@@ -176,13 +181,17 @@ impl CgroupLayout {
                             dir.join("memory.limit_in_bytes"),
                             limits.memory_bytes.to_string(),
                         )],
-                        Controller::Cpu => vec![
-                            (dir.join("cpu.cfs_period_us"), CPU_PERIOD_US.to_string()),
-                            (
-                                dir.join("cpu.cfs_quota_us"),
-                                limits.cpu_quota_us.to_string(),
-                            ),
-                        ],
+                        Controller::Cpu => {
+                            let mut writes = vec![
+                                (dir.join("cpu.cfs_period_us"), CPU_PERIOD_US.to_string()),
+                                (
+                                    dir.join("cpu.cfs_quota_us"),
+                                    limits.cpu_quota_us.to_string(),
+                                ),
+                            ];
+                            writes.extend(limits.priority.cgroup_write(self.version(), &dir));
+                            writes
+                        }
                         Controller::Pids => {
                             vec![(dir.join("pids.max"), limits.pids.to_string())]
                         }

@@ -73,6 +73,7 @@ impl JailSettings {
                 memory_bytes: (mem_mib + HOST_OVERHEAD_MIB) << 20,
                 cpu_quota_us: (u64::from(vcpus) + 1) * cgroup::CPU_PERIOD_US,
                 pids: POD_CGROUP_PIDS,
+                priority: crate::sandbox::priority::BootPriority::Normal,
             },
             // A kernel without transparent huge pages refuses the huge= mount option.
             ram_tmpfs_mib: (config.guest_ram_huge_pages && Path::new(SHMEM_THP_PATH).exists())

@@ -5,6 +5,7 @@ use super::plan::{
     elf_has_interpreter, libraries_from_ldd, Bind, JailContents, JailPlan, PlanError,
 };
 use super::JailSettings;
+use crate::sandbox::priority::BootPriority;
 use crate::sandbox::tests::proc_status_field;
 
 const LDD: &str = "\tlinux-vdso.so.1 (0x00007ffd6a9f2000)
@@ -127,7 +128,34 @@ fn limits() -> CgroupLimits {
         memory_bytes: 384 << 20,
         cpu_quota_us: 200_000,
         pids: 512,
+        priority: BootPriority::Normal,
     }
+}
+
+#[test]
+fn a_background_vm_gets_the_lowest_cpu_weight_in_either_cgroup_version() {
+    let background = CgroupLimits {
+        priority: BootPriority::Background,
+        ..limits()
+    };
+    let parent = Path::new("hull-pods");
+    let hybrid = layout_from_mountinfo(HYBRID).unwrap();
+    let writes = hybrid.limit_writes(parent, "sb1", &background);
+    assert_eq!(
+        writes.len(),
+        hybrid.limit_writes(parent, "sb1", &limits()).len() + 1
+    );
+    assert!(writes.contains(&(
+        PathBuf::from("/sys/fs/cgroup/cpu,cpuacct/hull-pods/sb1/cpu.shares"),
+        "2".to_string()
+    )));
+    let unified = layout_from_mountinfo(UNIFIED).unwrap();
+    let writes = unified.limit_writes(parent, "sb1", &background);
+    assert_eq!(writes.len(), 4);
+    assert!(writes.contains(&(
+        PathBuf::from("/sys/fs/cgroup/hull-pods/sb1/cpu.weight"),
+        "1".to_string()
+    )));
 }
 
 #[test]

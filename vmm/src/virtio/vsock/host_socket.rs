@@ -1,7 +1,6 @@
 //! Host Unix-socket helpers of the hybrid back-end: the path a guest-initiated connection goes to,
 //! a connect that never blocks the event loop, and a client still sending its `CONNECT` line.
 
-use std::ffi::OsString;
 use std::io::{self, Read};
 use std::os::fd::{FromRawFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
@@ -11,11 +10,10 @@ use std::time::Instant;
 
 use super::connect_line::{parse_connect_line, ConnectLineError, LineBuffer, LineProgress};
 
-/// `<uds_path>_<port>`: where a guest connection to host port `port` is forwarded.
+/// `<uds_path>_<port>`: where a guest connection to host port `port` is forwarded (the rule is
+/// the agent protocol's: [`hull_proto::handshake::guest_connection_path`]).
 pub fn port_path(uds_path: &Path, port: u32) -> PathBuf {
-    let mut s = OsString::from(uds_path.as_os_str());
-    s.push(format!("_{port}"));
-    PathBuf::from(s)
+    hull_proto::handshake::guest_connection_path(uds_path, port)
 }
 
 /// Connects to a Unix stream listener without blocking: a listener whose backlog is full gives
@@ -140,14 +138,6 @@ mod tests {
     use super::*;
     use std::io::Write;
     use std::os::unix::net::UnixListener;
-
-    #[test]
-    fn port_path_appends_underscore_and_port() {
-        assert_eq!(
-            port_path(Path::new("/run/v.sock"), 1024),
-            PathBuf::from("/run/v.sock_1024")
-        );
-    }
 
     #[test]
     fn connect_nonblocking_reaches_a_listener_and_reports_a_missing_one() {
