@@ -73,15 +73,21 @@ fn start(name: &str, cmdline: &str, env: Option<(&str, &str)>) -> Jailed {
     start_in(name, cmdline, env, None)
 }
 
-/// [`start`] in the network namespace `netns` (a new one if `None`).
-fn start_in(name: &str, cmdline: &str, env: Option<(&str, &str)>, netns: Option<&Path>) -> Jailed {
+/// A fresh run directory for test `name`, the sandbox id and its paths (directory made).
+fn sandbox_paths(name: &str) -> (PathBuf, String, SandboxPaths) {
     let run_dir =
         Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("jail-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&run_dir);
     let id = format!("jail-{name}-{}", std::process::id());
     let paths = SandboxPaths::new(&run_dir, &id);
     std::fs::create_dir_all(&paths.dir).unwrap();
-    let settings = JailSettings {
+    (run_dir, id, paths)
+}
+
+/// The test jail's settings: the pod cgroup's CPU weight that of `priority`, guest RAM on the
+/// jail's tmpfs if `ram_tmpfs`.
+fn settings(priority: BootPriority, ram_tmpfs: bool) -> JailSettings {
+    JailSettings {
         uid: UID,
         gid: GID,
         nofile: NOFILE,
@@ -91,10 +97,16 @@ fn start_in(name: &str, cmdline: &str, env: Option<(&str, &str)>, netns: Option<
             memory_bytes: (MEM_MIB + 128) << 20,
             cpu_quota_us: 200_000,
             pids: 64,
-            priority: BootPriority::Normal,
+            priority,
         },
-        ram_tmpfs_mib: Some(MEM_MIB),
-    };
+        ram_tmpfs_mib: ram_tmpfs.then_some(MEM_MIB),
+    }
+}
+
+/// [`start`] in the network namespace `netns` (a new one if `None`).
+fn start_in(name: &str, cmdline: &str, env: Option<(&str, &str)>, netns: Option<&Path>) -> Jailed {
+    let (run_dir, id, paths) = sandbox_paths(name);
+    let settings = settings(BootPriority::Normal, true);
     let contents =
         JailContents::for_vmm(Path::new(vmm_bin()), &tiny_guest(Entry::Pvh), None, false).unwrap();
     let prepare_started = Instant::now();
@@ -728,26 +740,8 @@ fn a_background_jail_gets_the_lowest_cpu_weight_until_given_the_default_back() {
     if !prerequisites() {
         return;
     }
-    let run_dir =
-        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("jail-weight-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&run_dir);
-    let id = format!("jail-weight-{}", std::process::id());
-    let paths = SandboxPaths::new(&run_dir, &id);
-    std::fs::create_dir_all(&paths.dir).unwrap();
-    let settings = JailSettings {
-        uid: UID,
-        gid: GID,
-        nofile: NOFILE,
-        fsize_bytes: MEM_MIB << 20,
-        cgroup_parent: CGROUP_PARENT.into(),
-        limits: CgroupLimits {
-            memory_bytes: (MEM_MIB + 128) << 20,
-            cpu_quota_us: 200_000,
-            pids: 64,
-            priority: BootPriority::Background,
-        },
-        ram_tmpfs_mib: None,
-    };
+    let (run_dir, id, paths) = sandbox_paths("weight");
+    let settings = settings(BootPriority::Background, false);
     let contents =
         JailContents::for_vmm(Path::new(vmm_bin()), &tiny_guest(Entry::Pvh), None, false).unwrap();
     let jail = Jail::prepare(&settings, &id, &paths.dir, &contents).unwrap();

@@ -39,9 +39,9 @@ pub const GUEST_CMDLINE: &str =
 /// arguments) in the network namespace `netns` (a new, empty one for `None`). Returns the
 /// processes, hull-vmm last, and the listener for the agent's ready signal (bound before the
 /// VMM starts). The pod cgroup gets the CPU weight of `priority`. Each process is recorded in
-/// the pids file as soon as it runs, so
-/// crash clean-up finds it even when its starter is gone before the VM is up. On failure what was
-/// started is stopped; the caller removes the directory.
+/// the pids file as soon as it runs, so crash clean-up finds it even when its starter is gone
+/// before the VM is up. On failure what was started is stopped; the caller removes the
+/// directory.
 ///
 /// hull-vmm is spawned right after virtiofsd, not once virtiofsd's socket is there: it retries
 /// its connection until the socket exists and is handed to the jail user (done here as soon as
