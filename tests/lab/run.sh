@@ -1010,7 +1010,7 @@ pod_once() {
         # lab-pod runs wget (busybox, L1's /bin) for the page from L1.
         summary=$(PATH=/bin $WATCH -t "$timeout" -o "$out" -e "$err" -- $LAB/bin/lab-pod \
             --socket "$D/run/containerd.sock" --run-dir "$D/hull" --pod-dir "$D/pods" \
-            --hull-config "$D/hull.toml" --hull-bin "$LAB/bin/hull" --containerd-log "$D/logs/containerd.log" \
+            --hull-config "$D/hull.toml" --hull-bin "$LAB/bin/hull" \
             --netns-dir "$D/state/io.containerd.grpc.v1.cri/netns" --ipam-dir "$D/cni/ipam/labnet" \
             --name "$name" --attempt "$attempt" $options)
         parse_summary "$summary"

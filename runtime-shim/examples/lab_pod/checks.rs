@@ -299,34 +299,6 @@ pub fn cri_port_forward(run: &mut Run, pod: &str) {
 /// The jail (issue 14): every hull-vmm in L1 runs unprivileged, without capabilities, under
 /// seccomp, as PID 1 of its own pid namespace, in other mount/ipc/uts namespaces than L1's, in
 /// the pod cgroup, with a root holding only what it needs.
-/// The shim met the agent of `pod`'s own VM through the agent's ready signal (a connection from
-/// the jailed VMM to the shim's listener), not by polling: its "agent answered" line for the
-/// pod in containerd's log says `ready_signal=true`. Skipped without `--containerd-log`.
-pub fn ready_signal(run: &mut Run, pod: &str) {
-    let Some(path) = run.args.containerd_log.clone() else {
-        return;
-    };
-    let log = std::fs::read_to_string(&path).unwrap_or_default();
-    // The shim's fields reach containerd's log inside its msg="..." (quoted, escaped): look
-    // for the id itself.
-    let answered = log
-        .lines()
-        .rfind(|l| l.contains("agent answered") && l.contains(pod));
-    let r = match answered {
-        Some(line) if line.contains("ready_signal=true") => Ok(format!(
-            "the shim met the agent of {} on its ready signal",
-            crate::cri::short(pod)
-        )),
-        Some(line) => Err(format!("no ready signal: {line}")),
-        None => Err(format!(
-            "no \"agent answered\" line for {} in {}",
-            crate::cri::short(pod),
-            path.display()
-        )),
-    };
-    run.check("ready-signal", r);
-}
-
 pub fn jail_checks(run: &mut Run) {
     let mut seen = Vec::new();
     let mut wrong = Vec::new();

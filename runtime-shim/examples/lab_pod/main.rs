@@ -19,7 +19,7 @@
 //!
 //! usage: lab_pod --socket SOCK --run-dir DIR --pod-dir DIR --netns-dir DIR --ipam-dir DIR
 //!                [--full] [--bench N] [--pool [--hull-config FILE] [--hull-bin FILE]]
-//!                [--name NAME] [--attempt N] [--containerd-log FILE]
+//!                [--name NAME] [--attempt N]
 //!        lab_pod --quickstart --runtime-class FILE --hull-config FILE [--kubelet-dir DIR] ...
 //!                (the README's Kubernetes quick start pod, kubelet's part: see quickstart.rs)
 
@@ -80,9 +80,6 @@ struct Args {
     kubelet_dir: PathBuf,
     pool: bool,
     hull_bin: PathBuf,
-    /// containerd's log (the shims' lines): with it, the pod that booted its own VM must have
-    /// met its agent through the ready signal.
-    containerd_log: Option<PathBuf>,
 }
 
 fn parse_args() -> Args {
@@ -102,7 +99,6 @@ fn parse_args() -> Args {
         kubelet_dir: PathBuf::from("/var/lib/kubelet"),
         pool: false,
         hull_bin: PathBuf::new(),
-        containerd_log: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -126,7 +122,6 @@ fn parse_args() -> Args {
             "--kubelet-dir" => a.kubelet_dir = value().into(),
             "--pool" => a.pool = true,
             "--hull-bin" => a.hull_bin = value().into(),
-            "--containerd-log" => a.containerd_log = Some(value().into()),
             other => usage(&format!("unknown argument {other}")),
         }
     }
@@ -438,9 +433,6 @@ fn scenario(run: &mut Run) {
     }
     pod_checks(run, &pod_a, &web, &side);
     jail_checks(run);
-    if !run.args.pool {
-        checks::ready_signal(run, &pod_a);
-    }
     if run.args.pool {
         let cfg_c = run.pod_config("lab-c");
         match run.start_pod(&cfg_c, "hull", &[("side", sleep_command())]) {
@@ -449,7 +441,6 @@ fn scenario(run: &mut Run) {
                 let own = pool::booted_own(&run.args.run_dir, &pod_c)
                     .and_then(|own| run.pod_ip(&pod_c).map(|ip| format!("{own}; {ip}")));
                 run.check("pod-own-vm", own);
-                checks::ready_signal(run, &pod_c);
             }
             Err(e) => {
                 run.check("pod-own-vm", Err(e));
