@@ -745,42 +745,27 @@ fn a_background_jail_gets_the_lowest_cpu_weight_until_given_the_default_back() {
     let contents =
         JailContents::for_vmm(Path::new(vmm_bin()), &tiny_guest(Entry::Pvh), None, false).unwrap();
     let jail = Jail::prepare(&settings, &id, &paths.dir, &contents).unwrap();
-    let weight = |value_if_v2: u64, value_if_v1: u64| -> Vec<(PathBuf, u64, u64)> {
-        jail.cgroup_dirs()
-            .iter()
-            .filter_map(|dir| {
-                let (file, want) = if dir.join("cpu.weight").exists() {
-                    (dir.join("cpu.weight"), value_if_v2)
-                } else if dir.join("cpu.shares").exists() {
-                    (dir.join("cpu.shares"), value_if_v1)
-                } else {
-                    return None;
-                };
-                let read = std::fs::read_to_string(&file)
-                    .unwrap()
-                    .trim()
-                    .parse()
-                    .unwrap();
-                Some((file, read, want))
-            })
-            .collect()
+    let weight = || {
+        let (file, value) = priority::current_weight(jail.cgroup_dirs())
+            .unwrap()
+            .unwrap_or_else(|| panic!("no CPU weight in {:?}", jail.cgroup_dirs()));
+        (file, value, file.priority_of(value))
     };
-    let background = weight(
-        priority::V2_BACKGROUND_WEIGHT,
-        priority::V1_BACKGROUND_SHARES,
-    );
+    let (file, value, background) = weight();
     assert_eq!(
-        background.len(),
-        1,
-        "one cgroup with a CPU weight: {background:?}"
+        background,
+        Some(BootPriority::Background),
+        "{} {value}",
+        file.name()
     );
-    for (file, read, want) in background {
-        assert_eq!(read, want, "{}", file.display());
-    }
     priority::restore_normal_weight(jail.cgroup_dirs()).unwrap();
-    for (file, read, want) in weight(priority::V2_NORMAL_WEIGHT, priority::V1_NORMAL_SHARES) {
-        assert_eq!(read, want, "{}", file.display());
-    }
+    let (file, value, normal) = weight();
+    assert_eq!(
+        normal,
+        Some(BootPriority::Normal),
+        "{} {value}",
+        file.name()
+    );
     cleanup_dir(&paths);
     let _ = std::fs::remove_dir_all(&run_dir);
 }

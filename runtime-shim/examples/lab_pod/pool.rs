@@ -9,9 +9,7 @@ use std::time::{Duration, Instant};
 
 use hull_runtime::pool::{ask_to_stop, stop_and_wait, PoolDirs, POOL_DIR, SLOT_FILE};
 use hull_runtime::sandbox::jail::cgroup::recorded;
-use hull_runtime::sandbox::priority::{
-    V1_BACKGROUND_SHARES, V1_NORMAL_SHARES, V2_BACKGROUND_WEIGHT, V2_NORMAL_WEIGHT,
-};
+use hull_runtime::sandbox::priority::{current_weight, BootPriority};
 
 use crate::Args;
 
@@ -155,21 +153,19 @@ pub fn booted_own(run_dir: &Path, pod: &str) -> Result<String, String> {
     }
 }
 
-/// The CPU weight of the pod cgroup recorded in the sandbox directory `dir`: the one of its
-/// directories with `cpu.weight` (v2) or `cpu.shares` (v1), as "file=value".
-fn cpu_weight(dir: &Path) -> Result<(String, u64), String> {
+/// Whether the pod cgroup recorded in the sandbox directory `dir` has the CPU weight of
+/// `priority`; `whose` names the VM in what is said.
+fn weight_is(dir: &Path, priority: BootPriority, whose: &str) -> Result<String, String> {
     let dirs = recorded(dir);
-    for cgroup in &dirs {
-        for file in ["cpu.weight", "cpu.shares"] {
-            if let Ok(text) = std::fs::read_to_string(cgroup.join(file)) {
-                let value = text.trim().parse().map_err(|e| format!("{file}: {e}"))?;
-                return Ok((file.to_string(), value));
-            }
-        }
+    let (file, value) = current_weight(&dirs)
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("no cpu.weight or cpu.shares in the pod cgroups {dirs:?}"))?;
+    let said = format!("{whose} cgroup has {} {value}", file.name());
+    if file.priority_of(value) == Some(priority) {
+        Ok(said)
+    } else {
+        Err(format!("{said}, not the {priority:?} weight"))
     }
-    Err(format!(
-        "no cpu.weight or cpu.shares in the pod cgroups {dirs:?}"
-    ))
 }
 
 /// The pool's ready VM boots and waits at the lowest CPU weight.
@@ -180,26 +176,14 @@ pub fn ready_vm_in_background(run_dir: &Path) -> Result<String, String> {
         .and_then(|mut d| d.next())
         .and_then(|e| e.ok())
         .ok_or_else(|| format!("no ready VM in {}", ready.display()))?;
-    match cpu_weight(&slot.path())? {
-        (file, value) if value == V2_BACKGROUND_WEIGHT && file == "cpu.weight" => {
-            Ok(format!("the ready pool VM's cgroup has {file} {value}"))
-        }
-        (file, value) if value == V1_BACKGROUND_SHARES && file == "cpu.shares" => {
-            Ok(format!("the ready pool VM's cgroup has {file} {value}"))
-        }
-        (file, value) => Err(format!("the ready pool VM's cgroup has {file} {value}")),
-    }
+    weight_is(
+        &slot.path(),
+        BootPriority::Background,
+        "the ready pool VM's",
+    )
 }
 
 /// The VM pod `pod` took from the pool has the default CPU weight.
 pub fn claimed_vm_at_normal_priority(run_dir: &Path, pod: &str) -> Result<String, String> {
-    match cpu_weight(&run_dir.join(pod))? {
-        (file, value) if value == V2_NORMAL_WEIGHT && file == "cpu.weight" => {
-            Ok(format!("the claimed VM's cgroup has {file} {value}"))
-        }
-        (file, value) if value == V1_NORMAL_SHARES && file == "cpu.shares" => {
-            Ok(format!("the claimed VM's cgroup has {file} {value}"))
-        }
-        (file, value) => Err(format!("the claimed VM's cgroup has {file} {value}")),
-    }
+    weight_is(&run_dir.join(pod), BootPriority::Normal, "the claimed VM's")
 }

@@ -400,3 +400,23 @@ fn a_claimed_pool_vm_gets_the_default_cpu_weight_back() {
     assert!(!v1_memory.join("cpu.shares").exists());
     assert!(!v1_memory.join("cpu.weight").exists());
 }
+
+#[test]
+fn a_pods_cpu_weight_is_read_from_the_directory_that_has_one() {
+    use priority::{BootPriority, WeightFile};
+    let dir = tempfile::tempdir().unwrap();
+    let [memory, cpu] = ["memory", "cpu"].map(|d| dir.path().join(d));
+    for d in [&memory, &cpu] {
+        std::fs::create_dir(d).unwrap();
+    }
+    let dirs = [memory.clone(), cpu.clone()];
+    assert!(priority::current_weight(&dirs).unwrap().is_none());
+    std::fs::write(cpu.join("cpu.shares"), "2\n").unwrap();
+    let (file, value) = priority::current_weight(&dirs).unwrap().unwrap();
+    assert_eq!((file, value), (WeightFile::CpuShares, 2));
+    assert_eq!(file.priority_of(value), Some(BootPriority::Background));
+    assert_eq!(file.priority_of(512), None);
+    std::fs::write(cpu.join("cpu.shares"), "lots").unwrap();
+    let err = priority::current_weight(&dirs).unwrap_err().to_string();
+    assert!(err.contains("cpu.shares") && err.contains("lots"), "{err}");
+}

@@ -4,7 +4,7 @@
 //! directories are recorded in the sandbox directory, so `delete` after a shim crash removes
 //! them.
 
-use crate::sandbox::priority::BootPriority;
+use crate::sandbox::priority::{BootPriority, WeightFile};
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -169,7 +169,7 @@ impl CgroupLayout {
                     ),
                     (dir.join("pids.max"), limits.pids.to_string()),
                 ];
-                writes.extend(limits.priority.cgroup_write(self.version(), &dir));
+                writes.extend(limits.priority.cgroup_write(WeightFile::CpuWeight, &dir));
                 writes
             }
             CgroupLayout::V1 { controllers } => controllers
@@ -189,7 +189,8 @@ impl CgroupLayout {
                                     limits.cpu_quota_us.to_string(),
                                 ),
                             ];
-                            writes.extend(limits.priority.cgroup_write(self.version(), &dir));
+                            writes
+                                .extend(limits.priority.cgroup_write(WeightFile::CpuShares, &dir));
                             writes
                         }
                         Controller::Pids => {
