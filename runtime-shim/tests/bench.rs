@@ -52,10 +52,12 @@ fn hull_bench_short_run_writes_what_it_says() {
         .output()
         .unwrap();
     println!("{}", String::from_utf8_lossy(&out.stdout));
+    // Its error first: stdout (printed above) is long, and CI shows only parts of the output.
     assert!(
         out.status.success(),
-        "hull bench failed: {}\n{}",
-        text(&out),
+        "hull bench failed (status {:?}): {}\ncontainerd's log:\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr),
         c.log_tail()
     );
     let stdout = String::from_utf8_lossy(&out.stdout);

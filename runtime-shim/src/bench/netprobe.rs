@@ -43,9 +43,10 @@ pub fn server_command(bulk_mib: usize) -> Vec<String> {
 }
 
 /// The sink container's command: one `nc -l` on [`SINK_PORT`] after the other; each takes one
-/// upload, discards it and exits at its end.
+/// upload and answers, once the upload ended, with the number of bytes that reached the pod
+/// (`wc -c`), then exits.
 pub fn sink_command() -> Vec<String> {
-    let script = format!("while :; do nc -l -p {SINK_PORT} > /dev/null < /dev/null; done");
+    let script = format!("while :; do nc -l -p {SINK_PORT} -e wc -c; done");
     vec!["sh".into(), "-c".into(), script]
 }
 
@@ -117,31 +118,49 @@ pub fn download(ip: &str, bulk_mib: usize) -> Result<f64, ProbeError> {
     Ok(mbit(got, t.elapsed()))
 }
 
-/// Sends `bulk_mib` MiB to the pod's sink, then waits for the sink to close (the bytes reached
-/// the pod); Mbit/s, timed from the established connection.
+/// Sends `bulk_mib` MiB to the pod's sink and waits for its answer (the bytes it received,
+/// so all of them reached the pod); Mbit/s, timed from the established connection.
 pub fn upload(ip: &str, bulk_mib: usize) -> Result<f64, ProbeError> {
-    let what = || format!("upload to {ip}:{SINK_PORT}");
+    let addr = socket_addr(ip, SINK_PORT)?;
+    upload_to(&addr, bulk_mib << 20)
+}
+
+/// Sends `bytes` (a multiple of 256 KiB) to the sink at `addr`; see [`upload`].
+fn upload_to(addr: &SocketAddr, bytes: usize) -> Result<f64, ProbeError> {
+    let what = || format!("upload to {addr}");
     let chunk = vec![0x5au8; 256 * 1024];
-    let mut s = connect_sink(ip)?;
+    let mut s = connect_sink(addr)?;
     let t = Instant::now();
-    for _ in 0..(bulk_mib << 20) / chunk.len() {
+    for _ in 0..bytes / chunk.len() {
         s.write_all(&chunk).map_err(|e| fail(what(), e))?;
     }
     s.shutdown(Shutdown::Write)
         .map_err(|e| fail(what(), format!("shutdown: {e}")))?;
-    let mut rest = Vec::new();
-    s.read_to_end(&mut rest)
-        .map_err(|e| fail(what(), format!("waiting for the sink's close: {e}")))?;
-    Ok(mbit(bulk_mib << 20, t.elapsed()))
+    let mut answer = Vec::new();
+    s.take(64)
+        .read_to_end(&mut answer)
+        .map_err(|e| fail(what(), format!("waiting for the sink's answer: {e}")))?;
+    let took = t.elapsed();
+    let answer = String::from_utf8_lossy(&answer);
+    match answer.trim().parse::<usize>() {
+        Ok(got) if got == bytes => Ok(mbit(bytes, took)),
+        Ok(got) => Err(fail(
+            what(),
+            format!("the sink received {got} of {bytes} bytes"),
+        )),
+        Err(_) => Err(fail(
+            what(),
+            format!("the sink answered {answer:?}, not a byte count"),
+        )),
+    }
 }
 
-/// Connects to the sink. Between two uploads the sink's loop starts a new `nc`: a refused
-/// connection is tried again for up to 5 s.
-fn connect_sink(ip: &str) -> Result<TcpStream, ProbeError> {
-    let addr = socket_addr(ip, SINK_PORT)?;
+/// Connects to the sink at `addr`. Between two uploads the sink's loop starts a new `nc`: a
+/// refused connection is tried again for up to 5 s.
+fn connect_sink(addr: &SocketAddr) -> Result<TcpStream, ProbeError> {
     let started = Instant::now();
     loop {
-        match dial(&addr) {
+        match dial(addr) {
             Err(e)
                 if e.kind() == std::io::ErrorKind::ConnectionRefused
                     && started.elapsed() < Duration::from_secs(5) =>
@@ -177,3 +196,6 @@ pub fn wait_serving(ip: &str, timeout: Duration) -> Result<(), ProbeError> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -114,7 +114,7 @@ pub fn run(bench: &mut Bench) -> Result<GroupResult, BenchError> {
         );
     }
     group.notes.push(format!(
-        "busybox httpd serving from the pod's /dev/shm, nc as the upload sink; {REQUESTS} \
+        "busybox httpd serving from the pod's /dev/shm, nc as the upload sink (an upload ends when the pod answers how many bytes it got); {REQUESTS} \
          requests per round; throughput ratios below 1 mean hull is slower"
     ));
     Ok(group)
