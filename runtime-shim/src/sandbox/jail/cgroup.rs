@@ -4,7 +4,7 @@
 //! directories are recorded in the sandbox directory, so `delete` after a shim crash removes
 //! them.
 
-use crate::sandbox::priority::{BootPriority, WeightFile};
+use crate::sandbox::priority::{BootPriority, CpuControl};
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -65,7 +65,8 @@ pub struct CgroupLimits {
     pub cpu_quota_us: u64,
     /// Tasks.
     pub pids: u64,
-    /// CPU weight: the default, or the lowest for a VM nobody waits for yet.
+    /// CPU share: the default weight and `cpu_quota_us`, or, for a VM nobody waits for yet,
+    /// the lowest weight and a background quota (see [`crate::sandbox::priority`]).
     pub priority: BootPriority,
 }
 
@@ -161,15 +162,9 @@ impl CgroupLayout {
         match self {
             CgroupLayout::V2 { mount } => {
                 let dir = mount.join(parent).join(id);
-                let mut writes = vec![
-                    (dir.join("memory.max"), limits.memory_bytes.to_string()),
-                    (
-                        dir.join("cpu.max"),
-                        format!("{} {CPU_PERIOD_US}", limits.cpu_quota_us),
-                    ),
-                    (dir.join("pids.max"), limits.pids.to_string()),
-                ];
-                writes.extend(limits.priority.cgroup_write(WeightFile::CpuWeight, &dir));
+                let mut writes = vec![(dir.join("memory.max"), limits.memory_bytes.to_string())];
+                writes.extend(CpuControl::V2.writes(&dir, limits.priority, limits.cpu_quota_us));
+                writes.push((dir.join("pids.max"), limits.pids.to_string()));
                 writes
             }
             CgroupLayout::V1 { controllers } => controllers
@@ -182,15 +177,13 @@ impl CgroupLayout {
                             limits.memory_bytes.to_string(),
                         )],
                         Controller::Cpu => {
-                            let mut writes = vec![
-                                (dir.join("cpu.cfs_period_us"), CPU_PERIOD_US.to_string()),
-                                (
-                                    dir.join("cpu.cfs_quota_us"),
-                                    limits.cpu_quota_us.to_string(),
-                                ),
-                            ];
-                            writes
-                                .extend(limits.priority.cgroup_write(WeightFile::CpuShares, &dir));
+                            let mut writes =
+                                vec![(dir.join("cpu.cfs_period_us"), CPU_PERIOD_US.to_string())];
+                            writes.extend(CpuControl::V1.writes(
+                                &dir,
+                                limits.priority,
+                                limits.cpu_quota_us,
+                            ));
                             writes
                         }
                         Controller::Pids => {
