@@ -736,33 +736,35 @@ fn delete_after_a_shim_crash_stops_the_jailed_vmm_and_removes_the_jail() {
 }
 
 #[test]
-fn a_background_jail_gets_the_background_cpu_share_until_given_the_pods_back() {
+fn a_background_jail_gets_the_lowest_cpu_weight_until_given_the_default_back() {
     if !prerequisites() {
         return;
     }
     let (run_dir, id, paths) = sandbox_paths("weight");
     let settings = settings(BootPriority::Background, false);
-    let pod_quota_us = settings.limits.cpu_quota_us;
     let contents =
         JailContents::for_vmm(Path::new(vmm_bin()), &tiny_guest(Entry::Pvh), None, false).unwrap();
     let jail = Jail::prepare(&settings, &id, &paths.dir, &contents).unwrap();
-    let share = || {
-        priority::current_share(jail.cgroup_dirs())
+    let weight = || {
+        let (file, value) = priority::current_weight(jail.cgroup_dirs())
             .unwrap()
-            .unwrap_or_else(|| panic!("no CPU controller in {:?}", jail.cgroup_dirs()))
+            .unwrap_or_else(|| panic!("no CPU weight in {:?}", jail.cgroup_dirs()));
+        (file, value, file.priority_of(value))
     };
-    let background = share();
+    let (file, value, background) = weight();
     assert_eq!(
-        background.priority(pod_quota_us),
+        background,
         Some(BootPriority::Background),
-        "{background:?}"
+        "{} {value}",
+        file.name()
     );
-    priority::restore_normal(jail.cgroup_dirs(), pod_quota_us).unwrap();
-    let normal = share();
+    priority::restore_normal_weight(jail.cgroup_dirs()).unwrap();
+    let (file, value, normal) = weight();
     assert_eq!(
-        normal.priority(pod_quota_us),
+        normal,
         Some(BootPriority::Normal),
-        "{normal:?}"
+        "{} {value}",
+        file.name()
     );
     cleanup_dir(&paths);
     let _ = std::fs::remove_dir_all(&run_dir);

@@ -380,7 +380,7 @@ fn scenario(run: &mut Run) {
         match pool::PoolDaemon::start(&run.args) {
             Ok((daemon, ready)) => {
                 run.check("pool-ready", Ok(ready));
-                let background = pool::ready_vm_in_background(&run.args);
+                let background = pool::ready_vm_in_background(&run.args.run_dir);
                 run.check("pool-vm-background", background);
                 pool = Some(daemon);
             }
@@ -426,7 +426,7 @@ fn scenario(run: &mut Run) {
     if let Some(mut daemon) = pool.take() {
         let claimed = pool::claimed(&run.args.run_dir, &pod_a);
         run.check("pool-claimed", claimed);
-        let normal = pool::claimed_vm_at_normal_priority(&run.args, &pod_a);
+        let normal = pool::claimed_vm_at_normal_priority(&run.args.run_dir, &pod_a);
         run.check("pool-vm-normal", normal);
         let stopped = daemon.stop(&run.args.run_dir);
         run.check("pool-stop", stopped);

@@ -9,8 +9,7 @@ use std::time::{Duration, Instant};
 
 use hull_runtime::pool::{ask_to_stop, stop_and_wait, PoolDirs, POOL_DIR, SLOT_FILE};
 use hull_runtime::sandbox::jail::cgroup::recorded;
-use hull_runtime::sandbox::jail::JailSettings;
-use hull_runtime::sandbox::priority::{current_share, BootPriority};
+use hull_runtime::sandbox::priority::{current_weight, BootPriority};
 
 use crate::Args;
 
@@ -154,61 +153,37 @@ pub fn booted_own(run_dir: &Path, pod: &str) -> Result<String, String> {
     }
 }
 
-/// Whether the pod cgroup recorded in the sandbox directory `dir` has the CPU share of
-/// `priority` (weight and quota, the pod's quota that of the pool's VM size); `whose` names the
-/// VM in what is said.
-fn share_is(
-    args: &Args,
-    dir: &Path,
-    priority: BootPriority,
-    whose: &str,
-) -> Result<String, String> {
-    let config = hull_runtime::config::Config::load(Some(&args.hull_config))
-        .map_err(|e| format!("reading {}: {e}", args.hull_config.display()))?;
-    let pod_quota_us = JailSettings::for_vm(&config, config.vcpus.into(), config.mem_mib)
-        .limits
-        .cpu_quota_us;
+/// Whether the pod cgroup recorded in the sandbox directory `dir` has the CPU weight of
+/// `priority`; `whose` names the VM in what is said.
+fn weight_is(dir: &Path, priority: BootPriority, whose: &str) -> Result<String, String> {
     let dirs = recorded(dir);
-    let share = current_share(&dirs)
+    let (file, value) = current_weight(&dirs)
         .map_err(|e| e.to_string())?
-        .ok_or_else(|| format!("no CPU controller in the pod cgroups {dirs:?}"))?;
-    let quota = share
-        .quota_us
-        .map_or("no quota".to_string(), |q| format!("a quota of {q} us"));
-    let said = format!(
-        "{whose} cgroup has {} {} and {quota}",
-        share.cpu.weight_file(),
-        share.weight
-    );
-    if share.priority(pod_quota_us) == Some(priority) {
+        .ok_or_else(|| format!("no cpu.weight or cpu.shares in the pod cgroups {dirs:?}"))?;
+    let said = format!("{whose} cgroup has {} {value}", file.name());
+    if file.priority_of(value) == Some(priority) {
         Ok(said)
     } else {
-        Err(format!("{said}, not the {priority:?} share"))
+        Err(format!("{said}, not the {priority:?} weight"))
     }
 }
 
-/// The pool's ready VM boots and waits in the background (lowest weight, background quota).
-pub fn ready_vm_in_background(args: &Args) -> Result<String, String> {
-    let ready = ready_dir(&args.run_dir);
+/// The pool's ready VM boots and waits at the lowest CPU weight.
+pub fn ready_vm_in_background(run_dir: &Path) -> Result<String, String> {
+    let ready = ready_dir(run_dir);
     let slot = std::fs::read_dir(&ready)
         .ok()
         .and_then(|mut d| d.next())
         .and_then(|e| e.ok())
         .ok_or_else(|| format!("no ready VM in {}", ready.display()))?;
-    share_is(
-        args,
+    weight_is(
         &slot.path(),
         BootPriority::Background,
         "the ready pool VM's",
     )
 }
 
-/// The VM pod `pod` took from the pool has the default weight and its pod's quota.
-pub fn claimed_vm_at_normal_priority(args: &Args, pod: &str) -> Result<String, String> {
-    share_is(
-        args,
-        &args.run_dir.join(pod),
-        BootPriority::Normal,
-        "the claimed VM's",
-    )
+/// The VM pod `pod` took from the pool has the default CPU weight.
+pub fn claimed_vm_at_normal_priority(run_dir: &Path, pod: &str) -> Result<String, String> {
+    weight_is(&run_dir.join(pod), BootPriority::Normal, "the claimed VM's")
 }

@@ -10,9 +10,8 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 
-use super::jail::JailSettings;
 use super::pod_network::PodNetwork;
-use super::priority::restore_normal;
+use super::priority::restore_normal_weight;
 use super::processes::{
     monitor_adopted, read_pids_file, stop_processes, ProcessRecord, HULL_VMM, VIRTIOFSD,
 };
@@ -128,14 +127,10 @@ async fn adopt(
             paths.dir.display()
         )));
     };
-    // The pool booted it in the background (see [`super::priority`]); the pod's VM gets the
-    // default weight and its pod's CPU quota, and the pod start waits for it from here on.
-    let size = request.size;
-    let pod_quota_us = JailSettings::for_vm(config, size.vcpus, size.mem_mib)
-        .limits
-        .cpu_quota_us;
-    if let Err(e) = restore_normal(&super::jail::cgroup::recorded(&paths.dir), pod_quota_us) {
-        tracing::warn!(sandbox = sandbox_id, %e, "giving a pool VM the pod's CPU share");
+    // The pool booted it at the lowest CPU weight (see [`super::priority`]); the pod's VM gets
+    // the default weight, and the pod start waits for it from here on.
+    if let Err(e) = restore_normal_weight(&super::jail::cgroup::recorded(&paths.dir)) {
+        tracing::warn!(sandbox = sandbox_id, %e, "giving a pool VM the default CPU weight");
     }
     let (death_tx, death) = watch::channel(None);
     let death_tx = Arc::new(death_tx);

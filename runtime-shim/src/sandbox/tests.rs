@@ -378,76 +378,45 @@ async fn connect_agent_waits_for_the_ready_signal_before_its_first_attempt() {
 }
 
 #[test]
-fn a_claimed_pool_vm_gets_the_default_weight_and_its_pods_quota_back() {
+fn a_claimed_pool_vm_gets_the_default_cpu_weight_back() {
     let dir = tempfile::tempdir().unwrap();
     let [v2, v1_cpu, v1_memory] = ["v2", "cpu", "memory"].map(|d| dir.path().join(d));
     for d in [&v2, &v1_cpu, &v1_memory] {
         std::fs::create_dir(d).unwrap();
     }
     std::fs::write(v2.join("cpu.weight"), "1").unwrap();
-    std::fs::write(v2.join("cpu.max"), "20000 100000").unwrap();
     std::fs::write(v1_cpu.join("cpu.shares"), "2").unwrap();
-    std::fs::write(v1_cpu.join("cpu.cfs_quota_us"), "20000").unwrap();
     std::fs::write(v1_memory.join("memory.limit_in_bytes"), "1").unwrap();
     let dirs = [v2.clone(), v1_cpu.clone(), v1_memory.clone()];
-    assert_eq!(priority::restore_normal(&dirs, 200_000).unwrap(), 2);
-    let read = |path: std::path::PathBuf| std::fs::read_to_string(path).unwrap();
-    assert_eq!(read(v2.join("cpu.weight")), "100");
-    assert_eq!(read(v2.join("cpu.max")), "200000 100000");
-    assert_eq!(read(v1_cpu.join("cpu.shares")), "1024");
-    assert_eq!(read(v1_cpu.join("cpu.cfs_quota_us")), "200000");
-    let written: Vec<_> = std::fs::read_dir(&v1_memory)
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
-    assert_eq!(written, ["memory.limit_in_bytes"]);
+    assert_eq!(priority::restore_normal_weight(&dirs).unwrap(), 2);
+    assert_eq!(
+        std::fs::read_to_string(v2.join("cpu.weight")).unwrap(),
+        "100"
+    );
+    assert_eq!(
+        std::fs::read_to_string(v1_cpu.join("cpu.shares")).unwrap(),
+        "1024"
+    );
+    assert!(!v1_memory.join("cpu.shares").exists());
+    assert!(!v1_memory.join("cpu.weight").exists());
 }
 
 #[test]
-fn a_pods_cpu_share_is_read_from_the_directory_that_has_one() {
-    use priority::{BootPriority, CpuControl, CpuShare};
+fn a_pods_cpu_weight_is_read_from_the_directory_that_has_one() {
+    use priority::{BootPriority, WeightFile};
     let dir = tempfile::tempdir().unwrap();
     let [memory, cpu] = ["memory", "cpu"].map(|d| dir.path().join(d));
     for d in [&memory, &cpu] {
         std::fs::create_dir(d).unwrap();
     }
     let dirs = [memory.clone(), cpu.clone()];
-    assert!(priority::current_share(&dirs).unwrap().is_none());
+    assert!(priority::current_weight(&dirs).unwrap().is_none());
     std::fs::write(cpu.join("cpu.shares"), "2\n").unwrap();
-    std::fs::write(cpu.join("cpu.cfs_quota_us"), "20000\n").unwrap();
-    let share = priority::current_share(&dirs).unwrap().unwrap();
-    assert_eq!(
-        share,
-        CpuShare {
-            cpu: CpuControl::V1,
-            weight: 2,
-            quota_us: Some(20_000)
-        }
-    );
-    assert_eq!(share.priority(200_000), Some(BootPriority::Background));
-    // The lowest weight without the background quota is neither priority.
-    let unlimited = CpuShare {
-        quota_us: None,
-        ..share
-    };
-    assert_eq!(unlimited.priority(200_000), None);
-    std::fs::write(cpu.join("cpu.cfs_quota_us"), "-1").unwrap();
-    assert_eq!(
-        priority::current_share(&dirs).unwrap().unwrap().quota_us,
-        None
-    );
+    let (file, value) = priority::current_weight(&dirs).unwrap().unwrap();
+    assert_eq!((file, value), (WeightFile::CpuShares, 2));
+    assert_eq!(file.priority_of(value), Some(BootPriority::Background));
+    assert_eq!(file.priority_of(512), None);
     std::fs::write(cpu.join("cpu.shares"), "lots").unwrap();
-    let err = priority::current_share(&dirs).unwrap_err().to_string();
+    let err = priority::current_weight(&dirs).unwrap_err().to_string();
     assert!(err.contains("cpu.shares") && err.contains("lots"), "{err}");
-}
-
-#[test]
-fn a_background_vm_gets_at_most_its_quota_and_a_normal_one_the_pods() {
-    use priority::{BootPriority, BACKGROUND_CPU_QUOTA_US};
-    assert_eq!(BootPriority::Normal.cpu_quota_us(300_000), 300_000);
-    assert_eq!(
-        BootPriority::Background.cpu_quota_us(300_000),
-        BACKGROUND_CPU_QUOTA_US
-    );
-    assert_eq!(BootPriority::Background.cpu_quota_us(10_000), 10_000);
 }

@@ -4,7 +4,7 @@
 //! directories are recorded in the sandbox directory, so `delete` after a shim crash removes
 //! them.
 
-use crate::sandbox::priority::{BootPriority, CpuControl};
+use crate::sandbox::priority::{BootPriority, WeightFile};
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -65,8 +65,7 @@ pub struct CgroupLimits {
     pub cpu_quota_us: u64,
     /// Tasks.
     pub pids: u64,
-    /// CPU share: the default weight and `cpu_quota_us`, or, for a VM nobody waits for yet,
-    /// the lowest weight and a background quota (see [`crate::sandbox::priority`]).
+    /// CPU weight: the default, or the lowest for a VM nobody waits for yet.
     pub priority: BootPriority,
 }
 
@@ -162,9 +161,15 @@ impl CgroupLayout {
         match self {
             CgroupLayout::V2 { mount } => {
                 let dir = mount.join(parent).join(id);
-                let mut writes = vec![(dir.join("memory.max"), limits.memory_bytes.to_string())];
-                writes.extend(CpuControl::V2.writes(&dir, limits.priority, limits.cpu_quota_us));
-                writes.push((dir.join("pids.max"), limits.pids.to_string()));
+                let mut writes = vec![
+                    (dir.join("memory.max"), limits.memory_bytes.to_string()),
+                    (
+                        dir.join("cpu.max"),
+                        format!("{} {CPU_PERIOD_US}", limits.cpu_quota_us),
+                    ),
+                    (dir.join("pids.max"), limits.pids.to_string()),
+                ];
+                writes.extend(limits.priority.cgroup_write(WeightFile::CpuWeight, &dir));
                 writes
             }
             CgroupLayout::V1 { controllers } => controllers
@@ -177,13 +182,15 @@ impl CgroupLayout {
                             limits.memory_bytes.to_string(),
                         )],
                         Controller::Cpu => {
-                            let mut writes =
-                                vec![(dir.join("cpu.cfs_period_us"), CPU_PERIOD_US.to_string())];
-                            writes.extend(CpuControl::V1.writes(
-                                &dir,
-                                limits.priority,
-                                limits.cpu_quota_us,
-                            ));
+                            let mut writes = vec![
+                                (dir.join("cpu.cfs_period_us"), CPU_PERIOD_US.to_string()),
+                                (
+                                    dir.join("cpu.cfs_quota_us"),
+                                    limits.cpu_quota_us.to_string(),
+                                ),
+                            ];
+                            writes
+                                .extend(limits.priority.cgroup_write(WeightFile::CpuShares, &dir));
                             writes
                         }
                         Controller::Pids => {

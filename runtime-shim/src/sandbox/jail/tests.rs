@@ -5,7 +5,7 @@ use super::plan::{
     elf_has_interpreter, libraries_from_ldd, Bind, JailContents, JailPlan, PlanError,
 };
 use super::JailSettings;
-use crate::sandbox::priority::{BootPriority, BACKGROUND_CPU_QUOTA_US};
+use crate::sandbox::priority::BootPriority;
 use crate::sandbox::tests::proc_status_field;
 
 const LDD: &str = "\tlinux-vdso.so.1 (0x00007ffd6a9f2000)
@@ -133,7 +133,7 @@ fn limits() -> CgroupLimits {
 }
 
 #[test]
-fn a_background_vm_gets_the_lowest_cpu_weight_and_the_background_quota_in_either_version() {
+fn a_background_vm_gets_the_lowest_cpu_weight_in_either_cgroup_version() {
     let background = CgroupLimits {
         priority: BootPriority::Background,
         ..limits()
@@ -149,20 +149,12 @@ fn a_background_vm_gets_the_lowest_cpu_weight_and_the_background_quota_in_either
         PathBuf::from("/sys/fs/cgroup/cpu,cpuacct/hull-pods/sb1/cpu.shares"),
         "2".to_string()
     )));
-    assert!(writes.contains(&(
-        PathBuf::from("/sys/fs/cgroup/cpu,cpuacct/hull-pods/sb1/cpu.cfs_quota_us"),
-        BACKGROUND_CPU_QUOTA_US.to_string()
-    )));
     let unified = layout_from_mountinfo(UNIFIED).unwrap();
     let writes = unified.limit_writes(parent, "sb1", &background);
     assert_eq!(writes.len(), 4);
     assert!(writes.contains(&(
         PathBuf::from("/sys/fs/cgroup/hull-pods/sb1/cpu.weight"),
         "1".to_string()
-    )));
-    assert!(writes.contains(&(
-        PathBuf::from("/sys/fs/cgroup/hull-pods/sb1/cpu.max"),
-        format!("{BACKGROUND_CPU_QUOTA_US} 100000")
     )));
 }
 
