@@ -745,27 +745,20 @@ fn a_background_jail_gets_the_lowest_cpu_weight_until_given_the_default_back() {
     let contents =
         JailContents::for_vmm(Path::new(vmm_bin()), &tiny_guest(Entry::Pvh), None, false).unwrap();
     let jail = Jail::prepare(&settings, &id, &paths.dir, &contents).unwrap();
-    let weight = || {
+    let assert_weight_of = |want: BootPriority| {
         let (file, value) = priority::current_weight(jail.cgroup_dirs())
             .unwrap()
             .unwrap_or_else(|| panic!("no CPU weight in {:?}", jail.cgroup_dirs()));
-        (file, value, file.priority_of(value))
+        assert_eq!(
+            file.priority_of(value),
+            Some(want),
+            "{} {value}",
+            file.name()
+        );
     };
-    let (file, value, background) = weight();
-    assert_eq!(
-        background,
-        Some(BootPriority::Background),
-        "{} {value}",
-        file.name()
-    );
+    assert_weight_of(BootPriority::Background);
     priority::restore_normal_weight(jail.cgroup_dirs()).unwrap();
-    let (file, value, normal) = weight();
-    assert_eq!(
-        normal,
-        Some(BootPriority::Normal),
-        "{} {value}",
-        file.name()
-    );
+    assert_weight_of(BootPriority::Normal);
     cleanup_dir(&paths);
     let _ = std::fs::remove_dir_all(&run_dir);
 }
